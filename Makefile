@@ -1,0 +1,32 @@
+# Every target bootstraps its own .venv, so a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench check clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m mlx_deconv info
+	$(PY) -m mlx_deconv demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.base
+	$(PY) -m mlx_deconv bench
+
+check: $(VENV)/.base
+	$(PY) -m mlx_deconv check
+
+clean:
+	rm -rf $(VENV) build *.egg-info

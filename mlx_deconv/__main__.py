@@ -1,0 +1,129 @@
+"""``python -m mlx_deconv info | demo | check | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from typing import List, Optional
+
+import mlx.core as mx
+import numpy as np
+
+from . import __version__, backends, bench, reference
+from .devices import is_metal, resolve_stream
+from .functional import conv_transpose1d
+from .geometry import conv_geometry
+
+
+def streams() -> List[mx.Stream]:
+    """The default stream of every device this machine has."""
+    found = [mx.default_stream(mx.cpu)]
+    if mx.is_available(mx.gpu):
+        found.append(mx.default_stream(mx.gpu))
+    return found
+
+
+def info(_args=None) -> None:
+    print(f"mlx_deconv {__version__} on {bench.machine()}")
+    print(f"default device: {mx.default_device()}")
+    for stream in streams():
+        kind = "Metal GPU" if is_metal(stream) else ("GPU" if stream.device.type == mx.DeviceType.gpu else "CPU")
+        print(f"  {stream} ({kind}): backends {backends.available_backends(stream)}")
+    if not mx.is_available(mx.gpu):
+        print("  no GPU on this machine: Metal kernels cannot run here")
+
+
+CHECKS = [
+    # (name, N, L, C_in, C_out, K, conv kwargs)
+    ("dense stride 4", 2, 9, 6, 4, 8, dict(stride=4, padding=2)),
+    ("grouped dilated", 2, 7, 8, 6, 3, dict(stride=2, dilation=3, groups=2, padding="same")),
+    ("depthwise", 1, 11, 5, 5, 12, dict(stride=2, groups=5, padding="causal")),
+    ("L=1 K=1", 3, 1, 3, 2, 1, dict(stride=3, output_padding=2)),
+    ("stride > K asym", 1, 6, 2, 3, 2, dict(stride=5, padding=(1, 3))),
+]
+
+
+def check(_args=None) -> int:
+    """Every backend on every stream against the float64 oracle; returns the number of failures."""
+    rng = np.random.default_rng(0)
+    failures = 0
+    print(f"{'stream':<28}{'backend':<10}{'case':<18}{'dtype':<10}{'max |err|':>11}  ok")
+    for stream in streams():
+        for name, n, length, c_in, c_out, k, kwargs in CHECKS:
+            groups = kwargs.get("groups", 1)
+            x = rng.standard_normal((n, length, c_in))
+            w = rng.standard_normal((c_out, k, c_in // groups))
+            b = rng.standard_normal(c_out)
+            geom, _ = conv_geometry(x.shape, w.shape, **kwargs)
+            expected = reference.conv_transpose1d(x, w, b, geom)
+            for backend in backends.available_backends(stream):
+                for dtype, tol in ((mx.float32, 1e-4), (mx.float16, 5e-2)):
+                    y = conv_transpose1d(
+                        mx.array(x, dtype), mx.array(w, dtype), mx.array(b, dtype),
+                        **kwargs, backend=backend, stream=stream,
+                    )
+                    err = float(np.abs(np.array(y.astype(mx.float32)) - expected).max())
+                    ok = err <= tol * (1 + np.abs(expected).max())
+                    failures += not ok
+                    dt = str(dtype).split(".")[-1]
+                    print(f"{str(stream):<28}{backend:<10}{name:<18}{dt:<10}{err:>11.2e}  {'yes' if ok else 'NO'}")
+    if not mx.metal.is_available():
+        print("Metal is not available on this machine: no Metal backend was checked.")
+    print("all backends agree with the float64 reference" if not failures else f"{failures} FAILED")
+    return failures
+
+
+def demo(_args=None) -> None:
+    """A HiFi-GAN-style upsampling stack on a random mel spectrogram, checked against the oracle."""
+    stream = resolve_stream(None)
+    rng = np.random.default_rng(0)
+    # (C_in, C_out, K, stride, padding) of HiFi-GAN V1's four upsampling layers, channels / 8.
+    stack = [(64, 32, 16, 8, 4), (32, 16, 16, 8, 4), (16, 8, 4, 2, 1), (8, 4, 4, 2, 1)]
+    h = mx.array(rng.standard_normal((1, 50, 64)), mx.float32)
+    print(f"input (N, L, C) = {h.shape}: 50 mel frames")
+    worst = 0.0
+    for c_in, c_out, k, s, p in stack:
+        w = mx.array(rng.standard_normal((c_out, k, c_in)) / np.sqrt(c_in * k), mx.float32)
+        b = mx.array(rng.standard_normal(c_out) * 0.1, mx.float32)
+        geom, _ = conv_geometry(h.shape, w.shape, stride=s, padding=p)
+        chosen = backends.resolve_backend("auto", geom, stream)
+        y = conv_transpose1d(h, w, b, stride=s, padding=p)
+        expected = reference.conv_transpose1d(np.array(h), np.array(w), np.array(b), geom)
+        err = float(np.abs(np.array(y) - expected).max())
+        worst = max(worst, err)
+        print(f"  ConvTranspose K={k:<2} stride={s} padding={p}: {tuple(h.shape)} -> {tuple(y.shape)}  "
+              f"backend={chosen}  max |y - float64 reference| = {err:.2e}")
+        h = mx.maximum(y, 0.1 * y)  # leaky ReLU between layers, as in HiFi-GAN
+    print(f"upsampled 50 frames x 256 = {h.shape[1]} samples; worst error {worst:.2e} (float32)")
+    if worst > 1e-4:
+        raise SystemExit("demo: disagreement with the reference")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlx_deconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="version, devices, backends per stream")
+    sub.add_parser("demo", help="a small upsampling stack, checked against the float64 reference")
+    sub.add_parser("check", help="every backend on every stream against the float64 reference")
+    b = sub.add_parser("bench", help="time the DESIGN.md decoder shapes on every backend")
+    b.add_argument("--shapes", nargs="*", help=f"subset of {[s.name for s in bench.SHAPES]}")
+    b.add_argument("--backward", action="store_true", help="time forward + gradients w.r.t. x and weight")
+    b.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    b.add_argument("--stream", default=None, help="'cpu' or 'gpu' (default: the default stream)")
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        info()
+    elif args.command == "demo":
+        demo()
+    elif args.command == "check":
+        sys.exit(1 if check() else 0)
+    else:
+        bench.main(args)
+
+
+if __name__ == "__main__":
+    main()

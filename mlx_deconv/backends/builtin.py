@@ -1,0 +1,34 @@
+"""Backend ``"builtin"``: MLX's own ``mx.conv_transpose1d``.
+
+MLX takes symmetric padding only, at most ``dilation*(K-1)``, so the op runs
+with that part of the crop and the rest (asymmetric crops, output extended past the full
+length) is a slice and a zero pad around it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mlx.core as mx
+
+from ..geometry import Geometry
+
+
+def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
+    """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
+    right = geom.full_length - geom.crop - geom.output_length
+    # MLX pads the stuffed input by span - 1 - padding, which must not go negative.
+    span = geom.dilation * (geom.kernel_size - 1) + 1
+    both = max(0, min(geom.crop, right, span - 1))
+    y = mx.conv_transpose1d(
+        x, weight, stride=geom.stride, padding=both, dilation=geom.dilation, groups=geom.groups
+    )
+    start = geom.crop - both
+    stop = start + geom.output_length
+    if stop > y.shape[1]:
+        y = mx.pad(y, [(0, 0), (0, stop - y.shape[1]), (0, 0)])
+    if start or stop != y.shape[1]:
+        y = y[:, start:stop]
+    if bias is not None:
+        y = y + bias
+    return y

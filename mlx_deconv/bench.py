@@ -1,0 +1,173 @@
+"""``python -m mlx_deconv bench``: the decoder shapes of DESIGN.md, every backend, one run.
+
+Each figure is the median of ``repeat`` timed runs after ``warmup`` untimed
+ones. Ratios compare backends measured in the same run on the same stream, so
+a noisy machine moves them less than it moves the times.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import mlx.core as mx
+
+from . import backends
+from .functional import conv_transpose1d
+from .geometry import conv_geometry
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    batch: int
+    length: int
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: int
+    dilation: int
+    groups: int
+    output_padding: int = 0
+
+    def kwargs(self) -> dict:
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            output_padding=self.output_padding,
+        )
+
+
+SHAPES: List[Shape] = [
+    Shape("hifigan-1", 1, 200, 512, 256, 16, 8, 4, 1, 1),
+    Shape("hifigan-2", 1, 1600, 256, 128, 16, 8, 4, 1, 1),
+    Shape("hifigan-3", 1, 12800, 128, 64, 4, 2, 1, 1, 1),
+    Shape("hifigan-4", 1, 25600, 64, 32, 4, 2, 1, 1, 1),
+    Shape("bigvgan-aa", 1, 25600, 64, 64, 12, 2, 0, 1, 64),
+    Shape("depthwise-up", 1, 400, 512, 512, 3, 2, 1, 1, 512, 1),
+    Shape("grouped", 4, 1024, 256, 256, 4, 2, 1, 1, 16),
+    Shape("dilated", 1, 2000, 256, 256, 7, 1, 9, 3, 1),
+]
+
+
+def median_seconds(fn: Callable[[], mx.array], warmup: int, repeat: int) -> float:
+    for _ in range(warmup):
+        mx.eval(fn())
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        mx.eval(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Progress:
+    """A one-line progress bar on stderr (a plain line per step when not a terminal)."""
+
+    def __init__(self, total: int, width: int = 30):
+        self.total, self.done, self.width = total, 0, width
+        self.tty = sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        filled = self.width * self.done // self.total
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"[{bar}] {self.done}/{self.total} {label}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100) + ("\n" if self.done == self.total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def run(
+    shapes: Sequence[Shape] = SHAPES,
+    stream=None,
+    dtype=mx.float32,
+    warmup: int = 2,
+    repeat: int = 5,
+    backward: bool = False,
+) -> List[Dict]:
+    """Times every available backend and MLX's matmul of the same FLOP count.
+
+    Returns:
+        list[dict]: one row per shape with ``seconds`` per backend, the
+        backend ``auto`` chose, ``gflops`` (useful FLOPs, no inserted zeros)
+        and the matmul reference rate.
+    """
+    from .devices import resolve_stream
+
+    stream = resolve_stream(stream)
+    names = backends.available_backends(stream)
+    progress = Progress(len(shapes) * (len(names) + 1))
+    rows = []
+    for shape in shapes:
+        key = mx.random.key(0)
+        kx, kw = mx.random.split(key)
+        x = mx.random.normal((shape.batch, shape.length, shape.in_channels), key=kx).astype(dtype)
+        w = mx.random.normal(
+            (shape.out_channels, shape.kernel_size, shape.in_channels // shape.groups), key=kw
+        ).astype(dtype)
+        mx.eval(x, w)
+        geom, _ = conv_geometry(x.shape, w.shape, **shape.kwargs())
+        row = dict(shape=asdict(shape), auto=backends.resolve_backend("auto", geom, stream), seconds={})
+        for name in names:
+            if backward:
+                grad = mx.grad(lambda x, w, name=name: conv_transpose1d(x, w, **shape.kwargs(), backend=name, stream=stream).sum(), argnums=(0, 1))
+                fn = lambda: grad(x, w)
+            else:
+                fn = lambda name=name: conv_transpose1d(x, w, **shape.kwargs(), backend=name, stream=stream)
+            row["seconds"][name] = median_seconds(fn, warmup, repeat)
+            progress.step(f"{shape.name} {name}")
+        # MLX's own matmul on the same FLOP count: the ceiling of the gemm backend.
+        a = mx.random.normal((shape.batch * shape.length, shape.in_channels // shape.groups), key=kx).astype(dtype)
+        b = mx.random.normal((shape.in_channels // shape.groups, shape.kernel_size * shape.out_channels), key=kw).astype(dtype)
+        mx.eval(a, b)
+        row["matmul_seconds"] = median_seconds(lambda: mx.matmul(a, b, stream=stream), warmup, repeat)
+        progress.step(f"{shape.name} matmul")
+        row["gflop"] = geom.flops / 1e9 * (3 if backward else 1)
+        rows.append(row)
+    return rows
+
+
+def table(rows: List[Dict], backward: bool = False) -> str:
+    """A Markdown table: time per backend, ratio to builtin, GFLOP/s, % of matmul rate."""
+    names = list(rows[0]["seconds"])
+    head = ["shape", "auto"] + [f"{n} ms" for n in names] + ["auto / builtin", "auto GFLOP/s", "% of matmul"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        sec = row["seconds"]
+        auto = sec[row["auto"]]
+        # Forward+backward is three matmuls' worth of FLOPs.
+        matmul = row["matmul_seconds"] * (3 if backward else 1)
+        cells = [row["shape"]["name"], row["auto"]]
+        cells += [f"{sec[n] * 1e3:.1f}" for n in names]
+        cells += [f"{sec['builtin'] / auto:.1f}x", f"{row['gflop'] / auto:.1f}", f"{100 * matmul / auto:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return f"{platform.system()} {platform.machine()}, mlx {mx.__version__}, python {platform.python_version()}"
+
+
+def main(args) -> None:
+    shapes = SHAPES if not args.shapes else [s for s in SHAPES if s.name in args.shapes]
+    if not shapes:
+        raise SystemExit(f"--shapes: none of {args.shapes} is one of {[s.name for s in SHAPES]}")
+    dtype = getattr(mx, args.dtype)
+    rows = run(shapes, args.stream, dtype, args.warmup, args.repeat, args.backward)
+    kind = "forward+backward" if args.backward else "forward"
+    print(f"\n{kind}, {args.dtype}, stream {args.stream or 'default'}; {machine()}; median of {args.repeat} after {args.warmup} warm-up\n")
+    print(table(rows, args.backward))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=machine(), kind=kind, dtype=args.dtype, rows=rows), f, indent=2)

@@ -1,0 +1,126 @@
+"""``conv_transpose1d``: validate, normalise, pick a backend, run it."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import mlx.core as mx
+
+from . import backends
+from .devices import StreamLike, resolve_stream
+from .geometry import Padding, conv_geometry
+from .interop import torch_to_mlx_weight
+
+FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
+IntOrTuple = Union[int, Sequence[int]]
+
+
+def _as_array(name: str, value) -> mx.array:
+    if not isinstance(value, mx.array):
+        try:
+            value = mx.array(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be an mx.array or array-like, got {type(value).__name__}") from err
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got dtype {value.dtype}")
+    return value
+
+
+def available_backends(stream: StreamLike = None) -> List[str]:
+    """Names of the backends usable on a stream.
+
+    Args:
+        stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, an
+            ``mx.Device`` or an ``mx.Stream``.
+
+    Returns:
+        list[str]: e.g. ``["builtin", "gemm"]``.
+    """
+    return backends.available_backends(resolve_stream(stream))
+
+
+def conv_transpose1d(
+    x: mx.array,
+    weight: mx.array,
+    bias: Optional[mx.array] = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    output_padding: Optional[IntOrTuple] = None,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    data_format: str = "NLC",
+    weight_format: str = "mlx",
+    output_size: Optional[int] = None,
+    backend: str = "auto",
+    stream: StreamLike = None,
+) -> mx.array:
+    """1-D transposed convolution ("deconvolution") over a multi-channel signal.
+
+    ``y[n, l*stride + k*dilation - left, co] += x[n, l, ci] * w[co, k, ci]``
+    within each group, then cropped or extended as ``padding`` says.
+
+    Args:
+        x (array): ``(N, L, C_in)`` for ``"NLC"``, ``(N, C_in, L)`` for
+            ``"NCL"``; a 2-D input is one unbatched signal.
+        weight (array): ``(C_out, K, C_in/groups)`` for ``weight_format="mlx"``,
+            ``(C_in, C_out/groups, K)`` for ``"torch"``.
+        bias (array, optional): ``(C_out,)``. Default: ``None``.
+        stride (int): upsampling factor. Default: ``1``.
+        padding: ``int`` (both sides), ``(left, right)``, ``"valid"``,
+            ``"same"`` (Keras' lengths and alignment) or ``"causal"`` (``L*stride``
+            samples, all cropping on the right). Default: ``0``.
+        output_padding (int, optional): samples added on the right, below
+            ``max(stride, dilation)``. ``None`` means 0, or Keras' inference
+            for ``"valid"``/``"same"``. Default: ``None``.
+        dilation (int): spacing between kernel taps. Default: ``1``.
+        groups (int): blocked connections between input and output channels.
+            Default: ``1``.
+        data_format (str): ``"NLC"`` or ``"NCL"``. Default: ``"NLC"``.
+        weight_format (str): ``"mlx"`` or ``"torch"``. Default: ``"mlx"``.
+        output_size (int, optional): the wanted output length; the output
+            padding that gives it is chosen (PyTorch's ``output_size``).
+        backend (str): ``"auto"``, ``"builtin"`` or ``"gemm"``. Default: ``"auto"``.
+        stream: ``None``, ``"cpu"``, ``"gpu"``, an ``mx.Device`` or an ``mx.Stream``.
+
+    Returns:
+        array: ``(N, L_out, C_out)`` (or ``(N, C_out, L_out)``; unbatched for an
+        unbatched input) in the dtype of ``x``, where
+        ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
+    """
+    x = _as_array("x", x)
+    weight = _as_array("weight", weight)
+    if bias is not None:
+        bias = _as_array("bias", bias)
+    geom, batched = conv_geometry(
+        x.shape,
+        weight.shape,
+        bias_shape=None if bias is None else bias.shape,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        data_format=data_format,
+        weight_format=weight_format,
+        output_size=output_size,
+    )
+    stream = resolve_stream(stream)
+    run = backends.BACKENDS[backends.resolve_backend(backend, geom, stream)]
+
+    with mx.stream(stream):
+        if not batched:
+            x = x[None]
+        if data_format == "NCL":
+            x = x.transpose(0, 2, 1)
+        if weight_format == "torch":
+            weight = torch_to_mlx_weight(weight, geom.groups)
+        weight = weight.astype(x.dtype)
+        if bias is not None:
+            bias = bias.astype(x.dtype)
+        y = run(x, weight, bias, geom)
+        if data_format == "NCL":
+            y = y.transpose(0, 2, 1)
+        if not batched:
+            y = y[0]
+    return y

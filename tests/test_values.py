@@ -1,0 +1,152 @@
+"""Forward values of every backend against the float64 reference."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mlx_deconv as md
+import reference as ref
+from strategies import Case, cases
+
+BACKENDS = ["builtin", "gemm"]
+
+
+def run(case, x, w, b, backend, data_format="NLC", weight_format="mlx", batched=True, dtype=mx.float32):
+    """Calls the op in the requested layouts; returns float64 NLC numpy."""
+    xin = x if data_format == "NLC" else x.transpose(0, 2, 1)
+    win = w if weight_format == "mlx" else ref.torch_weight(w, case.groups)
+    if not batched:
+        xin = xin[0]
+    y = md.conv_transpose1d(
+        mx.array(xin, dtype=dtype),
+        mx.array(win, dtype=dtype),
+        None if b is None else mx.array(b, dtype=dtype),
+        **case.kwargs(),
+        data_format=data_format,
+        weight_format=weight_format,
+        backend=backend,
+    )
+    assert y.dtype == dtype
+    y = np.array(y.astype(mx.float32), dtype=np.float64)
+    if not batched:
+        y = y[None]
+    return y if data_format == "NLC" else y.transpose(0, 2, 1)
+
+
+def tolerance(case, dtype=mx.float32):
+    """Absolute error allowed: rounding of a sum of taps*C_in/groups unit-variance products."""
+    terms = case.in_per_group * case.taps
+    eps = {mx.float32: 2e-7, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}[dtype]
+    return eps * (4 + 2 * terms)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=cases(), data_format=st.sampled_from(["NLC", "NCL"]), weight_format=st.sampled_from(["mlx", "torch"]), batched=st.booleans())
+def test_matches_reference(backend, case, data_format, weight_format, batched):
+    if not batched:
+        case.batch = 1
+    x, w, b = case.arrays()
+    expected = case.expected(x, w, b)
+    got = run(case, x, w, b, backend, data_format, weight_format, batched)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(case))
+
+
+@given(case=cases())
+def test_two_references_agree(case):
+    """The scatter and zero-stuffed forms are written independently; they must coincide."""
+    x, w, b = case.arrays()
+    left, right = case.crops()
+    span = case.dilation * (case.taps - 1) + 1
+    scatter = ref.conv_transpose1d(x, w, b, case.stride, left, right, case.dilation, case.groups)
+    stuffed = ref.conv_transpose1d_stuffed(
+        x, w, b, case.stride, span - 1 - left, span - 1 - right, case.dilation, case.groups
+    )
+    np.testing.assert_allclose(scatter, stuffed, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+@given(case=cases(max_length=8))
+def test_half_precision(backend, dtype, case):
+    x, w, b = case.arrays()
+    # Round the inputs to the dtype first so only the op's own rounding is measured.
+    x, w = (np.array(mx.array(a, dtype=dtype).astype(mx.float32), dtype=np.float64) for a in (x, w))
+    if b is not None:
+        b = np.array(mx.array(b, dtype=dtype).astype(mx.float32), dtype=np.float64)
+    expected = case.expected(x, w, b)
+    got = run(case, x, w, b, backend, dtype=dtype)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(case, dtype))
+
+
+EDGES = {
+    "L=1": Case(2, 1, 1, 3, 2, 4, 2, 1, 0, None, True, 1),
+    "K=1": Case(2, 5, 1, 3, 2, 1, 3, 1, 0, None, True, 2),
+    "K=1 stride 1": Case(1, 5, 1, 3, 2, 1, 1, 1, 0, None, False, 3),
+    "stride > K": Case(2, 4, 1, 2, 3, 2, 5, 1, 0, 2, True, 4),
+    "dilation > L": Case(1, 3, 1, 2, 2, 3, 1, 7, 1, None, True, 5),
+    "depthwise": Case(2, 9, 6, 1, 1, 12, 2, 1, 0, None, True, 6),
+    "depthwise multiplier": Case(2, 9, 3, 1, 2, 5, 2, 2, 2, 1, True, 7),
+    "C_in=1": Case(2, 6, 1, 1, 4, 3, 2, 1, 1, None, True, 8),
+    "C_in=1 C_out=1": Case(1, 6, 1, 1, 1, 3, 3, 1, 0, None, False, 9),
+    "asymmetric": Case(1, 6, 1, 2, 2, 4, 2, 1, (3, 0), 1, True, 10),
+    "same even": Case(1, 7, 1, 2, 2, 4, 2, 1, "same", None, False, 11),
+    "same odd": Case(1, 7, 1, 2, 2, 5, 3, 1, "same", None, False, 12),
+    "same dilated": Case(1, 7, 2, 2, 2, 3, 2, 2, "same", 1, True, 13),
+    "valid stride > K": Case(1, 5, 1, 2, 2, 2, 4, 1, "valid", None, True, 14),
+    "causal": Case(2, 5, 1, 3, 3, 16, 8, 1, "causal", None, True, 15),
+    "causal stride > span": Case(1, 5, 1, 2, 2, 2, 4, 1, "causal", None, True, 16),
+    "padding crops everything left": Case(1, 3, 1, 1, 1, 2, 2, 1, (6, 0), 1, True, 17),
+    "grouped hifigan-like": Case(2, 16, 4, 8, 8, 4, 2, 1, 1, None, True, 18),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(EDGES))
+def test_edge_cases(backend, name):
+    case = EDGES[name]
+    x, w, b = case.arrays()
+    expected = case.expected(x, w, b)
+    got = run(case, x, w, b, backend)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(case))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_output_size_picks_output_padding(backend):
+    case = Case(1, 6, 1, 2, 3, 4, 3, 1, 1, None, True, 20)
+    x, w, b = case.arrays()
+    for size in (17, 18, 19):
+        y = md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32),
+                                stride=3, padding=1, output_size=size, backend=backend)
+        expected = ref.conv_transpose1d(x, w, b, 3, 1, 1 - (size - 17), 1, 1)
+        assert y.shape == (1, size, 3)
+        np.testing.assert_allclose(np.array(y), expected, atol=1e-4)
+
+
+def test_numpy_inputs_are_accepted():
+    case = EDGES["L=1"]
+    x, w, b = case.arrays()
+    y = md.conv_transpose1d(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), stride=2)
+    np.testing.assert_allclose(np.array(y), case.expected(x, w, b), atol=1e-4)
+
+
+def test_weight_dtype_follows_input():
+    x = mx.ones((1, 4, 2), dtype=mx.float16)
+    w = mx.ones((3, 2, 2), dtype=mx.float32)
+    assert md.conv_transpose1d(x, w, stride=2).dtype == mx.float16
+
+
+@pytest.mark.parametrize("stream", [None, "cpu", mx.cpu, mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)])
+def test_stream_forms(stream):
+    case = EDGES["causal"]
+    x, w, b = case.arrays()
+    y = md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32),
+                            **case.kwargs(), stream=stream)
+    np.testing.assert_allclose(np.array(y), case.expected(x, w, b), atol=1e-4)
+
+
+def test_available_backends_on_cpu():
+    assert md.available_backends("cpu") == ["builtin", "gemm"]
