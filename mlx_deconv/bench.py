@@ -1,8 +1,9 @@
 """``python -m mlx_deconv bench``: the decoder shapes of DESIGN.md, every backend, one run.
 
 Each figure is the median of ``repeat`` timed runs after ``warmup`` untimed
-ones. Ratios compare backends measured in the same run on the same stream, so
-a noisy machine moves them less than it moves the times.
+ones, the backends timed in turn within each repetition. Ratios compare
+backends measured in the same run on the same stream, so a noisy machine
+moves them less than it moves the times.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import mlx.core as mx
 
 from . import backends
+from .backends import gemm
 from .functional import conv_transpose1d
 from .geometry import conv_geometry
 
@@ -58,15 +60,29 @@ SHAPES: List[Shape] = [
 ]
 
 
-def median_seconds(fn: Callable[[], mx.array], warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        mx.eval(fn())
-    times = []
+def interleaved_medians(fns: Dict[str, Callable[[], mx.array]], warmup: int, repeat: int, progress=None) -> Dict[str, float]:
+    """Median seconds of each function, timed round-robin so that load on a
+    shared machine falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            mx.eval(fn())
+    times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        mx.eval(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            mx.eval(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def split_matmul(a: mx.array, b: mx.array, workers: List[mx.Stream]) -> mx.array:
+    """``a @ b`` with ``a``'s rows shared by ``workers``, as the gemm backend shares its blocks."""
+    bounds = [a.shape[0] * i // len(workers) for i in range(len(workers) + 1)]
+    parts = []
+    for stream, lo, hi in zip(workers, bounds, bounds[1:]):
+        with mx.stream(stream):
+            parts.append(a[lo:hi] @ b)
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
 
 
 class Progress:
@@ -107,7 +123,7 @@ def run(
 
     stream = resolve_stream(stream)
     names = backends.available_backends(stream)
-    progress = Progress(len(shapes) * (len(names) + 1))
+    progress = Progress(len(shapes))
     rows = []
     for shape in shapes:
         key = mx.random.key(0)
@@ -116,25 +132,33 @@ def run(
         w = mx.random.normal(
             (shape.out_channels, shape.kernel_size, shape.in_channels // shape.groups), key=kw
         ).astype(dtype)
-        mx.eval(x, w)
-        geom, _ = conv_geometry(x.shape, w.shape, **shape.kwargs())
-        row = dict(shape=asdict(shape), auto=backends.resolve_backend("auto", geom, stream), seconds={})
-        for name in names:
-            if backward:
-                grad = mx.grad(lambda x, w, name=name: conv_transpose1d(x, w, **shape.kwargs(), backend=name, stream=stream).sum(), argnums=(0, 1))
-                fn = lambda: grad(x, w)
-            else:
-                fn = lambda name=name: conv_transpose1d(x, w, **shape.kwargs(), backend=name, stream=stream)
-            row["seconds"][name] = median_seconds(fn, warmup, repeat)
-            progress.step(f"{shape.name} {name}")
-        # MLX's own matmul on the same FLOP count: the ceiling of the gemm backend.
+        # MLX's own matmul on the same FLOP count, shared by the same streams:
+        # the ceiling of the gemm backend.
         a = mx.random.normal((shape.batch * shape.length, shape.in_channels // shape.groups), key=kx).astype(dtype)
         b = mx.random.normal((shape.in_channels // shape.groups, shape.kernel_size * shape.out_channels), key=kw).astype(dtype)
-        mx.eval(a, b)
-        row["matmul_seconds"] = median_seconds(lambda: mx.matmul(a, b, stream=stream), warmup, repeat)
-        progress.step(f"{shape.name} matmul")
-        row["gflop"] = geom.flops / 1e9 * (3 if backward else 1)
-        rows.append(row)
+        mx.eval(x, w, a, b)
+        geom, _ = conv_geometry(x.shape, w.shape, **shape.kwargs())
+        fns = {}
+        for name in names:
+            def op(x, w, name=name):
+                return conv_transpose1d(x, w, **shape.kwargs(), backend=name, stream=stream)
+            if backward:
+                grad = mx.grad(lambda x, w, op=op: op(x, w).sum(), argnums=(0, 1))
+                fns[name] = lambda grad=grad: grad(x, w)
+            else:
+                fns[name] = lambda op=op: op(x, w)
+        workers = gemm.worker_streams(stream)
+        fns["matmul"] = lambda: split_matmul(a, b, workers)
+        seconds = interleaved_medians(fns, warmup, repeat)
+        progress.step(shape.name)
+        rows.append(dict(
+            shape=asdict(shape),
+            auto=backends.resolve_backend("auto", geom, stream),
+            seconds={n: seconds[n] for n in names},
+            matmul_seconds=seconds["matmul"],
+            workers=len(workers),
+            gflop=geom.flops / 1e9 * (3 if backward else 1),
+        ))
     return rows
 
 

@@ -1,6 +1,8 @@
 """The gemm backend's length blocks: same values and gradients, bounded memory."""
 
 import contextlib
+import os
+import sys
 
 import mlx.core as mx
 import numpy as np
@@ -14,12 +16,13 @@ from strategies import cases
 
 @contextlib.contextmanager
 def chunk_elements(n):
-    saved = gemm.CHUNK_ELEMENTS
-    gemm.CHUNK_ELEMENTS = n
+    """Tiny blocks, spread over every worker stream whatever the size."""
+    saved = gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS
+    gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS = n, 0
     try:
         yield
     finally:
-        gemm.CHUNK_ELEMENTS = saved
+        gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS = saved
 
 
 @given(case=cases(max_length=30))
@@ -46,6 +49,14 @@ def test_blocks_keep_gradients(case):
     np.testing.assert_allclose(np.array(gw), ew, rtol=0, atol=2e-7 * (4 + 2 * case.batch * case.length))
 
 
+def test_cpu_work_is_shared_by_every_core():
+    workers = gemm.worker_streams(mx.default_stream(mx.cpu))
+    assert workers[0] == mx.default_stream(mx.cpu)
+    if sys.platform == "linux":
+        assert len(workers) == min(os.cpu_count(), gemm.MAX_WORKERS)
+        assert len({str(w) for w in workers}) == len(workers)
+
+
 def test_peak_memory_does_not_grow_with_the_intermediate(monkeypatch):
     """Blocks bound the ``cols`` intermediate: peak stays near inputs + 2 x output, not + cols."""
     monkeypatch.setattr(gemm, "CHUNK_ELEMENTS", 1 << 16)
@@ -61,3 +72,21 @@ def test_peak_memory_does_not_grow_with_the_intermediate(monkeypatch):
     cols = length * k * c * 4
     assert cols > 0.8 * y.nbytes  # the unchunked intermediate would be as large as the output
     assert peak <= 2 * io + 16 * 4 * gemm.CHUNK_ELEMENTS, (peak, io)
+
+
+def test_compiled_blocks_on_worker_streams_match_reference():
+    case_x = np.random.default_rng(5).standard_normal((2, 23, 6))
+    case_w = np.random.default_rng(6).standard_normal((4, 6, 3))
+    ct = np.random.default_rng(7).standard_normal((2, 23 * 3, 4))
+
+    def f(x, w):
+        return md.conv_transpose1d(x, w, stride=3, padding="same", groups=2, backend="gemm")
+
+    with chunk_elements(64):
+        y, (gx, gw) = mx.compile(lambda x, w, c: mx.vjp(f, [x, w], [c]))(
+            mx.array(case_x, mx.float32), mx.array(case_w, mx.float32), mx.array(ct, mx.float32))
+    left, right = md.resolve_padding("same", 6, 3)
+    np.testing.assert_allclose(np.array(y[0]), ref.conv_transpose1d(case_x, case_w, None, 3, left, right, 1, 2), atol=1e-4)
+    ex, ew, _ = ref.conv_transpose1d_vjp(case_x, case_w, ct, 3, left, right, 1, 2)
+    np.testing.assert_allclose(np.array(gx), ex, atol=1e-4)
+    np.testing.assert_allclose(np.array(gw), ew, atol=1e-4)

@@ -36,3 +36,23 @@ def test_bench_runs_on_a_small_shape(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "| hifigan-4 | gemm |" in out
     assert (tmp_path / "b.json").exists()
+
+
+def test_readme_example_runs():
+    """The README's usage example is code users paste: it must run and print what it says."""
+    import pathlib
+    import re
+
+    import mlx.core as mx
+
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"## Example\n\n```python\n(.*?)```", text, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["y"].shape == (1, 256, 1600)
+    assert scope["md"].output_length(200, 16, stride=8, padding="same") == 1600
+    causal = scope["md"].conv_transpose1d(scope["x"], scope["w"], stride=8, padding="causal")
+    same = scope["md"].conv_transpose1d(scope["x"], scope["w"], stride=8, padding=4)
+    # The torch-layout NCL call is the same numbers as the MLX-layout NLC call.
+    assert mx.allclose(scope["y"].transpose(0, 2, 1), same, atol=1e-4)
+    assert causal.shape == (1, 1600, 256)

@@ -6,6 +6,10 @@ Each input row times the weight gives the contribution of that row to
 by output phase ``(k*dilation) % stride``: within a phase, tap ``k`` is the
 same plane shifted by ``(k*dilation) // stride`` rows, so the scatter becomes
 plain shifted adds on ``stride`` planes that are interleaved at the end.
+When the taps fill whole rows of phases (``K`` a multiple of ``stride``, the
+vocoder case, or ``stride == 1``), the weight's columns are ordered so the
+matmul emits rows that are already interleaved (:func:`slab_shifts`), and
+the overlap-add is a few shifted adds of contiguous slabs.
 
 Long signals are cut into output blocks, each computed from the input rows
 that reach it (:meth:`Geometry.input_span`), so the ``cols`` intermediate is
@@ -15,7 +19,9 @@ MLX ops, so gradients, ``mx.compile`` and every device come for free.
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+import sys
+from typing import List, Optional, Tuple
 
 import mlx.core as mx
 
@@ -23,41 +29,89 @@ from ..geometry import Geometry
 
 #: Upper bound on the elements of one block's ``cols`` intermediate.
 CHUNK_ELEMENTS = 1 << 22
+#: Below this many FLOPs a call stays on one stream (splitting costs more than it saves).
+PARALLEL_MIN_FLOPS = 20_000_000
+#: At most this many CPU streams share one call.
+MAX_WORKERS = 8
+_EXTRA_CPU_STREAMS: List[mx.Stream] = []
 
 
-def _overlap_add(cols: mx.array, stride: int, dilation: int, crop: int, length: int) -> mx.array:
-    """Sums ``cols (…, L, K, C)`` into output samples ``[crop, crop + length)``.
+def _shifted_sum(parts: List[Tuple[int, mx.array]], start: int, stop: int) -> mx.array:
+    """Rows ``[start, stop)`` of ``out[m] = sum_j part_j[m - shift_j]`` (zero outside each part).
 
-    ``crop`` is negative for a block that starts before its first input row
-    reaches (a gap when stride > dilation*(K-1) + 1): those samples are zero.
+    ``parts`` are ``(shift, array (…, L, W))`` with a common ``L``. The row
+    range is cut where the set of overlapping parts changes; each piece is a
+    sum of views, so nothing is padded and only the final concatenation copies.
+    """
+    rows = parts[0][1].shape[-2]
+    lead = parts[0][1].shape[:-2]
+    width = parts[0][1].shape[-1]
+    cuts = {start, stop}
+    for shift, _ in parts:
+        cuts.update(c for c in (shift, shift + rows) if start < c < stop)
+    cuts = sorted(cuts)
+    pieces = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        piece = None
+        for shift, part in parts:
+            if shift <= lo and hi <= shift + rows:
+                view = part[..., lo - shift : hi - shift, :]
+                piece = view if piece is None else piece + view
+        if piece is None:
+            piece = mx.zeros((*lead, hi - lo, width), dtype=parts[0][1].dtype)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=-2)
+
+
+def slab_shifts(taps: int, stride: int, dilation: int) -> Optional[List[int]]:
+    """Row shifts of the slabs when the taps tile ``(shift, phase)`` slots with <= 25% empty.
+
+    Tap ``k`` lands ``k*dilation = shift*stride + phase`` samples after its
+    input row. When the taps fill whole rows of ``stride`` phases (HiFi-GAN,
+    BigVGAN, DAC: ``K = 2*stride``; every ``stride = 1`` conv), the matmul can
+    emit each shift's phases side by side, a slab ``(L, stride*C)`` that is
+    already interleaved: no per-phase planes, no interleaving copy.
+    Returns None when too many slots would be empty (multiplied zeros).
+    """
+    shifts = sorted({k * dilation // stride for k in range(taps)})
+    empty = len(shifts) * stride - taps
+    return shifts if 4 * empty <= taps else None
+
+
+def _slot_weight(w: mx.array, taps: int, stride: int, dilation: int, shifts: List[int]) -> mx.array:
+    """Reorders taps ``w (…, K, C)`` into slots ``(…, len(shifts)*stride, C)``, empty slots zero."""
+    index = {k * dilation: k for k in range(taps)}
+    slots = [index.get(q * stride + r, taps) for q in shifts for r in range(stride)]
+    if taps in slots:  # an empty slot reads an appended zero tap
+        w = mx.concatenate([w, mx.zeros_like(w[..., :1, :])], axis=-2)
+    return mx.take(w, mx.array(slots), axis=-2)
+
+
+def _overlap_add(cols: mx.array, stride: int, dilation: int, crop: int, length: int, shifts=None) -> mx.array:
+    """Output samples ``[crop, crop + length)`` from ``cols``.
+
+    ``cols`` is ``(…, L, K, C)`` per tap, or ``(…, L, S*stride, C)`` per slot
+    of :func:`slab_shifts` when ``shifts`` is given. ``crop`` is negative for
+    a block that starts before its first input row reaches: zeros there.
     """
     *lead, rows_in, taps, channels = cols.shape
-    rows = -(-(crop + length) // stride)
-    no_pad = [(0, 0)] * len(lead)
-    planes = []
-    for phase in range(stride):
-        plane = None
-        for k in range(taps):
-            if (k * dilation) % stride != phase:
-                continue
-            shift = (k * dilation) // stride
-            used = min(rows_in, rows - shift)
-            if used <= 0:
-                continue
-            term = cols[..., :used, k, :]
-            if shift or used < rows - shift:
-                term = mx.pad(term, no_pad + [(shift, rows - shift - used), (0, 0)])
-            plane = term if plane is None else plane + term
-        if plane is None:
-            plane = mx.zeros((*lead, rows, channels), dtype=cols.dtype)
-        planes.append(plane)
-    if stride == 1:
-        y = planes[0]
+    first = crop // stride
+    last = -(-(crop + length) // stride)
+    if shifts is not None:
+        slabs = cols.reshape(*lead, rows_in, len(shifts), stride * channels)
+        y = _shifted_sum([(q, slabs[..., j, :]) for j, q in enumerate(shifts)], first, last)
     else:
-        y = mx.stack(planes, axis=-2).reshape(*lead, rows * stride, channels)
-    if crop < 0:
-        return mx.pad(y[..., : crop + length, :], no_pad + [(-crop, 0), (0, 0)])
-    return y[..., crop : crop + length, :]
+        planes = []
+        for phase in range(stride):
+            parts = [((k * dilation) // stride, cols[..., k, :]) for k in range(taps) if (k * dilation) % stride == phase]
+            if parts:
+                planes.append(_shifted_sum(parts, first, last))
+            else:
+                planes.append(mx.zeros((*lead, last - first, channels), dtype=cols.dtype))
+        y = planes[0] if stride == 1 else mx.stack(planes, axis=-2)
+    y = y.reshape(*lead, (last - first) * stride, channels)
+    offset = crop - first * stride
+    return y[..., offset : offset + length, :]
 
 
 def _block(x: mx.array, weight: mx.array, stride: int, dilation: int, crop: int, length: int) -> mx.array:
@@ -66,50 +120,77 @@ def _block(x: mx.array, weight: mx.array, stride: int, dilation: int, crop: int,
     out_channels, taps, in_per_group = weight.shape
     groups = in_channels // in_per_group
     out_per_group = out_channels // groups
+    shifts = slab_shifts(taps, stride, dilation)
+    slots = taps if shifts is None else len(shifts) * stride
+
+    def arrange(w):  # (…, K, C) -> (…, slots, C)
+        return w if shifts is None else _slot_weight(w, taps, stride, dilation, shifts)
 
     if in_per_group == 1:
         # Depthwise and C_in = 1: every output channel reads one input
         # channel, so a broadcast multiply replaces the matmul.
         if out_per_group > 1 and groups > 1:
             x = mx.repeat(x, out_per_group, axis=-1)
-        cols = x[:, :, None, :] * weight[:, :, 0].T
-        return _overlap_add(cols, stride, dilation, crop, length)
+        cols = x[:, :, None, :] * arrange(weight[:, :, 0].T)
+        return _overlap_add(cols, stride, dilation, crop, length, shifts)
 
     if groups == 1:
-        w = weight.transpose(2, 1, 0).reshape(in_channels, taps * out_channels)
-        cols = (x.reshape(batch * rows_in, in_channels) @ w).reshape(batch, rows_in, taps, out_channels)
-        return _overlap_add(cols, stride, dilation, crop, length)
+        w = arrange(weight.transpose(2, 1, 0)).reshape(in_channels, slots * out_channels)
+        cols = (x.reshape(batch * rows_in, in_channels) @ w).reshape(batch, rows_in, slots, out_channels)
+        return _overlap_add(cols, stride, dilation, crop, length, shifts)
 
     # Grouped: one batched matmul over groups; the overlap-add runs in the
     # group-major layout and only the (K/stride times smaller) output is
     # transposed back.
     xg = x.reshape(batch * rows_in, groups, in_per_group).transpose(1, 0, 2)
-    w = weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1)
-    w = w.reshape(groups, in_per_group, taps * out_per_group)
-    cols = (xg @ w).reshape(groups, batch, rows_in, taps, out_per_group)
-    y = _overlap_add(cols, stride, dilation, crop, length)
+    w = arrange(weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1))
+    w = w.reshape(groups, in_per_group, slots * out_per_group)
+    cols = (xg @ w).reshape(groups, batch, rows_in, slots, out_per_group)
+    y = _overlap_add(cols, stride, dilation, crop, length, shifts)
     return y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
 
 
-def block_length(geom: Geometry) -> int:
-    """Output samples per block so that one block's ``cols`` fits :data:`CHUNK_ELEMENTS`."""
+def worker_streams(stream: mx.Stream) -> List[mx.Stream]:
+    """The streams that share one call's blocks: the caller's, plus one per extra core on a Linux CPU.
+
+    MLX's Linux wheel multiplies with a single-threaded BLAS, and ops on
+    different CPU streams run on different threads, so blocks spread over
+    streams use every core. On macOS, Accelerate already threads each matmul,
+    and a GPU stream is parallel by itself: one stream there.
+    """
+    if stream.device.type != mx.DeviceType.cpu or sys.platform == "darwin":
+        return [stream]
+    wanted = min(os.cpu_count() or 1, MAX_WORKERS) - 1
+    while len(_EXTRA_CPU_STREAMS) < wanted:
+        _EXTRA_CPU_STREAMS.append(mx.new_stream(mx.cpu))
+    return [stream] + _EXTRA_CPU_STREAMS[:wanted]
+
+
+def block_count(geom: Geometry, workers: int) -> int:
+    """Blocks so that one block's ``cols`` fits :data:`CHUNK_ELEMENTS`, and every worker gets one."""
     halo = -(-(geom.kernel_size - 1) * geom.dilation // geom.stride) + 1
-    rows = CHUNK_ELEMENTS // max(1, geom.batch * geom.kernel_size * geom.out_channels) - halo
-    return max(geom.stride, rows * geom.stride)
+    rows = max(1, CHUNK_ELEMENTS // max(1, geom.batch * geom.kernel_size * geom.out_channels) - halo)
+    count = -(-geom.output_length // (rows * geom.stride))
+    if workers > 1 and geom.flops >= PARALLEL_MIN_FLOPS:
+        count = max(count, workers)
+    return max(1, min(count, geom.output_length))
 
 
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
     """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
-    step = block_length(geom)
+    stream = mx.default_stream(mx.default_device())
+    workers = worker_streams(stream)
+    count = block_count(geom, len(workers))
+    bounds = [geom.output_length * i // count for i in range(count + 1)]
     blocks = []
-    for start in range(0, geom.output_length, step):
-        stop = min(start + step, geom.output_length)
+    for i, (start, stop) in enumerate(zip(bounds, bounds[1:])):
         lo, hi = geom.input_span(start, stop)
-        if lo == hi:
-            blocks.append(mx.zeros((geom.batch, stop - start, geom.out_channels), dtype=x.dtype))
-            continue
-        crop = start + geom.crop - lo * geom.stride
-        blocks.append(_block(x[:, lo:hi], weight, geom.stride, geom.dilation, crop, stop - start))
+        with mx.stream(workers[i % len(workers)]):
+            if lo == hi:
+                blocks.append(mx.zeros((geom.batch, stop - start, geom.out_channels), dtype=x.dtype))
+                continue
+            crop = start + geom.crop - lo * geom.stride
+            blocks.append(_block(x[:, lo:hi], weight, geom.stride, geom.dilation, crop, stop - start))
     y = blocks[0] if len(blocks) == 1 else mx.concatenate(blocks, axis=1)
     if bias is not None:
         y = y + bias
