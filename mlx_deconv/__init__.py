@@ -1,8 +1,17 @@
 """mlx_deconv: complete and fast 1-D transposed convolution for Apple MLX."""
 
+from . import initializers, interop
+from .activations import Snake
 from .functional import available_backends, conv_transpose1d
 from .geometry import output_length, resolve_padding
+from .keras import Conv1DTranspose
+from .layers import ConvTranspose1d
+from .streaming import StreamingConvTranspose1d
 
 __version__ = "0.1.0"
 
-__all__ = ["available_backends", "conv_transpose1d", "output_length", "resolve_padding", "__version__"]
+__all__ = [
+    "available_backends", "conv_transpose1d", "output_length", "resolve_padding",
+    "ConvTranspose1d", "Conv1DTranspose", "StreamingConvTranspose1d", "Snake",
+    "initializers", "interop", "__version__",
+]

@@ -1,0 +1,151 @@
+"""PyTorch / Keras weight layouts and state dicts; PyTorch parity when torch is installed."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_deconv as md
+from mlx_deconv import interop
+import reference as ref
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_layout_conversions_roundtrip_and_match_element_by_element(groups):
+    w = np.random.default_rng(0).standard_normal((6, 4, 6 // groups))
+    torch_w = interop.mlx_to_torch_weight(w, groups)
+    np.testing.assert_array_equal(torch_w, ref.torch_weight(w, groups))
+    np.testing.assert_array_equal(interop.torch_to_mlx_weight(torch_w, groups), w)
+    k = interop.mlx_to_keras_weight(w)
+    assert k.shape == (4, 6, 6 // groups)
+    np.testing.assert_array_equal(interop.keras_to_mlx_weight(k), w)
+    # mx arrays go through the same functions (and gradients with them).
+    np.testing.assert_array_equal(np.array(interop.mlx_to_torch_weight(mx.array(w), groups)), torch_w.astype(np.float32))
+
+
+def torch_like_state(groups=2, style="plain", dim=0, bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((4, 6 // groups, 5)).astype(np.float32)  # (C_in, C_out/groups, K)
+    state = {}
+    if style == "plain":
+        state["weight"] = weight
+    else:
+        axes = tuple(a for a in range(3) if a != dim)
+        g = np.sqrt((weight ** 2).sum(axis=axes, keepdims=True)) * rng.uniform(0.5, 2, 1).astype(np.float32)
+        keys = ("weight_g", "weight_v") if style == "legacy" else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+        state[keys[0]], state[keys[1]] = g, weight
+    if bias:
+        state["bias"] = rng.standard_normal(6).astype(np.float32)
+    return state
+
+
+def effective_torch_weight(state, dim=0):
+    if "weight" in state:
+        return state["weight"]
+    g = state.get("weight_g", state.get("parametrizations.weight.original0"))
+    v = state.get("weight_v", state.get("parametrizations.weight.original1"))
+    axes = tuple(a for a in range(3) if a != dim)
+    return g * v / np.sqrt((v ** 2).sum(axis=axes, keepdims=True))
+
+
+@pytest.mark.parametrize("style", ["plain", "legacy", "parametrizations"])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_from_torch_against_reference(style, dim):
+    if style == "plain" and dim:
+        return
+    state = torch_like_state(style=style, dim=dim)
+    layer = md.ConvTranspose1d.from_torch(state, stride=3, padding=2, output_padding=1, groups=2, data_format="NCL")
+    assert layer.uses_weight_norm == (style != "plain")
+    x = np.random.default_rng(1).standard_normal((2, 4, 7)).astype(np.float32)  # NCL, PyTorch's layout
+    w_torch = effective_torch_weight(state, dim)
+    # The reference takes MLX layout: invert the element-by-element torch_weight permutation.
+    index = np.arange(6 * 5 * 2).reshape(6, 5, 2)
+    w_mlx = np.empty(index.size)
+    w_mlx[ref.torch_weight(index, 2).ravel()] = w_torch.ravel()
+    expected = ref.conv_transpose1d(x.transpose(0, 2, 1), w_mlx.reshape(6, 5, 2), state["bias"], 3, 2, 1, 1, 2)
+    np.testing.assert_allclose(np.array(layer(mx.array(x))).transpose(0, 2, 1), expected, atol=1e-4)
+    # And back out, in the same style and names.
+    exported = layer.torch_state_dict(style="legacy" if style == "legacy" else "parametrizations")
+    for key, value in state.items():
+        np.testing.assert_allclose(exported[key], value, rtol=1e-6, atol=1e-6)
+
+
+def test_load_converts_between_weight_norm_and_plain():
+    state = torch_like_state(style="legacy")
+    plain = md.ConvTranspose1d(4, 6, 5, stride=2, groups=2).load_torch_state_dict(state)
+    normed = md.ConvTranspose1d(4, 6, 5, stride=2, groups=2, weight_norm=True, weight_norm_dim=1)
+    normed.load_torch_state_dict(state)
+    x = mx.random.normal((1, 5, 4), key=mx.random.key(0))
+    assert mx.allclose(plain(x), normed(x), atol=1e-5)
+    np.testing.assert_allclose(plain.torch_state_dict()["weight"], effective_torch_weight(state), rtol=1e-5, atol=1e-6)
+
+
+def test_prefix_and_errors():
+    state = {f"ups.1.{k}": v for k, v in torch_like_state(groups=1).items()}
+    layer = md.ConvTranspose1d.from_torch(state, prefix="ups.1.", stride=2)
+    assert (layer.in_channels, layer.out_channels, layer.kernel_size) == (4, 6, 5)
+    with pytest.raises(ValueError, match="no transposed-conv weight under prefix 'ups.2.'"):
+        md.ConvTranspose1d.from_torch(state, prefix="ups.2.")
+    with pytest.raises(ValueError, match=r"needs \(4, 3, 5\)"):
+        md.ConvTranspose1d(4, 6, 5, groups=2).load_torch_state_dict(state, prefix="ups.1.")
+
+
+class FakeTensor:
+    """Quacks like a torch tensor: .detach().cpu().numpy(), no __array__."""
+
+    def __init__(self, value):
+        self.value, self.dtype = value, "torch.float32"
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def numpy(self):
+        return self.value
+
+
+def test_tensors_need_not_be_numpy():
+    state = {k: FakeTensor(v) for k, v in torch_like_state(groups=1).items()}
+    layer = md.ConvTranspose1d.from_torch(state, stride=2)
+    np.testing.assert_array_equal(layer.torch_state_dict()["weight"], state["weight"].value)
+
+
+torch = pytest.importorskip("torch", reason="PyTorch parity needs torch; the numpy-reference tests above cover the same maths")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(stride=8, padding=4, groups=1),
+    dict(stride=2, padding=1, output_padding=1, dilation=2, groups=2),
+    dict(stride=3, padding=0, groups=4),
+])
+@pytest.mark.parametrize("norm", [None, "legacy", "parametrizations"])
+def test_pytorch_parity(kwargs, norm):
+    torch.manual_seed(0)
+    module = torch.nn.ConvTranspose1d(8, 12, 16 if kwargs["stride"] == 8 else 5, **kwargs)
+    if norm == "legacy":
+        module = torch.nn.utils.weight_norm(module)
+    elif norm == "parametrizations":
+        module = torch.nn.utils.parametrizations.weight_norm(module)
+    x = torch.randn(2, 8, 9)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    layer = md.ConvTranspose1d.from_torch(module.state_dict(), data_format="NCL", **kwargs)
+    assert layer.uses_weight_norm == (norm is not None)
+    np.testing.assert_allclose(np.array(layer(mx.array(x.numpy()))), expected, atol=1e-4)
+    # Export and load back into torch: same output.
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.torch_state_dict(
+        style=norm if norm else "parametrizations").items()})
+    with torch.no_grad():
+        np.testing.assert_allclose(module(x).numpy(), expected, atol=1e-5)
+
+
+def test_pytorch_default_init_distribution():
+    """A fresh layer's kernel_init='torch' has PyTorch's bound: 1/sqrt((C_out/groups)*K)."""
+    module = torch.nn.ConvTranspose1d(64, 96, 7, groups=2)
+    torch_bound = float(module.weight.abs().max())
+    layer = md.ConvTranspose1d(64, 96, 7, groups=2, bias_init="torch")
+    ours = float(mx.abs(layer.weight).max())
+    bound = 1 / np.sqrt(48 * 7)
+    assert 0.98 * bound < torch_bound <= bound and 0.98 * bound < ours <= bound
+    assert float(mx.abs(layer.bias).max()) <= bound
