@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# PyTorch is not a dependency; when it installs, the PyTorch parity tests run
+# (they skip otherwise). `make test TORCH=` leaves it out.
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test bench check clean
 
@@ -13,6 +16,7 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install --quiet -e ".[test]"
+	if [ -n "$(TORCH)" ]; then $(PY) -m pip install --quiet "$(TORCH)" || echo "$(TORCH) not installed: PyTorch parity tests will skip"; fi
 	touch $@
 
 demo: $(VENV)/.base
