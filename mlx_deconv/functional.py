@@ -80,7 +80,8 @@ def conv_transpose1d(
         weight_format (str): ``"mlx"`` or ``"torch"``. Default: ``"mlx"``.
         output_size (int, optional): the wanted output length; the output
             padding that gives it is chosen (PyTorch's ``output_size``).
-        backend (str): ``"auto"``, ``"builtin"`` or ``"gemm"``. Default: ``"auto"``.
+        backend (str): ``"auto"``, ``"builtin"``, ``"gemm"`` or ``"metal"`` (Metal GPU
+            streams only). Default: ``"auto"``.
         stream: ``None``, ``"cpu"``, ``"gpu"``, an ``mx.Device`` or an ``mx.Stream``.
 
     Returns:

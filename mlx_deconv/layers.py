@@ -54,7 +54,8 @@ class ConvTranspose1d(nn.Module):
             ``weight_norm``). Default: ``False``.
         weight_norm_dim (int, optional): PyTorch's ``dim``, an axis of the PyTorch layout
             ``(C_in, C_out/groups, K)``; ``0`` gives one norm per input channel. Default: ``0``.
-        backend (str): ``"auto"``, ``"builtin"`` or ``"gemm"``. Default: ``"auto"``.
+        backend (str): ``"auto"``, ``"builtin"``, ``"gemm"`` or ``"metal"`` (Metal GPU
+            streams only). Default: ``"auto"``.
         in_size (tuple, optional): brainstate's ``(L, C_in)``; sets :attr:`out_size`.
     """
 
