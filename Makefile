@@ -11,17 +11,20 @@ TORCH ?= torch==2.13.0
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[examples]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,examples]"
 	if [ -n "$(TORCH)" ]; then $(PY) -m pip install --quiet "$(TORCH)" || echo "$(TORCH) not installed: PyTorch parity tests will skip"; fi
 	touch $@
 
+# The main job: device info, a checked upsampling stack, then the vocoder example
+# (trains briefly, writes out/vocoder/vocoded.wav and spectrograms.png, streams).
 demo: $(VENV)/.base
 	$(PY) -m mlx_deconv info
 	$(PY) -m mlx_deconv demo
+	$(PY) examples/vocoder.py --out out/vocoder
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
