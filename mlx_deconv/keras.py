@@ -153,7 +153,9 @@ class Conv1DTranspose(ConvTranspose1d):
         if len(input_shape) not in (2, 3):
             raise ValueError(f"Conv1DTranspose input must be 2-D or 3-D, got shape {tuple(input_shape)}")
         config = dict(self._keras)
-        self._setup(input_shape[channel_axis], config.pop("out_channels"), config.pop("kernel_size"), **config)
+        # The parameters are made exactly as ConvTranspose1d makes them, now that C_in is known;
+        # Module.__init__ only resets flags, so the Keras settings stored above survive.
+        ConvTranspose1d.__init__(self, input_shape[channel_axis], config.pop("out_channels"), config.pop("kernel_size"), **config)
         self.built = True
 
     def __call__(self, x: mx.array) -> mx.array:

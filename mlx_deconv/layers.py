@@ -82,36 +82,6 @@ class ConvTranspose1d(nn.Module):
         in_size: Optional[Sequence[int]] = None,
     ):
         super().__init__()
-        self._setup(
-            in_channels, out_channels, kernel_size, stride, padding, output_padding, dilation, groups, bias,
-            data_format=data_format, activation=activation, kernel_init=kernel_init, bias_init=bias_init,
-            w_mask=w_mask, weight_norm=weight_norm, weight_norm_dim=weight_norm_dim, backend=backend,
-            in_size=in_size,
-        )
-
-    def _setup(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: Padding = 0,
-        output_padding: Optional[int] = None,
-        dilation: int = 1,
-        groups: int = 1,
-        bias: bool = True,
-        *,
-        data_format: str = "NLC",
-        activation: activations.Activation = None,
-        kernel_init: initializers.Initializer = "torch",
-        bias_init: initializers.Initializer = "zeros",
-        w_mask=None,
-        weight_norm: bool = False,
-        weight_norm_dim: Optional[int] = 0,
-        backend: str = "auto",
-        in_size: Optional[Sequence[int]] = None,
-    ):
-        """Creates the parameters; :class:`Conv1DTranspose` calls it once the input channels are known."""
         in_channels = as_int("in_channels", in_channels, 1)
         out_channels = as_int("out_channels", out_channels, 1)
         kernel_size = as_int("kernel_size", kernel_size, 1)
