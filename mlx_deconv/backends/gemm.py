@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 import mlx.core as mx
 
 from ..geometry import Geometry
+from . import slabs
 
 #: Upper bound on the elements of one block's ``cols`` intermediate.
 CHUNK_ELEMENTS = 1 << 22
@@ -63,22 +64,22 @@ def _shifted_sum(parts: List[Tuple[int, mx.array]], start: int, stop: int) -> mx
     return pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=-2)
 
 
-def slab_shifts(taps: int, stride: int, dilation: int) -> Optional[List[int]]:
-    """Row shifts of the slabs when the taps tile ``(shift, phase)`` slots with <= 25% empty.
+def slab_shifts(taps: int, stride: int, dilation: int, empty_per_tap: float = 0.25) -> Optional[Tuple[int, ...]]:
+    """Row shifts of the slabs when the taps tile ``(shift, phase)`` slots with few empty ones.
 
     Tap ``k`` lands ``k*dilation = shift*stride + phase`` samples after its
     input row. When the taps fill whole rows of ``stride`` phases (HiFi-GAN,
     BigVGAN, DAC: ``K = 2*stride``; every ``stride = 1`` conv), the matmul can
     emit each shift's phases side by side, a slab ``(L, stride*C)`` that is
-    already interleaved: no per-phase planes, no interleaving copy.
-    Returns None when too many slots would be empty (multiplied zeros).
+    already interleaved (see :mod:`.slabs`). Returns None when more than
+    ``empty_per_tap`` empty slots per tap would be multiplied by zero.
     """
-    shifts = sorted({k * dilation // stride for k in range(taps)})
+    shifts = tuple(sorted({k * dilation // stride for k in range(taps)}))
     empty = len(shifts) * stride - taps
-    return shifts if 4 * empty <= taps else None
+    return shifts if empty <= empty_per_tap * taps else None
 
 
-def _slot_weight(w: mx.array, taps: int, stride: int, dilation: int, shifts: List[int]) -> mx.array:
+def _slot_weight(w: mx.array, taps: int, stride: int, dilation: int, shifts) -> mx.array:
     """Reorders taps ``w (…, K, C)`` into slots ``(…, len(shifts)*stride, C)``, empty slots zero."""
     index = {k * dilation: k for k in range(taps)}
     slots = [index.get(q * stride + r, taps) for q in shifts for r in range(stride)]
@@ -87,28 +88,23 @@ def _slot_weight(w: mx.array, taps: int, stride: int, dilation: int, shifts: Lis
     return mx.take(w, mx.array(slots), axis=-2)
 
 
-def _overlap_add(cols: mx.array, stride: int, dilation: int, crop: int, length: int, shifts=None) -> mx.array:
-    """Output samples ``[crop, crop + length)`` from ``cols``.
+def _phase_overlap_add(cols: mx.array, stride: int, dilation: int, crop: int, length: int) -> mx.array:
+    """Output samples ``[crop, crop + length)`` from per-tap ``cols (…, L, K, C)``, one plane per phase.
 
-    ``cols`` is ``(…, L, K, C)`` per tap, or ``(…, L, S*stride, C)`` per slot
-    of :func:`slab_shifts` when ``shifts`` is given. ``crop`` is negative for
-    a block that starts before its first input row reaches: zeros there.
+    The general path, for tap layouts :func:`slab_shifts` declines. ``crop``
+    is negative for a block that starts before its first input row reaches.
     """
     *lead, rows_in, taps, channels = cols.shape
     first = crop // stride
     last = -(-(crop + length) // stride)
-    if shifts is not None:
-        slabs = cols.reshape(*lead, rows_in, len(shifts), stride * channels)
-        y = _shifted_sum([(q, slabs[..., j, :]) for j, q in enumerate(shifts)], first, last)
-    else:
-        planes = []
-        for phase in range(stride):
-            parts = [((k * dilation) // stride, cols[..., k, :]) for k in range(taps) if (k * dilation) % stride == phase]
-            if parts:
-                planes.append(_shifted_sum(parts, first, last))
-            else:
-                planes.append(mx.zeros((*lead, last - first, channels), dtype=cols.dtype))
-        y = planes[0] if stride == 1 else mx.stack(planes, axis=-2)
+    planes = []
+    for phase in range(stride):
+        parts = [((k * dilation) // stride, cols[..., k, :]) for k in range(taps) if (k * dilation) % stride == phase]
+        if parts:
+            planes.append(_shifted_sum(parts, first, last))
+        else:
+            planes.append(mx.zeros((*lead, last - first, channels), dtype=cols.dtype))
+    y = planes[0] if stride == 1 else mx.stack(planes, axis=-2)
     y = y.reshape(*lead, (last - first) * stride, channels)
     offset = crop - first * stride
     return y[..., offset : offset + length, :]
@@ -120,33 +116,52 @@ def _block(x: mx.array, weight: mx.array, stride: int, dilation: int, crop: int,
     out_channels, taps, in_per_group = weight.shape
     groups = in_channels // in_per_group
     out_per_group = out_channels // groups
-    shifts = slab_shifts(taps, stride, dilation)
-    slots = taps if shifts is None else len(shifts) * stride
+    matmul_free = in_per_group == 1
+    # Depthwise is bandwidth-bound: multiplying a few empty slots by zero costs less than the phase planes.
+    shifts = slab_shifts(taps, stride, dilation, 1.0 if matmul_free else 0.25)
+    if matmul_free and out_per_group > 1 and groups > 1:
+        x = mx.repeat(x, out_per_group, axis=-1)
 
-    def arrange(w):  # (…, K, C) -> (…, slots, C)
-        return w if shifts is None else _slot_weight(w, taps, stride, dilation, shifts)
+    if shifts is None:
+        if matmul_free:
+            cols = x[:, :, None, :] * weight[:, :, 0].T
+            return _phase_overlap_add(cols, stride, dilation, crop, length)
+        if groups == 1:
+            w = weight.transpose(2, 1, 0).reshape(in_channels, taps * out_channels)
+            cols = (x.reshape(batch * rows_in, in_channels) @ w).reshape(batch, rows_in, taps, out_channels)
+            return _phase_overlap_add(cols, stride, dilation, crop, length)
+        xg = x.reshape(batch * rows_in, groups, in_per_group).transpose(1, 0, 2)
+        w = weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1)
+        cols = (xg @ w.reshape(groups, in_per_group, taps * out_per_group)).reshape(groups, batch, rows_in, taps, out_per_group)
+        y = _phase_overlap_add(cols, stride, dilation, crop, length)
+        return y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
 
-    if in_per_group == 1:
-        # Depthwise and C_in = 1: every output channel reads one input
-        # channel, so a broadcast multiply replaces the matmul.
-        if out_per_group > 1 and groups > 1:
-            x = mx.repeat(x, out_per_group, axis=-1)
-        cols = x[:, :, None, :] * arrange(weight[:, :, 0].T)
-        return _overlap_add(cols, stride, dilation, crop, length, shifts)
-
+    # Slabs: pad the input by the largest shift on both sides, so each output
+    # row is a sum of views (slabs.py); the padding costs a few matmul rows.
+    pad = shifts[-1]
+    count = len(shifts)
+    first = crop // stride
+    last = -(-(crop + length) // stride)
+    offset = crop - first * stride
+    x = mx.pad(x, [(0, 0), (pad, pad), (0, 0)])
+    rows = rows_in + 2 * pad
+    if matmul_free:
+        w = _slot_weight(weight[:, :, 0].T, taps, stride, dilation, shifts).reshape(count, stride, out_channels)
+        y = slabs.depthwise_slab_sum(x, w, shifts, first, last)
+        return y.reshape(batch, (last - first) * stride, out_channels)[:, offset : offset + length]
     if groups == 1:
-        w = arrange(weight.transpose(2, 1, 0)).reshape(in_channels, slots * out_channels)
-        cols = (x.reshape(batch * rows_in, in_channels) @ w).reshape(batch, rows_in, slots, out_channels)
-        return _overlap_add(cols, stride, dilation, crop, length, shifts)
-
+        w = _slot_weight(weight.transpose(2, 1, 0), taps, stride, dilation, shifts)
+        cols = x.reshape(batch * rows, in_channels) @ w.reshape(in_channels, count * stride * out_channels)
+        y = slabs.slab_sum(cols.reshape(batch, rows, count, stride * out_channels), shifts, first, last)
+        return y.reshape(batch, (last - first) * stride, out_channels)[:, offset : offset + length]
     # Grouped: one batched matmul over groups; the overlap-add runs in the
-    # group-major layout and only the (K/stride times smaller) output is
-    # transposed back.
-    xg = x.reshape(batch * rows_in, groups, in_per_group).transpose(1, 0, 2)
-    w = arrange(weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1))
-    w = w.reshape(groups, in_per_group, slots * out_per_group)
-    cols = (xg @ w).reshape(groups, batch, rows_in, slots, out_per_group)
-    y = _overlap_add(cols, stride, dilation, crop, length, shifts)
+    # group-major layout and only the output is transposed back.
+    xg = x.reshape(batch * rows, groups, in_per_group).transpose(1, 0, 2)
+    w = weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1)
+    w = _slot_weight(w, taps, stride, dilation, shifts).reshape(groups, in_per_group, count * stride * out_per_group)
+    cols = (xg @ w).reshape(groups, batch, rows, count, stride * out_per_group)
+    y = slabs.slab_sum(cols, shifts, first, last)
+    y = y.reshape(groups, batch, (last - first) * stride, out_per_group)[:, :, offset : offset + length]
     return y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
 
 

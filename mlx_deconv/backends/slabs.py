@@ -1,0 +1,156 @@
+"""Fused overlap-adds of interleaved slabs, with explicit VJPs (used by the ``gemm`` backend).
+
+When the taps tile ``(shift, phase)`` slots (see :func:`gemm.slab_shifts`), the
+contribution of input row ``r`` through all taps of shift ``q`` is one slab
+of ``stride * C`` already-interleaved output values, landing on output row
+``r + q``. The input is padded by ``P = max(shifts)`` rows on both sides first,
+so every output row ``m`` in ``[0, L + P)`` is a plain sum of views
+``slab_j[m - q_j + P]``: one compiled elementwise pass writes the output, with
+no zero-filled planes and no interleaving copy.
+
+MLX would differentiate the sum of views by scattering the cotangent into a
+zero array per view (``S`` output-sized buffers); the VJPs here instead read
+the cotangent back with ``S`` shifted views, once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Tuple
+
+import mlx.core as mx
+
+
+def _valid_rows(rows_padded: int, pad: int, first: int, last: int) -> Tuple[int, int]:
+    """Output rows in ``[first, last)`` that every slab reaches: ``[0, rows_padded - pad)``."""
+    lo = max(first, 0)
+    hi = max(lo, min(last, rows_padded - pad))
+    return lo, hi
+
+
+def _frame(body: mx.array, lo: int, hi: int, first: int, last: int, axis: int) -> mx.array:
+    """Zero rows around ``body`` (rows ``[lo, hi)``) to cover ``[first, last)``."""
+    if lo == first and hi == last:
+        return body
+    widths = [(0, 0)] * body.ndim
+    widths[axis] = (lo - first, last - hi)
+    return mx.pad(body, widths)
+
+
+def _cotangent_views(ct: mx.array, shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int, first: int, axis: int):
+    """For each slab ``j``, the cotangent rows that slab row ``r`` fed: ``ct[r + q_j - P]``, zero elsewhere."""
+    pad = max(shifts)
+    index = [slice(None)] * ct.ndim
+    index[axis] = slice(lo - first, hi - first)
+    valid = ct[tuple(index)]
+    widths = [(0, 0)] * ct.ndim
+    widths[axis] = (pad + lo, rows_padded - hi)
+    big = mx.pad(valid, widths)  # row i of big is output row i - pad
+    views = []
+    for q in shifts:
+        index[axis] = slice(q, q + rows_padded)
+        views.append(big[tuple(index)])
+    return views
+
+
+@lru_cache(maxsize=512)
+def _summed(shifts: Tuple[int, ...], lo: int, count: int):
+    pad = max(shifts)
+
+    def total(cols):
+        acc = None
+        for j, q in enumerate(shifts):
+            view = cols[..., lo - q + pad : lo - q + pad + count, j, :]
+            acc = view if acc is None else acc + view
+        return acc
+
+    return mx.compile(total)
+
+
+def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int) -> mx.array:
+    """Output rows ``[first, last)`` of ``out[m] = sum_j cols[m - q_j + P, j]``.
+
+    Args:
+        cols: ``(…, R, S, W)``: slab ``j`` of every row of an input padded by
+            ``P = max(shifts)`` rows on both sides.
+        shifts: the row shift ``q_j`` of each slab (the first is 0).
+        first, last: the output rows wanted; rows outside ``[0, R - P)`` are zero.
+
+    Returns:
+        ``(…, last - first, W)``.
+    """
+    rows_padded = cols.shape[-3]
+    lo, hi = _valid_rows(rows_padded, max(shifts), first, last)
+    axis = cols.ndim - 3
+
+    @mx.custom_function
+    def forward(cols):
+        if hi > lo:
+            body = _summed(shifts, lo, hi - lo)(cols)
+        else:
+            body = mx.zeros((*cols.shape[:-3], 0, cols.shape[-1]), dtype=cols.dtype)
+        return _frame(body, lo, hi, first, last, axis)
+
+    @forward.vjp
+    def backward(primals, cotangent, output):
+        return mx.stack(_cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, axis), axis=-2)
+
+    return forward(cols)
+
+
+@lru_cache(maxsize=512)
+def _multiplied(shifts: Tuple[int, ...], lo: int, count: int):
+    pad = max(shifts)
+
+    def total(x, w):
+        acc = None
+        for j, q in enumerate(shifts):
+            view = x[:, lo - q + pad : lo - q + pad + count, None, :] * w[j]
+            acc = view if acc is None else acc + view
+        return acc
+
+    return mx.compile(total)
+
+
+def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first: int, last: int) -> mx.array:
+    """:func:`slab_sum` of ``cols = x * w`` without ever building ``cols`` (depthwise layers).
+
+    Args:
+        x: ``(N, R, C)`` (or ``(N, R, 1)``, broadcast), the input padded by
+            ``P = max(shifts)`` rows on both sides.
+        w: ``(S, stride, C)``: slab ``j``'s weight for each phase and channel.
+        shifts, first, last: as in :func:`slab_sum`.
+
+    Returns:
+        ``(N, last - first, stride, C)``.
+    """
+    rows_padded = x.shape[1]
+    pad = max(shifts)
+    lo, hi = _valid_rows(rows_padded, pad, first, last)
+
+    @mx.custom_function
+    def forward(x, w):
+        if hi > lo:
+            body = _multiplied(shifts, lo, hi - lo)(x, w)
+        else:
+            body = mx.zeros((x.shape[0], 0, w.shape[1], x.shape[2]), dtype=x.dtype)
+        return _frame(body, lo, hi, first, last, 1)
+
+    @forward.vjp
+    def backward(primals, cotangent, output):
+        x, w = primals
+        views = _cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, 1)
+        dx = None
+        for j, view in enumerate(views):
+            term = view * w[j]
+            dx = term if dx is None else dx + term
+        dx = mx.sum(dx, axis=2)
+        if x.shape[-1] != dx.shape[-1]:  # one input channel broadcast to every output channel
+            dx = mx.sum(dx, axis=-1, keepdims=True)
+        valid = cotangent[:, lo - first : hi - first]
+        dw = mx.stack(
+            [mx.sum(valid * x[:, lo - q + pad : hi - q + pad, None, :], axis=(0, 1)) for q in shifts]
+        ) if hi > lo else mx.zeros_like(w)
+        return dx, dw
+
+    return forward(x, w)
