@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import mlx.core as mx
+import numpy as np
 
 from . import backends
 from .backends import gemm
@@ -75,6 +76,16 @@ def interleaved_medians(fns: Dict[str, Callable[[], mx.array]], warmup: int, rep
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def split_copy(a: mx.array, workers: List[mx.Stream]) -> List[mx.array]:
+    """A copy of ``a`` (read + write) with its parts shared by ``workers``."""
+    bounds = [a.shape[0] * i // len(workers) for i in range(len(workers) + 1)]
+    parts = []
+    for stream, lo, hi in zip(workers, bounds, bounds[1:]):
+        with mx.stream(stream):
+            parts.append(a[lo:hi] * 1)
+    return parts
+
+
 def split_matmul(a: mx.array, b: mx.array, workers: List[mx.Stream]) -> mx.array:
     """``a @ b`` with ``a``'s rows shared by ``workers``, as the gemm backend shares its blocks."""
     bounds = [a.shape[0] * i // len(workers) for i in range(len(workers) + 1)]
@@ -104,6 +115,45 @@ class Progress:
         sys.stderr.flush()
 
 
+def _torch_op(shape: Shape, x: mx.array, w: mx.array, backward: bool):
+    """PyTorch's CPU conv_transpose1d on the same data, or None without torch (not a dependency)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .interop import mlx_to_torch_weight
+
+    tx = torch.from_numpy(np.array(x.astype(mx.float32))).permute(0, 2, 1).contiguous()
+    tw = torch.from_numpy(np.array(mlx_to_torch_weight(w.astype(mx.float32), shape.groups)))
+    kwargs = dict(stride=shape.stride, padding=shape.padding, output_padding=shape.output_padding,
+                  groups=shape.groups, dilation=shape.dilation)
+    if backward:
+        tx.requires_grad_(True)
+        tw.requires_grad_(True)
+
+        def fn():
+            torch.nn.functional.conv_transpose1d(tx, tw, **kwargs).sum().backward()
+            return mx.array(0)
+    else:
+        def fn():
+            with torch.no_grad():
+                torch.nn.functional.conv_transpose1d(tx, tw, **kwargs)
+            return mx.array(0)
+    return fn
+
+
+def _peak_bytes(fn: Callable[[], mx.array]) -> int:
+    """Peak MLX memory of one call, above what was allocated before it."""
+    mx.synchronize()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    out = fn()
+    mx.eval(out)
+    peak = mx.get_peak_memory() - base
+    del out
+    return peak
+
+
 def run(
     shapes: Sequence[Shape] = SHAPES,
     stream=None,
@@ -111,19 +161,24 @@ def run(
     warmup: int = 2,
     repeat: int = 5,
     backward: bool = False,
+    with_torch: bool = True,
 ) -> List[Dict]:
-    """Times every available backend and MLX's matmul of the same FLOP count.
+    """Times every available backend, MLX's matmul of the same FLOP count, a large copy, and PyTorch if present.
 
     Returns:
-        list[dict]: one row per shape with ``seconds`` per backend, the
-        backend ``auto`` chose, ``gflops`` (useful FLOPs, no inserted zeros)
-        and the matmul reference rate.
+        list[dict]: one row per shape: ``seconds`` per backend (and ``torch``),
+        the backend ``auto`` chose, useful GFLOP, the matmul and copy
+        references, the bytes the op must move, and the peak memory of ``auto``.
     """
     from .devices import resolve_stream
 
     stream = resolve_stream(stream)
     names = backends.available_backends(stream)
+    workers = gemm.worker_streams(stream)
     progress = Progress(len(shapes))
+    # A large copy, shared by the same streams: the bandwidth a bandwidth-bound op can hope for.
+    big = mx.random.normal((1 << 24,)).astype(dtype)
+    mx.eval(big)
     rows = []
     for shape in shapes:
         key = mx.random.key(0)
@@ -147,25 +202,36 @@ def run(
                 fns[name] = lambda grad=grad: grad(x, w)
             else:
                 fns[name] = lambda op=op: op(x, w)
-        workers = gemm.worker_streams(stream)
         fns["matmul"] = lambda: split_matmul(a, b, workers)
+        fns["copy"] = lambda: split_copy(big, workers)
+        torch_fn = _torch_op(shape, x, w, backward) if with_torch else None
+        if torch_fn is not None:
+            fns["torch"] = torch_fn
         seconds = interleaved_medians(fns, warmup, repeat)
-        progress.step(shape.name)
+        auto = backends.resolve_backend("auto", geom, stream)
+        item = mx.zeros((), dtype=dtype).itemsize
         rows.append(dict(
             shape=asdict(shape),
-            auto=backends.resolve_backend("auto", geom, stream),
+            auto=auto,
             seconds={n: seconds[n] for n in names},
+            torch_seconds=seconds.get("torch"),
             matmul_seconds=seconds["matmul"],
+            copy_bytes_per_second=2 * big.nbytes / seconds["copy"],
+            op_bytes=item * (x.size + w.size + geom.batch * geom.output_length * geom.out_channels),
+            peak_bytes=_peak_bytes(fns[auto]),
             workers=len(workers),
             gflop=geom.flops / 1e9 * (3 if backward else 1),
         ))
+        progress.step(shape.name)
     return rows
 
 
 def table(rows: List[Dict], backward: bool = False) -> str:
-    """A Markdown table: time per backend, ratio to builtin, GFLOP/s, % of matmul rate."""
+    """A Markdown table: time per backend, ratio to builtin, GFLOP/s, % of matmul rate, bandwidth, memory."""
     names = list(rows[0]["seconds"])
-    head = ["shape", "auto"] + [f"{n} ms" for n in names] + ["auto / builtin", "auto GFLOP/s", "% of matmul"]
+    has_torch = any(r.get("torch_seconds") for r in rows)
+    head = ["shape", "auto"] + [f"{n} ms" for n in names] + (["torch ms"] if has_torch else [])
+    head += ["auto / builtin", "GFLOP/s", "% of matmul", "GB/s (% of copy)", "peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         sec = row["seconds"]
@@ -174,9 +240,39 @@ def table(rows: List[Dict], backward: bool = False) -> str:
         matmul = row["matmul_seconds"] * (3 if backward else 1)
         cells = [row["shape"]["name"], row["auto"]]
         cells += [f"{sec[n] * 1e3:.1f}" for n in names]
-        cells += [f"{sec['builtin'] / auto:.1f}x", f"{row['gflop'] / auto:.1f}", f"{100 * matmul / auto:.0f}%"]
+        if has_torch:
+            cells.append(f"{row['torch_seconds'] * 1e3:.1f}" if row.get("torch_seconds") else "")
+        bandwidth = row["op_bytes"] / auto
+        cells += [
+            f"{sec['builtin'] / auto:.1f}x",
+            f"{row['gflop'] / auto:.1f}",
+            f"{100 * matmul / auto:.0f}%",
+            f"{bandwidth / 1e9:.1f} ({100 * bandwidth / row['copy_bytes_per_second']:.0f}%)",
+            f"{row['peak_bytes'] / 1e6:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot(rows: List[Dict], path: str, title: str) -> None:
+    """A bar chart of each backend's speed-up over ``mx.conv_transpose1d`` (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in rows[0]["seconds"] if n != "builtin"] + (["torch"] if any(r.get("torch_seconds") for r in rows) else [])
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        ratios = [r["seconds"]["builtin"] / (r["torch_seconds"] if name == "torch" else r["seconds"][name]) for r in rows]
+        ax.bar(np.arange(len(rows)) + i * width, ratios, width, label=name)
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(rows)) + width * (len(names) - 1) / 2, [r["shape"]["name"] for r in rows], rotation=20)
+    ax.set(ylabel="speed-up over mx.conv_transpose1d", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def machine() -> str:
@@ -188,10 +284,17 @@ def main(args) -> None:
     if not shapes:
         raise SystemExit(f"--shapes: none of {args.shapes} is one of {[s.name for s in SHAPES]}")
     dtype = getattr(mx, args.dtype)
-    rows = run(shapes, args.stream, dtype, args.warmup, args.repeat, args.backward)
+    rows = run(shapes, args.stream, dtype, args.warmup, args.repeat, args.backward, not args.no_torch)
     kind = "forward+backward" if args.backward else "forward"
-    print(f"\n{kind}, {args.dtype}, stream {args.stream or 'default'}; {machine()}; median of {args.repeat} after {args.warmup} warm-up\n")
+    title = f"{kind}, {args.dtype}, stream {args.stream or 'default'}; {machine()}; median of {args.repeat} after {args.warmup} warm-up"
+    print(f"\n{title}\n")
     print(table(rows, args.backward))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine(), kind=kind, dtype=args.dtype, rows=rows), f, indent=2)
+    if args.plot:
+        try:
+            plot(rows, args.plot, f"{kind}, {args.dtype}")
+            print(f"\nwrote {args.plot}")
+        except ImportError:
+            print("\n--plot needs matplotlib (pip install 'mlx-deconv[examples]'): no figure written")

@@ -1,5 +1,7 @@
 """The commands the README promises, and the package's own check oracle."""
 
+import json
+
 import numpy as np
 from hypothesis import given
 
@@ -32,10 +34,18 @@ def test_info_demo_check_run(capsys):
 
 
 def test_bench_runs_on_a_small_shape(capsys, tmp_path):
-    main(["bench", "--shapes", "hifigan-4", "--repeat", "1", "--warmup", "0", "--json", str(tmp_path / "b.json")])
+    main(["bench", "--shapes", "depthwise-up", "--repeat", "1", "--warmup", "0", "--json", str(tmp_path / "b.json"),
+          "--plot", str(tmp_path / "b.png")])
     out = capsys.readouterr().out
-    assert "| hifigan-4 | gemm |" in out
-    assert (tmp_path / "b.json").exists()
+    assert "| depthwise-up | gemm |" in out and "peak MB" in out and "% of copy" in out
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert rows[0]["peak_bytes"] > 0 and rows[0]["seconds"]["builtin"] > 0
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no figure written" in out
+    else:
+        assert (tmp_path / "b.png").stat().st_size > 1000
 
 
 def test_readme_example_runs():
