@@ -68,10 +68,12 @@ class StreamingConvTranspose1d:
         return chunk if self.layer.data_format == "NLC" else chunk.transpose(0, 2, 1)
 
     def _from_nlc(self, y: mx.array) -> mx.array:
-        y = self.layer.apply_activation(
-            (y if self.layer.data_format == "NLC" else y.transpose(0, 2, 1))
-            + (0 if "bias" not in self.layer else self.layer.bias.reshape((-1,) if self.layer.data_format == "NLC" else (-1, 1)).astype(y.dtype))
-        )
+        """Bias, the layer's layout, activation: what the layer does after the convolution."""
+        if "bias" in self.layer:
+            y = y + self.layer.bias.astype(y.dtype)
+        if self.layer.data_format == "NCL":
+            y = y.transpose(0, 2, 1)
+        y = self.layer.apply_activation(y)
         return y if self._batched else y[0]
 
     def _emit(self, stop: int, batch: int, dtype) -> mx.array:
