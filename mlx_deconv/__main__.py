@@ -130,6 +130,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--json", help="also write the rows to this JSON file")
     b.add_argument("--plot", help="also write a bar chart of the speed-ups to this PNG (needs matplotlib)")
+    b.add_argument("--long-signal", type=float, metavar="SECONDS",
+                   help="instead: run the HiFi-GAN V1 stack over this much 24 kHz audio and report peak memory")
     b.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column even when torch is installed")
     args = parser.parse_args(argv)
     if args.command == "info":

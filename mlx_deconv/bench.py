@@ -275,11 +275,59 @@ def plot(rows: List[Dict], path: str, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+# HiFi-GAN V1's upsampling stack: (C_in, C_out, K, stride, padding); 256 samples per mel frame.
+HIFIGAN_STACK = [(512, 256, 16, 8, 4), (256, 128, 16, 8, 4), (128, 64, 4, 2, 1), (64, 32, 4, 2, 1)]
+
+
+def long_signal(seconds: float, sample_rate: int = 24000, stream=None) -> Dict:
+    """Runs the HiFi-GAN V1 upsampling stack (random weights) over ``seconds`` of audio, layer by layer.
+
+    Returns:
+        dict: time, final output bytes, and for each layer its input + output
+        bytes and the peak MLX memory while it ran: the ``gemm`` backend keeps
+        the peak near input + output (plus the concatenation of its blocks),
+        whatever the length.
+    """
+    frames = int(seconds * sample_rate) // 256
+    h = mx.random.normal((1, frames, HIFIGAN_STACK[0][0]), key=mx.random.key(0))
+    mx.eval(h)
+    layers = []
+    start = time.perf_counter()
+    for i, (c_in, c_out, k, s, p) in enumerate(HIFIGAN_STACK):
+        w = mx.random.normal((c_out, k, c_in), key=mx.random.key(i + 1)) / (c_in * k) ** 0.5
+        mx.eval(w)
+        mx.synchronize()
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        y = conv_transpose1d(h, w, stride=s, padding=p, stream=stream)
+        mx.eval(y)
+        layers.append(dict(layer=i + 1, in_bytes=h.nbytes, out_bytes=y.nbytes,
+                           peak_above_inputs=mx.get_peak_memory() - base))
+        h = mx.maximum(y, 0.1 * y)  # HiFi-GAN's leaky ReLU, outside the measured op
+        del y
+        mx.eval(h)
+    return dict(seconds_of_audio=seconds, samples=h.shape[1], wall_seconds=time.perf_counter() - start,
+                output_bytes=h.nbytes, layers=layers)
+
+
 def machine() -> str:
     return f"{platform.system()} {platform.machine()}, mlx {mx.__version__}, python {platform.python_version()}"
 
 
 def main(args) -> None:
+    if args.long_signal:
+        result = long_signal(args.long_signal, stream=args.stream)
+        print(f"HiFi-GAN V1 upsampling stack over {result['seconds_of_audio']:g} s of 24 kHz audio "
+              f"({result['samples']} samples) in {result['wall_seconds']:.1f} s; {machine()}")
+        print("| layer | input MB | output MB | peak MB above what was allocated before the layer | peak / output |")
+        print("|---|---|---|---|---|")
+        for r in result["layers"]:
+            print(f"| {r['layer']} | {r['in_bytes'] / 1e6:.0f} | {r['out_bytes'] / 1e6:.0f} | "
+                  f"{r['peak_above_inputs'] / 1e6:.0f} | {r['peak_above_inputs'] / r['out_bytes']:.2f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(dict(machine=machine(), **result), f, indent=2)
+        return
     shapes = SHAPES if not args.shapes else [s for s in SHAPES if s.name in args.shapes]
     if not shapes:
         raise SystemExit(f"--shapes: none of {args.shapes} is one of {[s.name for s in SHAPES]}")
