@@ -112,6 +112,28 @@ def _multiplied(shifts: Tuple[int, ...], lo: int, count: int):
     return mx.compile(total)
 
 
+@lru_cache(maxsize=512)
+def _depthwise_grads(shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int, first: int, broadcast_x: bool):
+    """Compiled VJP of :func:`depthwise_slab_sum`: ``dx`` reads the cotangent through shifted views."""
+    pad = max(shifts)
+
+    def grads(cotangent, x, w):
+        dx = None
+        for j, view in enumerate(_cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, 1)):
+            term = view * w[j]
+            dx = term if dx is None else dx + term
+        dx = mx.sum(dx, axis=2)
+        if broadcast_x:  # one input channel broadcast to every output channel
+            dx = mx.sum(dx, axis=-1, keepdims=True)
+        if hi == lo:
+            return dx, mx.zeros_like(w)
+        valid = cotangent[:, lo - first : hi - first]
+        dw = mx.stack([mx.sum(valid * x[:, lo - q + pad : hi - q + pad, None, :], axis=(0, 1)) for q in shifts])
+        return dx, dw
+
+    return mx.compile(grads)
+
+
 def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first: int, last: int) -> mx.array:
     """:func:`slab_sum` of ``cols = x * w`` without ever building ``cols`` (depthwise layers).
 
@@ -139,18 +161,6 @@ def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first:
     @forward.vjp
     def backward(primals, cotangent, output):
         x, w = primals
-        views = _cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, 1)
-        dx = None
-        for j, view in enumerate(views):
-            term = view * w[j]
-            dx = term if dx is None else dx + term
-        dx = mx.sum(dx, axis=2)
-        if x.shape[-1] != dx.shape[-1]:  # one input channel broadcast to every output channel
-            dx = mx.sum(dx, axis=-1, keepdims=True)
-        valid = cotangent[:, lo - first : hi - first]
-        dw = mx.stack(
-            [mx.sum(valid * x[:, lo - q + pad : hi - q + pad, None, :], axis=(0, 1)) for q in shifts]
-        ) if hi > lo else mx.zeros_like(w)
-        return dx, dw
+        return _depthwise_grads(shifts, rows_padded, lo, hi, first, x.shape[-1] != w.shape[-1])(cotangent, x, w)
 
     return forward(x, w)
