@@ -46,7 +46,8 @@ def test_blocks_keep_gradients(case):
         _, (gx, gw) = mx.vjp(f, [mx.array(x, mx.float32), mx.array(w, mx.float32)], [mx.array(ct, mx.float32)])
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
     np.testing.assert_allclose(np.array(gx), ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
-    np.testing.assert_allclose(np.array(gw), ew, rtol=0, atol=2e-7 * (4 + 2 * case.batch * case.length))
+    # A weight gradient sums N*L products and can be large: float32 rounding is relative there (a few ulp).
+    np.testing.assert_allclose(np.array(gw), ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
 
 
 def test_cpu_work_is_shared_by_every_core():

@@ -50,7 +50,8 @@ def test_vjp_matches_reference(backend, case, data_format, weight_format):
     gx, gw, gb = grads(case, x, w, b, ct, backend, data_format, weight_format)
     # Each gradient entry sums up to taps*C_out (x) or N*L (w, b) unit-variance products.
     np.testing.assert_allclose(gx, ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
-    np.testing.assert_allclose(gw, ew, rtol=0, atol=2e-7 * (4 + 2 * case.batch * case.length))
+    # A weight gradient sums N*L products and can be large: float32 rounding is relative there (a few ulp).
+    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
     np.testing.assert_allclose(gb, eb, rtol=0, atol=2e-7 * (4 + 2 * ct.shape[0] * ct.shape[1]))
 
 
