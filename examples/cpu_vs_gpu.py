@@ -56,7 +56,7 @@ def main(argv=None) -> list:
                 diff = float(mx.abs(y.astype(mx.float32) - baseline).max())
                 rows.append(dict(layer=name, stream=str(stream.device), backend=backend, ms=sec * 1e3,
                                  speedup=seconds["builtin"] / sec, max_abs_diff=diff))
-    print(f"\n| layer | stream | backend | ms | vs mx.conv_transpose1d | max abs diff vs CPU gemm |")
+    print("\n| layer | stream | backend | ms | vs mx.conv_transpose1d | max abs diff vs CPU gemm |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['layer']} | {r['stream']} | {r['backend']} | {r['ms']:.2f} | {r['speedup']:.1f}x | {r['max_abs_diff']:.1e} |")

@@ -9,7 +9,7 @@ layout ``(K, C_out, C_in)``, so Keras-style callables behave as in Keras.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np

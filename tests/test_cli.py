@@ -8,7 +8,6 @@ from hypothesis import given
 from mlx_deconv import reference as package_reference
 from mlx_deconv.__main__ import main
 from mlx_deconv.geometry import conv_geometry
-import reference as ref
 from strategies import cases
 
 

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mlx_deconv as md
-from mlx_deconv import weight_norm as wn
 import reference as ref
 from strategies import cases
 

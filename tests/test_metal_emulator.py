@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import mlx_deconv as md
 import reference as ref
 from mlx_deconv import backends, metal_emulator
-from mlx_deconv.backends import gemm, metal
+from mlx_deconv.backends import metal
 from mlx_deconv.geometry import conv_geometry
 from strategies import Case, cases
 
