@@ -211,15 +211,15 @@ def worker_streams(stream: mx.Stream) -> List[mx.Stream]:
     return [stream] + _EXTRA_CPU_STREAMS[:wanted]
 
 
-def block_count(geom: Geometry, workers: int) -> int:
+def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False) -> int:
     """Blocks so that one block's ``cols`` fits :data:`CHUNK_ELEMENTS`, and every worker gets one.
 
-    Depthwise slabs are multiplied inside the pass that writes the output and
-    have no intermediate to bound: they are cut only to share the work.
+    Depthwise slabs (``fused_depthwise``, as :func:`_make_plan` decided) are
+    multiplied inside the pass that writes the output and have no
+    intermediate to bound: they are cut only to share the work.
     """
     count = 1
-    matmul_free = geom.in_per_group == 1 and slab_shifts(geom.kernel_size, geom.stride, geom.dilation, 1.0) is not None
-    if not matmul_free:
+    if not fused_depthwise:
         halo = -(-(geom.kernel_size - 1) * geom.dilation // geom.stride) + 1
         rows = max(1, CHUNK_ELEMENTS // max(1, geom.batch * geom.kernel_size * geom.out_channels) - halo)
         count = -(-geom.output_length // (rows * geom.stride))
@@ -238,8 +238,8 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
         x, weight = x.astype(mx.float32), weight.astype(mx.float32)
         bias = None if bias is None else bias.astype(mx.float32)
     workers = worker_streams(stream)
-    count = block_count(geom, len(workers))
     plan = _make_plan(weight, geom)
+    count = block_count(geom, len(workers), plan.matmul_free and plan.shifts is not None)
     bounds = [geom.output_length * i // count for i in range(count + 1)]
     blocks = []
     for i, (start, stop) in enumerate(zip(bounds, bounds[1:])):
