@@ -36,6 +36,7 @@ def info(_args=None) -> None:
 CHECKS = [
     # (name, N, L, C_in, C_out, K, conv kwargs)
     ("dense stride 4", 2, 9, 6, 4, 8, dict(stride=4, padding=2)),
+    ("dense 3 row shifts", 2, 10, 6, 4, 5, dict(stride=2, padding=1)),
     ("grouped dilated", 2, 7, 8, 6, 3, dict(stride=2, dilation=3, groups=2, padding="same")),
     ("depthwise", 1, 11, 5, 5, 12, dict(stride=2, groups=5, padding="causal")),
     ("L=1 K=1", 3, 1, 3, 2, 1, dict(stride=3, output_padding=2)),
@@ -73,7 +74,7 @@ def check(_args=None) -> int:
         for dtype, tol in ((mx.float32, 1e-4), (mx.float16, 5e-2)):
             xa, wa, ba = mx.array(x, dtype), mx.array(w, dtype), mx.array(b, dtype)
             for stream in streams():
-                for backend in backends.available_backends(stream):
+                for backend in backends.usable_backends(geom, stream):
                     y = conv_transpose1d(xa, wa, ba, **kwargs, backend=backend, stream=stream)
                     failures += not _check_row(str(stream), backend, name, dtype, y, expected, tol)
             if emulate:

@@ -194,7 +194,7 @@ def run(
         mx.eval(x, w, a, b)
         geom, _ = conv_geometry(x.shape, w.shape, **shape.kwargs())
         fns = {}
-        for name in names:
+        for name in backends.usable_backends(geom, stream):
             def op(x, w, name=name):
                 return conv_transpose1d(x, w, **shape.kwargs(), backend=name, stream=stream)
             if backward:
@@ -213,7 +213,7 @@ def run(
         rows.append(dict(
             shape=asdict(shape),
             auto=auto,
-            seconds={n: seconds[n] for n in names},
+            seconds={n: seconds.get(n) for n in names},
             torch_seconds=seconds.get("torch"),
             matmul_seconds=seconds["matmul"],
             copy_bytes_per_second=2 * big.nbytes / seconds["copy"],
@@ -239,7 +239,7 @@ def table(rows: List[Dict], backward: bool = False) -> str:
         # Forward+backward is three matmuls' worth of FLOPs.
         matmul = row["matmul_seconds"] * (3 if backward else 1)
         cells = [row["shape"]["name"], row["auto"]]
-        cells += [f"{sec[n] * 1e3:.1f}" for n in names]
+        cells += ["—" if sec[n] is None else f"{sec[n] * 1e3:.1f}" for n in names]
         if has_torch:
             cells.append(f"{row['torch_seconds'] * 1e3:.1f}" if row.get("torch_seconds") else "")
         bandwidth = row["op_bytes"] / auto
@@ -265,7 +265,8 @@ def plot(rows: List[Dict], path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        ratios = [r["seconds"]["builtin"] / (r["torch_seconds"] if name == "torch" else r["seconds"][name]) for r in rows]
+        ratios = [r["seconds"]["builtin"] / ((r["torch_seconds"] if name == "torch" else r["seconds"][name]) or np.nan)
+                  for r in rows]
         ax.bar(np.arange(len(rows)) + i * width, ratios, width, label=name)
     ax.axhline(1, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(rows)) + width * (len(names) - 1) / 2, [r["shape"]["name"] for r in rows], rotation=20)

@@ -83,16 +83,23 @@ class Case:
 
 
 @st.composite
-def cases(draw, max_length=12):
+def cases(draw, max_length=12, row_shifts=None):
+    """Random configurations; ``row_shifts=S`` draws only layers whose taps
+    fill ``S`` consecutive input rows (the ``winograd`` backend's domain)."""
     groups = draw(st.sampled_from([1, 1, 2, 3, 4]))
-    if draw(st.integers(0, 3)) == 0:
+    if row_shifts is None and draw(st.integers(0, 3)) == 0:
         in_per_group = out_per_group = 1  # depthwise
     else:
-        in_per_group = draw(st.integers(1, 4))
+        in_per_group = draw(st.integers(1 if row_shifts is None else 2, 4))
         out_per_group = draw(st.integers(1, 4))
-    taps = draw(st.integers(1, 7))
     stride = draw(st.integers(1, 5))
-    dilation = draw(st.integers(1, 4))
+    if row_shifts is None:
+        taps = draw(st.integers(1, 7))
+        dilation = draw(st.integers(1, 4))
+    else:  # at most a quarter of a tap per slot left empty, as gemm.slab_shifts allows
+        fewest = max((row_shifts - 1) * stride + 1, -(-4 * row_shifts * stride // 5))
+        taps = draw(st.integers(fewest, row_shifts * stride))
+        dilation = 1
     length = draw(st.integers(1, max_length))
     form = draw(st.sampled_from(["int", "pair", "valid", "same", "causal"]))
     if form == "int":

@@ -27,7 +27,7 @@ def test_info_demo_check_run(capsys):
     except SystemExit as exit:
         assert exit.code == 0
     out = capsys.readouterr().out
-    assert "backends ['builtin', 'gemm']" in out
+    assert "backends ['builtin', 'gemm', 'winograd']" in out
     assert "12800 samples" in out
     assert "all backends agree" in out
 
@@ -39,6 +39,7 @@ def test_bench_runs_on_a_small_shape(capsys, tmp_path):
     assert "| depthwise-up | gemm |" in out and "peak MB" in out and "% of copy" in out
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert rows[0]["peak_bytes"] > 0 and rows[0]["seconds"]["builtin"] > 0
+    assert rows[0]["seconds"]["winograd"] is None and "| — |" in out  # depthwise: not its domain
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -10,7 +10,7 @@ import mlx_deconv as md
 import reference as ref
 from strategies import cases
 
-BACKENDS = ["builtin", "gemm"]
+BACKENDS = ["builtin", "gemm", "winograd"]
 
 
 def grads(case, x, w, b, ct, backend, data_format="NLC", weight_format="mlx"):

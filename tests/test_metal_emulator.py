@@ -134,7 +134,9 @@ def test_metal_auto_rule_and_availability(monkeypatch):
         backends.resolve_backend("metal", depthwise, cpu)
     monkeypatch.setattr(backends, "is_metal", lambda stream: True)  # as on a Mac's GPU stream
     assert backends.resolve_backend("auto", depthwise, cpu) == "metal"
-    assert backends.resolve_backend("auto", dense, cpu) == "gemm"
+    assert backends.resolve_backend("auto", dense, cpu) == "winograd"
+    dilated, _ = conv_geometry((1, 100, 256), (256, 7, 256), dilation=3)
+    assert backends.resolve_backend("auto", dilated, cpu) == "gemm"
     assert "metal" in backends.available_backends(cpu)
 
 

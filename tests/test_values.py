@@ -10,7 +10,7 @@ import mlx_deconv as md
 import reference as ref
 from strategies import Case, cases
 
-BACKENDS = ["builtin", "gemm"]
+BACKENDS = ["builtin", "gemm", "winograd"]
 
 
 def run(case, x, w, b, backend, data_format="NLC", weight_format="mlx", batched=True, dtype=mx.float32):
@@ -149,4 +149,4 @@ def test_stream_forms(stream):
 
 
 def test_available_backends_on_cpu():
-    assert md.available_backends("cpu") == ["builtin", "gemm"]
+    assert md.available_backends("cpu") == ["builtin", "gemm", "winograd"]

@@ -4,21 +4,26 @@ A backend is a function ``(x, weight, bias, geometry) -> y`` on NLC input and
 an MLX-layout weight; it trusts the geometry and validates nothing.
 
 The ``"auto"`` rule:
-    * CPU stream: ``"gemm"`` (matmul + overlap-add; matmul-free when every
-      output channel reads one input channel, as in depthwise). MLX's CPU op
-      takes a naive loop for every stride or dilation > 1.
+    * CPU stream: ``"winograd"`` where it applies (dense or grouped layers
+      whose taps land on 2 or 3 consecutive input rows, as ``K = 2*stride``
+      in vocoders: a third fewer matmul FLOPs), else ``"gemm"`` (matmul +
+      overlap-add; matmul-free when every output channel reads one input
+      channel, as in depthwise). MLX's CPU op takes a naive loop for every
+      stride or dilation > 1.
     * Metal GPU stream: ``"metal"`` when each output channel reads at most
       :data:`METAL_MAX_IN_PER_GROUP` input channels (depthwise, grouped,
       few-channel layers: there the matmul of ``gemm`` is too thin to keep the
       GPU busy, and MLX's own op multiplies its stuffed zeros); ``"gemm"``
-      for wide dense layers, where MLX's GPU matmul is hard to beat with a
-      gather kernel. Reasoned, not yet measured: ``bench`` on a Mac prints
-      what ``auto`` chose next to every backend's time.
-    * Any other GPU (MLX's CUDA backend): ``"gemm"``; never ``"metal"``.
+      (or ``"winograd"`` where it applies) for wide dense layers, where
+      MLX's GPU matmul is hard to beat with a gather kernel. Reasoned, not
+      yet measured: ``bench`` on a Mac prints what ``auto`` chose next to
+      every backend's time.
+    * Any other GPU (MLX's CUDA backend): as on the CPU; never ``"metal"``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Dict, List
 
 import mlx.core as mx
@@ -32,6 +37,7 @@ Backend = Callable[..., mx.array]
 BACKENDS: Dict[str, Backend] = {
     "builtin": builtin.conv_transpose1d,
     "gemm": gemm.conv_transpose1d,
+    "winograd": partial(gemm.conv_transpose1d, minimal_filtering=True),
     "metal": metal.conv_transpose1d,
 }
 
@@ -41,18 +47,31 @@ METAL_MAX_IN_PER_GROUP = 32
 
 def available_backends(stream: mx.Stream) -> List[str]:
     """Names of the backends that can run on ``stream``."""
-    return ["builtin", "gemm", "metal"] if is_metal(stream) else ["builtin", "gemm"]
+    names = ["builtin", "gemm", "winograd"]
+    return names + ["metal"] if is_metal(stream) else names
+
+
+def usable_backends(geom: Geometry, stream: mx.Stream) -> List[str]:
+    """The backends of :func:`available_backends` that compute this geometry their own way
+    (``"winograd"`` only where it is not ``"gemm"``)."""
+    return [n for n in available_backends(stream) if n != "winograd" or gemm.winograd_tile(geom) is not None]
 
 
 def resolve_backend(name: str, geom: Geometry, stream: mx.Stream) -> str:
     """Resolves ``"auto"`` to a backend name, or checks a forced one.
 
+    A forced ``"winograd"`` stays ``"winograd"`` on any geometry: where
+    minimal filtering does not apply it runs as ``"gemm"``, as MLX's fused
+    ``mx.fast`` ops fall back to their unfused form.
+
     Raises:
         ValueError: for an unknown name, or one that cannot run on ``stream``.
     """
     if name == "auto":
-        use_kernel = is_metal(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP
-        name = "metal" if use_kernel else "gemm"
+        if is_metal(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
+            name = "metal"
+        else:
+            name = "gemm" if gemm.winograd_tile(geom) is None else "winograd"
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {name!r}")
     usable = available_backends(stream)

@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import mlx.core as mx
 
 from ..geometry import Geometry
-from . import slabs
+from . import slabs, winograd
 
 #: Upper bound on the elements of one block's intermediate. MLX keeps a few
 #: blocks in flight, so this sets peak memory: 2**20 measured 3.3x the output
@@ -113,6 +113,24 @@ def _phase_overlap_add(cols: mx.array, stride: int, dilation: int, crop: int, le
     return y[..., offset : offset + length, :]
 
 
+def _slab_weights(weight: mx.array, stride: int, dilation: int, groups: int, shifts) -> List[mx.array]:
+    """Each slab's weight ``(G, C_in/G, stride * C_out/G)``, contiguous, empty slots zero.
+
+    Each is one copy out of a view of the MLX-layout weight, so the
+    transform holds no other copy of the whole weight.
+    """
+    out_channels, taps, in_per_group = weight.shape
+    out_per_group = out_channels // groups
+    if dilation != 1 or taps != len(shifts) * stride:  # taps in slot order, empty slots zero
+        weight = _slot_weight(weight, taps, stride, dilation, shifts)
+    slabs = []
+    for j in range(len(shifts)):
+        w = weight[:, j * stride : (j + 1) * stride].reshape(groups, out_per_group, stride, in_per_group)
+        w = mx.contiguous(w.transpose(0, 3, 2, 1))
+        slabs.append(w.reshape(groups, in_per_group, stride * out_per_group))
+    return slabs
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How one call computes its blocks; the weight is arranged once, not once per block."""
@@ -124,21 +142,31 @@ class _Plan:
     matmul_free: bool
     repeat: int  # output channels per input channel when matmul-free (depthwise multiplier)
     shifts: Optional[Tuple[int, ...]]  # slab shifts, or None for phase planes
-    w: mx.array  # the weight arranged for the path taken (see _make_plan)
+    tile: Optional[int]  # output rows per minimal-filtering tile (winograd.py), or None
+    w: Union[mx.array, List[mx.array]]  # the weight arranged for the path taken (see _make_plan)
 
 
-def _make_plan(weight: mx.array, geom: Geometry) -> _Plan:
+def winograd_tile(geom: Geometry) -> Optional[int]:
+    """Rows per tile of the minimal-filtering path for ``geom``, or None where it does not apply."""
+    shifts = slab_shifts(geom.kernel_size, geom.stride, geom.dilation)
+    return winograd.tile_rows(shifts, geom.in_per_group)
+
+
+def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Plan:
     out_channels, taps, in_per_group = weight.shape
     stride, dilation, groups = geom.stride, geom.dilation, geom.groups
     out_per_group = out_channels // groups
     matmul_free = in_per_group == 1
     # Depthwise is bandwidth-bound: multiplying a few empty slots by zero costs less than phase planes.
     shifts = slab_shifts(taps, stride, dilation, 1.0 if matmul_free else 0.25)
+    tile = winograd.tile_rows(shifts, in_per_group) if minimal_filtering else None
 
     def arrange(w):  # (…, K, C) -> (…, slots, C)
         return w if shifts is None else _slot_weight(w, taps, stride, dilation, shifts)
 
-    if matmul_free:
+    if tile is not None:
+        w = winograd.transform_weight(_slab_weights(weight, stride, dilation, groups, shifts), tile)
+    elif matmul_free:
         w = arrange(weight[:, :, 0].T)  # (slots, C_out)
         if shifts is not None:
             w = w.reshape(len(shifts), stride, out_channels)
@@ -148,7 +176,7 @@ def _make_plan(weight: mx.array, geom: Geometry) -> _Plan:
         w = arrange(weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1))
         w = w.reshape(groups, in_per_group, -1)  # (G, C_in/G, slots * C_out/G)
     return _Plan(stride, dilation, groups, out_channels, matmul_free,
-                 out_per_group if matmul_free and groups > 1 else 1, shifts, w)
+                 out_per_group if matmul_free and groups > 1 else 1, shifts, tile, w)
 
 
 def _block(x: mx.array, plan: _Plan, crop: int, length: int) -> mx.array:
@@ -170,13 +198,17 @@ def _block(x: mx.array, plan: _Plan, crop: int, length: int) -> mx.array:
         y = _phase_overlap_add(cols, stride, dilation, crop, length)
         return y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
 
-    # Slabs: pad the input by the largest shift on both sides, so each output
-    # row is a sum of views (slabs.py); the padding costs a few matmul rows.
-    pad = plan.shifts[-1]
     count = len(plan.shifts)
     first = crop // stride
     last = -(-(crop + length) // stride)
     offset = crop - first * stride
+    if plan.tile is not None:
+        y = winograd.slab_rows(x, plan.w, plan.tile, count, first, last)
+        y = y.reshape(groups, batch, (last - first) * stride, out_per_group)[:, :, offset : offset + length]
+        return y[0] if groups == 1 else y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
+    # Slabs: pad the input by the largest shift on both sides, so each output
+    # row is a sum of views (slabs.py); the padding costs a few matmul rows.
+    pad = plan.shifts[-1]
     x = mx.pad(x, [(0, 0), (pad, pad), (0, 0)])
     rows = rows_in + 2 * pad
     if plan.matmul_free:
@@ -228,8 +260,14 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False) -> 
     return max(1, min(count, geom.output_length))
 
 
-def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
-    """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
+def conv_transpose1d(
+    x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry, minimal_filtering: bool = False
+) -> mx.array:
+    """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says.
+
+    ``minimal_filtering`` computes the slabs with :mod:`.winograd` where
+    :func:`winograd_tile` allows it, and is ignored elsewhere (backend ``"winograd"``).
+    """
     stream = mx.default_stream(mx.default_device())
     dtype = x.dtype
     if stream.device.type == mx.DeviceType.cpu and dtype in (mx.float16, mx.bfloat16):
@@ -238,7 +276,7 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
         x, weight = x.astype(mx.float32), weight.astype(mx.float32)
         bias = None if bias is None else bias.astype(mx.float32)
     workers = worker_streams(stream)
-    plan = _make_plan(weight, geom)
+    plan = _make_plan(weight, geom, minimal_filtering)
     count = block_count(geom, len(workers), plan.matmul_free and plan.shifts is not None)
     bounds = [geom.output_length * i // count for i in range(count + 1)]
     blocks = []

@@ -1,0 +1,177 @@
+"""Minimal filtering (Winograd/Toom-Cook) for the ``gemm`` slabs: fewer matmul FLOPs.
+
+When every tap of a dense or grouped layer lands on one of ``S`` consecutive
+input rows (row shifts ``0..S-1``; see :func:`gemm.slab_shifts`), slab row
+``m`` of the output is a correlation over input rows with matrix taps,
+
+    ``out[m] = sum_q x[m - q] @ W_q``  (``W_q``: ``(C_in, stride*C_out)``),
+
+which ``gemm`` computes with ``S`` matmuls per input row. Toom-Cook's minimal
+algorithm ``F(t, S)`` computes ``t`` consecutive rows from ``a = t + S - 1``
+input rows with ``a`` matmuls instead of ``t*S``: transform the input rows
+(``B^T``, additions only), multiply by transformed weights (``G``, once per
+call), transform back (``A^T``, additions only). The interpolation points
+are ``0, 1, -1`` and infinity, whose transforms hold only ``0, ±1, ±1/2``:
+exact in binary floating point, so the result rounds like a plain matmul
+(errors measured within 2x of ``gemm``'s). That gives ``F(3, 2)`` (4 matmuls
+instead of 6, the vocoder case ``K = 2*stride``) and ``F(2, 3)`` (4 instead
+of 6). Wider points (``±2``, ``1/2``) would save more and grow the error with
+powers of 2; they are not used.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import lru_cache
+from typing import List, Optional, Sequence, Tuple
+
+import mlx.core as mx
+
+#: Output rows per tile for each count of consecutive row shifts; the points
+#: ``0, 1, -1, inf`` allow ``tile + shifts - 1 <= 4``.
+TILES = {2: 3, 3: 2}
+_POINTS = (0, 1, -1)
+
+Matrix = Tuple[Tuple[Fraction, ...], ...]
+
+
+def tile_rows(shifts: Optional[Sequence[int]], in_per_group: int) -> Optional[int]:
+    """Output rows per tile when minimal filtering applies to these slab shifts, else None.
+
+    It applies to matmul layers (``in_per_group > 1``) whose slab shifts are
+    ``0, 1`` or ``0, 1, 2``. Depthwise layers have no matmul to shrink.
+    """
+    if shifts is None or in_per_group < 2 or tuple(shifts) != tuple(range(len(shifts))):
+        return None
+    return TILES.get(len(shifts))
+
+
+def _inverse(rows: List[List[Fraction]]) -> List[List[Fraction]]:
+    """Exact Gauss-Jordan inverse of a small square matrix."""
+    n = len(rows)
+    aug = [list(r) + [Fraction(int(i == j)) for j in range(n)] for i, r in enumerate(rows)]
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if aug[r][col] != 0)
+        aug[col], aug[pivot] = aug[pivot], aug[col]
+        lead = aug[col][col]
+        aug[col] = [v / lead for v in aug[col]]
+        for r in range(n):
+            if r != col and aug[r][col] != 0:
+                factor = aug[r][col]
+                aug[r] = [v - factor * p for v, p in zip(aug[r], aug[col])]
+    return [r[n:] for r in aug]
+
+
+@lru_cache(maxsize=None)
+def transforms(tile: int, taps: int) -> Tuple[Matrix, Matrix, Matrix]:
+    """``(A^T, G, B^T)`` of ``F(tile, taps)``: ``y = A^T [(G g) * (B^T d)]`` computes
+    ``y_i = sum_k d_{i+k} g_k`` for ``i < tile``.
+
+    The correlation is the transpose of the polynomial product of a
+    ``tile``-term and a ``taps``-term polynomial: ``A`` and ``G`` evaluate
+    each factor at the points, ``B^T`` is the transposed interpolation (the
+    inverse Vandermonde matrix of ``tile + taps - 1`` points, infinity last).
+
+    Returns:
+        Exact fractions, shapes ``(tile, a)``, ``(a, taps)``, ``(a, a)`` with ``a = tile + taps - 1``.
+    """
+    size = tile + taps - 1
+    points = [Fraction(p) for p in _POINTS[: size - 1]]
+    if len(points) != size - 1:
+        raise ValueError(f"F({tile}, {taps}) needs {size - 1} finite points; only {len(_POINTS)} are exact")
+
+    def evaluate(terms: int) -> List[List[Fraction]]:  # row j: the powers of point j; infinity: the top term
+        return [[p**i for i in range(terms)] for p in points] + [[Fraction(int(i == terms - 1)) for i in range(terms)]]
+
+    a_mat = evaluate(tile)
+    vandermonde_inverse = _inverse(evaluate(size))
+    a_t = tuple(tuple(a_mat[j][i] for j in range(size)) for i in range(tile))
+    g, b_t = [], []
+    for j, weight_row in enumerate(evaluate(taps)):
+        input_row = [vandermonde_inverse[i][j] for i in range(size)]
+        # Move the denominators to the weight side, transformed once per call.
+        scale = math.lcm(*(c.denominator for c in input_row))
+        b_t.append(tuple(c * scale for c in input_row))
+        g.append(tuple(c / scale for c in weight_row))
+    return a_t, tuple(g), tuple(b_t)
+
+
+def _combine(coefficients: Sequence[Fraction], arrays: Sequence[mx.array]) -> mx.array:
+    """``sum_i c_i * arrays[i]``, skipping zeros; ``±1`` cost no multiply."""
+    total = None
+    for c, a in zip(coefficients, arrays):
+        if c == 0:
+            continue
+        term = a if c == 1 else -a if c == -1 else a * float(c)
+        total = term if total is None else total + term
+    return total
+
+
+def transform_weight(slabs: Sequence[mx.array], tile: int) -> List[mx.array]:
+    """``G`` applied to the slab weights ``W_0 … W_{S-1}``: the ``a`` weights of the products.
+
+    The correlation reads the taps in reverse: its tap ``k`` is slab ``S-1-k``.
+    Kept as a list, not stacked: rows of ``G`` with a single 1 are the slab
+    itself, no copy.
+    """
+    _, g, _ = transforms(tile, len(slabs))
+    return [_combine(row, slabs[::-1]) for row in g]
+
+
+@lru_cache(maxsize=None)
+def _input_transform(tile: int, taps: int):
+    _, _, b_t = transforms(tile, taps)
+    size = tile + taps - 1
+    extra = (size - 1) // tile
+
+    def apply(x_ext: mx.array) -> List[mx.array]:  # (N, tile*(T+extra), C) -> a x (N, T, C)
+        batch, rows, channels = x_ext.shape
+        count = rows // tile - extra
+        framed = x_ext.reshape(batch, rows // tile, tile, channels)
+        views = [framed[:, l // tile : l // tile + count, l % tile] for l in range(size)]
+        return [_combine(row, views) for row in b_t]
+
+    return mx.compile(apply)
+
+
+@lru_cache(maxsize=None)
+def _output_transform(tile: int, taps: int):
+    a_t, _, _ = transforms(tile, taps)
+
+    def apply(*products: mx.array) -> mx.array:  # a x (…, T, W) -> (…, T, tile, W)
+        return mx.stack([_combine(row, products) for row in a_t], axis=-2)
+
+    return mx.compile(apply)
+
+
+def slab_rows(x: mx.array, u: Sequence[mx.array], tile: int, taps: int, first: int, last: int) -> mx.array:
+    """Slab rows ``[first, last)`` of ``out[m] = sum_q x[m - q] @ W_q`` by ``F(tile, taps)``.
+
+    Args:
+        x: ``(N, L, G*C)`` input rows (zero outside ``[0, L)``).
+        u: ``a`` weights ``(G, C, W)`` from :func:`transform_weight`.
+        tile, taps: the algorithm ``F(tile, taps)``; ``taps`` is the number of slabs ``S``.
+        first, last: output slab rows wanted (any integers, ``first < last``).
+
+    Returns:
+        ``(G, N, last - first, W)``.
+    """
+    batch, rows_in, channels = x.shape
+    size = len(u)
+    groups, in_per_group, width = u[0].shape
+    count = -(-(last - first) // tile)
+    needed = tile * (count + (size - 1) // tile)
+    # x_ext[j] = x[first - (taps - 1) + j]: the correlation's input d.
+    lo = first - (taps - 1)
+    start, stop = min(max(lo, 0), rows_in), max(min(lo + needed, rows_in), 0)
+    start = min(start, stop)
+    before = min(max(-lo, 0), needed)
+    x_ext = mx.pad(x[:, start:stop], [(0, 0), (before, needed - before - (stop - start)), (0, 0)])
+    products = []
+    for v, w in zip(_input_transform(tile, taps)(x_ext), u):
+        v = v.reshape(batch * count, groups, in_per_group).transpose(1, 0, 2)  # a view when G == 1
+        products.append(v @ w)
+    y = _output_transform(tile, taps)(*products)  # (G, N*T, tile, W)
+    y = y.reshape(groups, batch, count * tile, width)
+    return y[:, :, : last - first]

@@ -1,0 +1,137 @@
+"""The ``winograd`` backend (minimal filtering): exact transforms, values and gradients against the reference."""
+
+from fractions import Fraction
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mlx_deconv as md
+import reference as ref
+from mlx_deconv.backends import gemm, resolve_backend, winograd
+from mlx_deconv.geometry import conv_geometry
+from strategies import cases
+from test_chunking import chunk_elements
+from test_gradients import grads
+from test_values import run, tolerance
+
+ROW_SHIFTS = st.sampled_from([2, 3])
+
+
+@pytest.mark.parametrize("tile, taps", [(3, 2), (2, 3), (2, 2), (1, 2), (1, 4)])
+def test_transforms_compute_the_correlation_exactly(tile, taps):
+    a_t, g, b_t = winograd.transforms(tile, taps)
+    size = tile + taps - 1
+    for i in range(tile):
+        for k in range(taps):
+            for l in range(size):
+                coefficient = sum(a_t[i][j] * g[j][k] * b_t[j][l] for j in range(size))
+                assert coefficient == Fraction(int(l == i + k)), (i, k, l)
+    # The input and output transforms only add and subtract; fractions live on the weight side.
+    assert all(c in (-1, 0, 1) for row in a_t + b_t for c in row)
+
+
+def test_transforms_refuse_inexact_points():
+    with pytest.raises(ValueError, match="finite points"):
+        winograd.transforms(4, 2)
+
+
+@pytest.mark.parametrize("shifts, in_per_group, tile", [
+    ((0, 1), 4, 3), ((0, 1, 2), 4, 2), ((0, 1), 1, None), ((0, 2), 4, None), ((0,), 4, None),
+    ((0, 1, 2, 3), 4, None), (None, 4, None),
+])
+def test_tile_rows(shifts, in_per_group, tile):
+    assert winograd.tile_rows(shifts, in_per_group) == tile
+
+
+@pytest.mark.parametrize("shape, kwargs, chosen", [
+    (((1, 20, 512), (256, 16, 512)), dict(stride=8, padding=4), "winograd"),  # HiFi-GAN
+    (((1, 20, 16), (16, 5, 8)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
+    (((1, 20, 16), (16, 12, 1)), dict(stride=2, groups=16), "gemm"),  # depthwise
+    (((1, 20, 16), (16, 7, 16)), dict(stride=1, dilation=3), "gemm"),  # dilated
+])
+def test_auto_picks_winograd_where_it_applies(shape, kwargs, chosen):
+    geom, _ = conv_geometry(*shape, **kwargs)
+    assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == chosen
+
+
+@pytest.mark.parametrize("w_shape, kwargs", [((4, 7, 4), dict(dilation=3)), ((4, 6, 1), dict(stride=2, groups=4))])
+def test_forced_elsewhere_runs_as_gemm(w_shape, kwargs):
+    x, w = mx.random.normal((2, 9, 4)), mx.random.normal(w_shape)
+    geom, _ = conv_geometry(x.shape, w.shape, **kwargs)
+    assert gemm.winograd_tile(geom) is None
+    assert resolve_backend("winograd", geom, mx.default_stream(mx.cpu)) == "winograd"
+    same = md.conv_transpose1d(x, w, **kwargs, backend="winograd") == md.conv_transpose1d(x, w, **kwargs, backend="gemm")
+    assert same.all().item()
+
+
+@given(data=st.data(), row_shifts=ROW_SHIFTS, data_format=st.sampled_from(["NLC", "NCL"]),
+       weight_format=st.sampled_from(["mlx", "torch"]))
+def test_matches_reference(data, row_shifts, data_format, weight_format):
+    case = data.draw(cases(row_shifts=row_shifts))
+    x, w, b = case.arrays()
+    got = run(case, x, w, b, "winograd", data_format, weight_format)
+    np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case))
+
+
+@given(data=st.data(), row_shifts=ROW_SHIFTS, dtype=st.sampled_from([mx.float16, mx.bfloat16]))
+def test_half_precision(data, row_shifts, dtype):
+    case = data.draw(cases(row_shifts=row_shifts))
+    x, w, b = case.arrays()
+    got = run(case, x, w, b, "winograd", dtype=dtype)
+    np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case, dtype))
+
+
+@given(data=st.data(), row_shifts=ROW_SHIFTS, data_format=st.sampled_from(["NLC", "NCL"]))
+def test_vjp_matches_reference(data, row_shifts, data_format):
+    case = data.draw(cases(row_shifts=row_shifts))
+    case.use_bias = True
+    x, w, b = case.arrays()
+    left, right = case.crops()
+    ct = np.random.default_rng(case.seed).standard_normal(case.expected(x, w, b).shape)
+    gx, gw, gb = grads(case, x, w, b, ct, "winograd", data_format)
+    ex, ew, eb = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
+    np.testing.assert_allclose(gx, ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
+    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
+    np.testing.assert_allclose(gb, eb, rtol=0, atol=2e-7 * (4 + 2 * ct.shape[0] * ct.shape[1]))
+
+
+@given(data=st.data(), row_shifts=ROW_SHIFTS)
+def test_blocks_match_reference(data, row_shifts):
+    """Many tiny blocks: every tile boundary and block edge lands somewhere new."""
+    case = data.draw(cases(max_length=30, row_shifts=row_shifts))
+    case.use_bias = True
+    x, w, b = case.arrays()
+    left, right = case.crops()
+    ct = np.random.default_rng(case.seed).standard_normal(case.expected(x, w, b).shape)
+    with chunk_elements(64):
+        y = run(case, x, w, b, "winograd")
+        gx, gw, _ = grads(case, x, w, b, ct, "winograd", "NCL", "torch")
+    np.testing.assert_allclose(y, case.expected(x, w, b), rtol=0, atol=tolerance(case))
+    ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
+    np.testing.assert_allclose(gx, ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
+    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
+
+
+@pytest.mark.parametrize("length, stride, taps, padding", [
+    (1, 1, 2, 0), (1, 4, 8, 0), (2, 1, 3, 1), (1, 2, 5, (0, 4)), (3, 8, 16, 4),
+])
+def test_edge_cases(length, stride, taps, padding):
+    rng = np.random.default_rng(length * 100 + taps)
+    x = rng.standard_normal((2, length, 3))
+    w = rng.standard_normal((2, taps, 3))
+    left, right = (padding, padding) if isinstance(padding, int) else padding
+    y = md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), stride=stride, padding=padding,
+                            backend="winograd")
+    expected = ref.conv_transpose1d(x, w, None, stride, left, right, 1, 1)
+    np.testing.assert_allclose(np.array(y), expected, rtol=0, atol=2e-7 * (4 + 2 * taps * 3))
+
+
+def test_fewer_matmul_flops_than_gemm():
+    """F(3, 2) multiplies 4 transformed rows per 3 output rows where gemm multiplies 6."""
+    geom, _ = conv_geometry((1, 300, 8), (8, 16, 8), stride=8)
+    plan = gemm._make_plan(mx.zeros((8, 16, 8)), geom, minimal_filtering=True)
+    assert plan.tile == 3 and len(plan.w) == 4
+    assert all(u.shape == (1, 8, 64) for u in plan.w)
