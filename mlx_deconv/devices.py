@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Union
 
 import mlx.core as mx
@@ -36,6 +37,16 @@ def resolve_stream(stream: StreamLike = None) -> mx.Stream:
 
 def is_gpu(stream: mx.Stream) -> bool:
     return stream.device.type == mx.DeviceType.gpu
+
+
+def has_reference_blas(stream: mx.Stream) -> bool:
+    """True for a CPU stream off macOS.
+
+    MLX's Linux wheel links netlib's reference BLAS: one thread per matmul,
+    about 6 GFLOP/s per core on the development machine whatever the shape.
+    On macOS the CPU stream multiplies with Accelerate, threaded and far faster.
+    """
+    return stream.device.type == mx.DeviceType.cpu and sys.platform != "darwin"
 
 
 def is_metal(stream: mx.Stream) -> bool:

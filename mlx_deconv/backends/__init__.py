@@ -4,21 +4,23 @@ A backend is a function ``(x, weight, bias, geometry) -> y`` on NLC input and
 an MLX-layout weight; it trusts the geometry and validates nothing.
 
 The ``"auto"`` rule:
-    * CPU stream: ``"winograd"`` where it applies (dense or grouped layers
-      whose taps land on 2 or 3 consecutive input rows, as ``K = 2*stride``
-      in vocoders: a third fewer matmul FLOPs), else ``"gemm"`` (matmul +
+    * Metal GPU stream, layers where each output channel reads at most
+      :data:`METAL_MAX_IN_PER_GROUP` input channels (depthwise, grouped,
+      few-channel): ``"metal"``. There the matmul of ``gemm`` is too thin to
+      keep the GPU busy, and MLX's own op multiplies its stuffed zeros.
+    * Otherwise, on any stream: ``"winograd"`` where minimal filtering applies
+      (taps on 2 or 3 consecutive input rows, as ``K = 2*stride`` in vocoders)
+      and each output sums enough products to pay for its extra passes
+      (:data:`WINOGRAD_MIN_DEPTH_REFERENCE_BLAS` on a Linux CPU,
+      :data:`WINOGRAD_MIN_DEPTH` elsewhere); else ``"gemm"`` (matmul +
       overlap-add; matmul-free when every output channel reads one input
       channel, as in depthwise). MLX's CPU op takes a naive loop for every
-      stride or dilation > 1.
-    * Metal GPU stream: ``"metal"`` when each output channel reads at most
-      :data:`METAL_MAX_IN_PER_GROUP` input channels (depthwise, grouped,
-      few-channel layers: there the matmul of ``gemm`` is too thin to keep the
-      GPU busy, and MLX's own op multiplies its stuffed zeros); ``"gemm"``
-      (or ``"winograd"`` where it applies) for wide dense layers, where
-      MLX's GPU matmul is hard to beat with a gather kernel. Reasoned, not
-      yet measured: ``bench`` on a Mac prints what ``auto`` chose next to
-      every backend's time.
-    * Any other GPU (MLX's CUDA backend): as on the CPU; never ``"metal"``.
+      stride or dilation > 1; on GPUs a matmul is hard to beat with a gather
+      kernel for wide layers.
+    * Never ``"metal"`` on MLX's CUDA backend.
+
+Measured on a Linux CPU only; the GPU and macOS thresholds are reasoned:
+``bench`` on a Mac prints what ``auto`` chose next to every backend's time.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Callable, Dict, List
 import mlx.core as mx
 
 from ..geometry import Geometry
-from ..devices import is_metal
+from ..devices import has_reference_blas, is_metal
 from . import builtin, gemm, metal
 
 Backend = Callable[..., mx.array]
@@ -43,12 +45,25 @@ BACKENDS: Dict[str, Backend] = {
 
 #: On Metal, layers with at most this many input channels per group go to the kernel.
 METAL_MAX_IN_PER_GROUP = 32
+#: ``"winograd"`` saves a third of the matmul FLOPs and adds a few passes over
+#: the output, so it pays once each output sums enough products
+#: (``C_in/groups * K``). Behind the reference BLAS (about 6 GFLOP/s per core)
+#: measured from 64 (the grouped shape, 16 x 4: equal to gemm).
+WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
+#: Behind Accelerate or a GPU (15-40 FLOP per byte of bandwidth) reasoned, not
+#: measured: the same balance is reached about 8x deeper.
+WINOGRAD_MIN_DEPTH = 512
 
 
 def available_backends(stream: mx.Stream) -> List[str]:
     """Names of the backends that can run on ``stream``."""
     names = ["builtin", "gemm", "winograd"]
     return names + ["metal"] if is_metal(stream) else names
+
+
+def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
+    least = WINOGRAD_MIN_DEPTH_REFERENCE_BLAS if has_reference_blas(stream) else WINOGRAD_MIN_DEPTH
+    return gemm.winograd_tile(geom) is not None and geom.in_per_group * geom.kernel_size >= least
 
 
 def usable_backends(geom: Geometry, stream: mx.Stream) -> List[str]:
@@ -71,7 +86,7 @@ def resolve_backend(name: str, geom: Geometry, stream: mx.Stream) -> str:
         if is_metal(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
             name = "metal"
         else:
-            name = "gemm" if gemm.winograd_tile(geom) is None else "winograd"
+            name = "winograd" if _winograd_pays(geom, stream) else "gemm"
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {name!r}")
     usable = available_backends(stream)

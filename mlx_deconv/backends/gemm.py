@@ -20,12 +20,12 @@ MLX ops, so gradients, ``mx.compile`` and every device come for free.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
 import mlx.core as mx
 
+from ..devices import has_reference_blas
 from ..geometry import Geometry
 from . import slabs, winograd
 
@@ -235,7 +235,7 @@ def worker_streams(stream: mx.Stream) -> List[mx.Stream]:
     streams use every core. On macOS, Accelerate already threads each matmul,
     and a GPU stream is parallel by itself: one stream there.
     """
-    if stream.device.type != mx.DeviceType.cpu or sys.platform == "darwin":
+    if not has_reference_blas(stream):
         return [stream]
     wanted = min(os.cpu_count() or 1, MAX_WORKERS) - 1
     while len(_EXTRA_CPU_STREAMS) < wanted:
