@@ -48,7 +48,7 @@ def test_tile_rows(shifts, in_per_group, tile):
 
 @pytest.mark.parametrize("shape, kwargs, chosen", [
     (((1, 20, 512), (256, 16, 512)), dict(stride=8, padding=4), "winograd"),  # HiFi-GAN
-    (((1, 20, 32), (16, 5, 16)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
+    (((1, 20, 64), (16, 5, 32)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
     (((1, 20, 8), (8, 4, 4)), dict(stride=2, groups=2), "gemm"),  # too shallow to pay: 4 x 4 products
     (((1, 20, 16), (16, 12, 1)), dict(stride=2, groups=16), "gemm"),  # depthwise
     (((1, 20, 16), (16, 7, 16)), dict(stride=1, dilation=3), "gemm"),  # dilated

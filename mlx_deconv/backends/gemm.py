@@ -203,9 +203,8 @@ def _block(x: mx.array, plan: _Plan, crop: int, length: int) -> mx.array:
     last = -(-(crop + length) // stride)
     offset = crop - first * stride
     if plan.tile is not None:
-        y = winograd.slab_rows(x, plan.w, plan.tile, count, first, last)
-        y = y.reshape(groups, batch, (last - first) * stride, out_per_group)[:, :, offset : offset + length]
-        return y[0] if groups == 1 else y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
+        y = winograd.slab_rows(x, plan.w, plan.tile, count, stride, first, last)
+        return y[:, offset : offset + length]
     # Slabs: pad the input by the largest shift on both sides, so each output
     # row is a sum of views (slabs.py); the padding costs a few matmul rows.
     pad = plan.shifts[-1]
@@ -218,13 +217,12 @@ def _block(x: mx.array, plan: _Plan, crop: int, length: int) -> mx.array:
         cols = (x.reshape(batch * rows, in_channels) @ plan.w).reshape(batch, rows, count, stride * out_channels)
         y = slabs.slab_sum(cols, plan.shifts, first, last)
         return y.reshape(batch, (last - first) * stride, out_channels)[:, offset : offset + length]
-    # Grouped: one batched matmul over groups; the overlap-add runs in the
-    # group-major layout and only the output is transposed back.
+    # Grouped: one batched matmul over groups; the overlap-add reads it
+    # group-major and writes channels-last, so the transpose costs no pass.
     xg = x.reshape(batch * rows, groups, in_per_group).transpose(1, 0, 2)
-    cols = (xg @ plan.w).reshape(groups, batch, rows, count, stride * out_per_group)
-    y = slabs.slab_sum(cols, plan.shifts, first, last)
-    y = y.reshape(groups, batch, (last - first) * stride, out_per_group)[:, :, offset : offset + length]
-    return y.transpose(1, 2, 0, 3).reshape(batch, length, out_channels)
+    cols = (xg @ plan.w).reshape(groups, batch, rows, count, stride, out_per_group)
+    y = slabs.slab_sum(cols.transpose(1, 2, 3, 4, 0, 5), plan.shifts, first, last, axis=1)
+    return y.reshape(batch, (last - first) * stride, out_channels)[:, offset : offset + length]
 
 
 def worker_streams(stream: mx.Stream) -> List[mx.Stream]:

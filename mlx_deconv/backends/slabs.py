@@ -54,46 +54,49 @@ def _cotangent_views(ct: mx.array, shifts: Tuple[int, ...], rows_padded: int, lo
 
 
 @lru_cache(maxsize=512)
-def _summed(shifts: Tuple[int, ...], lo: int, count: int):
+def _summed(shifts: Tuple[int, ...], lo: int, count: int, axis: int):
     pad = max(shifts)
 
     def total(cols):
         acc = None
         for j, q in enumerate(shifts):
-            view = cols[..., lo - q + pad : lo - q + pad + count, j, :]
+            view = cols[(slice(None),) * axis + (slice(lo - q + pad, lo - q + pad + count), j)]
             acc = view if acc is None else acc + view
         return acc
 
     return mx.compile(total)
 
 
-def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int) -> mx.array:
+def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int, axis: int = -3) -> mx.array:
     """Output rows ``[first, last)`` of ``out[m] = sum_j cols[m - q_j + P, j]``.
 
     Args:
-        cols: ``(…, R, S, W)``: slab ``j`` of every row of an input padded by
-            ``P = max(shifts)`` rows on both sides.
+        cols: ``(…, R, S, …)``, rows on ``axis`` and slabs right after them:
+            slab ``j`` of every row of an input padded by ``P = max(shifts)``
+            rows on both sides. It may be a transposed view: the sum is
+            written in the order of ``cols``'s axes, which is how a caller
+            gets a transposed output without a separate copy.
         shifts: the row shift ``q_j`` of each slab (the first is 0).
         first, last: the output rows wanted; rows outside ``[0, R - P)`` are zero.
 
     Returns:
-        ``(…, last - first, W)``.
+        ``cols``'s shape with ``R`` replaced by ``last - first`` and the slab axis dropped.
     """
-    rows_padded = cols.shape[-3]
+    axis = axis % cols.ndim
+    rows_padded = cols.shape[axis]
     lo, hi = _valid_rows(rows_padded, max(shifts), first, last)
-    axis = cols.ndim - 3
 
     @mx.custom_function
     def forward(cols):
         if hi > lo:
-            body = _summed(shifts, lo, hi - lo)(cols)
+            body = _summed(shifts, lo, hi - lo, axis)(cols)
         else:
-            body = mx.zeros((*cols.shape[:-3], 0, cols.shape[-1]), dtype=cols.dtype)
+            body = mx.zeros((*cols.shape[:axis], 0, *cols.shape[axis + 2 :]), dtype=cols.dtype)
         return _frame(body, lo, hi, first, last, axis)
 
     @forward.vjp
     def backward(primals, cotangent, output):
-        return mx.stack(_cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, axis), axis=-2)
+        return mx.stack(_cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, axis), axis=axis + 1)
 
     return forward(cols)
 

@@ -138,24 +138,35 @@ def _input_transform(tile: int, taps: int):
 @lru_cache(maxsize=None)
 def _output_transform(tile: int, taps: int):
     a_t, _, _ = transforms(tile, taps)
+    columns = [[float(row[j]) for row in a_t] for j in range(tile + taps - 1)]
 
-    def apply(*products: mx.array) -> mx.array:  # a x (…, T, W) -> (…, T, tile, W)
-        return mx.stack([_combine(row, products) for row in a_t], axis=-2)
+    def apply(*products: mx.array) -> mx.array:  # a x (N, T, 1, …) -> (N, T, tile, …)
+        # Each product times its column of A^T, broadcast over the tile's rows:
+        # one fused pass writes the rows interleaved, with no stacking copy.
+        total = None
+        for column, m in zip(columns, products):
+            term = m * mx.array(column, dtype=m.dtype).reshape(tile, *([1] * (m.ndim - 3)))
+            total = term if total is None else total + term
+        return total
 
     return mx.compile(apply)
 
 
-def slab_rows(x: mx.array, u: Sequence[mx.array], tile: int, taps: int, first: int, last: int) -> mx.array:
+def slab_rows(
+    x: mx.array, u: Sequence[mx.array], tile: int, taps: int, stride: int, first: int, last: int
+) -> mx.array:
     """Slab rows ``[first, last)`` of ``out[m] = sum_q x[m - q] @ W_q`` by ``F(tile, taps)``.
 
     Args:
         x: ``(N, L, G*C)`` input rows (zero outside ``[0, L)``).
-        u: ``a`` weights ``(G, C, W)`` from :func:`transform_weight`.
+        u: ``a`` weights ``(G, C, stride*D)`` from :func:`transform_weight`,
+            columns ordered (phase, output channel of the group).
         tile, taps: the algorithm ``F(tile, taps)``; ``taps`` is the number of slabs ``S``.
+        stride: phases per slab row.
         first, last: output slab rows wanted (any integers, ``first < last``).
 
     Returns:
-        ``(G, N, last - first, W)``.
+        ``(N, (last - first) * stride, G*D)``: the samples, channels last.
     """
     batch, rows_in, channels = x.shape
     size = len(u)
@@ -171,7 +182,7 @@ def slab_rows(x: mx.array, u: Sequence[mx.array], tile: int, taps: int, first: i
     products = []
     for v, w in zip(_input_transform(tile, taps)(x_ext), u):
         v = v.reshape(batch * count, groups, in_per_group).transpose(1, 0, 2)  # a view when G == 1
-        products.append(v @ w)
-    y = _output_transform(tile, taps)(*products)  # (G, N*T, tile, W)
-    y = y.reshape(groups, batch, count * tile, width)
-    return y[:, :, : last - first]
+        m = (v @ w).reshape(groups, batch, count, 1, stride, width // stride)
+        products.append(m.transpose(1, 2, 3, 4, 0, 5))  # read group-major, written channels-last
+    y = _output_transform(tile, taps)(*products)  # (N, T, tile, stride, G, D)
+    return y.reshape(batch, count * tile * stride, -1)[:, : (last - first) * stride]
