@@ -6,11 +6,13 @@ import sys
 
 import mlx.core as mx
 import numpy as np
+import pytest
 from hypothesis import given
 
 import mlx_deconv as md
 import reference as ref
 from mlx_deconv.backends import gemm
+from mlx_deconv.geometry import conv_geometry
 from strategies import cases
 
 
@@ -73,6 +75,32 @@ def test_peak_memory_does_not_grow_with_the_intermediate(monkeypatch):
     cols = length * k * c * 4
     assert cols > 0.8 * y.nbytes  # the unchunked intermediate would be as large as the output
     assert peak <= 2 * io + 16 * 4 * gemm.CHUNK_ELEMENTS, (peak, io)
+
+
+@pytest.mark.parametrize("backend", ["gemm", "winograd"])
+def test_long_outputs_are_written_in_place(monkeypatch, backend):
+    """Hundreds of blocks: the output costs itself plus the blocks in flight, not 2x (concatenation)."""
+    monkeypatch.setattr(gemm, "CHUNK_ELEMENTS", 1 << 12)
+    x = mx.random.normal((1, 16000, 16), key=mx.random.key(0))
+    w = mx.random.normal((16, 4, 16), key=mx.random.key(1))
+    mx.eval(x, w)
+    geom, _ = conv_geometry(x.shape, w.shape, stride=2, padding=1)
+    assert gemm.block_count(geom, len(gemm.worker_streams(mx.default_stream(mx.cpu)))) > 200
+
+    def peak_over_output(f):
+        mx.synchronize()
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        y = f()
+        mx.eval(y)
+        return (mx.get_peak_memory() - base) / y.nbytes
+
+    in_place = peak_over_output(lambda: md.conv_transpose1d(x, w, stride=2, padding=1, backend=backend))
+    bounds = [geom.output_length * i // 256 for i in range(257)]
+    plan = gemm._make_plan(w, geom, backend == "winograd")
+    workers = gemm.worker_streams(mx.default_stream(mx.cpu))
+    concatenated = peak_over_output(lambda: gemm._concatenated(x, plan, geom, bounds, workers))
+    assert in_place < 1.4 < 2 <= concatenated, (in_place, concatenated)
 
 
 def test_compiled_blocks_on_worker_streams_match_reference():

@@ -166,6 +166,8 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Pl
 
     if tile is not None:
         w = winograd.transform_weight(_slab_weights(weight, stride, dilation, groups, shifts), tile)
+        if groups == 1:  # 2-D weights: each block multiplies 3-D rows without reshaping them
+            w = [u.reshape(u.shape[1:]) for u in w]
     elif matmul_free:
         w = arrange(weight[:, :, 0].T)  # (slots, C_out)
         if shifts is not None:
@@ -179,8 +181,13 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Pl
                  out_per_group if matmul_free and groups > 1 else 1, shifts, tile, w)
 
 
-def _block(x: mx.array, plan: _Plan, crop: int, length: int) -> mx.array:
-    """Output samples ``[crop, crop + length)`` of the full output of ``x``."""
+def _block(x: mx.array, lo: int, hi: int, plan: _Plan, crop: int, length: int) -> mx.array:
+    """Output samples ``[crop, crop + length)`` of the full output of input rows ``x[:, lo:hi]``."""
+    if plan.tile is not None:  # reads past [lo, hi) where x has rows: fewer graph nodes than padding
+        first = crop // plan.stride
+        return winograd.samples(x, plan.w, plan.tile, len(plan.shifts), plan.stride, lo + first,
+                                crop - first * plan.stride, length)
+    x = x[:, lo:hi]
     batch, rows_in, in_channels = x.shape
     stride, dilation, groups, out_channels = plan.stride, plan.dilation, plan.groups, plan.out_channels
     in_per_group, out_per_group = in_channels // groups, out_channels // groups
@@ -202,9 +209,6 @@ def _block(x: mx.array, plan: _Plan, crop: int, length: int) -> mx.array:
     first = crop // stride
     last = -(-(crop + length) // stride)
     offset = crop - first * stride
-    if plan.tile is not None:
-        y = winograd.slab_rows(x, plan.w, plan.tile, count, stride, first, last)
-        return y[:, offset : offset + length]
     # Slabs: pad the input by the largest shift on both sides, so each output
     # row is a sum of views (slabs.py); the padding costs a few matmul rows.
     pad = plan.shifts[-1]
@@ -258,6 +262,55 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False) -> 
     return max(1, min(count, geom.output_length))
 
 
+def _blocks(x: mx.array, plan: _Plan, geom: Geometry, bounds: List[int], workers: List[mx.Stream]):
+    """``(start, stop, block)`` for each output block, computed from the input rows that reach it,
+    on the workers in turn; ``block`` is None where no input row reaches."""
+    for i, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+        lo, hi = geom.input_span(start, stop)
+        if lo == hi:
+            yield start, stop, None
+            continue
+        with mx.stream(workers[i % len(workers)]):
+            yield start, stop, _block(x, lo, hi, plan, start + geom.crop - lo * geom.stride, stop - start)
+
+
+def _concatenated(x: mx.array, plan: _Plan, geom: Geometry, bounds: List[int], workers: List[mx.Stream]) -> mx.array:
+    blocks = [
+        mx.zeros((geom.batch, stop - start, geom.out_channels), dtype=x.dtype) if block is None else block
+        for start, stop, block in _blocks(x, plan, geom, bounds, workers)
+    ]
+    return blocks[0] if len(blocks) == 1 else mx.concatenate(blocks, axis=1)
+
+
+def _written_in_place(x, weight, plan, geom, bounds, workers, minimal_filtering) -> mx.array:
+    """The blocks written one after another into the output buffer.
+
+    A concatenation holds every block besides the output until it runs (2x
+    the output on long signals); here MLX reuses the buffer from write to
+    write and frees each block once written, so a long signal costs the
+    output plus the blocks in flight. Autodiff through the writes would zero
+    each block's rows in a full-size cotangent, a copy per block; the VJP is
+    instead that of the concatenation, which slices the cotangent.
+    """
+
+    @mx.custom_function
+    def assemble(x, weight):
+        y = mx.zeros((geom.batch, geom.output_length, geom.out_channels), dtype=x.dtype)
+        for start, stop, block in _blocks(x, plan, geom, bounds, workers):
+            if block is not None:
+                y[:, start:stop] = block
+        return y
+
+    @assemble.vjp
+    def assemble_vjp(primals, cotangent, output):
+        def concatenated(x, weight):
+            return _concatenated(x, _make_plan(weight, geom, minimal_filtering), geom, bounds, workers)
+
+        return mx.vjp(concatenated, list(primals), [cotangent])[1]
+
+    return assemble(x, weight)
+
+
 def conv_transpose1d(
     x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry, minimal_filtering: bool = False
 ) -> mx.array:
@@ -277,16 +330,10 @@ def conv_transpose1d(
     plan = _make_plan(weight, geom, minimal_filtering)
     count = block_count(geom, len(workers), plan.matmul_free and plan.shifts is not None)
     bounds = [geom.output_length * i // count for i in range(count + 1)]
-    blocks = []
-    for i, (start, stop) in enumerate(zip(bounds, bounds[1:])):
-        lo, hi = geom.input_span(start, stop)
-        with mx.stream(workers[i % len(workers)]):
-            if lo == hi:
-                blocks.append(mx.zeros((geom.batch, stop - start, geom.out_channels), dtype=x.dtype))
-                continue
-            crop = start + geom.crop - lo * geom.stride
-            blocks.append(_block(x[:, lo:hi], plan, crop, stop - start))
-    y = blocks[0] if len(blocks) == 1 else mx.concatenate(blocks, axis=1)
+    if count == 1:
+        y = _concatenated(x, plan, geom, bounds, workers)
+    else:
+        y = _written_in_place(x, weight, plan, geom, bounds, workers, minimal_filtering)
     if bias is not None:
         y = y + bias
     return y.astype(dtype)
