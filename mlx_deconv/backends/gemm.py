@@ -38,6 +38,7 @@ PARALLEL_MIN_FLOPS = 20_000_000
 #: At most this many CPU streams share one call.
 MAX_WORKERS = 8
 _EXTRA_CPU_STREAMS: List[mx.Stream] = []
+_WRITER_STREAMS: List[mx.Stream] = []
 
 
 def _shifted_sum(parts: List[Tuple[int, mx.array]], start: int, stop: int) -> mx.array:
@@ -245,6 +246,16 @@ def worker_streams(stream: mx.Stream) -> List[mx.Stream]:
     return [stream] + _EXTRA_CPU_STREAMS[:wanted]
 
 
+def writer_stream(workers: List[mx.Stream]) -> mx.Stream:
+    """The stream that writes blocks into the output: its own when blocks are shared by
+    several workers, so that no worker waits in line behind a write for another's block."""
+    if len(workers) == 1:
+        return workers[0]
+    if not _WRITER_STREAMS:
+        _WRITER_STREAMS.append(mx.new_stream(mx.cpu))
+    return _WRITER_STREAMS[0]
+
+
 def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False) -> int:
     """Blocks so that one block's ``cols`` fits :data:`CHUNK_ELEMENTS`, and every worker gets one.
 
@@ -293,11 +304,16 @@ def _written_in_place(x, weight, plan, geom, bounds, workers, minimal_filtering)
     instead that of the concatenation, which slices the cotangent.
     """
 
+    writer = writer_stream(workers)
+
     @mx.custom_function
     def assemble(x, weight):
-        y = mx.zeros((geom.batch, geom.output_length, geom.out_channels), dtype=x.dtype)
+        with mx.stream(writer):
+            y = mx.zeros((geom.batch, geom.output_length, geom.out_channels), dtype=x.dtype)
         for start, stop, block in _blocks(x, plan, geom, bounds, workers):
-            if block is not None:
+            if block is None:
+                continue
+            with mx.stream(writer):
                 # The output's next version also waits on the block: MLX then schedules each
                 # block next to its write rather than ahead of it (measured: the peak above the
                 # output stops growing with length), and still reuses the buffer.
