@@ -257,6 +257,7 @@ def table(rows: List[Dict], backward: bool = False) -> str:
 def plot(rows: List[Dict], path: str, title: str) -> None:
     """A bar chart of each backend's speed-up over ``mx.conv_transpose1d`` (needs matplotlib)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -269,9 +270,11 @@ def plot(rows: List[Dict], path: str, title: str) -> None:
                   for r in rows]
         ax.bar(np.arange(len(rows)) + i * width, ratios, width, label=name)
     ax.axhline(1, color="black", lw=0.8)
+    ax.set_yscale("log")  # PyTorch's bars would otherwise flatten the rest
     ax.set_xticks(np.arange(len(rows)) + width * (len(names) - 1) / 2, [r["shape"]["name"] for r in rows], rotation=20)
     ax.set(ylabel="speed-up over mx.conv_transpose1d", title=title)
-    ax.legend()
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.legend(ncol=len(names), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
