@@ -87,6 +87,10 @@ def _slot_weight(w: mx.array, taps: int, stride: int, dilation: int, shifts) -> 
     """Reorders taps ``w (…, K, C)`` into slots ``(…, len(shifts)*stride, C)``, empty slots zero."""
     index = {k * dilation: k for k in range(taps)}
     slots = [index.get(q * stride + r, taps) for q in shifts for r in range(stride)]
+    if slots[:taps] == list(range(taps)) and set(slots[taps:]) <= {taps}:  # in order, empty slots last
+        # (dilation 1): one pad or nothing, where a gather would cost graph nodes on every call
+        extra = len(slots) - taps
+        return mx.pad(w, [(0, 0)] * (w.ndim - 2) + [(0, extra), (0, 0)]) if extra else w
     if taps in slots:  # an empty slot reads an appended zero tap
         w = mx.concatenate([w, mx.zeros_like(w[..., :1, :])], axis=-2)
     return mx.take(w, mx.array(slots), axis=-2)
@@ -170,7 +174,7 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Pl
         if groups == 1:  # 2-D weights: each block multiplies 3-D rows without reshaping them
             w = [u.reshape(u.shape[1:]) for u in w]
     elif matmul_free:
-        w = arrange(weight[:, :, 0].T)  # (slots, C_out)
+        w = arrange(weight.reshape(out_channels, taps).T)  # (slots, C_out)
         if shifts is not None:
             w = w.reshape(len(shifts), stride, out_channels)
     elif groups == 1:

@@ -108,7 +108,7 @@ def _multiplied(shifts: Tuple[int, ...], lo: int, count: int):
     def total(x, w):
         acc = None
         for j, q in enumerate(shifts):
-            view = x[:, lo - q + pad : lo - q + pad + count, None, :] * w[j]
+            view = x[:, lo - q + pad : lo - q + pad + count, None, :] * w[j : j + 1]  # a slice, not a gather
             acc = view if acc is None else acc + view
         return acc
 
