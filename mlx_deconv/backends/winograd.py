@@ -195,16 +195,19 @@ def samples(
     before = min(max(-lo, 0), needed)
     # One signal (the long-signal case) is multiplied as 2-D rows: no batch axis to fold.
     x_ext = x[0, start:stop] if batch == 1 else x[:, start:stop]
+    if groups > 1:  # group-major rows (one copy of the block's input), so each V is matmul-ready
+        x_ext = x_ext.reshape(*x_ext.shape[:-1], groups, channels // groups)
+        x_ext = mx.moveaxis(x_ext, -2, 0)  # (G, [N,] rows, C/G)
     if stop - start < needed:
         widths = [(before, needed - before - (stop - start)), (0, 0)]
-        x_ext = mx.pad(x_ext, widths if batch == 1 else [(0, 0)] + widths)
+        x_ext = mx.pad(x_ext, [(0, 0)] * (x_ext.ndim - 2) + widths)
     shape = (batch, count, 1, stride, groups, width // stride)
     products = []
     for v, w in zip(_input_transform(tile, taps)(x_ext), u):
         if groups == 1:
             m = v @ w
-        else:  # read group-major, written channels-last by the output transform
-            v = v.reshape(batch * count, groups, channels // groups).transpose(1, 0, 2)
+        else:  # written channels-last by the output transform
+            v = v.reshape(groups, batch * count, channels // groups)
             m = (v @ w).reshape(groups, batch, count, 1, stride, width // stride).transpose(1, 2, 3, 4, 0, 5)
         products.append(m)
     y = _output_transform(tile, taps, products[0].dtype)(shape, *products)  # (N, T, tile, stride, G, D)
