@@ -19,12 +19,12 @@ from strategies import cases
 @contextlib.contextmanager
 def chunk_elements(n):
     """Tiny blocks, spread over every worker stream whatever the size."""
-    saved = gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS
-    gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS = n, 0
+    saved = gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT
+    gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = n, 0, 0
     try:
         yield
     finally:
-        gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS = saved
+        gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = saved
 
 
 @given(case=cases(max_length=30))
