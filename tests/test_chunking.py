@@ -127,3 +127,22 @@ def test_compiled_blocks_on_worker_streams_match_reference():
     ex, ew, _ = ref.conv_transpose1d_vjp(case_x, case_w, ct, 3, left, right, 1, 2)
     np.testing.assert_allclose(np.array(gx), ex, atol=1e-4)
     np.testing.assert_allclose(np.array(gw), ew, atol=1e-4)
+
+
+def test_depthwise_forward_in_one_block_backward_shared(monkeypatch):
+    """A fused depthwise call runs forward as one block while its VJP is cut between the workers."""
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(gemm, "DEPTHWISE_PARALLEL_MIN_OUTPUT", 1 << 40)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 37, 6)), rng.standard_normal((6, 12, 1))
+    geom, _ = conv_geometry(x.shape, w.shape, stride=2, padding=5, groups=6)
+    workers = len(gemm.worker_streams(mx.default_stream(mx.cpu)))
+    assert gemm.block_count(geom, workers, True) == 1
+    assert gemm.block_count(geom, workers, True, backward=True) == min(workers, geom.output_length)
+    ct = rng.standard_normal((2, geom.output_length, 6))
+    f = lambda x, w: md.conv_transpose1d(x, w, stride=2, padding=5, groups=6, backend="gemm")
+    (y,), (gx, gw) = mx.vjp(f, [mx.array(x, mx.float32), mx.array(w, mx.float32)], [mx.array(ct, mx.float32)])
+    np.testing.assert_allclose(np.array(y), ref.conv_transpose1d(x, w, None, 2, 5, 5, 1, 6), atol=1e-5)
+    ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, 2, 5, 5, 1, 6)
+    np.testing.assert_allclose(np.array(gx), ex, atol=1e-5)
+    np.testing.assert_allclose(np.array(gw), ew, atol=1e-4)
