@@ -123,17 +123,13 @@ def transform_weight(slabs: Sequence[mx.array], tile: int) -> List[mx.array]:
     return [_combine(row, slabs[::-1]) for row in g]
 
 
-@lru_cache(maxsize=None)
-def _input_transform(tile: int, taps: int):
+def _input_transform(x_ext: mx.array, tile: int, taps: int) -> List[mx.array]:
+    """``B^T`` over each tile's input rows: ``(…, tile*T + a - 1, C)`` -> ``a`` x ``(…, T, C)``."""
     _, _, b_t = transforms(tile, taps)
     size = tile + taps - 1
-
-    def apply(x_ext: mx.array) -> List[mx.array]:  # (…, tile*T + a - 1, C) -> a x (…, T, C)
-        count = (x_ext.shape[-2] - size + 1) // tile
-        views = [x_ext[..., l : l + tile * (count - 1) + 1 : tile, :] for l in range(size)]
-        return [_combine(row, views) for row in b_t]
-
-    return apply
+    count = (x_ext.shape[-2] - size + 1) // tile
+    views = [x_ext[..., l : l + tile * (count - 1) + 1 : tile, :] for l in range(size)]
+    return [_combine(row, views) for row in b_t]
 
 
 @lru_cache(maxsize=None)
@@ -203,7 +199,7 @@ def samples(
         x_ext = mx.pad(x_ext, [(0, 0)] * (x_ext.ndim - 2) + widths)
     shape = (batch, count, 1, stride, groups, width // stride)
     products = []
-    for v, w in zip(_input_transform(tile, taps)(x_ext), u):
+    for v, w in zip(_input_transform(x_ext, tile, taps), u):
         if groups == 1:
             m = v @ w
         else:  # written channels-last by the output transform
