@@ -54,7 +54,7 @@ class Case:
         if isinstance(self.padding, str):
             pad_left, pad_right = ref.keras_pads(self.padding, k, s, d, op)
             return span - 1 - pad_left, span - 1 - pad_right
-        if isinstance(self.padding, tuple):
+        if isinstance(self.padding, (tuple, list)):
             left, right = self.padding
         else:
             left = right = self.padding

@@ -150,3 +150,24 @@ def test_stream_forms(stream):
 
 def test_available_backends_on_cpu():
     assert md.available_backends("cpu") == ["builtin", "gemm", "winograd"]
+
+
+def test_prepared_calls_are_kept_apart():
+    """Each call signature is validated and compiled once, then looked up: calls that share
+    shapes but differ in an argument, a layout, a dtype or the bias must not share an answer.
+    A list as padding cannot be a lookup key; it is prepared afresh, still right."""
+    base = dict(batch=2, length=7, groups=2, in_per_group=3, out_per_group=2, taps=4, stride=2,
+                dilation=1, padding=1, output_padding=None, use_bias=True, seed=30)
+    variants = [dict(), dict(padding=0), dict(padding=[2, 1]), dict(dilation=2), dict(output_padding=1),
+                dict(stride=3), dict(use_bias=False)]
+    for _ in range(2):  # the second round is served by the prepared calls
+        for change in variants:
+            case = Case(**{**base, **change})
+            x, w, b = case.arrays()
+            for data_format in ("NLC", "NCL"):
+                got = run(case, x, w, b, "auto", data_format)
+                np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case))
+        case = Case(**base)
+        x, w, b = case.arrays()
+        got = run(case, x, w, b, "auto", dtype=mx.float16)
+        np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case, mx.float16))
