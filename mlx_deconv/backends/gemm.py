@@ -151,6 +151,7 @@ class _Plan:
     repeat: int  # output channels per input channel when matmul-free (depthwise multiplier)
     shifts: Optional[Tuple[int, ...]]  # slab shifts, or None for phase planes
     tile: Optional[int]  # output rows per minimal-filtering tile (winograd.py), or None
+    accumulated: bool  # dense slabs summed by matmuls in place (_accumulated_slabs)
     w: Union[mx.array, List[mx.array]]  # the weight arranged for the path taken (see _make_plan)
 
 
@@ -160,7 +161,15 @@ def winograd_tile(geom: Geometry) -> Optional[int]:
     return winograd.tile_rows(shifts, geom.in_per_group)
 
 
-def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Plan:
+def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool, accumulate: bool = True) -> _Plan:
+    """The weight arranged for the path ``geom`` takes.
+
+    ``accumulate`` lets dense slabs be summed by matmuls in place
+    (:func:`_accumulated_slabs`), the better forward. Differentiating that
+    costs two matmuls and a scatter per slab; with it False, one wide matmul
+    and the overlap-add of :mod:`.slabs` give two matmuls in all
+    (HiFi-GAN's third layer, forward+backward: 10-25% faster).
+    """
     out_channels, taps, in_per_group = weight.shape
     stride, dilation, groups = geom.stride, geom.dilation, geom.groups
     out_per_group = out_channels // groups
@@ -172,6 +181,7 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Pl
     def arrange(w):  # (…, K, C) -> (…, slots, C)
         return w if shifts is None else _slot_weight(w, taps, stride, dilation, shifts)
 
+    accumulated = accumulate and tile is None and not matmul_free and groups == 1 and shifts is not None
     if tile is not None:
         w = winograd.transform_weight(_slab_weights(weight, stride, dilation, groups, shifts), tile)
         if groups == 1:  # 2-D weights: each block multiplies 3-D rows without reshaping them
@@ -180,13 +190,42 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool) -> _Pl
         w = arrange(weight.reshape(out_channels, taps).T)  # (slots, C_out)
         if shifts is not None:
             w = w.reshape(len(shifts), stride, out_channels)
+    elif accumulated:  # one (C_in, stride * C_out) weight per slab
+        w = [u.reshape(u.shape[1:]) for u in _slab_weights(weight, stride, dilation, groups, shifts)]
     elif groups == 1:
         w = arrange(weight.transpose(2, 1, 0)).reshape(in_per_group, -1)  # (C_in, slots * C_out)
     else:
         w = arrange(weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 2, 1))
         w = w.reshape(groups, in_per_group, -1)  # (G, C_in/G, slots * C_out/G)
     return _Plan(stride, dilation, groups, out_channels, matmul_free,
-                 out_per_group if matmul_free and groups > 1 else 1, shifts, tile, w)
+                 out_per_group if matmul_free and groups > 1 else 1, shifts, tile, accumulated, w)
+
+
+def _accumulated_slabs(x: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], first: int, count: int) -> mx.array:
+    """Slab rows ``[first, first + count)`` of ``out[m] = sum_j x[m - q_j] @ W_j``, dense layers.
+
+    Each slab is one matmul added onto the running sum in place (``mx.addmm``
+    donates its buffer): no per-tap intermediate and no overlap-add pass.
+    Against one wide matmul and a fused overlap-add: the same FLOPs, 3-10%
+    faster forward, the block's memory the size of its output (HiFi-GAN's
+    third layer: peak 33 -> 20 MB; the dilated shape, 7 slabs: 24 -> 8 MB).
+    Rows are read from ``x`` itself, past the block's own input where the
+    signal has them (zero outside it), so an inner block copies no input.
+    """
+    batch, rows_in, _ = x.shape
+    pad = shifts[-1]
+    start, stop = first - pad, first + count
+    inner = x[:, min(max(start, 0), rows_in) : max(min(stop, rows_in), 0)]
+    before = min(max(-start, 0), count + pad)
+    if inner.shape[1] < count + pad:
+        inner = mx.pad(inner, [(0, 0), (before, count + pad - before - inner.shape[1]), (0, 0)])
+    if batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
+        inner = inner[0]
+    total = None
+    for q, w in zip(shifts, ws):
+        rows = inner[..., pad - q : pad - q + count, :]
+        total = rows @ w if total is None else mx.addmm(total, rows, w)
+    return total if batch > 1 else total[None]
 
 
 def _block(x: mx.array, lo: int, hi: int, plan: _Plan, crop: int, length: int) -> mx.array:
@@ -195,6 +234,12 @@ def _block(x: mx.array, lo: int, hi: int, plan: _Plan, crop: int, length: int) -
         first = crop // plan.stride
         return winograd.samples(x, plan.w, plan.tile, len(plan.shifts), plan.stride, lo + first,
                                 crop - first * plan.stride, length)
+    if plan.accumulated:
+        first = crop // plan.stride
+        count = -(-(crop + length) // plan.stride) - first
+        y = _accumulated_slabs(x, plan.w, plan.shifts, lo + first, count)
+        offset = crop - first * plan.stride
+        return y.reshape(x.shape[0], count * plan.stride, plan.out_channels)[:, offset : offset + length]
     x = x[:, lo:hi]
     batch, rows_in, in_channels = x.shape
     stride, dilation, groups, out_channels = plan.stride, plan.dilation, plan.groups, plan.out_channels
@@ -342,7 +387,8 @@ def _written_in_place(x, weight, plan, geom, bounds, vjp_bounds, workers, minima
     @assemble.vjp
     def assemble_vjp(primals, cotangent, output):
         def concatenated(x, weight):
-            return _concatenated(x, _make_plan(weight, geom, minimal_filtering), geom, vjp_bounds, workers)
+            plan = _make_plan(weight, geom, minimal_filtering, accumulate=False)
+            return _concatenated(x, plan, geom, vjp_bounds, workers)
 
         return mx.vjp(concatenated, list(primals), [cotangent])[1]
 
@@ -369,7 +415,7 @@ def conv_transpose1d(
     fused = plan.matmul_free and plan.shifts is not None
     count, vjp_count = (block_count(geom, len(workers), fused, backward) for backward in (False, True))
     bounds, vjp_bounds = ([geom.output_length * i // n for i in range(n + 1)] for n in (count, vjp_count))
-    if count == vjp_count == 1:
+    if count == vjp_count == 1 and not plan.accumulated:
         y = _concatenated(x, plan, geom, bounds, workers)
     else:
         y = _written_in_place(x, weight, plan, geom, bounds, vjp_bounds, workers, minimal_filtering)
