@@ -11,6 +11,7 @@ from hypothesis import given
 
 import mlx_deconv as md
 import reference as ref
+from mlx_deconv import bench
 from mlx_deconv.backends import gemm
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
@@ -75,6 +76,30 @@ def test_peak_memory_does_not_grow_with_the_intermediate(monkeypatch):
     cols = length * k * c * 4
     assert cols > 0.8 * y.nbytes  # the unchunked intermediate would be as large as the output
     assert peak <= 2 * io + 16 * 4 * gemm.CHUNK_ELEMENTS, (peak, io)
+
+
+@pytest.mark.parametrize("backend", ["gemm", "auto"])
+@pytest.mark.parametrize("shape", bench.SHAPES, ids=lambda shape: shape.name)
+def test_short_signal_peak_within_the_bound(shape, backend):
+    """The benchmark's shapes, peak memory inputs included: within 2 x (input + output + weight)
+    plus one chunk on the gemm path. ``auto`` may add one weight: winograd's transformed
+    weights are twice the weight (HiFi-GAN's first layer, an 8 MB weight, exceeds the bound)."""
+    mx.synchronize()
+    base = mx.get_active_memory()  # what earlier tests left
+    x = mx.random.normal((shape.batch, shape.length, shape.in_channels), key=mx.random.key(0))
+    w = mx.random.normal((shape.out_channels, shape.kernel_size, shape.in_channels // shape.groups),
+                         key=mx.random.key(1))
+    mx.eval(x, w)
+    mx.eval(md.conv_transpose1d(x, w, **shape.kwargs(), backend=backend))  # prepared and compiled
+    mx.synchronize()
+    mx.reset_peak_memory()
+    y = md.conv_transpose1d(x, w, **shape.kwargs(), backend=backend)
+    mx.eval(y)
+    peak = mx.get_peak_memory() - base
+    bound = 2 * (x.nbytes + y.nbytes + w.nbytes) + 4 * gemm.CHUNK_ELEMENTS
+    if backend == "auto":
+        bound += w.nbytes
+    assert peak <= bound, (peak, bound)
 
 
 @pytest.mark.parametrize("backend", ["gemm", "winograd"])

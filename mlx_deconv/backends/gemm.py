@@ -39,6 +39,15 @@ PARALLEL_MIN_FLOPS = 20_000_000
 #: layer (K=12, stride 2, 64 channels), one block against two: 10.0 vs 11.1 ms at 3.3 M output
 #: elements, 39 vs 34 ms at 8.4 M, 141 vs 120 ms at 26 M.
 DEPTHWISE_PARALLEL_MIN_OUTPUT = 1 << 22
+#: A call whose intermediates exceed one chunk is cut into at least this many blocks. MLX
+#: dispatches a hundred or so ops ahead of those running (10 tasks of 10 dispatches:
+#: ``MAX_ACTIVE_TASKS`` in transforms.cpp, ``DISPATCHES_PER_TASK`` in cpu/encoder.h), and
+#: allocates their outputs then: some ten blocks, all of a short signal's when it has fewer.
+#: HiFi-GAN's layers, 5-7 blocks -> 16: peak 27 -> 15-17 MB, time unchanged within noise.
+MIN_BLOCKS = 16
+#: ... but no block gets fewer input rows than this for it: matmuls of a dozen rows ran
+#: HiFi-GAN's first layer (200 rows, 16 blocks) 20% slower.
+MIN_BLOCK_ROWS = 96
 #: At most this many CPU streams share one call.
 MAX_WORKERS = 8
 _EXTRA_CPU_STREAMS: List[mx.Stream] = []
@@ -131,10 +140,11 @@ def _slab_weights(weight: mx.array, stride: int, dilation: int, groups: int, shi
     out_channels, taps, in_per_group = weight.shape
     out_per_group = out_channels // groups
     weight = _slot_weight(weight, taps, stride, dilation, shifts)  # the weight itself when already in order
+    # Split the axes first, a view; slicing first would make reshape copy each slab once more.
+    weight = weight.reshape(groups, out_per_group, len(shifts), stride, in_per_group)
     slabs = []
     for j in range(len(shifts)):
-        w = weight[:, j * stride : (j + 1) * stride].reshape(groups, out_per_group, stride, in_per_group)
-        w = mx.contiguous(w.transpose(0, 3, 2, 1))
+        w = mx.contiguous(weight[:, :, j].transpose(0, 3, 2, 1))
         slabs.append(w.reshape(groups, in_per_group, stride * out_per_group))
     return slabs
 
@@ -181,7 +191,7 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool, accumu
     def arrange(w):  # (…, K, C) -> (…, slots, C)
         return w if shifts is None else _slot_weight(w, taps, stride, dilation, shifts)
 
-    accumulated = accumulate and tile is None and not matmul_free and groups == 1 and shifts is not None
+    accumulated = accumulate and tile is None and not matmul_free and shifts is not None
     if tile is not None:
         w = winograd.transform_weight(_slab_weights(weight, stride, dilation, groups, shifts), tile)
         if groups == 1:  # 2-D weights: each block multiplies 3-D rows without reshaping them
@@ -190,8 +200,10 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool, accumu
         w = arrange(weight.reshape(out_channels, taps).T)  # (slots, C_out)
         if shifts is not None:
             w = w.reshape(len(shifts), stride, out_channels)
-    elif accumulated:  # one (C_in, stride * C_out) weight per slab
-        w = [u.reshape(u.shape[1:]) for u in _slab_weights(weight, stride, dilation, groups, shifts)]
+    elif accumulated:  # one (G, C_in/G, stride * C_out/G) weight per slab, 2-D when dense
+        w = _slab_weights(weight, stride, dilation, groups, shifts)
+        if groups == 1:
+            w = [u.reshape(u.shape[1:]) for u in w]
     elif groups == 1:
         w = arrange(weight.transpose(2, 1, 0)).reshape(in_per_group, -1)  # (C_in, slots * C_out)
     else:
@@ -201,31 +213,47 @@ def _make_plan(weight: mx.array, geom: Geometry, minimal_filtering: bool, accumu
                  out_per_group if matmul_free and groups > 1 else 1, shifts, tile, accumulated, w)
 
 
-def _accumulated_slabs(x: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], first: int, count: int) -> mx.array:
-    """Slab rows ``[first, first + count)`` of ``out[m] = sum_j x[m - q_j] @ W_j``, dense layers.
+def _accumulated_slabs(x: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], stride: int, first: int,
+                       count: int) -> mx.array:
+    """Slab rows ``[first, first + count)`` of ``out[m] = sum_j x[m - q_j] @ W_j``, as samples ``(N, count*stride, G, D)``.
 
     Each slab is one matmul added onto the running sum in place (``mx.addmm``
     donates its buffer): no per-tap intermediate and no overlap-add pass.
     Against one wide matmul and a fused overlap-add: the same FLOPs, 3-10%
     faster forward, the block's memory the size of its output (HiFi-GAN's
-    third layer: peak 33 -> 20 MB; the dilated shape, 7 slabs: 24 -> 8 MB).
+    third layer: peak 33 -> 21 MB; the dilated shape, 7 slabs: 24 -> 9 MB).
     Rows are read from ``x`` itself, past the block's own input where the
     signal has them (zero outside it), so an inner block copies no input.
+    Grouped layers multiply group-major rows (one copy of the block's input)
+    and return a transposed view, which the write into the output reads
+    in place: no pass of its own.
+
+    Args:
+        ws: each slab's weight, ``(C_in, stride*C_out)`` for a dense layer,
+            else ``(G, C_in/G, stride*C_out/G)``.
     """
-    batch, rows_in, _ = x.shape
+    batch, rows_in, channels = x.shape
+    dense = ws[0].ndim == 2
+    groups = 1 if dense else ws[0].shape[0]
     pad = shifts[-1]
     start, stop = first - pad, first + count
     inner = x[:, min(max(start, 0), rows_in) : max(min(stop, rows_in), 0)]
     before = min(max(-start, 0), count + pad)
     if inner.shape[1] < count + pad:
         inner = mx.pad(inner, [(0, 0), (before, count + pad - before - inner.shape[1]), (0, 0)])
-    if batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
+    if dense and batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
         inner = inner[0]
+    elif not dense:  # (G, N, rows, C/G), so each slab's rows are a plain view
+        inner = mx.contiguous(mx.moveaxis(inner.reshape(batch, -1, groups, channels // groups), 2, 0))
+        ws = [w[:, None] for w in ws]  # broadcast over the batch
     total = None
     for q, w in zip(shifts, ws):
         rows = inner[..., pad - q : pad - q + count, :]
         total = rows @ w if total is None else mx.addmm(total, rows, w)
-    return total if batch > 1 else total[None]
+    if dense:
+        return total.reshape(batch, count * stride, 1, -1)
+    total = total.reshape(groups, batch, count, stride, -1).transpose(1, 2, 3, 0, 4)
+    return total.reshape(batch, count * stride, groups, -1)
 
 
 def _block(x: mx.array, lo: int, hi: int, plan: _Plan, crop: int, length: int) -> mx.array:
@@ -234,12 +262,11 @@ def _block(x: mx.array, lo: int, hi: int, plan: _Plan, crop: int, length: int) -
         first = crop // plan.stride
         return winograd.samples(x, plan.w, plan.tile, len(plan.shifts), plan.stride, lo + first,
                                 crop - first * plan.stride, length)
-    if plan.accumulated:
+    if plan.accumulated:  # (N, length, G, C_out/G)
         first = crop // plan.stride
         count = -(-(crop + length) // plan.stride) - first
-        y = _accumulated_slabs(x, plan.w, plan.shifts, lo + first, count)
         offset = crop - first * plan.stride
-        return y.reshape(x.shape[0], count * plan.stride, plan.out_channels)[:, offset : offset + length]
+        return _accumulated_slabs(x, plan.w, plan.shifts, plan.stride, lo + first, count)[:, offset : offset + length]
     x = x[:, lo:hi]
     batch, rows_in, in_channels = x.shape
     stride, dilation, groups, out_channels = plan.stride, plan.dilation, plan.groups, plan.out_channels
@@ -308,8 +335,18 @@ def writer_stream(workers: List[mx.Stream]) -> mx.Stream:
     return _WRITER_STREAMS[0]
 
 
-def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, backward: bool = False) -> int:
-    """Blocks so that one block's ``cols`` fits :data:`CHUNK_ELEMENTS`, and every worker gets one.
+def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, backward: bool = False,
+                minimal_filtering: bool = False) -> int:
+    """Blocks so that one block's intermediates fit :data:`CHUNK_ELEMENTS`, and every worker gets one.
+
+    Once they need more than one block, at least :data:`MIN_BLOCKS` (of at
+    least :data:`MIN_BLOCK_ROWS` input rows).
+    A block's intermediate is its per-tap products (``K * C_out`` per input
+    row). Minimal filtering (:mod:`.winograd`, where it applies) keeps instead
+    ``(tile + S - 1) / tile`` transformed input rows and products per row,
+    then the rows themselves: about twice as much on HiFi-GAN's layers, so
+    its blocks are that much shorter (same time, peak 32 -> 22 MB on the
+    third layer, whose four blocks MLX computes side by side).
 
     Depthwise slabs (``fused_depthwise``, as :func:`_make_plan` decided) are
     multiplied inside the pass that writes the output and have no
@@ -325,9 +362,16 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, bac
     if fused_depthwise and not backward:
         parallel = geom.batch * geom.output_length * geom.out_channels >= DEPTHWISE_PARALLEL_MIN_OUTPUT
     else:
+        per_row = geom.kernel_size * geom.out_channels
+        tile = winograd_tile(geom) if minimal_filtering else None
+        if tile is not None:
+            size = tile + len(slab_shifts(geom.kernel_size, geom.stride, geom.dilation)) - 1
+            per_row = -(-size * (geom.in_channels + geom.stride * geom.out_channels) // tile) + geom.stride * geom.out_channels
         halo = -(-(geom.kernel_size - 1) * geom.dilation // geom.stride) + 1
-        rows = max(1, CHUNK_ELEMENTS // max(1, geom.batch * geom.kernel_size * geom.out_channels) - halo)
+        rows = max(1, CHUNK_ELEMENTS // max(1, geom.batch * per_row) - halo)
         count = -(-geom.output_length // (rows * geom.stride))
+        if count > 1:
+            count = max(count, min(MIN_BLOCKS, geom.length // MIN_BLOCK_ROWS))
     if workers > 1 and parallel:
         count = max(count, workers)
     return max(1, min(count, geom.output_length))
@@ -346,8 +390,9 @@ def _blocks(x: mx.array, plan: _Plan, geom: Geometry, bounds: List[int], workers
 
 
 def _concatenated(x: mx.array, plan: _Plan, geom: Geometry, bounds: List[int], workers: List[mx.Stream]) -> mx.array:
+    zeros_shape = (geom.groups, geom.out_channels // geom.groups) if plan.accumulated else (geom.out_channels,)
     blocks = [
-        mx.zeros((geom.batch, stop - start, geom.out_channels), dtype=x.dtype) if block is None else block
+        mx.zeros((geom.batch, stop - start, *zeros_shape), dtype=x.dtype) if block is None else block
         for start, stop, block in _blocks(x, plan, geom, bounds, workers)
     ]
     return blocks[0] if len(blocks) == 1 else mx.concatenate(blocks, axis=1)
@@ -367,12 +412,16 @@ def _written_in_place(x, weight, plan, geom, bounds, vjp_bounds, workers, minima
 
     writer = writer_stream(workers)
 
+    # Accumulated blocks are (N, length, G, C_out/G), grouped ones a transposed view: the
+    # output is written through the same 4-D view, which reads them in place.
+    shape = (geom.batch, geom.output_length) + ((geom.groups, -1) if plan.accumulated else (-1,))
+
     @mx.custom_function
     def assemble(x, weight):
         if len(bounds) == 2:  # one block: it is the output
-            return _concatenated(x, plan, geom, bounds, workers)
+            return _concatenated(x, plan, geom, bounds, workers).reshape(geom.batch, geom.output_length, -1)
         with mx.stream(writer):
-            y = mx.zeros((geom.batch, geom.output_length, geom.out_channels), dtype=x.dtype)
+            y = mx.zeros((geom.batch, geom.output_length, geom.out_channels), dtype=x.dtype).reshape(shape)
         for start, stop, block in _blocks(x, plan, geom, bounds, workers):
             if block is None:
                 continue
@@ -382,7 +431,7 @@ def _written_in_place(x, weight, plan, geom, bounds, vjp_bounds, workers, minima
                 # output stops growing with length), and still reuses the buffer.
                 y = mx.depends(y, block)
                 y[:, start:stop] = block
-        return y
+        return y.reshape(geom.batch, geom.output_length, -1)
 
     @assemble.vjp
     def assemble_vjp(primals, cotangent, output):
@@ -413,7 +462,7 @@ def conv_transpose1d(
     workers = worker_streams(stream)
     plan = _make_plan(weight, geom, minimal_filtering)
     fused = plan.matmul_free and plan.shifts is not None
-    count, vjp_count = (block_count(geom, len(workers), fused, backward) for backward in (False, True))
+    count, vjp_count = (block_count(geom, len(workers), fused, backward, minimal_filtering) for backward in (False, True))
     bounds, vjp_bounds = ([geom.output_length * i // n for i in range(n + 1)] for n in (count, vjp_count))
     if count == vjp_count == 1 and not plan.accumulated:
         y = _concatenated(x, plan, geom, bounds, workers)
