@@ -46,7 +46,9 @@ DEPTHWISE_PARALLEL_MIN_OUTPUT = 1 << 22
 #: HiFi-GAN's layers, 5-7 blocks -> 16: peak 27 -> 15-17 MB, time unchanged within noise.
 MIN_BLOCKS = 16
 #: ... but no block gets fewer input rows than this for it: matmuls of a dozen rows ran
-#: HiFi-GAN's first layer (200 rows, 16 blocks) 20% slower.
+#: HiFi-GAN's first layer (200 rows, 16 blocks) 20% slower. Not for the backward pass,
+#: where each block's input gradient is scattered into a zero array of the whole input:
+#: the dilated shape's forward+backward took 950 ms in 16 blocks, 670 ms in 4.
 MIN_BLOCK_ROWS = 96
 #: At most this many CPU streams share one call.
 MAX_WORKERS = 8
@@ -340,7 +342,7 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, bac
     """Blocks so that one block's intermediates fit :data:`CHUNK_ELEMENTS`, and every worker gets one.
 
     Once they need more than one block, at least :data:`MIN_BLOCKS` (of at
-    least :data:`MIN_BLOCK_ROWS` input rows).
+    least :data:`MIN_BLOCK_ROWS` input rows) going forward.
     A block's intermediate is its per-tap products (``K * C_out`` per input
     row). Minimal filtering (:mod:`.winograd`, where it applies) keeps instead
     ``(tile + S - 1) / tile`` transformed input rows and products per row,
@@ -363,14 +365,16 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, bac
         parallel = geom.batch * geom.output_length * geom.out_channels >= DEPTHWISE_PARALLEL_MIN_OUTPUT
     else:
         per_row = geom.kernel_size * geom.out_channels
-        tile = winograd_tile(geom) if minimal_filtering else None
+        # Backward, each block costs a scatter of its input gradient into the whole input
+        # (see MIN_BLOCK_ROWS), which outweighs its own intermediates: sized like gemm's.
+        tile = winograd_tile(geom) if minimal_filtering and not backward else None
         if tile is not None:
             size = tile + len(slab_shifts(geom.kernel_size, geom.stride, geom.dilation)) - 1
             per_row = -(-size * (geom.in_channels + geom.stride * geom.out_channels) // tile) + geom.stride * geom.out_channels
         halo = -(-(geom.kernel_size - 1) * geom.dilation // geom.stride) + 1
         rows = max(1, CHUNK_ELEMENTS // max(1, geom.batch * per_row) - halo)
         count = -(-geom.output_length // (rows * geom.stride))
-        if count > 1:
+        if count > 1 and not backward:
             count = max(count, min(MIN_BLOCKS, geom.length // MIN_BLOCK_ROWS))
     if workers > 1 and parallel:
         count = max(count, workers)
