@@ -242,7 +242,7 @@ def _accumulated_slabs(x: mx.array, ws: List[mx.array], shifts: Tuple[int, ...],
     inner = x[:, min(max(start, 0), rows_in) : max(min(stop, rows_in), 0)]
     before = min(max(-start, 0), count + pad)
     if inner.shape[1] < count + pad:
-        inner = mx.pad(inner, [(0, 0), (before, count + pad - before - inner.shape[1]), (0, 0)])
+        inner = slabs.zero_extended(inner, 1, before, count + pad - before - inner.shape[1])
     if dense and batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
         inner = inner[0]
     elif not dense:  # (G, N, rows, C/G), so each slab's rows are a plain view
@@ -294,7 +294,7 @@ def _block(x: mx.array, lo: int, hi: int, plan: _Plan, crop: int, length: int) -
     # Slabs: pad the input by the largest shift on both sides, so each output
     # row is a sum of views (slabs.py); the padding costs a few matmul rows.
     pad = plan.shifts[-1]
-    x = mx.pad(x, [(0, 0), (pad, pad), (0, 0)])
+    x = slabs.zero_extended(x, 1, pad, pad)
     rows = rows_in + 2 * pad
     if plan.matmul_free:
         y = slabs.depthwise_slab_sum(x, plan.w, plan.shifts, first, last)

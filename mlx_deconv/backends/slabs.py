@@ -21,6 +21,24 @@ from typing import Tuple
 import mlx.core as mx
 
 
+def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
+    """``a`` with ``before`` and ``after`` zero rows added on ``axis``.
+
+    A concatenation writes each element once; ``mx.pad`` fills the whole
+    result, then copies ``a`` over it. The depthwise-up layer, whose input
+    is padded whole, ran 0.6 ms instead of 0.85 in the benchmark's conditions.
+    """
+    if not (before or after):
+        return a
+    axis = axis % a.ndim
+
+    def zeros(rows):
+        return mx.zeros((*a.shape[:axis], rows, *a.shape[axis + 1 :]), dtype=a.dtype)
+
+    parts = ([zeros(before)] if before else []) + [a] + ([zeros(after)] if after else [])
+    return mx.concatenate(parts, axis=axis)
+
+
 def _valid_rows(rows_padded: int, pad: int, first: int, last: int) -> Tuple[int, int]:
     """Output rows in ``[first, last)`` that every slab reaches: ``[0, rows_padded - pad)``."""
     lo = max(first, 0)
@@ -32,9 +50,7 @@ def _frame(body: mx.array, lo: int, hi: int, first: int, last: int, axis: int) -
     """Zero rows around ``body`` (rows ``[lo, hi)``) to cover ``[first, last)``."""
     if lo == first and hi == last:
         return body
-    widths = [(0, 0)] * body.ndim
-    widths[axis] = (lo - first, last - hi)
-    return mx.pad(body, widths)
+    return zero_extended(body, axis, lo - first, last - hi)
 
 
 def _cotangent_views(ct: mx.array, shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int, first: int, axis: int):
@@ -43,9 +59,7 @@ def _cotangent_views(ct: mx.array, shifts: Tuple[int, ...], rows_padded: int, lo
     index = [slice(None)] * ct.ndim
     index[axis] = slice(lo - first, hi - first)
     valid = ct[tuple(index)]
-    widths = [(0, 0)] * ct.ndim
-    widths[axis] = (pad + lo, rows_padded - hi)
-    big = mx.pad(valid, widths)  # row i of big is output row i - pad
+    big = zero_extended(valid, axis, pad + lo, rows_padded - hi)  # row i of big is output row i - pad
     views = []
     for q in shifts:
         index[axis] = slice(q, q + rows_padded)

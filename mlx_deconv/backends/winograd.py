@@ -28,6 +28,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 
+from . import slabs
+
 #: Output rows per tile for each count of consecutive row shifts; the points
 #: ``0, 1, -1, inf`` allow ``tile + shifts - 1 <= 4``.
 TILES = {2: 3, 3: 2}
@@ -212,8 +214,7 @@ def samples(
         x_ext = x_ext.reshape(*x_ext.shape[:-1], groups, channels // groups)
         x_ext = mx.moveaxis(x_ext, -2, 0)  # (G, [N,] rows, C/G)
     if stop - start < needed:
-        widths = [(before, needed - before - (stop - start)), (0, 0)]
-        x_ext = mx.pad(x_ext, [(0, 0)] * (x_ext.ndim - 2) + widths)
+        x_ext = slabs.zero_extended(x_ext, -2, before, needed - before - (stop - start))
     shape = (batch, count, 1, stride, groups, width // stride)
     products = []
     for v, w in zip(_input_transform(x_ext, tile, taps), u):
