@@ -78,6 +78,26 @@ def test_peak_memory_does_not_grow_with_the_intermediate(monkeypatch):
     assert peak <= 2 * io + 16 * 4 * gemm.CHUNK_ELEMENTS, (peak, io)
 
 
+@pytest.mark.parametrize("backend", ["gemm", "winograd"])
+def test_backward_memory_does_not_grow_with_the_blocks(monkeypatch, backend):
+    """Each block's input gradient is added into its own rows: differentiated against the whole
+    input, every block scattered into a zero array of it (64x the input at 1000 blocks)."""
+    monkeypatch.setattr(gemm, "CHUNK_ELEMENTS", 1 << 12)
+    w = mx.random.normal((16, 4, 16), key=mx.random.key(1))
+    grad = mx.grad(lambda x, w: md.conv_transpose1d(x, w, stride=2, padding=1, backend=backend).sum(),
+                   argnums=(0, 1))
+    ratios = {}
+    for length in (16000, 64000):
+        x = mx.random.normal((1, length, 16), key=mx.random.key(0))
+        mx.eval(x, w)
+        mx.synchronize()
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        mx.eval(grad(x, w))
+        ratios[length] = (mx.get_peak_memory() - base) / x.nbytes
+    assert ratios[64000] < 8 and ratios[64000] < 1.25 * ratios[16000], ratios
+
+
 @pytest.mark.parametrize("backend", ["gemm", "auto"])
 @pytest.mark.parametrize("shape", bench.SHAPES, ids=lambda shape: shape.name)
 def test_short_signal_peak_within_the_bound(shape, backend):
