@@ -48,9 +48,9 @@ METAL_MAX_IN_PER_GROUP = 32
 #: ``"winograd"`` saves a third of the matmul FLOPs and adds a few passes over
 #: the output, so it pays once each output sums enough products
 #: (``C_in/groups * K``). Behind the reference BLAS (about 6 GFLOP/s per core),
-#: forward over gemm: 0.8x at 32 (dense, 8 channels), 1.0x dense and 1.2x
-#: grouped at 64, 1.1-1.3x at 128, 1.25-1.5x from 256 up; forward+backward
-#: 1.1-1.4x from 32 up.
+#: forward over gemm: 0.8x at 32 (dense, 8 channels), 1.0-1.1x at 64 (dense and
+#: grouped, since gemm sums its slabs in place), 1.1-1.3x at 128, 1.25-1.5x
+#: from 256 up; forward+backward 1.1-1.4x from 32 up.
 WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
 #: Behind Accelerate or a GPU (15-40 FLOP per byte of bandwidth) reasoned, not
 #: measured: the same balance is reached about 8x deeper.

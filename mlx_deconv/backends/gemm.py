@@ -1,20 +1,22 @@
-"""Backend ``"gemm"``: one matmul plus an overlap-add, no zero-stuffing.
+"""Backend ``"gemm"``: matmuls and an overlap-add, no zero-stuffing.
 
 Each input row times the weight gives the contribution of that row to
-``K`` output samples at once (``cols``: ``(…, L, K, C)``); tap ``k`` of row
-``l`` lands on full-output sample ``l*stride + k*dilation``. Taps are grouped
-by output phase ``(k*dilation) % stride``: within a phase, tap ``k`` is the
-same plane shifted by ``(k*dilation) // stride`` rows, so the scatter becomes
-plain shifted adds on ``stride`` planes that are interleaved at the end.
-When the taps fill whole rows of phases (``K`` a multiple of ``stride``, the
-vocoder case, or ``stride == 1``), the weight's columns are ordered so the
-matmul emits rows that are already interleaved (:func:`slab_shifts`), and
-the overlap-add is a few shifted adds of contiguous slabs.
+``K`` output samples; tap ``k`` of row ``l`` lands on full-output sample
+``l*stride + k*dilation``. Taps are grouped by output phase
+``(k*dilation) % stride``: within a phase, tap ``k`` is the same plane
+shifted by ``(k*dilation) // stride`` rows, so the scatter becomes plain
+shifted adds on ``stride`` planes that are interleaved at the end. When the
+taps fill whole rows of phases (``K`` a multiple of ``stride``, the vocoder
+case, or ``stride == 1``), the taps of one row shift form a slab weight
+whose product is already interleaved output (:func:`slab_shifts`): going
+forward, one matmul per slab summed in place (:func:`_accumulated_slabs`);
+going backward, one wide matmul and the fused overlap-add of :mod:`.slabs`.
 
-Long signals are cut into output blocks, each computed from the input rows
-that reach it (:meth:`Geometry.input_span`), so the ``cols`` intermediate is
-bounded by :data:`CHUNK_ELEMENTS` whatever the length. Everything is ordinary
-MLX ops, so gradients, ``mx.compile`` and every device come for free.
+Signals are cut into output blocks, each computed from the input rows that
+reach them (:meth:`Geometry.input_span`), so the intermediates are bounded
+by :data:`CHUNK_ELEMENTS` whatever the length, and written one by one into
+the output. Everything is ordinary MLX ops, so gradients, ``mx.compile``
+and every device come for free.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from ..devices import has_reference_blas
 from ..geometry import Geometry
 from . import slabs, winograd
 
-#: Upper bound on the elements of one block's intermediate. MLX keeps a few
-#: blocks in flight, so this sets peak memory: 2**20 measured 3.3x the output
-#: for HiFi-GAN's third layer (2**22: 4.8x) for about 5% more time.
+#: Upper bound on the elements of one block's intermediate. MLX keeps about ten
+#: blocks in flight (see :data:`MIN_BLOCKS`), so this sets the memory above the
+#: output: 41-65 MB on the layers of a 10-minute HiFi-GAN signal. (With the per-tap
+#: products of old, 2**20 measured 3.3x the output on HiFi-GAN's third layer, and
+#: 2**22 4.8x, for about 5% less time.)
 CHUNK_ELEMENTS = 1 << 20
 #: Below this many FLOPs a call stays on one stream (splitting costs more than it saves).
 PARALLEL_MIN_FLOPS = 20_000_000
