@@ -1,8 +1,8 @@
 """``conv_transpose1d``: validate, normalise, pick a backend, run it.
 
 The first three depend only on shapes and arguments: they happen once per
-call signature, and what runs is compiled (``mx.compile``), so a decoder's
-repeated calls cost a dictionary lookup in Python.
+call signature, and what runs is compiled (``mx.compile``) unless the signal
+is long, so a decoder's repeated calls cost a dictionary lookup in Python.
 """
 
 from __future__ import annotations

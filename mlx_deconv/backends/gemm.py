@@ -51,8 +51,9 @@ DEPTHWISE_PARALLEL_MIN_OUTPUT = 1 << 22
 MIN_BLOCKS = 16
 #: ... but no block gets fewer input rows than this for it: matmuls of a dozen rows ran
 #: HiFi-GAN's first layer (200 rows, 16 blocks) 20% slower. Not for the backward pass,
-#: where each block's input gradient is scattered into a zero array of the whole input:
-#: the dilated shape's forward+backward took 950 ms in 16 blocks, 670 ms in 4.
+#: whose blocks build every tap's product and recompute their halo: forward+backward with
+#: the forward's blocks, dilated 977 -> 1169 ms and grouped 49 -> 65 ms (HiFi-GAN's third
+#: and fourth layers 11% faster).
 MIN_BLOCK_ROWS = 96
 #: At most this many CPU streams share one call.
 MAX_WORKERS = 8
@@ -369,8 +370,7 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, bac
         parallel = geom.batch * geom.output_length * geom.out_channels >= DEPTHWISE_PARALLEL_MIN_OUTPUT
     else:
         per_row = geom.kernel_size * geom.out_channels
-        # Backward, each block costs a scatter of its input gradient into the whole input
-        # (see MIN_BLOCK_ROWS), which outweighs its own intermediates: sized like gemm's.
+        # Backward blocks stay sized by the per-tap products (see MIN_BLOCK_ROWS).
         tile = winograd_tile(geom) if minimal_filtering and not backward else None
         if tile is not None:
             size = tile + len(slab_shifts(geom.kernel_size, geom.stride, geom.dilation)) - 1
