@@ -239,15 +239,11 @@ def _accumulated_slabs(x: mx.array, ws: List[mx.array], shifts: Tuple[int, ...],
         ws: each slab's weight, ``(C_in, stride*C_out)`` for a dense layer,
             else ``(G, C_in/G, stride*C_out/G)``.
     """
-    batch, rows_in, channels = x.shape
+    batch, _, channels = x.shape
     dense = ws[0].ndim == 2
     groups = 1 if dense else ws[0].shape[0]
     pad = shifts[-1]
-    start, stop = first - pad, first + count
-    inner = x[:, min(max(start, 0), rows_in) : max(min(stop, rows_in), 0)]
-    before = min(max(-start, 0), count + pad)
-    if inner.shape[1] < count + pad:
-        inner = slabs.zero_extended(inner, 1, before, count + pad - before - inner.shape[1])
+    inner = slabs.signal_rows(x, first - pad, count + pad)
     if dense and batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
         inner = inner[0]
     elif not dense:  # (G, N, rows, C/G), so each slab's rows are a plain view

@@ -39,6 +39,19 @@ def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
     return mx.concatenate(parts, axis=axis)
 
 
+def signal_rows(x: mx.array, start: int, count: int) -> mx.array:
+    """Rows ``[start, start + count)`` of ``x (…, L, C)``, zero where they fall outside ``[0, L)``.
+
+    A view of ``x`` where the rows exist, so only a block at the signal's
+    ends is copied.
+    """
+    rows_in = x.shape[-2]
+    lo, hi = min(max(start, 0), rows_in), max(min(start + count, rows_in), 0)
+    lo = min(lo, hi)
+    before = min(max(-start, 0), count)
+    return zero_extended(x[..., lo:hi, :], -2, before, count - before - (hi - lo))
+
+
 def _valid_rows(rows_padded: int, pad: int, first: int, last: int) -> Tuple[int, int]:
     """Output rows in ``[first, last)`` that every slab reaches: ``[0, rows_padded - pad)``."""
     lo = max(first, 0)

@@ -197,24 +197,19 @@ def samples(
     Returns:
         ``(N, length, G*D)``: the samples, channels last.
     """
-    batch, rows_in, channels = x.shape
+    batch, _, channels = x.shape
     groups = 1 if u[0].ndim == 2 else u[0].shape[0]
     width = u[0].shape[-1]
     size = len(u)
     count = -(-(offset + length) // (tile * stride))
-    needed = tile * count + size - 1
-    # x_ext[j] = x[first - (taps - 1) + j]: the correlation's input d.
-    lo = first - (taps - 1)
-    start, stop = min(max(lo, 0), rows_in), max(min(lo + needed, rows_in), 0)
-    start = min(start, stop)
-    before = min(max(-lo, 0), needed)
-    # One signal (the long-signal case) is multiplied as 2-D rows: no batch axis to fold.
-    x_ext = x[0, start:stop] if batch == 1 else x[:, start:stop]
+    # x_ext[j] = x[first - (taps - 1) + j]: the correlation's input d. One signal (the
+    # long-signal case) is multiplied as 2-D rows: no batch axis to fold.
+    x_ext = slabs.signal_rows(x, first - (taps - 1), tile * count + size - 1)
+    if batch == 1:
+        x_ext = mx.squeeze(x_ext, axis=0)
     if groups > 1:  # group-major rows (one copy of the block's input), so each V is matmul-ready
         x_ext = x_ext.reshape(*x_ext.shape[:-1], groups, channels // groups)
         x_ext = mx.moveaxis(x_ext, -2, 0)  # (G, [N,] rows, C/G)
-    if stop - start < needed:
-        x_ext = slabs.zero_extended(x_ext, -2, before, needed - before - (stop - start))
     shape = (batch, count, 1, stride, groups, width // stride)
     products = []
     for v, w in zip(_input_transform(x_ext, tile, taps), u):
