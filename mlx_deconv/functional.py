@@ -154,7 +154,7 @@ def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_forma
             if data_format == "NCL":
                 y = y.transpose(0, 2, 1)
             if not batched:
-                y = y[0]
+                y = mx.squeeze(y, axis=0)  # y[0] would gather a copy
         return y
 
     # The metal backend launches its own kernel, left out of MLX's tracing.

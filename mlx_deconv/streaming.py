@@ -74,7 +74,7 @@ class StreamingConvTranspose1d:
         if self.layer.data_format == "NCL":
             y = y.transpose(0, 2, 1)
         y = self.layer.apply_activation(y)
-        return y if self._batched else y[0]
+        return y if self._batched else mx.squeeze(y, axis=0)  # y[0] would gather a copy
 
     def _emit(self, stop: int, batch: int, dtype) -> mx.array:
         """Pops full-output samples ``[_start, stop)``, drops those in the left crop, returns the rest."""

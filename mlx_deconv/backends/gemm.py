@@ -245,7 +245,7 @@ def _accumulated_slabs(x: mx.array, ws: List[mx.array], shifts: Tuple[int, ...],
     pad = shifts[-1]
     inner = slabs.signal_rows(x, first - pad, count + pad)
     if dense and batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
-        inner = inner[0]
+        inner = mx.squeeze(inner, axis=0)  # a view; inner[0] would gather a copy
     elif not dense:  # (G, N, rows, C/G), so each slab's rows are a plain view
         inner = mx.contiguous(mx.moveaxis(inner.reshape(batch, -1, groups, channels // groups), 2, 0))
         ws = [w[:, None] for w in ws]  # broadcast over the batch
