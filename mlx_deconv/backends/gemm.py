@@ -366,10 +366,11 @@ def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, bac
         parallel = geom.batch * geom.output_length * geom.out_channels >= DEPTHWISE_PARALLEL_MIN_OUTPUT
     else:
         per_row = geom.kernel_size * geom.out_channels
+        shifts = slab_shifts(geom.kernel_size, geom.stride, geom.dilation)
         # Backward blocks stay sized by the per-tap products (see MIN_BLOCK_ROWS).
-        tile = winograd_tile(geom) if minimal_filtering and not backward else None
+        tile = winograd.tile_rows(shifts, geom.in_per_group) if minimal_filtering and not backward else None
         if tile is not None:
-            size = tile + len(slab_shifts(geom.kernel_size, geom.stride, geom.dilation)) - 1
+            size = tile + len(shifts) - 1
             per_row = -(-size * (geom.in_channels + geom.stride * geom.out_channels) // tile) + geom.stride * geom.out_channels
         halo = -(-(geom.kernel_size - 1) * geom.dilation // geom.stride) + 1
         rows = max(1, CHUNK_ELEMENTS // max(1, geom.batch * per_row) - halo)
@@ -393,10 +394,15 @@ def _blocks(x: mx.array, plan: _Plan, geom: Geometry, bounds: List[int], workers
             yield start, stop, _block(x, lo, hi, plan, start + geom.crop - lo * geom.stride, stop - start)
 
 
+def _channel_axes(plan: _Plan, geom: Geometry) -> Tuple[int, ...]:
+    """The trailing axes of a block: accumulated blocks are ``(…, G, C_out/G)`` (grouped ones
+    a transposed view, which a write through the same 4-D view reads in place), others ``(…, C_out)``."""
+    return (geom.groups, geom.out_channels // geom.groups) if plan.accumulated else (geom.out_channels,)
+
+
 def _concatenated(x: mx.array, plan: _Plan, geom: Geometry, bounds: List[int], workers: List[mx.Stream]) -> mx.array:
-    zeros_shape = (geom.groups, geom.out_channels // geom.groups) if plan.accumulated else (geom.out_channels,)
     blocks = [
-        mx.zeros((geom.batch, stop - start, *zeros_shape), dtype=x.dtype) if block is None else block
+        mx.zeros((geom.batch, stop - start, *_channel_axes(plan, geom)), dtype=x.dtype) if block is None else block
         for start, stop, block in _blocks(x, plan, geom, bounds, workers)
     ]
     return blocks[0] if len(blocks) == 1 else mx.concatenate(blocks, axis=1)
@@ -416,16 +422,12 @@ def _written_in_place(x, weight, plan, geom, bounds, vjp_bounds, workers, minima
 
     writer = writer_stream(workers)
 
-    # Accumulated blocks are (N, length, G, C_out/G), grouped ones a transposed view: the
-    # output is written through the same 4-D view, which reads them in place.
-    shape = (geom.batch, geom.output_length) + ((geom.groups, -1) if plan.accumulated else (-1,))
-
     @mx.custom_function
     def assemble(x, weight):
         if len(bounds) == 2:  # one block: it is the output
             return _concatenated(x, plan, geom, bounds, workers).reshape(geom.batch, geom.output_length, -1)
         with mx.stream(writer):
-            y = mx.zeros((geom.batch, geom.output_length, geom.out_channels), dtype=x.dtype).reshape(shape)
+            y = mx.zeros((geom.batch, geom.output_length, *_channel_axes(plan, geom)), dtype=x.dtype)
         for start, stop, block in _blocks(x, plan, geom, bounds, workers):
             if block is None:
                 continue
