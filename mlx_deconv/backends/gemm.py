@@ -22,6 +22,7 @@ and every device come for free.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple, Union
 
@@ -57,8 +58,11 @@ MIN_BLOCKS = 16
 MIN_BLOCK_ROWS = 96
 #: At most this many CPU streams share one call.
 MAX_WORKERS = 8
-_EXTRA_CPU_STREAMS: List[mx.Stream] = []
-_WRITER_STREAMS: List[mx.Stream] = []
+# Thread-local streams: an MLX stream belongs to the thread that made it, and these
+# are shared by calls from every thread (each thread gets its own streams behind them).
+_EXTRA_CPU_STREAMS: List["mx.ThreadLocalStream"] = []
+_WRITER_STREAMS: List["mx.ThreadLocalStream"] = []
+_STREAMS_LOCK = threading.Lock()
 
 
 def _shifted_sum(parts: List[Tuple[int, mx.array]], start: int, stop: int) -> mx.array:
@@ -323,9 +327,10 @@ def worker_streams(stream: mx.Stream) -> List[mx.Stream]:
     if not has_reference_blas(stream):
         return [stream]
     wanted = min(os.cpu_count() or 1, MAX_WORKERS) - 1
-    while len(_EXTRA_CPU_STREAMS) < wanted:
-        _EXTRA_CPU_STREAMS.append(mx.new_stream(mx.cpu))
-    return [stream] + _EXTRA_CPU_STREAMS[:wanted]
+    with _STREAMS_LOCK:
+        while len(_EXTRA_CPU_STREAMS) < wanted:
+            _EXTRA_CPU_STREAMS.append(mx.new_thread_local_stream(mx.cpu))
+        return [stream] + _EXTRA_CPU_STREAMS[:wanted]
 
 
 def writer_stream(workers: List[mx.Stream]) -> mx.Stream:
@@ -333,9 +338,10 @@ def writer_stream(workers: List[mx.Stream]) -> mx.Stream:
     several workers, so that no worker waits in line behind a write for another's block."""
     if len(workers) == 1:
         return workers[0]
-    if not _WRITER_STREAMS:
-        _WRITER_STREAMS.append(mx.new_stream(mx.cpu))
-    return _WRITER_STREAMS[0]
+    with _STREAMS_LOCK:
+        if not _WRITER_STREAMS:
+            _WRITER_STREAMS.append(mx.new_thread_local_stream(mx.cpu))
+        return _WRITER_STREAMS[0]
 
 
 def block_count(geom: Geometry, workers: int, fused_depthwise: bool = False, backward: bool = False,
