@@ -11,11 +11,11 @@ TORCH ?= torch==2.13.0
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[examples]"
+	$(PY) -m pip install --quiet -e ".[examples,blas]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PY) -m pip install --quiet -e ".[test,examples]"
+	$(PY) -m pip install --quiet -e ".[test,examples,blas]"
 	if [ -n "$(TORCH)" ]; then $(PY) -m pip install --quiet "$(TORCH)" || echo "$(TORCH) not installed: PyTorch parity tests will skip"; fi
 	touch $@
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
+import mlx_deconv as md  # before mlx: on Linux it puts an optimized BLAS under MLX's matmul
 import mlx.core as mx
 
-import mlx_deconv as md
 from common import output_dir, progress
 from mlx_deconv.bench import interleaved_medians
 

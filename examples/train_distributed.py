@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import mlx_deconv  # noqa: F401  (before mlx: on Linux it puts an optimized BLAS under MLX's matmul)
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim

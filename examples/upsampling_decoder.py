@@ -16,12 +16,12 @@ import json
 import time
 from functools import partial
 
+import mlx_deconv as md  # before mlx: on Linux it puts an optimized BLAS under MLX's matmul
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-import mlx_deconv as md
 from common import output_dir, progress, pyplot
 
 

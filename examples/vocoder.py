@@ -26,12 +26,12 @@ import wave
 from functools import partial
 from typing import List
 
+import mlx_deconv as md  # before mlx: on Linux it puts an optimized BLAS under MLX's matmul
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-import mlx_deconv as md
 from common import output_dir, progress, pyplot
 
 SAMPLE_RATE = 8000

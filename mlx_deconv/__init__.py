@@ -1,5 +1,12 @@
 """mlx_deconv: complete and fast 1-D transposed convolution for Apple MLX."""
 
+# First, before anything imports mlx.core: an optimized CBLAS under MLX's matmul on Linux (blas.py).
+from . import blas as _blas
+
+_blas.load()
+_blas.warn_if_too_late()
+from .blas import blas_info  # noqa: E402
+
 from . import initializers, interop
 from .activations import Snake
 from .functional import available_backends, conv_transpose1d
@@ -11,7 +18,7 @@ from .streaming import StreamingConvTranspose1d
 __version__ = "0.1.0"
 
 __all__ = [
-    "available_backends", "conv_transpose1d", "output_length", "resolve_padding",
+    "available_backends", "blas_info", "conv_transpose1d", "output_length", "resolve_padding",
     "ConvTranspose1d", "Conv1DTranspose", "StreamingConvTranspose1d", "Snake",
     "initializers", "interop", "__version__",
 ]

@@ -1,6 +1,8 @@
 import os
 import sys
 
+import mlx_deconv  # noqa: F401  (first: on Linux it puts an optimized BLAS under MLX before mlx.core loads)
+
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))

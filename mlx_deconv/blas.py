@@ -1,0 +1,250 @@
+"""An optimized CBLAS under MLX's CPU matmul on Linux.
+
+MLX's Linux wheel links a reference BLAS that it bundles: one thread, a few
+GFLOP/s. MLX calls ``cblas_sgemm`` by name, and the dynamic loader looks a
+name up in the process's global scope before a library's own dependencies,
+so an optimized CBLAS loaded globally (``RTLD_GLOBAL``) *before* MLX's shared
+library serves every MLX matmul. :func:`load` does that when the package is
+imported; after ``import mlx.core`` it is too late, and it says so once.
+
+Where the library comes from, first found first:
+    1. ``MLX_DECONV_BLAS=/path/to/lib.so`` (``MLX_DECONV_BLAS=0`` turns all of this off);
+    2. a wheel in the environment that exports an unprefixed ``cblas_sgemm``
+       (``pip install "mlx-deconv[blas]"`` brings Intel MKL's);
+    3. the system's OpenBLAS.
+
+On macOS MLX multiplies with Accelerate and nothing is loaded. A library
+that is missing or fails to load changes nothing: MLX keeps its own BLAS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+#: Environment switch: a library path, or ``0`` to leave MLX's own BLAS alone.
+ENV = "MLX_DECONV_BLAS"
+#: Wheels whose libraries export unprefixed CBLAS symbols: (distribution, file name prefix).
+WHEELS: Tuple[Tuple[str, str], ...] = (("mkl", "libmkl_rt.so"), ("cmeel-openblas", "libopenblas.so"))
+#: System OpenBLAS, by soname (the loader's search path finds it).
+SYSTEM: Tuple[str, ...] = ("libopenblas.so.0", "libopenblas.so")
+#: Thread-count variables a user may set; when one is, we set no count ourselves.
+THREAD_VARIABLES: Tuple[str, ...] = ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+@dataclass
+class _State:
+    attempted: bool = False
+    loaded: Optional[str] = None  # path of the library we loaded
+    handle: Optional[ctypes.CDLL] = None
+    notes: List[str] = field(default_factory=list)  # why nothing was loaded, or what went wrong
+    too_late: bool = False
+    threads: Optional[int] = None  # BLAS threads we set, or None when left alone
+
+
+_STATE = _State()
+
+
+def _private_enough(path: str) -> bool:
+    """False when ``path`` or its folder can be written by other local users (then it could be swapped)."""
+    for p in (path, os.path.dirname(os.path.abspath(path))):
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            return False
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            return False
+    return True
+
+
+def _exports_sgemm(handle: ctypes.CDLL) -> bool:
+    try:
+        handle.cblas_sgemm
+    except AttributeError:
+        return False
+    return True
+
+
+def _wheel_candidates() -> List[str]:
+    """Paths of CBLAS libraries that installed wheels carry."""
+    from importlib import metadata
+
+    found = []
+    for dist, prefix in WHEELS:
+        try:
+            files = metadata.files(dist) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for f in files:
+            if f.name.startswith(prefix):
+                found.append(os.path.realpath(str(f.locate())))
+                break
+    return found
+
+
+def _candidates() -> List[Tuple[str, str]]:
+    """``(origin, path or soname)`` in the order they are tried."""
+    chosen = os.environ.get(ENV, "").strip()
+    if chosen:
+        return [(f"{ENV}", chosen)]
+    return [("wheel", p) for p in _wheel_candidates()] + [("system", s) for s in SYSTEM]
+
+
+def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
+    """Sets the library's thread count to the cores unless the user chose one in the environment."""
+    if any(v in os.environ for v in THREAD_VARIABLES):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for name in ("MKL_Set_Num_Threads", "openblas_set_num_threads"):
+        setter = getattr(handle, name, None)
+        if setter is not None:
+            setter.argtypes = [ctypes.c_int]
+            setter(cores)
+            return cores
+    return None
+
+
+def load() -> Optional[str]:
+    """Loads an optimized CBLAS into the global scope before MLX, once per process.
+
+    Returns:
+        str or None: the path of the library loaded, or None when MLX keeps
+        its own BLAS (macOS, switched off, none found, or MLX imported first).
+    """
+    if _STATE.attempted:
+        return _STATE.loaded
+    _STATE.attempted = True
+    if not sys.platform.startswith("linux"):
+        _STATE.notes.append("not Linux: MLX uses its platform BLAS (Accelerate on macOS)")
+        return None
+    if os.environ.get(ENV, "").strip() == "0":
+        _STATE.notes.append(f"{ENV}=0: switched off")
+        return None
+    if "mlx.core" in sys.modules:
+        _STATE.too_late = True
+        _STATE.notes.append("mlx.core was imported before mlx_deconv: its BLAS was already bound")
+        return None
+    for origin, path in _candidates():
+        if os.sep in path and not _private_enough(path):
+            _STATE.notes.append(f"{origin} {path}: skipped, other users can write it or its folder")
+            continue
+        try:
+            handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError as err:
+            if origin != "system":  # a missing system library is the common case, not news
+                _STATE.notes.append(f"{origin} {path}: {err}")
+            continue
+        if not _exports_sgemm(handle):
+            _STATE.notes.append(f"{origin} {path}: exports no cblas_sgemm")
+            continue
+        _STATE.loaded, _STATE.handle = getattr(handle, "_name", path), handle
+        _STATE.threads = _set_threads(handle)
+        return _STATE.loaded
+    if os.environ.get(ENV, "").strip():
+        warnings.warn(f"{ENV}={os.environ[ENV]!r} could not be used ({'; '.join(_STATE.notes)}); "
+                      f"MLX keeps its own BLAS", RuntimeWarning, stacklevel=3)
+    return None
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def sgemm_provider() -> Optional[str]:
+    """The file of the ``cblas_sgemm`` that MLX calls, as the process's symbol scope resolves it.
+
+    Returns:
+        str or None: a path; None where it cannot be told (not Linux, or no
+        ``cblas_sgemm`` in the global scope and no MLX BLAS found in the
+        process's mappings).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import mlx.core  # noqa: F401  (MLX's libraries must be mapped to be found)
+
+    try:
+        address = ctypes.cast(ctypes.CDLL(None).cblas_sgemm, ctypes.c_void_p).value
+    except AttributeError:
+        address = None
+    if address:
+        info = _DlInfo()
+        libc = ctypes.CDLL(None)
+        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        if libc.dladdr(address, ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(info.dli_fname.decode())
+    # Nothing global: MLX binds the BLAS its wheel bundles, a dependency of its own library.
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if "/mlx" in path and os.path.basename(path).startswith("libblas"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def matmul_rate(size: Tuple[int, int, int] = (2048, 512, 2048), repeat: int = 5) -> float:
+    """MLX's CPU matmul rate in GFLOP/s, the median of ``repeat`` runs after one warm-up."""
+    import mlx.core as mx
+
+    m, k, n = size
+    with mx.stream(mx.cpu):
+        a, b = mx.random.normal((m, k)), mx.random.normal((k, n))
+        mx.eval(a, b)
+        mx.eval(a @ b)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            mx.eval(a @ b)
+            times.append(time.perf_counter() - start)
+    return 2 * m * k * n / sorted(times)[len(times) // 2] / 1e9
+
+
+def blas_info(measure: bool = True) -> Dict[str, object]:
+    """What serves MLX's CPU matmul in this process.
+
+    Args:
+        measure (bool): also time MLX's matmul (a fraction of a second).
+            Default: ``True``.
+
+    Returns:
+        dict: ``provider`` (the file whose ``cblas_sgemm`` MLX calls, resolved
+        from the symbol scope, or None where that cannot be told),
+        ``optimized`` (True when it is a library we loaded), ``loaded`` (what
+        :func:`load` loaded, or None), ``threads`` (BLAS threads we set, None
+        when left to the library or the environment), ``notes`` (why nothing
+        was loaded, or what failed) and, when measured, ``matmul_gflops``.
+    """
+    provider = sgemm_provider()
+    loaded = _STATE.loaded
+    optimized = bool(loaded and provider and os.path.realpath(provider) == os.path.realpath(loaded))
+    out: Dict[str, object] = dict(provider=provider, optimized=optimized, loaded=loaded,
+                                  threads=_STATE.threads, notes=list(_STATE.notes))
+    if measure:
+        out["matmul_gflops"] = round(matmul_rate(), 1)
+    return out
+
+
+def optimized() -> bool:
+    """True when this process's MLX CPU matmul runs on a library :func:`load` loaded."""
+    return _STATE.loaded is not None
+
+
+def warn_if_too_late() -> None:
+    """One warning, when MLX came first on Linux and an optimized BLAS was to be had."""
+    if not _STATE.too_late or os.environ.get(ENV, "").strip() == "0":
+        return
+    if not _wheel_candidates() and not os.environ.get(ENV):
+        return  # nothing we could have loaded: no noise
+    warnings.warn(
+        "mlx_deconv: mlx.core was imported before mlx_deconv, so MLX's CPU matmul keeps the reference "
+        "BLAS its wheel bundles (tens of times slower). Import mlx_deconv first, or start Python with "
+        f"{ENV}=0 to silence this.", RuntimeWarning, stacklevel=3)
