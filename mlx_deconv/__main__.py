@@ -1,8 +1,9 @@
-"""``python -m mlx_deconv info | demo | check | bench``."""
+"""The command line: ``mlx-deconv`` or ``python -m mlx_deconv``, with info, demo, check and bench."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -44,11 +45,22 @@ CHECKS = [
 ]
 
 
+# Column widths of check's table: the longest entry plus two spaces, so columns never touch.
+_STREAM_WIDTH = max(len("emulated Metal (CPU)"), len(str(mx.default_stream(mx.cpu))) + 1) + 2
+_BACKEND_WIDTH = max(len(name) for name in ("builtin", "gemm", "winograd", "metal", "backend")) + 2
+_CASE_WIDTH = max(len(case[0]) for case in CHECKS) + 2
+_DTYPE_WIDTH = len("bfloat16") + 2
+
+
+def _check_line(label: str, backend: str, case: str, dtype: str, err: str, ok: str) -> str:
+    return f"{label:<{_STREAM_WIDTH}}{backend:<{_BACKEND_WIDTH}}{case:<{_CASE_WIDTH}}{dtype:<{_DTYPE_WIDTH}}{err:>11}  {ok}"
+
+
 def _check_row(label: str, backend: str, case: str, dtype, y: mx.array, expected: np.ndarray, tol: float) -> bool:
     err = float(np.abs(np.array(y.astype(mx.float32)) - expected).max())
     ok = err <= tol * (1 + np.abs(expected).max())
     dt = str(dtype).split(".")[-1]
-    print(f"{label:<28}{backend:<10}{case:<18}{dt:<10}{err:>11.2e}  {'yes' if ok else 'NO'}")
+    print(_check_line(label, backend, case, dt, f"{err:.2e}", "yes" if ok else "NO"))
     return ok
 
 
@@ -63,7 +75,7 @@ def check(_args=None) -> int:
     emulate = not mx.metal.is_available() and metal_emulator.compiler() is not None
     rng = np.random.default_rng(0)
     failures = 0
-    print(f"{'stream':<28}{'backend':<10}{'case':<18}{'dtype':<10}{'max |err|':>11}  ok")
+    print(_check_line("stream", "backend", "case", "dtype", "max |err|", "ok"))
     for name, n, length, c_in, c_out, k, kwargs in CHECKS:
         groups = kwargs.get("groups", 1)
         x = rng.standard_normal((n, length, c_in))
@@ -115,13 +127,31 @@ def demo(_args=None) -> None:
         raise SystemExit("demo: disagreement with the reference")
 
 
+def program_name(argv0: Optional[str] = None) -> str:
+    """How the user invoked us: ``mlx-deconv`` for the script, ``python -m mlx_deconv`` for the module."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    if not name or name in ("__main__.py", "-c", "-m"):
+        return "python -m mlx_deconv"
+    return name
+
+
+DESCRIPTION = ("1-D transposed convolution for MLX: device info (info), a checked upsampling stack (demo), "
+               "every backend against a float64 reference (check), and the benchmark (bench).")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mlx_deconv", description=__doc__)
+    """Runs one command.
+
+    Args:
+        argv: the arguments after the program name; default ``sys.argv[1:]``.
+    """
+    parser = argparse.ArgumentParser(prog=program_name(), description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, devices, backends per stream")
     sub.add_parser("demo", help="a small upsampling stack, checked against the float64 reference")
     sub.add_parser("check", help="every backend on every stream against the float64 reference")
-    b = sub.add_parser("bench", help="time the DESIGN.md decoder shapes on every backend")
+    b = sub.add_parser("bench", help="time the decoder shapes (HiFi-GAN, BigVGAN, ...) on every backend")
     b.add_argument("--shapes", nargs="*", help=f"subset of {[s.name for s in bench.SHAPES]}")
     b.add_argument("--backward", action="store_true", help="time forward + gradients w.r.t. x and weight")
     b.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])

@@ -176,8 +176,56 @@ def shim_path() -> Path:
     raise FileNotFoundError(f"{SHIM_FILE} not found next to the kernel source")
 
 
+def cache_dir() -> Path:
+    """The private folder compiled kernels are cached in, created if missing.
+
+    ``$XDG_CACHE_HOME/mlx_deconv/<version>/emulator`` (``~/.cache`` when the
+    variable is unset or not absolute, as the XDG specification says), created
+    with mode 0700. The version in the path keeps builds of different releases
+    apart.
+
+    Returns:
+        Path: the folder.
+
+    Raises:
+        PermissionError: if the folder or one of the package's folders above
+            it belongs to another user or other users may write to it: an
+            executable found there could have been planted.
+    """
+    from . import __version__
+
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = root
+    for part in ("mlx_deconv", __version__, "emulator"):
+        folder = folder / part
+        folder.mkdir(mode=0o700, exist_ok=True)
+        _check_private(folder)
+    return folder
+
+
+def _check_private(folder: Path) -> None:
+    """Refuses a folder other users own or may write to (a cache there cannot be trusted)."""
+    st = folder.stat()
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise PermissionError(f"the emulator cache folder {folder} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o022:
+        raise PermissionError(f"the emulator cache folder {folder} is writable by other users "
+                              f"(mode {st.st_mode & 0o777:o}); make it private: chmod 700 {folder}")
+
+
 def compile_kernel(kernel: GeneratedKernel, workdir: Optional[str] = None) -> str:
-    """Compiles the generated source with the shim and a driver; returns the executable's path (cached)."""
+    """Compiles the generated source with the shim and a driver; returns the executable's path (cached).
+
+    Args:
+        kernel: the source MLX generated, from :func:`capture`.
+        workdir: where the executable is cached; default :func:`cache_dir`.
+            It must be private to the user: a compiled file found there is run.
+
+    Returns:
+        str: the path of the executable.
+    """
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++ or clang++) on this machine")
@@ -187,17 +235,23 @@ def compile_kernel(kernel: GeneratedKernel, workdir: Optional[str] = None) -> st
     shim = shim_path().read_text()
     program = f"{shim}\n// ---- MLX-generated Metal source ----\n{kernel.source}\n// ---- driver ----\n{_driver(kernel)}\n"
     digest = hashlib.sha256(program.encode()).hexdigest()[:16]
-    workdir = Path(workdir or os.path.join(tempfile.gettempdir(), "mlx_deconv_metal_emulator"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir is None:
+        workdir = cache_dir()
+    else:
+        workdir = Path(workdir)
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(workdir)
     exe = workdir / f"kernel_{digest}"
     if not exe.exists():
-        src = workdir / f"kernel_{digest}.cpp"
-        src.write_text(program)
-        result = subprocess.run([cxx, "-std=c++17", "-O1", "-Wno-attributes", "-o", str(exe) + ".tmp", str(src)],
-                                capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"the generated Metal source did not compile:\n{result.stderr[-4000:]}")
-        os.replace(str(exe) + ".tmp", exe)
+        # Built under a unique name and renamed into place: concurrent processes never see half a file.
+        with tempfile.TemporaryDirectory(dir=workdir) as build:
+            src = Path(build) / "kernel.cpp"
+            src.write_text(program)
+            result = subprocess.run([cxx, "-std=c++17", "-O1", "-Wno-attributes", "-o", str(Path(build) / "kernel"),
+                                     str(src)], capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"the generated Metal source did not compile:\n{result.stderr[-4000:]}")
+            os.replace(Path(build) / "kernel", exe)
     return str(exe)
 
 

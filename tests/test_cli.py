@@ -1,12 +1,23 @@
 """The commands the README promises, and the package's own check oracle."""
 
 import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
+import mlx_deconv  # before mlx.core, so MLX's CPU matmul can use the BLAS the package sets up
+
+import mlx.core as mx
 import numpy as np
+import pytest
 from hypothesis import given
 
+from mlx_deconv import metal_emulator
 from mlx_deconv import reference as package_reference
-from mlx_deconv.__main__ import main
+from mlx_deconv.__main__ import CHECKS, main, program_name
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
 
@@ -48,21 +59,70 @@ def test_bench_runs_on_a_small_shape(capsys, tmp_path):
         assert (tmp_path / "b.png").stat().st_size > 1000
 
 
-def test_readme_example_runs():
-    """The README's usage example is code users paste: it must run and print what it says."""
-    import pathlib
-    import re
+def test_check_table_columns_never_touch(capsys):
+    """Every row of ``check`` splits on runs of two spaces into exactly its six columns."""
+    try:
+        main(["check"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith(("stream", "Stream", "emulated"))]
+    assert len(rows) > len(CHECKS)
+    names = {case[0] for case in CHECKS}
+    for line in rows:
+        cells = re.split(r"\s{2,}", line.strip())
+        assert len(cells) == 6, line
+        assert cells[0] == "stream" or cells[2] in names, line
 
-    import mlx.core as mx
 
-    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    code = re.search(r"## Example\n\n```python\n(.*?)```", text, re.S).group(1)
-    scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
-    assert scope["y"].shape == (1, 256, 1600)
-    assert scope["md"].output_length(200, 16, stride=8, padding="same") == 1600
-    causal = scope["md"].conv_transpose1d(scope["x"], scope["w"], stride=8, padding="causal")
-    same = scope["md"].conv_transpose1d(scope["x"], scope["w"], stride=8, padding=4)
-    # The torch-layout NCL call is the same numbers as the MLX-layout NLC call.
-    assert mx.allclose(scope["y"].transpose(0, 2, 1), same, atol=1e-4)
-    assert causal.shape == (1, 1600, 256)
+def test_help_is_plain_text():
+    for argv in (["--help"], ["bench", "--help"]):
+        result = subprocess.run([sys.executable, "-m", "mlx_deconv", *argv], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "``" not in result.stdout and ":func:" not in result.stdout and "DESIGN" not in result.stdout
+        assert result.stdout.startswith("usage: python -m mlx_deconv")
+
+
+def test_usage_names_the_program_invoked():
+    assert program_name("/some/venv/bin/mlx-deconv") == "mlx-deconv"
+    assert program_name("/x/mlx_deconv/__main__.py") == "python -m mlx_deconv"
+    script = Path(sys.executable).parent / "mlx-deconv"
+    if not script.exists():
+        pytest.skip(f"no mlx-deconv script next to {sys.executable}: the package is not pip-installed here")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: mlx-deconv "), result.stdout[:200]
+
+
+def test_emulator_cache_is_private_and_versioned(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = metal_emulator.cache_dir()
+    assert folder == tmp_path / "cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
+    for level in (folder, folder.parent, folder.parent.parent):
+        assert stat.S_IMODE(level.stat().st_mode) == 0o700, level
+    # Not absolute: the XDG specification says to ignore it.
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert metal_emulator.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
+
+
+def test_emulator_refuses_a_cache_others_can_write(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shared = tmp_path / "mlx_deconv"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(PermissionError, match="writable by other users"):
+        metal_emulator.cache_dir()
+    with pytest.raises(PermissionError, match="writable by other users"):
+        metal_emulator.compile_kernel(metal_emulator.GeneratedKernel("", "k", []), workdir=str(shared))
+
+
+def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
+    if metal_emulator.compiler() is None:
+        pytest.skip("no C++ compiler: the emulator cannot run")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    x, w = mx.ones((1, 3, 2)), mx.ones((2, 2, 2))
+    geom, _ = mlx_deconv.geometry.conv_geometry(x.shape, w.shape, stride=2)
+    y = metal_emulator.run(x, w, None, geom)
+    np.testing.assert_allclose(np.array(y), np.full((1, 6, 2), 2.0))
+    built = list((tmp_path / "mlx_deconv" / mlx_deconv.__version__ / "emulator").glob("kernel_*"))
+    assert len(built) == 1 and os.access(built[0], os.X_OK)
