@@ -104,8 +104,7 @@ def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
     for name in ("MKL_Set_Num_Threads", "openblas_set_num_threads"):
         setter = getattr(handle, name, None)
         if setter is not None:
-            setter.argtypes = [ctypes.c_int]
-            setter(cores)
+            setter(ctypes.c_int(cores))
             return cores
     return None
 

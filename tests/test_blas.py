@@ -1,0 +1,154 @@
+"""The optimized BLAS under MLX (mlx_deconv/blas.py), each case in a fresh process.
+
+Which library serves ``cblas_sgemm`` is fixed when MLX's library loads, so
+every case starts its own interpreter. No timings: speed belongs to ``bench``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS swap is Linux-only")
+
+PROBE = r"""
+import json, sys, warnings
+warnings.simplefilter("always")
+caught = []
+warnings.showwarning = lambda message, *a, **k: caught.append(str(message))
+if "mlx-first" in sys.argv:
+    import mlx.core
+import mlx_deconv as md
+import mlx.core as mx
+import numpy as np
+info = md.blas_info(measure=False)
+rng = np.random.default_rng(0)
+a = rng.standard_normal((96, 80)).astype(np.float32)
+b = rng.standard_normal((80, 72)).astype(np.float32)
+x = rng.standard_normal((1, 40, 16)).astype(np.float32)
+w = rng.standard_normal((8, 4, 16)).astype(np.float32)
+product = np.array(mx.array(a) @ mx.array(b))
+y = np.array(md.conv_transpose1d(mx.array(x), mx.array(w), stride=2, padding=1, backend="gemm"))
+info.update(product=product.tolist(), y=y.tolist(), warnings=caught)
+print("RESULT" + json.dumps(info))
+"""
+
+
+def _probe(env_extra=None, *args):
+    env = {k: v for k, v in os.environ.items() if k != "MLX_DECONV_BLAS"}
+    env.update(env_extra or {})
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def _optimized_available() -> bool:
+    from mlx_deconv import blas
+
+    return bool(blas._wheel_candidates())
+
+
+def _is_mlx_bundled(path) -> bool:
+    return path is not None and "mlx" in path and os.path.basename(path).startswith("libblas")
+
+
+def test_switched_off_keeps_mlx_own_blas():
+    info = _probe({"MLX_DECONV_BLAS": "0"})
+    assert info["loaded"] is None and not info["optimized"]
+    assert _is_mlx_bundled(info["provider"]), info["provider"]
+    assert any("MLX_DECONV_BLAS=0" in n for n in info["notes"])
+
+
+@pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
+def test_symbol_mlx_resolves_comes_from_the_loaded_library_and_results_agree():
+    fast = _probe()
+    assert fast["loaded"] and fast["optimized"], fast
+    assert os.path.realpath(fast["provider"]) == os.path.realpath(fast["loaded"])
+    assert not _is_mlx_bundled(fast["provider"])
+    slow = _probe({"MLX_DECONV_BLAS": "0"})
+    # Different BLAS, same products up to float32 rounding.
+    np.testing.assert_allclose(fast["product"], slow["product"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(fast["y"], slow["y"], rtol=1e-5, atol=1e-4)
+    assert not fast["warnings"]
+
+
+@pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
+def test_explicit_path_is_used():
+    from mlx_deconv import blas
+
+    path = blas._wheel_candidates()[0]
+    info = _probe({"MLX_DECONV_BLAS": path})
+    assert os.path.realpath(info["provider"]) == os.path.realpath(path)
+
+
+def test_missing_library_breaks_nothing_and_says_so(tmp_path):
+    missing = str(tmp_path / "libnothing.so")
+    info = _probe({"MLX_DECONV_BLAS": missing})
+    assert info["loaded"] is None and not info["optimized"]
+    assert _is_mlx_bundled(info["provider"])
+    assert any(missing in n for n in info["notes"])
+    assert len([w for w in info["warnings"] if "MLX_DECONV_BLAS" in w]) == 1
+
+
+def test_library_that_is_no_blas_is_refused(tmp_path):
+    import ctypes.util
+
+    libm = ctypes.util.find_library("m")
+    if libm is None:
+        pytest.skip("no libm to stand in for a library without cblas_sgemm")
+    info = _probe({"MLX_DECONV_BLAS": libm})
+    assert info["loaded"] is None
+    assert any("exports no cblas_sgemm" in n for n in info["notes"])
+
+
+def test_library_in_a_folder_others_can_write_is_not_loaded(tmp_path):
+    from mlx_deconv import blas
+
+    folder = tmp_path / "open"
+    folder.mkdir()
+    lib = folder / "libfake.so"
+    lib.write_bytes(b"")
+    os.chmod(folder, 0o777)
+    assert not blas._private_enough(str(lib))
+    os.chmod(folder, 0o1777)  # sticky, like /tmp: only the owner may replace the file
+    assert blas._private_enough(str(lib))
+    os.chmod(lib, 0o666)
+    assert not blas._private_enough(str(lib))
+    info = _probe({"MLX_DECONV_BLAS": str(lib)})
+    assert info["loaded"] is None
+    assert any("other users can write" in n for n in info["notes"])
+
+
+@pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
+def test_mlx_imported_first_is_said_once():
+    info = _probe(None, "mlx-first")
+    assert info["loaded"] is None and _is_mlx_bundled(info["provider"])
+    assert len([w for w in info["warnings"] if "imported before mlx_deconv" in w]) == 1
+
+
+def test_user_thread_count_is_not_overridden():
+    from mlx_deconv import blas
+
+    class Handle:
+        calls = []
+
+        def MKL_Set_Num_Threads(self, n):  # noqa: N802 (the library's name)
+            self.calls.append(n)
+
+    handle = Handle()
+    old = {v: os.environ.pop(v, None) for v in blas.THREAD_VARIABLES}
+    try:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        assert blas._set_threads(handle) is None and Handle.calls == []
+        del os.environ["OMP_NUM_THREADS"]
+        assert blas._set_threads(handle) is not None and len(Handle.calls) == 1
+    finally:
+        for k, v in old.items():
+            if v is not None:
+                os.environ[k] = v
+            else:
+                os.environ.pop(k, None)
