@@ -7,6 +7,7 @@ is long, so a decoder's repeated calls cost a dictionary lookup in Python.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -19,14 +20,25 @@ from .interop import torch_to_mlx_weight
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]
-#: Prepared calls kept, one per signature (shapes, arguments, backend, stream).
+#: Prepared calls kept per thread, one per signature (shapes, arguments, backend, stream).
 PREPARED_CALLS = 256
 #: Calls with at most this many output elements are compiled. Larger ones are
 #: left to MLX's graph as built: tracing and fusing a long signal's thousands of
 #: blocks cost more than the Python it saves (a 120 s HiFi-GAN stack: 18.8 s
 #: compiled, 14.7 s not).
 COMPILE_MAX_OUTPUT = 1 << 24
-_CALLS: "OrderedDict[tuple, Callable[..., mx.array]]" = OrderedDict()
+# Prepared calls are per thread: MLX's default stream and compile cache are per thread, and a
+# compiled function shared between threads aborts the process at exit (see compiling.py). A
+# thread's calls are freed, with the GIL, when it ends.
+_LOCAL = threading.local()
+
+
+def _prepared_calls() -> "OrderedDict[tuple, Callable[..., mx.array]]":
+    try:
+        return _LOCAL.calls
+    except AttributeError:
+        _LOCAL.calls = OrderedDict()
+        return _LOCAL.calls
 
 
 def _as_array(name: str, value) -> mx.array:
@@ -113,16 +125,17 @@ def conv_transpose1d(
     # What preparing depends on (compiled functions retrace for a new dtype themselves).
     # Streams compare by device and index but hash by identity: their text is the key.
     key = (x.shape, weight.shape, None if bias is None else bias.shape, tuple(args.items()), repr(stream))
+    calls = _prepared_calls()
     try:
-        call = _CALLS.pop(key, None)
+        call = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a list as padding): prepared afresh each call
         key, call = None, None
     if call is None:
         call = _prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream, **args)
     if key is not None:
-        _CALLS[key] = call  # most recently used last
-        if len(_CALLS) > PREPARED_CALLS:
-            del _CALLS[next(iter(_CALLS))]
+        calls[key] = call  # most recently used last
+        if len(calls) > PREPARED_CALLS:
+            del calls[next(iter(calls))]
     return call(x, weight) if bias is None else call(x, weight, bias)
 
 
