@@ -1,6 +1,5 @@
 """The gemm backend's length blocks: same values and gradients, bounded memory."""
 
-import contextlib
 import os
 import sys
 
@@ -11,31 +10,11 @@ from hypothesis import given
 
 import mlx_deconv as md
 import reference as ref
+from helpers import chunk_elements, forward_atol, grad_atols, peak_above
 from mlx_deconv import bench
 from mlx_deconv.backends import gemm
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
-
-
-@contextlib.contextmanager
-def chunk_elements(n):
-    """Tiny blocks, spread over every worker stream whatever the size."""
-    saved = gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT
-    gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = n, 0, 0
-    try:
-        yield
-    finally:
-        gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = saved
-
-
-def peak_above(f):
-    """``(peak memory above what was allocated before, result)`` of evaluating ``f()``."""
-    mx.synchronize()
-    base = mx.get_active_memory()
-    mx.reset_peak_memory()
-    out = f()
-    mx.eval(out)
-    return mx.get_peak_memory() - base, out
 
 
 @given(case=cases(max_length=30))
@@ -45,7 +24,7 @@ def test_blocks_match_reference(case):
         y = md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32),
                             None if b is None else mx.array(b, mx.float32), **case.kwargs(), backend="gemm")
     np.testing.assert_allclose(np.array(y), case.expected(x, w, b), rtol=0,
-                               atol=2e-7 * (4 + 2 * case.taps * case.in_per_group))
+                               atol=forward_atol(case))
 
 
 @given(case=cases(max_length=30))
@@ -58,9 +37,9 @@ def test_blocks_keep_gradients(case):
     with chunk_elements(64):
         _, (gx, gw) = mx.vjp(f, [mx.array(x, mx.float32), mx.array(w, mx.float32)], [mx.array(ct, mx.float32)])
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
-    np.testing.assert_allclose(np.array(gx), ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
-    # A weight gradient sums N*L products and can be large: float32 rounding is relative there (a few ulp).
-    np.testing.assert_allclose(np.array(gw), ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
+    atol_x, atol_w, _ = grad_atols(case, ct.shape)
+    np.testing.assert_allclose(np.array(gx), ex, rtol=0, atol=atol_x)
+    np.testing.assert_allclose(np.array(gw), ew, rtol=1e-6, atol=atol_w)
 
 
 def test_cpu_work_is_shared_by_every_core():

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 import reference as ref
+from helpers import forward_atol
 from mlx_deconv import backends, metal_emulator
 from mlx_deconv.backends import metal
 from mlx_deconv.geometry import conv_geometry
@@ -18,9 +19,6 @@ from strategies import Case, cases
 pytestmark = pytest.mark.skipif(
     metal_emulator.compiler() is None, reason="no C++ compiler: the Metal emulator cannot build the kernel"
 )
-
-TOLERANCE = {mx.float32: 2e-7, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
-
 
 def emulate(case, dtype=mx.float32):
     x, w, b = case.arrays()
@@ -37,7 +35,7 @@ def emulate(case, dtype=mx.float32):
 def check(case, dtype=mx.float32):
     got, expected = emulate(case, dtype)
     assert not np.isnan(got).any(), "the kernel left output elements unwritten"
-    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE[dtype] * (4 + 2 * case.taps * case.in_per_group))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=forward_atol(case, dtype))
 
 
 EDGES = {

@@ -8,38 +8,10 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
+from helpers import forward_atol, run
 from strategies import Case, cases
 
 BACKENDS = ["builtin", "gemm", "winograd"]
-
-
-def run(case, x, w, b, backend, data_format="NLC", weight_format="mlx", batched=True, dtype=mx.float32):
-    """Calls the op in the requested layouts; returns float64 NLC numpy."""
-    xin = x if data_format == "NLC" else x.transpose(0, 2, 1)
-    win = w if weight_format == "mlx" else ref.torch_weight(w, case.groups)
-    if not batched:
-        xin = xin[0]
-    y = md.conv_transpose1d(
-        mx.array(xin, dtype=dtype),
-        mx.array(win, dtype=dtype),
-        None if b is None else mx.array(b, dtype=dtype),
-        **case.kwargs(),
-        data_format=data_format,
-        weight_format=weight_format,
-        backend=backend,
-    )
-    assert y.dtype == dtype
-    y = np.array(y.astype(mx.float32), dtype=np.float64)
-    if not batched:
-        y = y[None]
-    return y if data_format == "NLC" else y.transpose(0, 2, 1)
-
-
-def tolerance(case, dtype=mx.float32):
-    """Absolute error allowed: rounding of a sum of taps*C_in/groups unit-variance products."""
-    terms = case.in_per_group * case.taps
-    eps = {mx.float32: 2e-7, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}[dtype]
-    return eps * (4 + 2 * terms)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -51,7 +23,7 @@ def test_matches_reference(backend, case, data_format, weight_format, batched):
     expected = case.expected(x, w, b)
     got = run(case, x, w, b, backend, data_format, weight_format, batched)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(case))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=forward_atol(case))
 
 
 @given(case=cases())
@@ -78,7 +50,7 @@ def test_half_precision(backend, dtype, case):
         b = np.array(mx.array(b, dtype=dtype).astype(mx.float32), dtype=np.float64)
     expected = case.expected(x, w, b)
     got = run(case, x, w, b, backend, dtype=dtype)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(case, dtype))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=forward_atol(case, dtype))
 
 
 EDGES = {
@@ -111,7 +83,7 @@ def test_edge_cases(backend, name):
     expected = case.expected(x, w, b)
     got = run(case, x, w, b, backend)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance(case))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=forward_atol(case))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -166,8 +138,8 @@ def test_prepared_calls_are_kept_apart():
             x, w, b = case.arrays()
             for data_format in ("NLC", "NCL"):
                 got = run(case, x, w, b, "auto", data_format)
-                np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case))
+                np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=forward_atol(case))
         case = Case(**base)
         x, w, b = case.arrays()
         got = run(case, x, w, b, "auto", dtype=mx.float16)
-        np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case, mx.float16))
+        np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=forward_atol(case, mx.float16))

@@ -10,12 +10,10 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
+from helpers import atol, chunk_elements, forward_atol, grad_atols, grads, run
 from mlx_deconv.backends import gemm, resolve_backend, winograd
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
-from test_chunking import chunk_elements
-from test_gradients import grads
-from test_values import run, tolerance
 
 ROW_SHIFTS = st.sampled_from([2, 3])
 
@@ -74,7 +72,7 @@ def test_matches_reference(data, row_shifts, data_format, weight_format):
     case = data.draw(cases(row_shifts=row_shifts))
     x, w, b = case.arrays()
     got = run(case, x, w, b, "winograd", data_format, weight_format)
-    np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case))
+    np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=forward_atol(case))
 
 
 @given(data=st.data(), row_shifts=ROW_SHIFTS, dtype=st.sampled_from([mx.float16, mx.bfloat16]))
@@ -82,7 +80,7 @@ def test_half_precision(data, row_shifts, dtype):
     case = data.draw(cases(row_shifts=row_shifts))
     x, w, b = case.arrays()
     got = run(case, x, w, b, "winograd", dtype=dtype)
-    np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=tolerance(case, dtype))
+    np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=forward_atol(case, dtype))
 
 
 @given(data=st.data(), row_shifts=ROW_SHIFTS, data_format=st.sampled_from(["NLC", "NCL"]))
@@ -94,9 +92,10 @@ def test_vjp_matches_reference(data, row_shifts, data_format):
     ct = np.random.default_rng(case.seed).standard_normal(case.expected(x, w, b).shape)
     gx, gw, gb = grads(case, x, w, b, ct, "winograd", data_format)
     ex, ew, eb = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
-    np.testing.assert_allclose(gx, ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
-    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
-    np.testing.assert_allclose(gb, eb, rtol=0, atol=2e-7 * (4 + 2 * ct.shape[0] * ct.shape[1]))
+    atol_x, atol_w, atol_b = grad_atols(case, ct.shape)
+    np.testing.assert_allclose(gx, ex, rtol=0, atol=atol_x)
+    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=atol_w)
+    np.testing.assert_allclose(gb, eb, rtol=0, atol=atol_b)
 
 
 @given(data=st.data(), row_shifts=ROW_SHIFTS)
@@ -110,10 +109,11 @@ def test_blocks_match_reference(data, row_shifts):
     with chunk_elements(64):
         y = run(case, x, w, b, "winograd")
         gx, gw, _ = grads(case, x, w, b, ct, "winograd", "NCL", "torch")
-    np.testing.assert_allclose(y, case.expected(x, w, b), rtol=0, atol=tolerance(case))
+    np.testing.assert_allclose(y, case.expected(x, w, b), rtol=0, atol=forward_atol(case))
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
-    np.testing.assert_allclose(gx, ex, rtol=0, atol=2e-7 * (4 + 2 * case.taps * case.out_per_group))
-    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=2e-7 * (4 + 2 * case.batch * case.length))
+    atol_x, atol_w, _ = grad_atols(case, ct.shape)
+    np.testing.assert_allclose(gx, ex, rtol=0, atol=atol_x)
+    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=atol_w)
 
 
 @pytest.mark.parametrize("length, stride, taps, padding", [
@@ -127,7 +127,7 @@ def test_edge_cases(length, stride, taps, padding):
     y = md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), stride=stride, padding=padding,
                             backend="winograd")
     expected = ref.conv_transpose1d(x, w, None, stride, left, right, 1, 1)
-    np.testing.assert_allclose(np.array(y), expected, rtol=0, atol=2e-7 * (4 + 2 * taps * 3))
+    np.testing.assert_allclose(np.array(y), expected, rtol=0, atol=atol(taps * 3))
 
 
 def test_fewer_matmul_flops_than_gemm():

@@ -1,0 +1,128 @@
+"""What several test modules share: tolerances, layout conversions, calls in every layout, peak memory.
+
+Test modules import this module, ``reference`` and ``strategies``, never each other.
+"""
+
+import contextlib
+
+import mlx.core as mx
+import numpy as np
+
+import mlx_deconv as md
+import reference as ref
+from mlx_deconv.backends import gemm
+
+# Rounding error of one product-and-add in each dtype (a little over its unit roundoff).
+EPS = {mx.float32: 2e-7, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
+
+
+def atol(terms, dtype=mx.float32):
+    """Absolute error allowed for a sum of ``terms`` products of unit-variance numbers.
+
+    The one tolerance formula of the suite: rounding grows with the number of
+    terms summed, plus a small floor for sums of one or two terms.
+    """
+    return EPS[dtype] * (4 + 2 * terms)
+
+
+def forward_atol(case, dtype=mx.float32):
+    """An output sums ``taps * C_in/groups`` products."""
+    return atol(case.taps * case.in_per_group, dtype)
+
+
+def grad_atols(case, ct_shape, dtype=mx.float32):
+    """``(x, weight, bias)`` tolerances of a VJP: each gradient entry's number of terms.
+
+    An input gradient sums ``taps * C_out/groups`` products, a weight gradient
+    ``N * L``, a bias gradient every output sample of one channel. Weight
+    gradients can be large, so callers pair theirs with ``rtol=1e-6`` (a few ulp).
+    """
+    return (atol(case.taps * case.out_per_group, dtype), atol(case.batch * case.length, dtype),
+            atol(ct_shape[0] * ct_shape[1], dtype))
+
+
+def mlx_weight_from_torch(w_torch, groups):
+    """The inverse of ``reference.torch_weight``: a PyTorch-layout ``(C_in, C_out/G, K)`` weight in MLX layout.
+
+    ``torch_weight`` is a permutation of elements; applying it to element
+    indices says where each MLX-layout element went.
+    """
+    w_torch = np.asarray(w_torch)
+    c_in, cog, taps = w_torch.shape
+    shape = (cog * groups, taps, c_in // groups)
+    index = np.arange(w_torch.size).reshape(shape)
+    flat = np.empty(w_torch.size, dtype=w_torch.dtype)
+    flat[ref.torch_weight(index, groups).ravel()] = w_torch.ravel()
+    return flat.reshape(shape)
+
+
+def run(case, x, w, b, backend, data_format="NLC", weight_format="mlx", batched=True, dtype=mx.float32):
+    """Calls the op with numpy NLC / MLX-layout arrays passed in the requested layouts.
+
+    Returns:
+        np.ndarray: the output as float64 in NLC layout, batched.
+    """
+    xin = x if data_format == "NLC" else x.transpose(0, 2, 1)
+    win = w if weight_format == "mlx" else ref.torch_weight(w, case.groups)
+    if not batched:
+        xin = xin[0]
+    y = md.conv_transpose1d(
+        mx.array(xin, dtype=dtype),
+        mx.array(win, dtype=dtype),
+        None if b is None else mx.array(b, dtype=dtype),
+        **case.kwargs(),
+        data_format=data_format,
+        weight_format=weight_format,
+        backend=backend,
+    )
+    assert y.dtype == dtype
+    y = np.array(y.astype(mx.float32), dtype=np.float64)
+    if not batched:
+        y = y[None]
+    return y if data_format == "NLC" else y.transpose(0, 2, 1)
+
+
+def grads(case, x, w, b, ct, backend, data_format="NLC", weight_format="mlx"):
+    """VJP of the op called in the given layouts, mapped back to NLC / MLX layout, float64.
+
+    Returns:
+        tuple: gradients with respect to ``x``, ``w`` and ``b``.
+    """
+    xin = x if data_format == "NLC" else x.transpose(0, 2, 1)
+    win = w if weight_format == "mlx" else ref.torch_weight(w, case.groups)
+    ctin = ct if data_format == "NLC" else ct.transpose(0, 2, 1)
+    primals = [mx.array(xin, mx.float32), mx.array(win, mx.float32), mx.array(b, mx.float32)]
+
+    def f(xx, ww, bb):
+        return md.conv_transpose1d(
+            xx, ww, bb, **case.kwargs(), data_format=data_format, weight_format=weight_format, backend=backend
+        )
+
+    _, (gx, gw, gb) = mx.vjp(f, primals, [mx.array(ctin, mx.float32)])
+    gx, gw, gb = (np.array(g, dtype=np.float64) for g in (gx, gw, gb))
+    if data_format == "NCL":
+        gx = gx.transpose(0, 2, 1)
+    if weight_format == "torch":
+        gw = mlx_weight_from_torch(gw, case.groups)
+    return gx, gw, gb
+
+
+@contextlib.contextmanager
+def chunk_elements(n):
+    """Tiny blocks, spread over every worker stream whatever the size."""
+    saved = gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT
+    gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = n, 0, 0
+    try:
+        yield
+    finally:
+        gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = saved
+
+
+def peak_above(f):
+    """``(peak memory above what was allocated before, result)`` of evaluating ``f()``."""
+    mx.synchronize()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    out = f()
+    mx.eval(out)
+    return mx.get_peak_memory() - base, out
