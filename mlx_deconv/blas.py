@@ -97,15 +97,32 @@ def _candidates() -> List[Tuple[str, str]]:
 
 
 def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
-    """Sets the library's thread count to the cores unless the user chose one in the environment."""
+    """One thread per matmul, unless the user chose a count in the environment.
+
+    The gemm backend already spreads a call's blocks over one CPU stream per
+    core; BLAS threads on top of those compete for the same cores and lose
+    more to synchronising small matmuls than they win (docs/performance.md).
+    """
     if any(v in os.environ for v in THREAD_VARIABLES):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for name in ("MKL_Set_Num_Threads", "openblas_set_num_threads"):
         setter = getattr(handle, name, None)
         if setter is not None:
-            setter(ctypes.c_int(cores))
-            return cores
+            setter(ctypes.c_int(1))
+            return 1
+    return None
+
+
+def threads() -> Optional[int]:
+    """BLAS threads per matmul of the loaded library, as set here or read from the environment; None if unknown."""
+    if _STATE.loaded is None:
+        return None
+    if _STATE.threads is not None:
+        return _STATE.threads
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
     return None
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Union
+from typing import Optional, Union
 
 import mlx.core as mx
+
+from . import blas
 
 StreamLike = Union[None, str, mx.DeviceType, mx.Device, mx.Stream]
 
@@ -39,14 +41,34 @@ def is_gpu(stream: mx.Stream) -> bool:
     return stream.device.type == mx.DeviceType.gpu
 
 
-def has_reference_blas(stream: mx.Stream) -> bool:
-    """True for a CPU stream off macOS.
+def cpu_blas(stream: mx.Stream) -> Optional[str]:
+    """What multiplies matrices on a CPU stream: ``"reference"``, ``"optimized"`` or ``"platform"``.
 
-    MLX's Linux wheel links netlib's reference BLAS: one thread per matmul,
-    about 6 GFLOP/s per core on the development machine whatever the shape.
-    On macOS the CPU stream multiplies with Accelerate, threaded and far faster.
+    ``"reference"``: MLX's Linux wheel's bundled reference BLAS, one thread per
+    matmul. ``"optimized"``: the CBLAS :mod:`mlx_deconv.blas` loaded under MLX.
+    ``"platform"``: MLX's own platform BLAS elsewhere (Accelerate on macOS).
+
+    Returns:
+        str or None: None for a GPU stream.
     """
-    return stream.device.type == mx.DeviceType.cpu and sys.platform != "darwin"
+    if stream.device.type != mx.DeviceType.cpu:
+        return None
+    if not sys.platform.startswith("linux"):
+        return "platform"
+    return "optimized" if blas.optimized() else "reference"
+
+
+def has_reference_blas(stream: mx.Stream) -> bool:
+    """True for a CPU stream whose matmuls run on MLX's bundled reference BLAS."""
+    return cpu_blas(stream) == "reference"
+
+
+def serial_blas(stream: mx.Stream) -> bool:
+    """True for a CPU stream whose every matmul runs on one thread, so work spread over
+    several streams is what uses the other cores (the reference BLAS, or the optimized
+    one when it runs one thread, as :mod:`mlx_deconv.blas` sets it unless the user chose)."""
+    kind = cpu_blas(stream)
+    return kind == "reference" or (kind == "optimized" and blas.threads() == 1)
 
 
 def is_metal(stream: mx.Stream) -> bool:

@@ -145,7 +145,7 @@ def test_user_thread_count_is_not_overridden():
         os.environ["OMP_NUM_THREADS"] = "1"
         assert blas._set_threads(handle) is None and Handle.calls == []
         del os.environ["OMP_NUM_THREADS"]
-        assert blas._set_threads(handle) is not None and len(Handle.calls) == 1
+        assert blas._set_threads(handle) == 1 and [c.value for c in Handle.calls] == [1]
     finally:
         for k, v in old.items():
             if v is not None:
