@@ -9,8 +9,8 @@ from .blas import blas_info  # noqa: E402
 
 from . import initializers, interop
 from .activations import Snake
-from .functional import available_backends, conv_transpose1d
-from .geometry import output_length, resolve_padding
+from .functional import available_backends, conv1d, conv_transpose1d
+from .geometry import conv1d_output_length, output_length, resolve_padding
 from .keras import Conv1DTranspose
 from .layers import ConvTranspose1d
 from .streaming import StreamingConvTranspose1d
@@ -18,7 +18,7 @@ from .streaming import StreamingConvTranspose1d
 __version__ = "0.1.0"
 
 __all__ = [
-    "available_backends", "blas_info", "conv_transpose1d", "output_length", "resolve_padding",
+    "available_backends", "blas_info", "conv1d", "conv1d_output_length", "conv_transpose1d", "output_length", "resolve_padding",
     "ConvTranspose1d", "Conv1DTranspose", "StreamingConvTranspose1d", "Snake",
     "initializers", "interop", "__version__",
 ]

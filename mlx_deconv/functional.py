@@ -1,4 +1,4 @@
-"""``conv_transpose1d``: validate, normalise, pick a backend, run it.
+"""``conv_transpose1d`` and ``conv1d``: validate, normalise, pick a backend, run it.
 
 The first three depend only on shapes and arguments: they happen once per
 call signature, and what runs is compiled (``mx.compile``) unless the signal
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import mlx.core as mx
 
 from . import backends
 from .devices import StreamLike, resolve_stream
-from .geometry import Padding, conv_geometry
+from .backends import builtin
+from .geometry import Padding, conv1d_geometry, conv_geometry
 from .interop import torch_to_mlx_weight
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
@@ -41,14 +42,29 @@ def _prepared_calls() -> "OrderedDict[tuple, Callable[..., mx.array]]":
         return _LOCAL.calls
 
 
+#: The ``conv1d`` paths by backend name (``auto`` picks among them).
+CONV1D_BACKENDS: Dict[str, Callable[..., mx.array]] = {"builtin": builtin.conv1d}
+
+
 def _as_array(name: str, value) -> mx.array:
+    """An MLX array of a float dtype the ops compute in.
+
+    float64 gets one rule whether it comes from numpy or MLX: it is computed in
+    float32 (MLX turns numpy float64 into float32 on its own, and Metal has no
+    float64), so ``mx.float64`` is cast too, on the CPU where it can live.
+    """
     if not isinstance(value, mx.array):
         try:
             value = mx.array(value)
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be an mx.array or array-like, got {type(value).__name__}") from err
+    if value.dtype == mx.float64:
+        value = value.astype(mx.float32, stream=mx.cpu)
     if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got dtype {value.dtype}")
+        raise TypeError(
+            f"{name} must be float32, float16 or bfloat16 (float64 is computed in float32), "
+            f"got dtype {value.dtype}; cast it with {name}.astype(mx.float32)"
+        )
     return value
 
 
@@ -112,26 +128,84 @@ def conv_transpose1d(
 
     Returns:
         array: ``(N, L_out, C_out)`` (or ``(N, C_out, L_out)``; unbatched for an
-        unbatched input) in the dtype of ``x``, where
+        unbatched input) in the dtype of ``x`` (float32 for float64 input), where
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
+    args = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
+                data_format=data_format, weight_format=weight_format, output_size=output_size, backend=backend)
+    return _prepared_call("conv_transpose1d", _prepare, x, weight, bias, stream, args)
+
+
+def conv1d(
+    x: mx.array,
+    weight: mx.array,
+    bias: Optional[mx.array] = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    *,
+    data_format: str = "NLC",
+    weight_format: str = "mlx",
+    backend: str = "auto",
+    stream: StreamLike = None,
+) -> mx.array:
+    """1-D convolution (cross-correlation, as in PyTorch and MLX) over a multi-channel signal.
+
+    ``y[n, t, co] = sum_{k, ci} x[n, t*stride + k*dilation - left, ci] * w[co, k, ci]``
+    within each group, with ``x`` zero outside ``[0, L)``. It is the adjoint of
+    :func:`conv_transpose1d`: ``conv1d(y, w)`` is the input gradient of
+    ``conv_transpose1d(., w)`` for the same stride, dilation and groups.
+
+    Args:
+        x (array): ``(N, L, C_in)`` for ``"NLC"``, ``(N, C_in, L)`` for
+            ``"NCL"``; a 2-D input is one unbatched signal. float64 (numpy or
+            MLX) is computed in float32.
+        weight (array): ``(C_out, K, C_in/groups)`` for ``weight_format="mlx"``
+            (as ``mx.conv1d`` takes it), ``(C_out, C_in/groups, K)`` for ``"torch"``.
+        bias (array, optional): ``(C_out,)``. Default: ``None``.
+        stride (int): step between outputs. Default: ``1``.
+        padding: zeros around the input: ``int`` (both sides), ``(left, right)``,
+            ``"valid"`` (none), ``"same"`` (TensorFlow/Keras: ``ceil(L/stride)``
+            outputs, the smaller half of the padding on the left) or
+            ``"causal"`` (``dilation*(K-1)`` on the left). Default: ``0``.
+        dilation (int): spacing between kernel taps. Default: ``1``.
+        groups (int): blocked connections between input and output channels;
+            ``groups = C_in = C_out`` is depthwise. Default: ``1``.
+        data_format (str): ``"NLC"`` or ``"NCL"``. Default: ``"NLC"``.
+        weight_format (str): ``"mlx"`` or ``"torch"``. Default: ``"mlx"``.
+        backend (str): ``"auto"`` or a name from :data:`CONV1D_BACKENDS`.
+            Default: ``"auto"``.
+        stream: ``None``, ``"cpu"``, ``"gpu"``, an ``mx.Device`` or an ``mx.Stream``.
+
+    Returns:
+        array: ``(N, L_out, C_out)`` (or ``(N, C_out, L_out)``; unbatched for an
+        unbatched input) in the dtype of ``x`` (float32 for float64 input), where
+        ``L_out = floor((L + left + right - dilation*(K-1) - 1) / stride) + 1``
+        (see :func:`mlx_deconv.conv1d_output_length`).
+    """
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                data_format=data_format, weight_format=weight_format, backend=backend)
+    return _prepared_call("conv1d", _prepare_conv1d, x, weight, bias, stream, args)
+
+
+def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
+    """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
     x = _as_array("x", x)
     weight = _as_array("weight", weight)
     if bias is not None:
         bias = _as_array("bias", bias)
     stream = resolve_stream(stream)
-    args = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-                data_format=data_format, weight_format=weight_format, output_size=output_size, backend=backend)
     # What preparing depends on (compiled functions retrace for a new dtype themselves).
     # Streams compare by device and index but hash by identity: their text is the key.
-    key = (x.shape, weight.shape, None if bias is None else bias.shape, tuple(args.items()), repr(stream))
+    key = (op, x.shape, weight.shape, None if bias is None else bias.shape, tuple(args.items()), repr(stream))
     calls = _prepared_calls()
     try:
         call = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a list as padding): prepared afresh each call
         key, call = None, None
     if call is None:
-        call = _prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream, **args)
+        call = prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream, **args)
     if key is not None:
         calls[key] = call  # most recently used last
         if len(calls) > PREPARED_CALLS:
@@ -141,16 +215,34 @@ def conv_transpose1d(
 
 def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str, weight_format: str,
              backend: str, **args) -> Callable[..., mx.array]:
-    """Validates a call signature and returns the function computing it, compiled when small.
+    """Validates a transposed-conv call signature and returns the function computing it."""
+    geom, batched = conv_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
+                                  weight_format=weight_format, **args)
+    name = backends.resolve_backend(backend, geom, stream)
+    to_mlx = (lambda w: torch_to_mlx_weight(w, geom.groups)) if weight_format == "torch" else None
+    # The metal backend launches its own kernel, left out of MLX's tracing.
+    return _wrap(backends.BACKENDS[name], geom, batched, data_format, to_mlx, stream, compile=name != "metal")
+
+
+def _prepare_conv1d(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,
+                    weight_format: str, backend: str, **args) -> Callable[..., mx.array]:
+    """Validates a conv1d call signature and returns the function computing it."""
+    geom, batched = conv1d_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
+                                    weight_format=weight_format, **args)
+    name = "builtin" if backend == "auto" else backend
+    if name not in CONV1D_BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(CONV1D_BACKENDS)} for conv1d, got {backend!r}")
+    to_mlx = (lambda w: w.transpose(0, 2, 1)) if weight_format == "torch" else None
+    return _wrap(CONV1D_BACKENDS[name], geom, batched, data_format, to_mlx, stream, compile=True)
+
+
+def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):
+    """The call around a backend: layouts in, backend, layouts out; compiled when small.
 
     Python's share of a small layer's time was large: building the depthwise-up
     layer's graph took 0.1 ms of its 0.4 ms here (0.4 ms of 0.8 ms when the
     caches are cold, as in the benchmark), against 0.014 ms compiled.
     """
-    geom, batched = conv_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
-                                  weight_format=weight_format, **args)
-    name = backends.resolve_backend(backend, geom, stream)
-    run = backends.BACKENDS[name]
 
     def call(x, weight, bias=None):
         with mx.stream(stream):
@@ -158,8 +250,8 @@ def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_forma
                 x = x[None]
             if data_format == "NCL":
                 x = x.transpose(0, 2, 1)
-            if weight_format == "torch":
-                weight = torch_to_mlx_weight(weight, geom.groups)
+            if to_mlx is not None:
+                weight = to_mlx(weight)
             weight = weight.astype(x.dtype)
             if bias is not None:
                 bias = bias.astype(x.dtype)
@@ -170,6 +262,5 @@ def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_forma
                 y = mx.squeeze(y, axis=0)  # y[0] would gather a copy
         return y
 
-    # The metal backend launches its own kernel, left out of MLX's tracing.
     small = geom.batch * geom.output_length * geom.out_channels <= COMPILE_MAX_OUTPUT
-    return mx.compile(call) if small and name != "metal" else call
+    return mx.compile(call) if small and compile else call

@@ -1,6 +1,6 @@
-"""Backend ``"builtin"``: MLX's own ``mx.conv_transpose1d``.
+"""Backend ``"builtin"``: MLX's own ``mx.conv_transpose1d`` and ``mx.conv_general``.
 
-MLX takes symmetric padding only, at most ``dilation*(K-1)``, so the op runs
+For the transposed op MLX takes symmetric padding only, at most ``dilation*(K-1)``, so the op runs
 with that part of the crop and the rest (asymmetric crops, output extended past the full
 length) is a slice and a zero pad around it.
 """
@@ -11,7 +11,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from ..geometry import Geometry
+from ..geometry import Conv1dGeometry, Geometry
 
 
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
@@ -29,6 +29,21 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
         y = mx.pad(y, [(0, 0), (0, stop - y.shape[1]), (0, 0)])
     if start or stop != y.shape[1]:
         y = y[:, start:stop]
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1dGeometry) -> mx.array:
+    """Direct conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says.
+
+    ``mx.conv_general`` takes ``([left], [right])`` padding, so asymmetric
+    ("same" with an even span, "causal") needs no copy of the input.
+    """
+    y = mx.conv_general(
+        x, weight, stride=geom.stride, padding=([geom.pad_left], [geom.pad_right]),
+        kernel_dilation=geom.dilation, groups=geom.groups,
+    )
     if bias is not None:
         y = y + bias
     return y
