@@ -9,13 +9,16 @@ TORCH ?= torch==2.13.0
 .PHONY: demo test bench check clean
 
 $(VENV)/.base: pyproject.toml
+	@echo "make: creating $(VENV) and installing mlx-deconv (editable) with mlx, numpy, matplotlib (examples) and, on Linux x86-64, Intel MKL (blas)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[examples,blas]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
+	@echo "make: installing the test extra (pytest, hypothesis) into $(VENV)"
 	$(PY) -m pip install --quiet -e ".[test,examples,blas]"
+	@if [ -n "$(TORCH)" ]; then echo "make: installing $(TORCH) for the PyTorch parity tests (optional; a large download on Linux; skip it with: make test TORCH=)"; else echo "make: TORCH is empty: PyTorch not installed, its parity tests will skip"; fi
 	if [ -n "$(TORCH)" ]; then $(PY) -m pip install --quiet "$(TORCH)" || echo "$(TORCH) not installed: PyTorch parity tests will skip"; fi
 	touch $@
 
