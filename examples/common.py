@@ -41,5 +41,5 @@ def pyplot() -> Optional[object]:
 
         return plt
     except ImportError:
-        print("matplotlib is not installed (pip install 'mlx-deconv[examples]'): figures skipped")
+        print("matplotlib is not installed (from the repository: .venv/bin/python -m pip install -e '.[examples]'): figures skipped")
         return None

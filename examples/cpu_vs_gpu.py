@@ -5,7 +5,7 @@ layer: time per backend, speed-up over ``mx.conv_transpose1d`` on the same
 stream, and the largest difference from the CPU stream's ``gemm`` output.
 Without a GPU it says so and compares the CPU backends.
 
-Run: python examples/cpu_vs_gpu.py            (--repeat, --scale, --out)
+Run: .venv/bin/python examples/cpu_vs_gpu.py            (--repeat, --scale, --out)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ equals one process training on the whole batch.
 
 Run on this machine with two processes (ring backend over localhost):
 
-    mlx.launch -n 2 --backend ring --python "$(which python)" examples/train_distributed.py
+    .venv/bin/mlx.launch -n 2 --backend ring --python .venv/bin/python examples/train_distributed.py
 
 On several Macs, list them in a hosts file (``mlx.distributed_config`` helps
 write one) and pass ``--hostfile hosts.json`` instead of ``-n 2``. Run without

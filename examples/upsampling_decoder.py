@@ -6,7 +6,7 @@ Signals are synthetic: sums of sinusoids, chirps and clicks. Training runs
 an MLX optimizer until the reconstruction error has fallen, then writes the
 loss curve and input-vs-reconstruction plots.
 
-Run: python examples/upsampling_decoder.py            (--steps, --length, --batch, --out)
+Run: .venv/bin/python examples/upsampling_decoder.py            (--steps, --length, --batch, --out)
 """
 
 from __future__ import annotations

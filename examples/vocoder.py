@@ -13,7 +13,7 @@
   (target vs generated), the real-time factor, and a streaming run through
   ``ConvTranspose1d.streaming()`` whose waveform equals the offline one.
 
-Run: python examples/vocoder.py            (--steps, --seconds, --out)
+Run: .venv/bin/python examples/vocoder.py            (--steps, --seconds, --out)
 """
 
 from __future__ import annotations
