@@ -1,4 +1,4 @@
-"""``python -m mlx_deconv bench``: the decoder shapes of DESIGN.md, every backend, one run.
+"""``python -m mlx_deconv bench``: the decoder shapes of docs/design.md, every backend, one run.
 
 Each figure is the median of ``repeat`` timed runs after ``warmup`` untimed
 ones, the backends timed in turn within each repetition. Ratios compare
@@ -343,7 +343,8 @@ def main(args) -> None:
     print(table(rows, args.backward))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(machine=machine(), kind=kind, dtype=args.dtype, rows=rows), f, indent=2)
+            json.dump(dict(machine=machine(), kind=kind, dtype=args.dtype, stream=args.stream or "default",
+                           repeat=args.repeat, warmup=args.warmup, rows=rows), f, indent=2)
     if args.plot:
         try:
             plot(rows, args.plot, f"{kind}, {args.dtype}")
