@@ -288,9 +288,9 @@ def long_signal(seconds: float, sample_rate: int = 24000, stream=None) -> Dict:
 
     Returns:
         dict: time, final output bytes, and for each layer its input + output
-        bytes and the peak MLX memory while it ran: the ``gemm`` backend keeps
-        the peak near input + output (plus the concatenation of its blocks),
-        whatever the length.
+        bytes and the peak MLX memory while it ran: the ``gemm`` backend writes
+        its blocks into the output one by one, so the peak stays near input +
+        output plus the few blocks in flight, whatever the length.
     """
     frames = int(seconds * sample_rate) // 256
     h = mx.random.normal((1, frames, HIFIGAN_STACK[0][0]), key=mx.random.key(0))
