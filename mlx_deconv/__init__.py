@@ -12,13 +12,13 @@ from .activations import Snake
 from .functional import available_backends, conv1d, conv_transpose1d
 from .geometry import conv1d_output_length, output_length, resolve_padding
 from .keras import Conv1DTranspose
-from .layers import ConvTranspose1d
-from .streaming import StreamingConvTranspose1d
+from .layers import Conv1d, ConvConfig, ConvTranspose1d
+from .streaming import StreamingConv1d, StreamingConvTranspose1d
 
 __version__ = "0.1.0"
 
 __all__ = [
     "available_backends", "blas_info", "conv1d", "conv1d_output_length", "conv_transpose1d", "output_length", "resolve_padding",
-    "ConvTranspose1d", "Conv1DTranspose", "StreamingConvTranspose1d", "Snake",
+    "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d", "StreamingConv1d", "Snake",
     "initializers", "interop", "__version__",
 ]

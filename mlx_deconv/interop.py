@@ -1,26 +1,33 @@
-"""Weight layouts of other frameworks.
+"""Weight layouts of other frameworks, and PyTorch import/export for the layers.
 
-Layouts of a transposed-conv weight with ``G`` groups:
-    * ``"mlx"``:   ``(C_out, K, C_in/G)`` — what ``mx.conv_transpose1d`` takes.
-    * ``"torch"``: ``(C_in, C_out/G, K)`` — PyTorch's and Lucid's ``ConvTranspose1d``.
-    * Keras ``Conv1DTranspose``: ``(K, C_out, C_in)`` (no groups).
+Layouts of a 1-D convolution weight with ``G`` groups:
 
-It also reads PyTorch state dicts (numpy arrays or tensors, torch not needed).
+==========================  ==========================  =====================
+op                          MLX (what ``mx`` takes)     PyTorch
+==========================  ==========================  =====================
+transposed (``ConvTranspose1d``)  ``(C_out, K, C_in/G)``  ``(C_in, C_out/G, K)``
+direct (``Conv1d``)         ``(C_out, K, C_in/G)``      ``(C_out, C_in/G, K)``
+==========================  ==========================  =====================
 
-The functions work on ``mx.array`` and ``numpy.ndarray`` alike (only
-``reshape`` and ``transpose`` are used), so gradients flow through them.
+Keras' ``Conv1DTranspose`` kernel is ``(K, C_out, C_in)`` (no groups).
+
+State dicts may hold numpy arrays, torch tensors or anything with
+``__array__``; torch is needed only when a ``torch.nn`` module itself is passed
+(and then it is already imported by the caller). The layout functions work on
+``mx.array`` and ``numpy.ndarray`` alike (only ``reshape`` and ``transpose``),
+so gradients flow through them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 
 def torch_to_mlx_weight(weight, groups: int = 1):
-    """``(C_in, C_out/G, K)`` -> ``(C_out, K, C_in/G)``.
+    """``(C_in, C_out/G, K)`` -> ``(C_out, K, C_in/G)`` for a transposed convolution.
 
     Args:
         weight: a PyTorch-layout transposed-conv weight.
@@ -41,6 +48,16 @@ def mlx_to_torch_weight(weight, groups: int = 1):
     out_per_group = out_channels // groups
     w = weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 1, 2)
     return w.reshape(groups * in_per_group, out_per_group, taps)
+
+
+def to_torch_layout(weight, groups: int = 1, transposed: bool = True):
+    """An MLX-layout weight in PyTorch's layout for the transposed (default) or the direct convolution."""
+    return mlx_to_torch_weight(weight, groups) if transposed else weight.transpose(0, 2, 1)
+
+
+def from_torch_layout(weight, groups: int = 1, transposed: bool = True):
+    """A PyTorch-layout weight in MLX's layout; the inverse of :func:`to_torch_layout`."""
+    return torch_to_mlx_weight(weight, groups) if transposed else weight.transpose(0, 2, 1)
 
 
 def keras_to_mlx_weight(kernel):
@@ -67,12 +84,12 @@ def to_numpy(value) -> np.ndarray:
 
 @dataclass
 class TorchWeights:
-    """One PyTorch ``ConvTranspose1d``'s tensors, weight norm recognised."""
+    """One PyTorch convolution's tensors, weight norm recognised (all in PyTorch's layout)."""
 
-    weight: Optional[np.ndarray]  # plain weight, PyTorch layout
+    weight: Optional[np.ndarray]  # plain weight
     g: Optional[np.ndarray]  # weight norm magnitude
-    v: Optional[np.ndarray]  # weight norm direction, PyTorch layout
-    dim: Optional[int]  # weight norm dim, read off g's shape
+    v: Optional[np.ndarray]  # weight norm direction
+    dim: Optional[int]  # weight norm dim (None: one norm for the whole weight)
     bias: Optional[np.ndarray]
 
     @property
@@ -83,31 +100,100 @@ class TorchWeights:
 _WEIGHT_NORM_KEYS = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
 
 
-def read_torch_state_dict(state_dict: Dict[str, object], prefix: str = "") -> TorchWeights:
-    """Finds a transposed conv's tensors under ``prefix``: ``weight``, legacy or parametrized weight norm, ``bias``.
+def _layout(transposed: bool) -> str:
+    return "(C_in, C_out/groups, K)" if transposed else "(C_out, C_in/groups, K)"
+
+
+def read_torch_state_dict(state_dict: Dict[str, object], prefix: str = "", transposed: bool = True,
+                          dim: Optional[int] = -1) -> TorchWeights:
+    """Finds a convolution's tensors under ``prefix``: ``weight``, legacy or parametrized weight norm, ``bias``.
+
+    Args:
+        state_dict: a mapping of names to tensors (numpy, torch or array-like).
+        prefix (str): e.g. ``"ups.0."``. Default: ``""``.
+        transposed (bool): a ``ConvTranspose1d`` (default) or a ``Conv1d`` weight; only the messages differ.
+        dim: the weight norm ``dim`` when known (from the module); ``-1`` (default) reads it off ``g``'s shape.
 
     Raises:
         ValueError: naming the keys found when no weight is there, or a weight that is not 3-D.
     """
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
     keys = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    kind = "transposed-conv" if transposed else "conv"
     bias = to_numpy(keys["bias"]) if "bias" in keys else None
     for g_key, v_key in _WEIGHT_NORM_KEYS:
         if g_key in keys and v_key in keys:
             g, v = to_numpy(keys[g_key]), to_numpy(keys[v_key])
             if v.ndim != 3:
-                raise ValueError(f"{prefix}{v_key} must be 3-D (C_in, C_out/groups, K), got shape {v.shape}")
-            if g.ndim == 0 or g.size == 1 and v.size > 1 and g.ndim != 3:
-                dim = None
+                raise ValueError(f"{prefix}{v_key} must be 3-D {_layout(transposed)}, got shape {v.shape}")
+            if dim != -1:
+                found = dim
+            elif g.ndim == 0 or g.size == 1 and v.size > 1 and g.ndim != 3:
+                found = None
             else:
                 sized = [a for a in range(g.ndim) if g.shape[a] != 1]
-                dim = sized[0] if sized else 0
-            return TorchWeights(None, g, v, dim, bias)
+                found = sized[0] if sized else 0
+            return TorchWeights(None, g, v, found, bias)
     if "weight" not in keys:
         raise ValueError(
-            f"no transposed-conv weight under prefix {prefix!r}: expected 'weight', 'weight_g'/'weight_v' or "
+            f"no {kind} weight under prefix {prefix!r}: expected 'weight', 'weight_g'/'weight_v' or "
             f"'parametrizations.weight.original0/1', found {sorted(keys)}"
         )
     weight = to_numpy(keys["weight"])
     if weight.ndim != 3:
-        raise ValueError(f"{prefix}weight must be 3-D (C_in, C_out/groups, K), got shape {weight.shape}")
+        raise ValueError(f"{prefix}weight must be 3-D {_layout(transposed)}, got shape {weight.shape}")
     return TorchWeights(weight, None, None, None, bias)
+
+
+# -- torch.nn modules ----------------------------------------------------------------------------
+def is_torch_module(obj) -> bool:
+    """True for a ``torch.nn.Module`` (checked without importing torch)."""
+    return any(f"{c.__module__}.{c.__name__}" == "torch.nn.modules.module.Module" for c in type(obj).__mro__)
+
+
+def _weight_norm_dim(module) -> Optional[int]:
+    """The ``dim`` a module's weight norm was made with (-1 when it has none or it cannot be told).
+
+    PyTorch stores ``dim=None`` as ``-1`` and then takes one norm over the whole weight.
+    """
+    parametrizations = getattr(module, "parametrizations", None)
+    if parametrizations is not None and "weight" in parametrizations:
+        for p in parametrizations["weight"]:
+            if hasattr(p, "dim"):
+                return None if p.dim == -1 else p.dim
+    for hook in getattr(module, "_forward_pre_hooks", {}).values():
+        if type(hook).__name__ == "WeightNorm" and getattr(hook, "name", None) == "weight":
+            return None if hook.dim == -1 else hook.dim
+    return -1
+
+
+def torch_module_arguments(module, transposed: bool) -> Tuple[Dict[str, Any], TorchWeights]:
+    """A PyTorch ``ConvTranspose1d``/``Conv1d`` module's geometry as layer arguments, and its tensors.
+
+    Raises:
+        TypeError: for a module of another kind.
+        ValueError: for a ``padding_mode`` other than ``"zeros"`` or a padding the layer cannot express.
+    """
+    wanted = "ConvTranspose1d" if transposed else "Conv1d"
+    if not (hasattr(module, "kernel_size") and hasattr(module, "transposed") and hasattr(module, "padding_mode")
+            and bool(module.transposed) == transposed and len(module.kernel_size) == 1):
+        raise TypeError(f"module must be a torch.nn.{wanted} (or a state dict), got {type(module).__name__}")
+    if module.padding_mode != "zeros":
+        raise ValueError(
+            f"padding_mode={module.padding_mode!r} of {type(module).__name__} is not supported: "
+            f"only 'zeros' padding has an equivalent here"
+        )
+    padding = module.padding
+    if isinstance(padding, str):
+        if transposed or padding not in ("same", "valid"):
+            raise ValueError(f"padding={padding!r} of {type(module).__name__} has no equivalent here")
+        # PyTorch's "same" needs stride 1, where its split (the smaller half on the left) is Keras'.
+    else:
+        padding = int(padding[0])
+    kwargs: Dict[str, Any] = dict(stride=int(module.stride[0]), padding=padding, dilation=int(module.dilation[0]),
+                                  groups=int(module.groups))
+    if transposed:
+        kwargs["output_padding"] = int(module.output_padding[0])
+    tensors = read_torch_state_dict(module.state_dict(), transposed=transposed, dim=_weight_norm_dim(module))
+    return kwargs, tensors

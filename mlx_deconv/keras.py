@@ -17,7 +17,7 @@ import numpy as np
 from . import initializers
 from .activations import Activation
 from .interop import keras_to_mlx_weight, mlx_to_keras_weight, to_numpy
-from .layers import ConvTranspose1d, normalize_data_format
+from .layers import ConvConfig, ConvLayer, ConvTranspose1d
 
 _EPSILON = 1e-7  # Keras' backend epsilon
 
@@ -84,8 +84,12 @@ def _resolve(kind: str, value, table) -> Optional[Callable]:
     raise TypeError(f"{kind} must be None, a name or a callable, got {value!r}")
 
 
-class Conv1DTranspose(ConvTranspose1d):
+class Conv1DTranspose(ConvLayer):
     """Keras' ``Conv1DTranspose``: the input channel count is taken from the first call.
+
+    Its :class:`~mlx_deconv.layers.ConvConfig` is complete but for ``in_channels``,
+    validated at construction as Keras does; :meth:`build` sets the channels and
+    draws the parameters exactly as :class:`~mlx_deconv.ConvTranspose1d` does.
 
     Args:
         filters (int): output channels.
@@ -106,6 +110,10 @@ class Conv1DTranspose(ConvTranspose1d):
             or callables; see :meth:`apply_constraints`.
     """
 
+    _transposed = True
+    _op = ConvTranspose1d._op
+    streaming = ConvTranspose1d.streaming
+
     def __init__(
         self,
         filters: int,
@@ -125,13 +133,12 @@ class Conv1DTranspose(ConvTranspose1d):
         kernel_constraint=None,
         bias_constraint=None,
     ):
-        super(ConvTranspose1d, self).__init__()  # parameters come with the first input
-        self._keras = dict(
-            out_channels=filters, kernel_size=kernel_size, stride=strides, padding=padding,
-            output_padding=output_padding, dilation=dilation_rate, bias=use_bias,
-            data_format=normalize_data_format(data_format), activation=activation,
-            kernel_init=kernel_initializer, bias_init=bias_initializer,
+        config = ConvConfig(
+            transposed=True, in_channels=None, out_channels=filters, kernel_size=kernel_size, stride=strides,
+            padding=padding, output_padding=output_padding, dilation=dilation_rate, bias=use_bias,
+            data_format=data_format, activation=activation,
         )
+        super().__init__(config, kernel_init=kernel_initializer, bias_init=bias_initializer)
         self._regularizers = [
             _resolve("kernel_regularizer", kernel_regularizer, REGULARIZERS),
             _resolve("bias_regularizer", bias_regularizer, REGULARIZERS),
@@ -142,21 +149,18 @@ class Conv1DTranspose(ConvTranspose1d):
             _resolve("bias_constraint", bias_constraint, CONSTRAINTS),
         ]
         self._activity_loss = None
-        self.built = False
-        # Validate everything but the channels now, as a Keras layer does at construction.
-        ConvTranspose1d(1, filters, kernel_size, strides, padding, output_padding, dilation_rate,
-                        activation=activation, kernel_init="zeros")
+
+    @property
+    def built(self) -> bool:
+        return self.config.in_channels is not None
 
     def build(self, input_shape: Sequence[int]) -> None:
         """Creates the parameters for inputs of ``input_shape`` (batched or not)."""
-        channel_axis = -1 if self._keras["data_format"] == "NLC" else (-2 if len(input_shape) == 3 else 0)
         if len(input_shape) not in (2, 3):
             raise ValueError(f"Conv1DTranspose input must be 2-D or 3-D, got shape {tuple(input_shape)}")
-        config = dict(self._keras)
-        # The parameters are made exactly as ConvTranspose1d makes them, now that C_in is known;
-        # Module.__init__ only resets flags, so the Keras settings stored above survive.
-        ConvTranspose1d.__init__(self, input_shape[channel_axis], config.pop("out_channels"), config.pop("kernel_size"), **config)
-        self.built = True
+        channel_axis = -1 if self.config.data_format == "NLC" else (-2 if len(input_shape) == 3 else 0)
+        self.config = self.config.with_in_channels(input_shape[channel_axis])
+        self._create_parameters()
 
     def __call__(self, x: mx.array) -> mx.array:
         if not self.built:
@@ -182,7 +186,7 @@ class Conv1DTranspose(ConvTranspose1d):
         """Loads ``[kernel, bias]`` from Keras' ``layer.get_weights()`` (builds the layer if needed)."""
         kernel = to_numpy(weights[0])
         if not self.built:
-            shape = (1, kernel.shape[2]) if self._keras["data_format"] == "NLC" else (kernel.shape[2], 1)
+            shape = (1, kernel.shape[2]) if self.config.data_format == "NLC" else (kernel.shape[2], 1)
             self.build(shape)
         expected = tuple(self.kernel.shape)
         if kernel.shape != expected:

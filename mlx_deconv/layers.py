@@ -1,8 +1,17 @@
-"""``ConvTranspose1d``: the op as an ``mlx.nn.Module``, with weight norm, masks and PyTorch import."""
+"""``ConvTranspose1d`` and ``Conv1d``: the ops as ``mlx.nn`` Modules, sharing one frozen configuration.
+
+:class:`ConvConfig` holds everything that is not a parameter; the layers, the
+Keras spelling (:mod:`mlx_deconv.keras`) and the streaming wrappers
+(:mod:`mlx_deconv.streaming`) all read it. What happens after the convolution
+(bias, layout, activation) is :meth:`ConvLayer.finish`, which the streaming
+wrappers reuse. PyTorch import/export is in :mod:`mlx_deconv.interop`.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -10,35 +19,386 @@ import numpy as np
 
 from . import activations, initializers
 from . import weight_norm as wn
-from .functional import conv_transpose1d
-from .geometry import Padding, as_int, conv_geometry, resolve_padding
-from .interop import TorchWeights, mlx_to_torch_weight, read_torch_state_dict, torch_to_mlx_weight
+from .geometry import Padding, as_int, conv1d_geometry, conv_geometry, dilated_kernel_size, resolve_padding
+from .interop import (TorchWeights, from_torch_layout, is_torch_module, read_torch_state_dict, to_torch_layout,
+                      torch_module_arguments)
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
 
 
 def normalize_data_format(data_format: str) -> str:
-    if data_format not in _FORMAT_ALIASES:
+    if not isinstance(data_format, str) or data_format not in _FORMAT_ALIASES:
         raise ValueError(f"data_format must be one of {tuple(_FORMAT_ALIASES)}, got {data_format!r}")
     return _FORMAT_ALIASES[data_format]
 
 
-class ConvTranspose1d(nn.Module):
-    """A 1-D transposed convolution layer over ``(N, L, C_in)`` (or ``(N, C_in, L)``) signals.
+@dataclass(frozen=True)
+class ConvConfig:
+    """Everything about a convolution layer that is not a parameter.
 
-    Every argument form of :func:`mlx_deconv.conv_transpose1d` is accepted.
-    The parameters are ``weight`` in MLX layout ``(C_out, K, C_in/groups)``
-    (or ``weight_g``/``weight_v`` with ``weight_norm``) and ``bias``, so
-    ``mlx.nn`` tools (optimizers, ``save_weights``, ``nn.value_and_grad``,
-    ``mx.compile``) work unchanged.
+    Built (and validated) once; the layer, the Keras spelling and the streaming
+    wrappers read it. ``in_channels`` may be ``None`` until the first input
+    (Keras); then :meth:`with_in_channels` gives the full configuration.
 
+    Args:
+        transposed (bool): ``ConvTranspose1d`` (True) or ``Conv1d`` (False).
+        in_channels, out_channels, kernel_size, stride, padding, output_padding,
+        dilation, groups: as the ops take them (``output_padding`` only when transposed).
+        bias (bool): the layer learns a bias.
+        data_format (str): ``"NLC"`` or ``"NCL"`` (aliases accepted, stored normalised).
+        activation: None, a name or a callable (see :mod:`mlx_deconv.activations`).
+        weight_norm (bool), weight_norm_dim: PyTorch's weight norm and its ``dim``.
+        backend (str): passed to the op.
+    """
+
+    transposed: bool
+    in_channels: Optional[int]
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: Padding = 0
+    output_padding: Optional[int] = None
+    dilation: int = 1
+    groups: int = 1
+    bias: bool = True
+    data_format: str = "NLC"
+    activation: activations.Activation = None
+    weight_norm: bool = False
+    weight_norm_dim: Optional[int] = 0
+    backend: str = "auto"
+
+    def __post_init__(self):
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if self.in_channels is not None:
+            put("in_channels", as_int("in_channels", self.in_channels, 1))
+        put("out_channels", as_int("out_channels", self.out_channels, 1))
+        put("kernel_size", as_int("kernel_size", self.kernel_size, 1))
+        for name in ("stride", "dilation", "groups"):
+            put(name, as_int(name, getattr(self, name), 1))
+        if isinstance(self.padding, list):
+            put("padding", tuple(self.padding))
+        if not self.transposed and self.output_padding is not None:
+            raise ValueError(f"output_padding is for transposed convolutions, got output_padding={self.output_padding!r}")
+        put("data_format", normalize_data_format(self.data_format))
+        put("weight_norm_dim", wn.norm_dim(self.weight_norm_dim) if self.weight_norm else None)
+        activations.resolve(self.activation, self.out_channels)  # names and types, at construction
+        # The op's own checks (padding forms, output padding, groups against the channels) on a probe input.
+        self.geometry(self._probe_shape())
+
+    def with_in_channels(self, in_channels: int) -> "ConvConfig":
+        """This configuration with ``in_channels`` set (validated anew)."""
+        return dataclasses.replace(self, in_channels=in_channels)
+
+    @property
+    def weight_shape(self) -> Tuple[int, int, int]:
+        """The MLX-layout weight shape ``(C_out, K, C_in/groups)`` (same for both ops)."""
+        return (self.out_channels, self.kernel_size, (self.in_channels or self.groups) // self.groups)
+
+    @property
+    def torch_weight_shape(self) -> Tuple[int, int, int]:
+        """PyTorch's weight shape: ``(C_in, C_out/groups, K)`` transposed, ``(C_out, C_in/groups, K)`` direct."""
+        c_out, k, c_in_g = self.weight_shape
+        return (c_in_g * self.groups, c_out // self.groups, k) if self.transposed else (c_out, c_in_g, k)
+
+    @property
+    def span(self) -> int:
+        """The dilated kernel's span in samples."""
+        return dilated_kernel_size(self.kernel_size, self.dilation)
+
+    @property
+    def time_axis(self) -> int:
+        """The length axis of a batched input."""
+        return 1 if self.data_format == "NLC" else 2
+
+    def _probe_shape(self) -> Tuple[int, int, int]:
+        if self.transposed:
+            # The shortest input whose output is non-empty: padding may crop more than one row gives.
+            left, right = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.output_padding)
+            length = 1 + max(0, -(-(left + right + 1 - self.span) // self.stride))
+        else:
+            length = self.span  # a direct convolution of span samples has an output for any padding
+        channels = self.in_channels or self.groups
+        return (1, length, channels) if self.data_format == "NLC" else (1, channels, length)
+
+    def geometry(self, input_shape: Sequence[int]):
+        """``(geometry, batched)`` of this layer's op on ``input_shape`` (validating it)."""
+        common = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                      data_format=self.data_format)
+        if self.transposed:
+            return conv_geometry(input_shape, self.weight_shape, output_padding=self.output_padding, **common)
+        return conv1d_geometry(input_shape, self.weight_shape, **common)
+
+    def op_kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of the op call, but for the arrays."""
+        kwargs = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                      data_format=self.data_format, backend=self.backend)
+        if self.transposed:
+            kwargs["output_padding"] = self.output_padding
+        return kwargs
+
+
+class ConvLayer(nn.Module):
+    """What both convolution layers share; build one with :class:`ConvTranspose1d` or :class:`Conv1d`.
+
+    Parameters: ``weight`` in MLX layout ``(C_out, K, C_in/groups)`` (or
+    ``weight_g``/``weight_v`` with weight norm), ``bias``, and an activation's own
+    (``"snake"``'s ``alpha``).
+    """
+
+    def __init__(self, config: ConvConfig, *, kernel_init: initializers.Initializer, bias_init: initializers.Initializer,
+                 w_mask=None, in_size: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.config = config
+        self._kernel_init, self._bias_init = kernel_init, bias_init
+        self._w_mask_value = w_mask
+        self._w_mask = None
+        self._activation_fn = None
+        self._in_size = None
+        if config.in_channels is not None:
+            self._create_parameters()
+            if in_size is not None:
+                self._in_size = self._check_in_size(in_size)
+
+    def _create_parameters(self) -> None:
+        """Draws the parameters from the initialisers, now that ``in_channels`` is known."""
+        config = self.config
+        shape = config.weight_shape
+        kernel_init, bias_init = self._kernel_init, self._bias_init
+        # PyTorch's default bound reads fan_in off its own layout; for a direct conv that is (C_in/groups)*K,
+        # which initializers' "torch" rule (written for the transposed layout) finds in this swapped shape.
+        fan_shape = shape if config.transposed else (config.in_channels, config.kernel_size, config.out_channels // config.groups)
+        weight = initializers.initialize(
+            kernel_init, shape, groups=config.groups, stride=config.stride, dilation=config.dilation, name="kernel_init",
+            bias_of=fan_shape if kernel_init == "torch" and not config.transposed else None,
+        )
+        if config.weight_norm:
+            self.weight_g, self.weight_v = wn.split(weight, config.groups, config.weight_norm_dim, config.transposed)
+        else:
+            self.weight = weight
+        if config.bias:
+            self.bias = initializers.initialize(bias_init, (config.out_channels,), bias_of=fan_shape, groups=config.groups,
+                                                name="bias_init")
+        if self._w_mask_value is not None:
+            w_mask = mx.array(self._w_mask_value)
+            try:
+                mx.broadcast_shapes(w_mask.shape, shape)
+            except ValueError as err:
+                raise ValueError(f"w_mask of shape {w_mask.shape} does not broadcast to the weight {shape}") from err
+            self._w_mask = w_mask  # leading underscore: not a parameter, never trained
+        channel_axis = -1 if config.data_format == "NLC" else -2
+        act = activations.resolve(config.activation, config.out_channels, channel_axis)
+        if isinstance(act, nn.Module):
+            self.activation = act  # a child module: its parameters train with the layer
+        else:
+            self._activation_fn = act
+
+    # -- configuration (read from the config) --------------------------
+    in_channels = property(lambda self: self.config.in_channels)
+    out_channels = property(lambda self: self.config.out_channels)
+    kernel_size = property(lambda self: self.config.kernel_size)
+    stride = property(lambda self: self.config.stride)
+    padding = property(lambda self: self.config.padding)
+    output_padding = property(lambda self: self.config.output_padding)
+    dilation = property(lambda self: self.config.dilation)
+    groups = property(lambda self: self.config.groups)
+    data_format = property(lambda self: self.config.data_format)
+    backend = property(lambda self: self.config.backend)
+
+    @property
+    def uses_weight_norm(self) -> bool:
+        return "weight_v" in self
+
+    def _check_in_size(self, in_size) -> Tuple[int, int]:
+        in_size = tuple(int(n) for n in in_size)
+        if len(in_size) != 2 or in_size[1] != self.in_channels:
+            raise ValueError(f"in_size must be (L, C_in={self.in_channels}), got {in_size}")
+        self.output_shape((1,) + in_size)  # validates the length
+        return in_size
+
+    @property
+    def in_size(self) -> Optional[Tuple[int, int]]:
+        """brainstate's ``(L, C_in)`` given at construction, or None."""
+        return self._in_size
+
+    @property
+    def out_size(self) -> Optional[Tuple[int, int]]:
+        """brainstate's ``(L_out, C_out)`` for the ``in_size`` given at construction."""
+        if self.in_size is None:
+            return None
+        return tuple(self.output_shape(self.in_size))
+
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
+        """The output shape for an input shape (batched or not, in the layer's data format)."""
+        geom, batched = self.config.geometry(input_shape)
+        spatial = (geom.output_length, geom.out_channels) if self.data_format == "NLC" else (geom.out_channels, geom.output_length)
+        return ((geom.batch,) if batched else ()) + spatial
+
+    def _extra_repr(self) -> str:
+        c = self.config
+        parts = [f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, stride={c.stride}", f"padding={c.padding!r}"]
+        if c.output_padding is not None:
+            parts.append(f"output_padding={c.output_padding}")
+        for name, default in (("dilation", 1), ("groups", 1)):
+            if getattr(c, name) != default:
+                parts.append(f"{name}={getattr(c, name)}")
+        parts.append(f"bias={c.bias}")
+        if c.data_format != "NLC":
+            parts.append(f"data_format={c.data_format!r}")
+        if c.activation is not None:
+            name = c.activation if isinstance(c.activation, str) else getattr(c.activation, "__name__", "callable")
+            parts.append(f"activation={name!r}")
+        if c.weight_norm:
+            parts.append(f"weight_norm=True, weight_norm_dim={c.weight_norm_dim}")
+        if self._w_mask is not None:
+            parts.append("w_mask=...")
+        if c.backend != "auto":
+            parts.append(f"backend={c.backend!r}")
+        return ", ".join(parts)
+
+    # -- computation ----------------------------------------------------
+    def effective_weight(self) -> mx.array:
+        """The MLX-layout weight the convolution uses (weight norm and mask applied)."""
+        c = self.config
+        w = wn.combine(self.weight_g, self.weight_v, c.groups, c.weight_norm_dim, c.transposed) if self.uses_weight_norm else self.weight
+        if self._w_mask is not None:
+            w = w * self._w_mask
+        return w
+
+    def apply_activation(self, y: mx.array) -> mx.array:
+        """The layer's activation (identity when it has none)."""
+        if "activation" in self:
+            return self.activation(y)
+        return y if self._activation_fn is None else self._activation_fn(y)
+
+    def finish(self, y: mx.array, batched: bool = True) -> mx.array:
+        """What the layer does after a bare convolution: bias, its layout, activation.
+
+        Args:
+            y: the convolution's output without bias, batched ``(N, L, C_out)``.
+            batched (bool): return ``(N, ...)`` (True) or drop the batch axis of one.
+        """
+        if "bias" in self:
+            y = y + self.bias.astype(y.dtype)
+        if self.data_format == "NCL":
+            y = y.transpose(0, 2, 1)
+        y = self.apply_activation(y)
+        return y if batched else mx.squeeze(y, axis=0)  # y[0] would gather a copy
+
+    def _op(self, x, weight, bias=None, **kwargs):
+        raise NotImplementedError
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = self._op(x, self.effective_weight(), self.get("bias"), **self.config.op_kwargs())
+        return self.apply_activation(y)
+
+    # -- PyTorch interop ------------------------------------------------
+    @classmethod
+    def _from_torch(cls, module_or_state_dict, prefix: str, geometry: Dict[str, Any], data_format: str, layer_kwargs):
+        transposed = cls._transposed
+        if is_torch_module(module_or_state_dict):
+            given = {k: v for k, v in geometry.items() if v is not None}
+            if given:
+                raise ValueError(f"{sorted(given)} come from the module itself; pass them only with a state dict")
+            geometry, tensors = torch_module_arguments(module_or_state_dict, transposed)
+        else:
+            defaults = dict(stride=1, padding=0, dilation=1, groups=1, output_padding=0)
+            geometry = {k: defaults[k] if v is None else v for k, v in geometry.items()}
+            tensors = read_torch_state_dict(module_or_state_dict, prefix, transposed)
+        groups = geometry["groups"]
+        shape = tensors.weight_shape
+        if transposed:
+            in_channels, out_channels, kernel_size = shape[0], shape[1] * groups, shape[2]
+        else:
+            in_channels, out_channels, kernel_size = shape[1] * groups, shape[0], shape[2]
+        layer = cls(in_channels, out_channels, kernel_size, **geometry, bias=tensors.bias is not None,
+                    data_format=data_format, weight_norm=tensors.g is not None, weight_norm_dim=tensors.dim,
+                    **layer_kwargs)
+        layer._load(tensors)
+        return layer
+
+    def load_torch_state_dict(self, state_dict: Dict[str, object], prefix: str = "") -> "ConvLayer":
+        """Loads a PyTorch state dict of this kind of layer, converting weight norm either way.
+
+        On any error the layer is left as it was.
+
+        Args:
+            state_dict: tensors (numpy arrays, torch tensors or array-likes) under ``prefix``.
+            prefix (str): e.g. ``"ups.0."``. Default: ``""``.
+
+        Returns:
+            The layer itself.
+        """
+        self._load(read_torch_state_dict(state_dict, prefix, self.config.transposed))
+        return self
+
+    def _load(self, tensors: TorchWeights) -> None:
+        """Computes every new parameter first and assigns them only when all are valid."""
+        c = self.config
+        expected = c.torch_weight_shape
+        if tensors.weight_shape != expected:
+            raise ValueError(f"state dict weight has PyTorch shape {tensors.weight_shape}, this layer needs {expected}")
+        if (tensors.bias is not None) != ("bias" in self):
+            raise ValueError(f"state dict {'has' if tensors.bias is not None else 'lacks'} a bias, this layer "
+                             f"{'has' if 'bias' in self else 'has none'}")
+        new: Dict[str, mx.array] = {}
+        if tensors.bias is not None:
+            if tensors.bias.size != c.out_channels:
+                raise ValueError(f"state dict bias has shape {tensors.bias.shape}, this layer needs ({c.out_channels},)")
+            new["bias"] = mx.array(tensors.bias).reshape(c.out_channels).astype(self.bias.dtype)
+        v = from_torch_layout(mx.array(tensors.v if tensors.g is not None else tensors.weight), c.groups, c.transposed)
+        if tensors.g is not None:
+            g = mx.array(tensors.g)
+            wanted_g = wn.g_shape(tensors.weight_shape, tensors.dim)
+            if g.size != int(np.prod(wanted_g)):
+                raise ValueError(f"state dict weight norm g has shape {tuple(g.shape)}, expected {wanted_g} for dim={tensors.dim}")
+            g = g.reshape(wanted_g)
+            if self.uses_weight_norm and tensors.dim == c.weight_norm_dim:
+                new["weight_g"], new["weight_v"] = g, v
+            elif self.uses_weight_norm:
+                new["weight_g"], new["weight_v"] = wn.split(wn.combine(g, v, c.groups, tensors.dim, c.transposed), c.groups,
+                                                            c.weight_norm_dim, c.transposed)
+            else:
+                new["weight"] = wn.combine(g, v, c.groups, tensors.dim, c.transposed)
+        elif self.uses_weight_norm:
+            new["weight_g"], new["weight_v"] = wn.split(v, c.groups, c.weight_norm_dim, c.transposed)
+        else:
+            new["weight"] = v
+        mx.eval(new)  # any failure happens here, before the layer changes
+        for name, value in new.items():
+            setattr(self, name, value)
+
+    def torch_state_dict(self, style: str = "parametrizations") -> Dict[str, np.ndarray]:
+        """This layer's tensors as a PyTorch state dict of numpy arrays (PyTorch's layout and names).
+
+        Args:
+            style (str): for a weight-normed layer, ``"parametrizations"``
+                (``torch.nn.utils.parametrizations.weight_norm``) or ``"legacy"``
+                (``weight_g``/``weight_v``). Default: ``"parametrizations"``.
+        """
+        if style not in ("parametrizations", "legacy"):
+            raise ValueError(f"style must be 'parametrizations' or 'legacy', got {style!r}")
+        c = self.config
+        out: Dict[str, np.ndarray] = {}
+        if self.uses_weight_norm:
+            g = np.array(self.weight_g)
+            v = np.array(to_torch_layout(self.weight_v, c.groups, c.transposed))
+            keys = ("parametrizations.weight.original0", "parametrizations.weight.original1") if style == "parametrizations" \
+                else ("weight_g", "weight_v")
+            out[keys[0]], out[keys[1]] = g, v
+        else:
+            out["weight"] = np.array(to_torch_layout(self.weight, c.groups, c.transposed))
+        if "bias" in self:
+            out["bias"] = np.array(self.bias)
+        return out
+
+
+_LAYER_ARGS_DOC = """
     Args:
         in_channels (int): ``C_in``.
         out_channels (int): ``C_out``.
         kernel_size (int): ``K``.
-        stride (int): upsampling factor. Default: ``1``.
-        padding: int, ``(left, right)``, ``"valid"``, ``"same"`` or ``"causal"``. Default: ``0``.
-        output_padding (int, optional): see the op. Default: ``None``.
+        stride (int): {stride}. Default: ``1``.
+        padding: int, ``(left, right)``, ``"valid"``, ``"same"`` or ``"causal"`` (see the op). Default: ``0``.{op}
         dilation (int): spacing between taps. Default: ``1``.
         groups (int): blocked channel groups. Default: ``1``.
         bias (bool): learn a bias. Default: ``True``.
@@ -53,11 +413,15 @@ class ConvTranspose1d(nn.Module):
         weight_norm (bool): parametrise the weight as ``g * v / ||v||`` (PyTorch's
             ``weight_norm``). Default: ``False``.
         weight_norm_dim (int, optional): PyTorch's ``dim``, an axis of the PyTorch layout
-            ``(C_in, C_out/groups, K)``; ``0`` gives one norm per input channel. Default: ``0``.
-        backend (str): ``"auto"``, ``"builtin"``, ``"gemm"`` or ``"metal"`` (Metal GPU
-            streams only). Default: ``"auto"``.
+            {torch_layout}; ``0`` gives one norm per {per} channel. Default: ``0``.
+        backend (str): ``"auto"``, ``"builtin"``, ``"gemm"``, ``"winograd"`` or ``"metal"``
+            (Metal GPU streams only). Default: ``"auto"``.
         in_size (tuple, optional): brainstate's ``(L, C_in)``; sets :attr:`out_size`.
-    """
+"""
+
+
+class ConvTranspose1d(ConvLayer):
+    _transposed = True
 
     def __init__(
         self,
@@ -81,127 +445,14 @@ class ConvTranspose1d(nn.Module):
         backend: str = "auto",
         in_size: Optional[Sequence[int]] = None,
     ):
-        super().__init__()
-        in_channels = as_int("in_channels", in_channels, 1)
-        out_channels = as_int("out_channels", out_channels, 1)
-        kernel_size = as_int("kernel_size", kernel_size, 1)
-        stride = as_int("stride", stride, 1)
-        dilation = as_int("dilation", dilation, 1)
-        groups = as_int("groups", groups, 1)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
-            )
-        resolve_padding(padding, kernel_size, stride, dilation, output_padding)  # validates early
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.dilation, self.groups = stride, dilation, groups
-        self.padding = tuple(padding) if isinstance(padding, list) else padding
-        self.output_padding = output_padding
-        self.data_format = normalize_data_format(data_format)
-        self.backend = backend
-        shape = (out_channels, kernel_size, in_channels // groups)
-        weight = initializers.initialize(
-            kernel_init, shape, groups=groups, stride=stride, dilation=dilation, name="kernel_init"
-        )
-        self._weight_norm_dim = wn.norm_dim(weight_norm_dim) if weight_norm else None
-        if weight_norm:
-            self.weight_g, self.weight_v = wn.split(weight, groups, self._weight_norm_dim)
-        else:
-            self.weight = weight
-        if bias:
-            self.bias = initializers.initialize(bias_init, (out_channels,), bias_of=shape, groups=groups, name="bias_init")
-        if w_mask is not None:
-            w_mask = mx.array(w_mask)
-            try:
-                mx.broadcast_shapes(w_mask.shape, shape)
-            except ValueError as err:
-                raise ValueError(f"w_mask of shape {w_mask.shape} does not broadcast to the weight {shape}") from err
-            self._w_mask = w_mask  # leading underscore: not a parameter, never trained
-        else:
-            self._w_mask = None
-        channel_axis = -1 if self.data_format == "NLC" else -2
-        act = activations.resolve(activation, out_channels, channel_axis)
-        if isinstance(act, nn.Module):
-            self.activation = act
-        else:
-            self._activation_fn = act
-        self._activation_name = activation if isinstance(activation, str) or activation is None else getattr(activation, "__name__", "callable")
-        self.in_size = None if in_size is None else self._check_in_size(in_size)
+        config = ConvConfig(True, in_channels, out_channels, kernel_size, stride, padding, output_padding, dilation, groups,
+                            bias, data_format, activation, weight_norm, weight_norm_dim, backend)
+        super().__init__(config, kernel_init=kernel_init, bias_init=bias_init, w_mask=w_mask, in_size=in_size)
 
-    # -- configuration -------------------------------------------------
-    @property
-    def uses_weight_norm(self) -> bool:
-        return "weight_v" in self
+    def _op(self, x, weight, bias=None, **kwargs):
+        from .functional import conv_transpose1d
 
-    def _check_in_size(self, in_size) -> Tuple[int, int]:
-        in_size = tuple(int(n) for n in in_size)
-        if len(in_size) != 2 or in_size[1] != self.in_channels:
-            raise ValueError(f"in_size must be (L, C_in={self.in_channels}), got {in_size}")
-        self.output_shape((1,) + in_size)  # validates the length
-        return in_size
-
-    @property
-    def out_size(self) -> Optional[Tuple[int, int]]:
-        """brainstate's ``(L_out, C_out)`` for the ``in_size`` given at construction."""
-        if self.in_size is None:
-            return None
-        return tuple(self.output_shape(self.in_size))
-
-    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
-        """The output shape for an input shape (batched or not, in the layer's data format)."""
-        geom, batched = conv_geometry(
-            input_shape, (self.out_channels, self.kernel_size, self.in_channels // self.groups),
-            stride=self.stride, padding=self.padding, output_padding=self.output_padding,
-            dilation=self.dilation, groups=self.groups, data_format=self.data_format,
-        )
-        spatial = (geom.output_length, geom.out_channels) if self.data_format == "NLC" else (geom.out_channels, geom.output_length)
-        return ((geom.batch,) if batched else ()) + spatial
-
-    def _extra_repr(self) -> str:
-        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}",
-                 f"padding={self.padding!r}"]
-        if self.output_padding is not None:
-            parts.append(f"output_padding={self.output_padding}")
-        for name, default in (("dilation", 1), ("groups", 1)):
-            if getattr(self, name) != default:
-                parts.append(f"{name}={getattr(self, name)}")
-        parts.append(f"bias={'bias' in self}")
-        if self.data_format != "NLC":
-            parts.append(f"data_format={self.data_format!r}")
-        if self._activation_name is not None:
-            parts.append(f"activation={self._activation_name!r}")
-        if self.uses_weight_norm:
-            parts.append(f"weight_norm=True, weight_norm_dim={self._weight_norm_dim}")
-        if self._w_mask is not None:
-            parts.append("w_mask=...")
-        if self.backend != "auto":
-            parts.append(f"backend={self.backend!r}")
-        return ", ".join(parts)
-
-    # -- computation ----------------------------------------------------
-    def effective_weight(self) -> mx.array:
-        """The MLX-layout weight the convolution uses (weight norm and mask applied)."""
-        if self.uses_weight_norm:
-            w = wn.combine(self.weight_g, self.weight_v, self.groups, self._weight_norm_dim)
-        else:
-            w = self.weight
-        if self._w_mask is not None:
-            w = w * self._w_mask
-        return w
-
-    def apply_activation(self, y: mx.array) -> mx.array:
-        if "activation" in self:
-            return self.activation(y)
-        fn = self.__dict__.get("_activation_fn")
-        return y if fn is None else fn(y)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        y = conv_transpose1d(
-            x, self.effective_weight(), self.get("bias"), stride=self.stride, padding=self.padding,
-            output_padding=self.output_padding, dilation=self.dilation, groups=self.groups,
-            data_format=self.data_format, backend=self.backend,
-        )
-        return self.apply_activation(y)
+        return conv_transpose1d(x, weight, bias, **kwargs)
 
     def streaming(self):
         """A :class:`mlx_deconv.StreamingConvTranspose1d` that runs this layer chunk by chunk."""
@@ -209,94 +460,137 @@ class ConvTranspose1d(nn.Module):
 
         return StreamingConvTranspose1d(self)
 
-    # -- PyTorch interop ------------------------------------------------
     @classmethod
     def from_torch(
         cls,
-        state_dict: Dict[str, object],
+        module_or_state_dict,
         *,
-        stride: int = 1,
-        padding: Padding = 0,
-        output_padding: Optional[int] = 0,
-        dilation: int = 1,
-        groups: int = 1,
+        stride: Optional[int] = None,
+        padding: Optional[Padding] = None,
+        output_padding: Optional[int] = None,
+        dilation: Optional[int] = None,
+        groups: Optional[int] = None,
         data_format: str = "NLC",
         prefix: str = "",
         **layer_kwargs,
     ) -> "ConvTranspose1d":
-        """A layer built from a PyTorch ``ConvTranspose1d`` state dict.
+        """A layer built from a ``torch.nn.ConvTranspose1d`` module or its state dict.
 
-        Channels and kernel size come from the tensors' shapes; weight norm is
-        switched on when the keys say so (``weight_g``/``weight_v``, or
-        ``parametrizations.weight.original0/1``). Values may be numpy arrays,
-        torch tensors or anything with ``__array__``; torch is not needed.
+        A module gives everything: stride, padding, output padding, dilation,
+        groups, bias and weight norm (``torch.nn.utils.parametrizations.weight_norm``
+        or the legacy ``weight_g``/``weight_v``). A state dict carries no geometry:
+        pass ``stride``, ``padding``, ``output_padding``, ``dilation`` and ``groups``
+        as the PyTorch layer had them (they default to PyTorch's defaults, which
+        give a different output length if the layer had others). Channels, kernel
+        size, bias and weight norm come from the tensors. Values may be numpy
+        arrays, torch tensors or anything with ``__array__``.
 
         Args:
-            state_dict: the layer's tensors (keys under ``prefix``).
-            stride, padding, output_padding, dilation, groups: the PyTorch layer's.
-            data_format (str): the layout the new layer takes. Default: ``"NLC"``.
-            prefix (str): e.g. ``"ups.0."`` to pick one layer out of a model's state dict.
+            module_or_state_dict: a ``torch.nn.ConvTranspose1d`` or a state dict.
+            stride, padding, output_padding, dilation, groups: with a state dict only.
+            data_format (str): the layout the new layer takes; PyTorch's is ``"NCL"``. Default: ``"NLC"``.
+            prefix (str): with a state dict, e.g. ``"ups.0."`` to pick one layer out of a model's.
             **layer_kwargs: anything else :class:`ConvTranspose1d` takes (``activation``, ``backend``...).
+
+        Returns:
+            ConvTranspose1d: with the module's weights.
+
+        Raises:
+            TypeError: for a module that is not a ``ConvTranspose1d``.
+            ValueError: for a ``padding_mode`` other than ``"zeros"``, or geometry
+                passed alongside a module.
         """
-        tensors = read_torch_state_dict(state_dict, prefix)
-        in_channels, out_per_group, kernel_size = tensors.weight_shape
-        layer = cls(
-            in_channels, out_per_group * groups, kernel_size, stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation, groups=groups,
-            bias=tensors.bias is not None, data_format=data_format,
-            weight_norm=tensors.g is not None, weight_norm_dim=tensors.dim, **layer_kwargs,
-        )
-        layer._load(tensors)
-        return layer
+        geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups)
+        return cls._from_torch(module_or_state_dict, prefix, geometry, data_format, layer_kwargs)
 
-    def load_torch_state_dict(self, state_dict: Dict[str, object], prefix: str = "") -> "ConvTranspose1d":
-        """Loads a PyTorch ``ConvTranspose1d`` state dict into this layer (converting weight norm either way)."""
-        self._load(read_torch_state_dict(state_dict, prefix))
-        return self
 
-    def _load(self, tensors: TorchWeights) -> None:
-        expected = (self.in_channels, self.out_channels // self.groups, self.kernel_size)
-        if tensors.weight_shape != expected:
-            raise ValueError(f"state dict weight has PyTorch shape {tensors.weight_shape}, this layer needs {expected}")
-        if (tensors.bias is not None) != ("bias" in self):
-            raise ValueError(f"state dict {'has' if tensors.bias is not None else 'lacks'} a bias, this layer "
-                             f"{'has' if 'bias' in self else 'has none'}")
-        v = torch_to_mlx_weight(mx.array(tensors.v if tensors.g is not None else tensors.weight), self.groups)
-        if tensors.g is not None:
-            g = mx.array(tensors.g)
-            if self.uses_weight_norm and tensors.dim == self._weight_norm_dim:
-                self.weight_g, self.weight_v = g.reshape(self.weight_g.shape), v
-            elif self.uses_weight_norm:
-                self.weight_g, self.weight_v = wn.split(wn.combine(g, v, self.groups, tensors.dim), self.groups, self._weight_norm_dim)
-            else:
-                self.weight = wn.combine(g, v, self.groups, tensors.dim)
-        elif self.uses_weight_norm:
-            self.weight_g, self.weight_v = wn.split(v, self.groups, self._weight_norm_dim)
-        else:
-            self.weight = v
-        if tensors.bias is not None:
-            self.bias = mx.array(tensors.bias).reshape(self.out_channels)
+class Conv1d(ConvLayer):
+    _transposed = False
 
-    def torch_state_dict(self, style: str = "parametrizations") -> Dict[str, np.ndarray]:
-        """This layer's tensors as a PyTorch ``ConvTranspose1d`` state dict of numpy arrays.
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: Padding = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        data_format: str = "NLC",
+        activation: activations.Activation = None,
+        kernel_init: initializers.Initializer = "torch",
+        bias_init: initializers.Initializer = "zeros",
+        w_mask=None,
+        weight_norm: bool = False,
+        weight_norm_dim: Optional[int] = 0,
+        backend: str = "auto",
+        in_size: Optional[Sequence[int]] = None,
+    ):
+        config = ConvConfig(False, in_channels, out_channels, kernel_size, stride, padding, None, dilation, groups,
+                            bias, data_format, activation, weight_norm, weight_norm_dim, backend)
+        super().__init__(config, kernel_init=kernel_init, bias_init=bias_init, w_mask=w_mask, in_size=in_size)
+
+    def _op(self, x, weight, bias=None, **kwargs):
+        from .functional import conv1d
+
+        return conv1d(x, weight, bias, **kwargs)
+
+    def streaming(self):
+        """A :class:`mlx_deconv.StreamingConv1d` that runs this layer chunk by chunk."""
+        from .streaming import StreamingConv1d
+
+        return StreamingConv1d(self)
+
+    @classmethod
+    def from_torch(
+        cls,
+        module_or_state_dict,
+        *,
+        stride: Optional[int] = None,
+        padding: Optional[Padding] = None,
+        dilation: Optional[int] = None,
+        groups: Optional[int] = None,
+        data_format: str = "NLC",
+        prefix: str = "",
+        **layer_kwargs,
+    ) -> "Conv1d":
+        """A layer built from a ``torch.nn.Conv1d`` module or its state dict.
+
+        As :meth:`ConvTranspose1d.from_torch`: a module gives stride, padding
+        (ints, ``"same"``, ``"valid"``), dilation, groups, bias and weight norm
+        (both styles); a state dict carries no geometry, so pass it.
 
         Args:
-            style (str): for a weight-normed layer, ``"parametrizations"``
-                (``torch.nn.utils.parametrizations.weight_norm``) or ``"legacy"``
-                (``weight_g``/``weight_v``). Default: ``"parametrizations"``.
+            module_or_state_dict: a ``torch.nn.Conv1d`` or a state dict.
+            stride, padding, dilation, groups: with a state dict only.
+            data_format (str): the layout the new layer takes. Default: ``"NLC"``.
+            prefix (str): with a state dict, e.g. ``"resblocks.0.convs1.1."``.
+            **layer_kwargs: anything else :class:`Conv1d` takes.
+
+        Returns:
+            Conv1d: with the module's weights.
         """
-        out: Dict[str, np.ndarray] = {}
-        if self.uses_weight_norm:
-            g = np.array(self.weight_g)
-            v = np.array(mlx_to_torch_weight(self.weight_v, self.groups))
-            if style == "parametrizations":
-                out["parametrizations.weight.original0"], out["parametrizations.weight.original1"] = g, v
-            elif style == "legacy":
-                out["weight_g"], out["weight_v"] = g, v
-            else:
-                raise ValueError(f"style must be 'parametrizations' or 'legacy', got {style!r}")
-        else:
-            out["weight"] = np.array(mlx_to_torch_weight(self.weight, self.groups))
-        if "bias" in self:
-            out["bias"] = np.array(self.bias)
-        return out
+        geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        return cls._from_torch(module_or_state_dict, prefix, geometry, data_format, layer_kwargs)
+
+
+ConvTranspose1d.__doc__ = """A 1-D transposed convolution layer over ``(N, L, C_in)`` (or ``(N, C_in, L)``) signals.
+
+    Every argument form of :func:`mlx_deconv.conv_transpose1d` is accepted.
+    The parameters are ``weight`` in MLX layout ``(C_out, K, C_in/groups)``
+    (or ``weight_g``/``weight_v`` with ``weight_norm``) and ``bias``, so
+    ``mlx.nn`` tools (optimizers, ``save_weights``, ``nn.value_and_grad``,
+    ``mx.compile``) work unchanged; :attr:`config` holds the rest.
+""" + _LAYER_ARGS_DOC.format(stride="upsampling factor", op="""
+        output_padding (int, optional): see the op. Default: ``None``.""",
+                             torch_layout="``(C_in, C_out/groups, K)``", per="input")
+
+Conv1d.__doc__ = """A 1-D convolution layer over ``(N, L, C_in)`` (or ``(N, C_in, L)``) signals, on :func:`mlx_deconv.conv1d`.
+
+    The same options as :class:`ConvTranspose1d`. Weight norm has PyTorch's
+    ``Conv1d`` semantics: ``dim=0`` is one norm per *output* channel, ``weight_g``
+    of shape ``(C_out, 1, 1)``.
+""" + _LAYER_ARGS_DOC.format(stride="step between outputs", op="",
+                             torch_layout="``(C_out, C_in/groups, K)``", per="output")

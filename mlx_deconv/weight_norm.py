@@ -1,10 +1,12 @@
-"""PyTorch's ``weight_norm`` for a transposed-conv weight: ``w = g * v / ||v||``.
+"""PyTorch's ``weight_norm`` for a 1-D convolution weight: ``w = g * v / ||v||``.
 
-PyTorch takes the norm over every axis but ``dim`` *of its own layout*
-``(C_in, C_out/groups, K)``; its default ``dim=0`` therefore gives one norm
-per input channel, ``g`` of shape ``(C_in, 1, 1)``. ``v`` is kept here in MLX
-layout (like the layer's ``weight``) and ``g`` in PyTorch's shape, so
-checkpoints (HiFi-GAN, BigVGAN, DAC, EnCodec) load without reshaping.
+PyTorch takes the norm over every axis but ``dim`` *of its own layout*:
+``(C_in, C_out/groups, K)`` for ``ConvTranspose1d``, so its default ``dim=0``
+gives one norm per *input* channel (``g`` of shape ``(C_in, 1, 1)``), and
+``(C_out, C_in/groups, K)`` for ``Conv1d``, one norm per *output* channel
+(``g`` of shape ``(C_out, 1, 1)``). ``v`` is kept here in MLX layout (like the
+layer's ``weight``) and ``g`` in PyTorch's shape, so checkpoints (HiFi-GAN,
+BigVGAN, DAC, EnCodec) load without reshaping.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from .interop import mlx_to_torch_weight, torch_to_mlx_weight
+from .interop import from_torch_layout, to_torch_layout
 
 
 def norm_dim(dim: Optional[int]) -> Optional[int]:
@@ -37,15 +39,25 @@ def g_shape(weight_shape_torch, dim: Optional[int]) -> Tuple[int, ...]:
     return tuple(n if a == dim else 1 for a, n in enumerate(weight_shape_torch))
 
 
-def split(weight: mx.array, groups: int = 1, dim: Optional[int] = 0) -> Tuple[mx.array, mx.array]:
-    """``(g, v)`` of an MLX-layout weight, as ``torch.nn.utils.weight_norm`` initialises them."""
+def split(weight: mx.array, groups: int = 1, dim: Optional[int] = 0, transposed: bool = True) -> Tuple[mx.array, mx.array]:
+    """``(g, v)`` of an MLX-layout weight, as ``torch.nn.utils.weight_norm`` initialises them.
+
+    Args:
+        weight: MLX-layout weight ``(C_out, K, C_in/groups)``.
+        groups (int): channel groups. Default: ``1``.
+        dim (int, optional): PyTorch's ``dim``. Default: ``0``.
+        transposed (bool): the weight of a transposed (default) or a direct convolution.
+
+    Returns:
+        ``(g, v)``: ``g`` in PyTorch's shape, ``v`` the weight itself.
+    """
     dim = norm_dim(dim)
-    g = _norm(mlx_to_torch_weight(weight, groups), dim)
+    g = _norm(to_torch_layout(weight, groups, transposed), dim)
     return (g.reshape(()) if dim is None else g), weight
 
 
-def combine(g: mx.array, v: mx.array, groups: int = 1, dim: Optional[int] = 0) -> mx.array:
+def combine(g: mx.array, v: mx.array, groups: int = 1, dim: Optional[int] = 0, transposed: bool = True) -> mx.array:
     """The MLX-layout weight ``g * v / ||v||`` (norm over all PyTorch axes but ``dim``)."""
     dim = norm_dim(dim)
-    v_torch = mlx_to_torch_weight(v, groups)
-    return torch_to_mlx_weight(g * v_torch / _norm(v_torch, dim), groups)
+    v_torch = to_torch_layout(v, groups, transposed)
+    return from_torch_layout(g * v_torch / _norm(v_torch, dim), groups, transposed)

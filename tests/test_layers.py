@@ -163,7 +163,7 @@ def test_repr_names_the_configuration():
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(in_channels=5, groups=2), ["groups=2", "in_channels=5"]),
+    (dict(in_channels=5, groups=2), ["groups=2", "C_in=5"]),
     (dict(out_channels=0), ["out_channels", "0"]),
     (dict(padding="full"), ["padding", "'full'"]),
     (dict(activation="swishy"), ["activation", "'swishy'"]),
