@@ -1,0 +1,408 @@
+"""Autotuning: the fastest kept, signatures and buckets, the disk cache across processes, corruption, races.
+
+No test here measures time: timings are injected (a fake timer, or a fake
+clock advanced by fake backends).
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_deconv import autotune
+from mlx_deconv.geometry import conv_geometry
+
+import reference as ref
+from helpers import atol
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPU = mx.default_stream(mx.cpu)
+
+
+def geometry(length=100, c_in=8, c_out=4, k=4, batch=1, **kwargs):
+    kwargs.setdefault("stride", 2)
+    return conv_geometry((batch, length, c_in), (c_out, k, c_in // kwargs.get("groups", 1)), **kwargs)[0]
+
+
+class FakeTimer:
+    """Returns fixed seconds for the names it is given and counts its calls."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.calls = []
+
+    def __call__(self, fns):
+        self.calls.append(sorted(fns))
+        return {n: self.seconds[n] for n in fns if n in self.seconds}
+
+
+def never_called(_fns):
+    raise AssertionError("the timer ran although the choice was cached")
+
+
+def tune(geom, names=("a", "b", "c"), rule="a", dtype=mx.float32, mode="forward", runners=None, stream=CPU):
+    runners = runners or {n: (lambda x, w: x) for n in names}
+    return autotune.tune("conv_transpose1d", geom, stream, dtype, names=list(names), rule=rule,
+                         runners=runners, mode=mode)
+
+
+@pytest.fixture
+def tuner(tmp_path):
+    """A private tuner in a fresh cache directory; the process's own is restored afterwards."""
+    made = {}
+
+    def make(timer, directory=tmp_path / "cache"):
+        made["t"] = autotune.Tuner(directory=directory, timer=timer)
+        autotune.use_tuner(made["t"])
+        return made["t"]
+
+    old = autotune.tuner()
+    yield make
+    autotune.use_tuner(old)
+
+
+def cache_files(folder):
+    return sorted(p for p in folder.glob("autotune-*.json"))
+
+
+def test_the_fastest_is_kept_and_timed_once(tuner):
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    t = tuner(timer)
+    entry = tune(geometry())
+    assert entry["choice"] == "b" and entry["rule"] == "a"
+    assert entry["seconds"] == {"a": 3.0, "b": 1.0, "c": 2.0}
+    assert tune(geometry())["choice"] == "b"
+    assert len(timer.calls) == 1 and t.stats["timed"] == 1 and t.stats["memory_hits"] == 1
+
+
+def test_only_usable_backends_are_timed(tuner):
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    tuner(timer)
+    assert tune(geometry(), names=("a", "c"))["choice"] == "c"
+    assert timer.calls == [["a", "c"]]
+
+
+def test_a_cached_choice_no_longer_usable_is_retimed(tuner):
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    tuner(timer)
+    assert tune(geometry())["choice"] == "b"
+    assert tune(geometry(), names=("a", "c"))["choice"] == "c"
+    assert len(timer.calls) == 2
+
+
+def test_no_backend_ran_falls_back_to_the_rule(tuner):
+    tuner(FakeTimer({}))
+    assert tune(geometry(), rule="c")["choice"] == "c"
+
+
+def test_length_bucket():
+    assert [autotune.length_bucket(n) for n in (1, 2, 3, 4, 5, 128, 129, 256, 257)] == [1, 2, 4, 4, 8, 128, 256, 256, 512]
+    for n in range(1, 2000):
+        b = autotune.length_bucket(n)
+        assert b >= n and b & (b - 1) == 0 and b < 2 * n
+
+
+def test_lengths_in_one_bucket_share_a_choice(tuner):
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    tuner(timer)
+    for length in (129, 200, 256, 131):  # a streaming decoder's varying chunks
+        tune(geometry(length))
+    assert len(timer.calls) == 1
+    tune(geometry(257))
+    assert len(timer.calls) == 2
+
+
+@pytest.mark.parametrize("change", [
+    dict(c_in=16), dict(c_out=8), dict(k=5), dict(stride=3), dict(dilation=2), dict(groups=2),
+    dict(padding="causal"), dict(batch=2), dict(length=300),
+])
+def test_signature_tells_apart(change):
+    base = autotune.signature("conv_transpose1d", geometry(), CPU, mx.float32)
+    other = autotune.signature("conv_transpose1d", geometry(**change), CPU, mx.float32)
+    assert base != other and base.key() != other.key()
+
+
+def test_signature_tells_apart_op_dtype_mode():
+    g = geometry()
+    keys = {autotune.signature(op, g, CPU, dt, mode).key()
+            for op in autotune.OPS for dt in (mx.float32, mx.float16, mx.bfloat16) for mode in ("forward", "train")}
+    assert len(keys) == 12
+
+
+def test_signature_rejects_unknown_op_and_mode():
+    with pytest.raises(ValueError, match="op must be"):
+        autotune.signature("conv2d", geometry(), CPU, mx.float32)
+    with pytest.raises(ValueError, match="mode must be"):
+        autotune.signature("conv1d", geometry(), CPU, mx.float32, mode="both")
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(k=4, stride=2), "none"),
+    (dict(k=4, stride=2, padding=1), "symmetric"),
+    (dict(k=4, stride=2, padding="causal"), "right"),
+    (dict(k=4, stride=2, padding=(2, 0)), "left"),
+    (dict(k=4, stride=2, padding=(1, 2)), "asymmetric"),
+    (dict(k=4, stride=2, padding=(1, 0), output_padding=1), "extend"),
+])
+def test_padding_class_of_the_transposed_op(kwargs, expected):
+    assert autotune.padding_class(geometry(**kwargs)) == expected
+
+
+def test_padding_class_of_conv1d():
+    from mlx_deconv.geometry import Conv1dGeometry
+
+    def g(left, right):
+        return Conv1dGeometry(1, 10, 2, 2, 3, 1, 1, 1, left, right, 10)
+    assert [autotune.padding_class(g(*p)) for p in ((0, 0), (1, 1), (2, 0), (0, 1), (1, 2))] == \
+        ["none", "symmetric", "left", "right", "asymmetric"]
+
+
+def test_a_new_tuner_reuses_the_disk_cache(tuner, tmp_path):
+    tuner(FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0}))
+    tune(geometry())
+    [path] = cache_files(tmp_path / "cache")
+    data = json.loads(path.read_text())
+    assert data["context"] == autotune.device_context(CPU)
+    t = tuner(never_called)
+    assert tune(geometry())["choice"] == "b"
+    assert t.stats == dict(timed=0, memory_hits=0, disk_hits=1)
+
+
+def test_the_cache_directory_is_private(tuner, tmp_path):
+    if not hasattr(os, "getuid"):
+        pytest.skip("POSIX permissions")
+    tuner(FakeTimer({"a": 1.0}), directory=tmp_path / "deep" / "cache")
+    tune(geometry(), names=("a",))
+    assert stat.S_IMODE((tmp_path / "deep" / "cache").stat().st_mode) == 0o700
+    [path] = cache_files(tmp_path / "deep" / "cache")
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_a_directory_others_can_write_is_not_trusted(tuner, tmp_path):
+    if not hasattr(os, "getuid"):
+        pytest.skip("POSIX permissions")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    tuner(FakeTimer({"a": 3.0, "b": 1.0}), directory=folder)
+    with pytest.warns(autotune.AutotuneCacheWarning, match="other users can write"):
+        assert tune(geometry(), names=("a", "b"))["choice"] == "b"
+    assert cache_files(folder) == []
+
+
+@pytest.mark.parametrize("content", [
+    b"{not json", b"\xff\xfe\x00", b"[1, 2, 3]", b'{"context": {}, "entries": {}}',
+    b'{"context": null, "entries": []}',
+])
+def test_a_corrupt_or_foreign_cache_warns_once_and_is_rebuilt(tuner, tmp_path, content):
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    path = folder / autotune.Tuner.file_name(autotune.device_context(CPU))
+    path.write_bytes(content)
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    tuner(timer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for length in (10, 100, 1000):
+            assert tune(geometry(length))["choice"] == "b"
+    assert [w.category for w in caught] == [autotune.AutotuneCacheWarning]
+    assert len(timer.calls) == 3
+    data = json.loads(path.read_text())
+    assert len(data["entries"]) == 3 and data["context"] == autotune.device_context(CPU)
+
+
+def test_a_cache_of_another_mlx_version_is_not_reused(tuner, tmp_path):
+    tuner(FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0}))
+    tune(geometry())
+    [path] = cache_files(tmp_path / "cache")
+    data = json.loads(path.read_text())
+    data["context"]["mlx"] = "0.0.1"
+    path.write_text(json.dumps(data))
+    timer = FakeTimer({"a": 1.0, "b": 3.0, "c": 2.0})
+    tuner(timer)
+    with pytest.warns(autotune.AutotuneCacheWarning, match="not this device"):
+        assert tune(geometry())["choice"] == "a"
+    assert len(timer.calls) == 1
+
+
+def test_one_signature_met_by_two_threads_is_timed_once(tuner):
+    calls = []
+
+    def slow_timer(fns):
+        calls.append(1)
+        time.sleep(0.2)  # holds the timing long enough for the other thread to arrive
+        return {"a": 2.0, "b": 1.0}
+
+    tuner(slow_timer)
+    barrier = threading.Barrier(2)
+    results = []
+
+    def work():
+        stream = mx.default_stream(mx.cpu)  # MLX's streams belong to the thread that made them
+        barrier.wait()
+        results.append(tune(geometry(), names=("a", "b"), stream=stream)["choice"])
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["b", "b"] and len(calls) == 1
+
+
+def test_clear_forgets_memory_and_disk(tuner, tmp_path):
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    t = tuner(timer)
+    tune(geometry())
+    assert len(cache_files(tmp_path / "cache")) == 1
+    assert any(p.suffix == ".json" for p in t.clear())
+    assert cache_files(tmp_path / "cache") == []
+    tune(geometry())
+    assert len(timer.calls) == 2
+
+
+def test_cache_dir_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLX_DECONV_CACHE_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert autotune.cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("MLX_DECONV_CACHE_DIR")
+    assert autotune.cache_dir() == tmp_path / "x" / "mlx_deconv"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert autotune.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv"
+
+
+def test_switches(monkeypatch):
+    monkeypatch.setattr(autotune, "_override", None)
+    for value, mode in (("", None), ("0", None), ("off", None), ("1", "forward"), ("yes", "forward"),
+                        ("train", "train")):
+        monkeypatch.setenv("MLX_DECONV_AUTOTUNE", value)
+        assert autotune.autotune_mode() == mode
+    autotune.set_autotune(False)
+    assert autotune.autotune_mode() is None
+    autotune.set_autotune(True, backward=True)
+    assert autotune.autotune_mode() == "train"
+    monkeypatch.setenv("MLX_DECONV_AUTOTUNE", "0")
+    autotune.set_autotune(True)
+    assert autotune.autotune_mode() == "forward"
+
+
+def test_median_timer_on_a_fake_clock():
+    now = [0.0]
+    runs = {"fast": 0, "slow": 0, "mid": 0, "broken": 0}
+    costs = {"fast": [1.0, 5.0, 1.0, 1.0, 2.0], "mid": [2.0, 2.0, 3.0, 2.0, 9.0], "slow": [10.0]}
+
+    def fn(name):
+        def run():
+            runs[name] += 1
+            if name == "broken":
+                raise RuntimeError("cannot run this call")
+            timed = runs[name] - 2  # after one warm-up run
+            now[0] += costs[name][timed] if timed >= 0 else 100.0
+            return mx.array(0)
+        return run
+
+    seconds = autotune.median_timer({n: fn(n) for n in runs}, warmup=1, repeat=5, clock=lambda: now[0])
+    assert seconds == {"fast": 1.0, "mid": 2.0, "slow": 10.0}
+    assert runs == {"fast": 6, "mid": 6, "slow": 2, "broken": 1}  # slow dropped after its first timed run
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_the_timed_calls_compute_the_op(tuner, mode):
+    """What is timed is the real computation (forward, or gradients w.r.t. input and weight)."""
+    from mlx_deconv import backends
+
+    g = geometry(length=7, c_in=6, c_out=4, k=4, stride=2, padding=1)
+    names = backends.usable_backends(g, CPU)
+    outputs = {}
+
+    def timer(fns):
+        for n, fn in fns.items():
+            outputs[n] = fn()
+        return {n: 1.0 for n in fns}
+
+    tuner(timer)
+    runners = {n: (lambda x, w, n=n: backends.BACKENDS[n].run("conv_transpose1d")(x, w, None, g)) for n in names}
+    tune(g, names=names, rule="gemm", mode=mode, runners=runners)
+    kx, kw = mx.random.split(mx.random.key(0))
+    x = np.array(mx.random.normal((1, 7, 6), key=kx))
+    w = np.array(mx.random.normal((4, 4, 6), key=kw))
+    left = g.crop
+    right = g.full_length - g.crop - g.output_length
+    assert sorted(outputs) == sorted(names)
+    for n, out in outputs.items():
+        if mode == "forward":
+            expected = ref.conv_transpose1d(x, w, None, 2, left, right)
+            np.testing.assert_allclose(np.array(out), expected, atol=atol(24), rtol=0)
+        else:
+            gx, gw, _ = ref.conv_transpose1d_vjp(x, w, np.ones((1, g.output_length, 4)), 2, left, right)
+            np.testing.assert_allclose(np.array(out[0]), gx, atol=atol(16), rtol=0)
+            np.testing.assert_allclose(np.array(out[1]), gw, atol=atol(7), rtol=1e-6)
+
+
+WORKER = textwrap.dedent("""
+    import json, sys, time
+    import mlx.core as mx
+    from mlx_deconv import autotune
+    from mlx_deconv.geometry import conv_geometry
+
+    mode, start, first, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    calls = []
+    def timer(fns):
+        if mode == "reuse":
+            raise AssertionError("timed in the second process")
+        calls.append(1)
+        return {"a": 2.0, "b": 1.0}
+    autotune.use_tuner(autotune.Tuner(timer=timer))
+    while time.time() < start:
+        time.sleep(0.005)
+    choices = []
+    for c in range(first, first + count):
+        geom = conv_geometry((1, 50, c), (2, 3, c), stride=2)[0]
+        choices.append(autotune.tune("conv_transpose1d", geom, mx.default_stream(mx.cpu), mx.float32,
+                                     names=["a", "b"], rule="a", runners={"a": max, "b": max}))
+    print(json.dumps(dict(choices=[e["choice"] for e in choices], timed=len(calls), stats=autotune.tuner().stats)))
+""")
+
+
+def run_workers(tmp_path, jobs, together=False):
+    env = dict(os.environ, MLX_DECONV_CACHE_DIR=str(tmp_path / "cache"))
+    start = time.time() + 2.0 if together else 0.0  # together: all start tuning at once, after their imports
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, mode, str(start), str(first), str(count)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for mode, first, count in jobs]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def test_the_cache_survives_a_new_process(tmp_path):
+    [first] = run_workers(tmp_path, [("tune", 1, 3)])
+    assert first["timed"] == 3 and first["choices"] == ["b"] * 3
+    [second] = run_workers(tmp_path, [("reuse", 1, 3)])
+    assert second["choices"] == ["b"] * 3
+    assert second["stats"] == dict(timed=0, memory_hits=2, disk_hits=1)
+
+
+def test_processes_tuning_at_once_leave_one_valid_file(tmp_path):
+    # Overlapping ranges: the same signatures tuned at once, and different ones merged.
+    results = run_workers(tmp_path, [("tune", 1, 12), ("tune", 5, 12), ("tune", 9, 12)], together=True)
+    assert all(r["choices"] == ["b"] * 12 for r in results)
+    [path] = cache_files(tmp_path / "cache")
+    entries = json.loads(path.read_text())["entries"]
+    assert len(entries) == 20  # channels 1..20, none lost to a concurrent write
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+    [reuse] = run_workers(tmp_path, [("reuse", 1, 20)])
+    assert reuse["stats"]["timed"] == 0
