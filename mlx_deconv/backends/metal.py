@@ -14,6 +14,7 @@ verified by running MLX's generated Metal source on the CPU
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -35,15 +36,29 @@ def kernel_source() -> str:
     raise FileNotFoundError(f"{KERNEL_FILE} is neither in {here / 'metal'} nor in {here.parent / 'metal'}")
 
 
+_KERNEL_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=None)
-def kernel():
-    """The ``mx.fast.metal_kernel`` object (built once; MLX compiles each instantiation on first launch)."""
+def _build_kernel():
     return mx.fast.metal_kernel(
         name="mlx_deconv_conv_transpose1d",
         input_names=["x", "w", "bias", "dims"],
         output_names=["y"],
         source=kernel_source(),
     )
+
+
+def kernel():
+    """The ``mx.fast.metal_kernel`` object (built once; MLX compiles each instantiation on first launch).
+
+    Built under a lock, so concurrent first calls from several threads share one object.
+    """
+    with _KERNEL_LOCK:
+        return _build_kernel()
+
+
+kernel.cache_clear = _build_kernel.cache_clear  # tests swap the kernel source
 
 
 def launch(geom: Geometry) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
