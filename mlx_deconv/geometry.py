@@ -299,7 +299,7 @@ class Conv1dGeometry:
 
         (With dilation or stride some rows inside may be skipped.)
         """
-        lo = max(0, start * self.stride - self.pad_left)
+        lo = min(max(0, start * self.stride - self.pad_left), self.length)
         hi = min(self.length, (stop - 1) * self.stride + (self.kernel_size - 1) * self.dilation - self.pad_left + 1)
         return lo, max(lo, hi)
 

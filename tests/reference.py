@@ -1,4 +1,4 @@
-"""Float64 numpy references for the transposed convolution, written from the definition.
+"""Float64 numpy references for both convolutions, written from the definitions.
 
 Nothing here imports mlx_deconv or calls an MLX convolution. Two independent
 formulations are kept, and the tests check that they agree:
@@ -140,4 +140,98 @@ def torch_weight(w, groups=1):
         for co in range(cog):
             for ci in range(cig):
                 out[g * cig + ci, co, :] = w[g * cog + co, :, ci]
+    return out
+
+
+# -- the direct convolution ------------------------------------------------------
+#
+# ``y[n, t, co] = sum_{k, ci in group(co)} x[n, t*s + k*d - left, ci] * w[co, k, ci]``, with
+# ``x`` zero outside ``[0, L)``. Written output sample by output sample from that line,
+# not through the transposed forms above.
+
+
+def conv1d_output_length(length, taps, stride, left, right, dilation):
+    """Number of output samples whose window fits in the padded input."""
+    count = 0
+    while count * stride + dilation * (taps - 1) <= length + left + right - 1:
+        count += 1
+    return count
+
+
+def tf_same_pads(length, taps, stride, dilation):
+    """TensorFlow's ``padding="SAME"`` (Keras ``Conv1D``): ``ceil(L/s)`` outputs, smaller half on the left."""
+    out = -(-length // stride)
+    effective = (taps - 1) * dilation + 1
+    total = max((out - 1) * stride + effective - length, 0)
+    return total // 2, total - total // 2
+
+
+def conv1d_pads(padding, length, taps, stride, dilation):
+    """``(left, right)`` zeros of each padding form, from its definition."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        return tf_same_pads(length, taps, stride, dilation)
+    if padding == "causal":
+        return (taps - 1) * dilation, 0
+    if isinstance(padding, (tuple, list)):
+        return tuple(padding)
+    return padding, padding
+
+
+def conv1d(x, w, bias=None, stride=1, left=0, right=0, dilation=1, groups=1):
+    """Direct convolution of ``x (N, L, C_in)`` with ``w (C_out, K, C_in/G)`` in float64."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    n, length, c_in = x.shape
+    c_out, taps, cig = w.shape
+    cog = c_out // groups
+    out_len = conv1d_output_length(length, taps, stride, left, right, dilation)
+    y = np.zeros((n, out_len, c_out))
+    for t in range(out_len):
+        for k in range(taps):
+            row = t * stride + k * dilation - left
+            if not 0 <= row < length:
+                continue
+            for co in range(c_out):
+                g = co // cog
+                y[:, t, co] += x[:, row, g * cig : (g + 1) * cig] @ w[co, k, :]
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    return y
+
+
+def conv1d_vjp(x, w, cotangent, stride=1, left=0, right=0, dilation=1, groups=1):
+    """Gradients of ``sum(conv1d(x, w, b) * cotangent)`` w.r.t. x, w and b.
+
+    Each term ``x[row, ci] * w[co, k, ci]`` of output ``t`` sends ``ct[t, co]`` back
+    to both factors: ``dx`` is the transposed convolution of the cotangent.
+    """
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    ct = np.asarray(cotangent, np.float64)
+    n, length, c_in = x.shape
+    c_out, taps, cig = w.shape
+    cog = c_out // groups
+    gx = np.zeros_like(x)
+    gw = np.zeros_like(w)
+    for t in range(ct.shape[1]):
+        for k in range(taps):
+            row = t * stride + k * dilation - left
+            if not 0 <= row < length:
+                continue
+            for co in range(c_out):
+                g = co // cog
+                gx[:, row, g * cig : (g + 1) * cig] += np.outer(ct[:, t, co], w[co, k, :])
+                gw[co, k, :] += ct[:, t, co] @ x[:, row, g * cig : (g + 1) * cig]
+    return gx, gw, ct.sum(axis=(0, 1))
+
+
+def torch_conv1d_weight(w):
+    """MLX-layout ``(C_out, K, C_in/G)`` conv1d weight as PyTorch's ``(C_out, C_in/G, K)``."""
+    w = np.asarray(w)
+    c_out, taps, cig = w.shape
+    out = np.zeros((c_out, cig, taps), dtype=w.dtype)
+    for k in range(taps):
+        out[:, :, k] = w[:, k, :]
     return out
