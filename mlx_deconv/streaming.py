@@ -207,13 +207,14 @@ class StreamingConv1d(_Stream):
     def _advance(self, buffer: mx.array, available: int, batched: bool):
         """Computes outputs ``[_emitted, ready)``; returns (output, kept buffer, its start, ready)."""
         c = self.config
-        ready = (available - self._span) // c.stride + 1 if available >= self._span else 0
-        if ready <= self._emitted:
-            return self.layer.finish(self._empty(buffer), batched), buffer, self._start, self._emitted
-        lo = self._emitted * c.stride - self._start
-        hi = (ready - 1) * c.stride + self._span - self._start
-        y = self.layer._op(buffer[:, lo:hi], self.layer.effective_weight(), None, stride=c.stride, padding=0,
-                           dilation=c.dilation, groups=c.groups, backend=c.backend)
+        ready = max(self._emitted, (available - self._span) // c.stride + 1 if available >= self._span else 0)
+        if ready == self._emitted:
+            y = self._empty(buffer)
+        else:
+            lo = self._emitted * c.stride - self._start
+            hi = (ready - 1) * c.stride + self._span - self._start
+            y = self.layer._op(buffer[:, lo:hi], self.layer.effective_weight(), None, stride=c.stride, padding=0,
+                               dilation=c.dilation, groups=c.groups, backend=c.backend)
         start = min(ready * c.stride, available)  # the next output's window starts at ready * stride
         return self.layer.finish(y, batched), buffer[:, start - self._start:], start, ready
 

@@ -2,6 +2,7 @@
 
 import mlx.core as mx
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,3 +70,46 @@ def test_reset_and_weight_updates_are_seen():
     layer.weight = layer.weight * 2
     out = mx.concatenate([stream.step(x), stream.flush()], axis=1)
     assert mx.allclose(out, layer(x), atol=1e-5)
+
+
+def make_stream(kind):
+    if kind == "transposed":
+        layer = md.ConvTranspose1d(3, 4, 6, stride=2, padding=2, activation="tanh")
+    else:
+        layer = md.Conv1d(3, 4, 5, padding=2, dilation=2, activation="tanh")
+    return layer, layer.streaming()
+
+
+BAD_CHUNKS = {
+    "channels": lambda: mx.ones((1, 4, 2)),
+    "dtype": lambda: mx.ones((1, 4, 3), mx.float16),
+    "integer dtype": lambda: mx.ones((1, 4, 3), mx.int32),
+    "rank": lambda: mx.ones((1, 1, 4, 3)),
+    "unbatched after batched": lambda: mx.ones((4, 3)),
+    "batch size": lambda: mx.ones((2, 4, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", ["transposed", "direct"])
+@pytest.mark.parametrize("bad", sorted(BAD_CHUNKS))
+def test_a_failed_step_leaves_the_stream_as_it_was(kind, bad):
+    layer, stream = make_stream(kind)
+    x = mx.random.normal((1, 12, 3), key=mx.random.key(4))
+    pieces = [stream.step(x[:, :5])]
+    with pytest.raises((ValueError, TypeError)):
+        stream.step(BAD_CHUNKS[bad]())
+    pieces += [stream.step(x[:, 5:])]
+    pieces.append(stream.flush())
+    np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), np.array(layer(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["transposed", "direct"])
+def test_errors_name_what_is_wrong(kind):
+    _, stream = make_stream(kind)
+    stream.step(mx.ones((1, 2, 3)))
+    with pytest.raises(ValueError, match="batch size 2 but the stream started with batch size 1"):
+        stream.step(mx.ones((2, 2, 3)))
+    with pytest.raises(TypeError, match="float16 but the stream started with mlx.core.float32"):
+        stream.step(mx.ones((1, 2, 3), mx.float16))
+    with pytest.raises(ValueError, match="in_channels=3"):
+        stream.step(mx.ones((1, 3, 2)))
