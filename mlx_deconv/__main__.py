@@ -1,4 +1,4 @@
-"""The command line: ``mlx-deconv`` or ``python -m mlx_deconv``, with info, demo, check and bench."""
+"""The command line: ``mlx-deconv`` or ``python -m mlx_deconv``, with info, demo, check, bench and tune."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import List, Optional
 import mlx.core as mx
 import numpy as np
 
-from . import __version__, backends, bench, reference
+from . import __version__, autotune, backends, bench, reference
 from .devices import is_metal, resolve_stream
 from .functional import conv_transpose1d
 from .geometry import conv_geometry
@@ -30,6 +30,8 @@ def info(_args=None) -> None:
     for stream in streams():
         kind = "Metal GPU" if is_metal(stream) else ("GPU" if stream.device.type == mx.DeviceType.gpu else "CPU")
         print(f"  {stream} ({kind}): backends {backends.available_backends(stream)}")
+        for line in autotune.describe(stream):
+            print(f"    {line}")
     if not mx.is_available(mx.gpu):
         print("  no GPU on this machine: Metal kernels cannot run here")
     _print_blas()
@@ -151,7 +153,8 @@ def program_name(argv0: Optional[str] = None) -> str:
 
 
 DESCRIPTION = ("1-D transposed convolution for MLX: device info (info), a checked upsampling stack (demo), "
-               "every backend against a float64 reference (check), and the benchmark (bench).")
+               "every backend against a float64 reference (check), the benchmark (bench), and measured "
+               "choices for backend='auto' on this machine (tune).")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -177,8 +180,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     b.add_argument("--long-signal", type=float, metavar="SECONDS",
                    help="instead: run the HiFi-GAN V1 stack over this much 24 kHz audio and report peak memory")
     b.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column even when torch is installed")
+    t = sub.add_parser("tune", help="autotune backend='auto' on the bench shapes or a model's layers; print the choices")
+    t.add_argument("--shapes", nargs="*", help=f"subset of {[s.name for s in bench.SHAPES]}")
+    t.add_argument("--model", metavar="MODULE:FACTORY", help="tune the layers of FACTORY() (an mlx.nn.Module) instead")
+    t.add_argument("--input-shape", help="the sample input's shape for --model, e.g. 1,100,80")
+    t.add_argument("--backward", action="store_true", help="time forward + backward (training)")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    t.add_argument("--stream", default=None, help="'cpu' or 'gpu' (default: the default stream)")
+    t.add_argument("--clear", action="store_true", help="delete the tuning cache (memory and disk) and exit")
     args = parser.parse_args(argv)
-    if args.command == "info":
+    if args.command == "tune":
+        autotune.main(args)
+    elif args.command == "info":
         info()
     elif args.command == "demo":
         demo()

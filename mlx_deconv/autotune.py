@@ -39,6 +39,8 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import mlx.core as mx
 
+from .devices import cpu_blas, has_reference_blas
+
 ENV_AUTOTUNE = "MLX_DECONV_AUTOTUNE"
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
 FORMAT = "mlx_deconv-autotune-1"
@@ -131,9 +133,10 @@ def device_context(stream: mx.Stream) -> Dict[str, str]:
         info = mx.device_info(device)
     except Exception:  # older MLX: the name is a refinement, the kind and platform still separate devices
         info = {}
+    # The CPU's BLAS moves matmul rates 20x: a choice made behind one is not valid behind another.
     return dict(format=FORMAT, kind=kind, name=str(info.get("device_name", "")),
                 architecture=str(info.get("architecture", platform.machine())), platform=sys.platform,
-                mlx=mx.__version__, mlx_deconv=__version__)
+                blas=cpu_blas(stream) or "", mlx=mx.__version__, mlx_deconv=__version__)
 
 
 @dataclass(frozen=True)
@@ -273,14 +276,32 @@ def _file_lock(path: Path, timeout: float = 30.0) -> Iterator[bool]:
             os.unlink(path)
 
 
-def _private_dir(path: Path) -> bool:
-    """Creates ``path`` (mode 0700) if missing; True when it is safe to read: ours and not writable by others."""
+def _private_dir(path: Path, create: bool = False) -> bool:
+    """True when ``path`` is safe to read and write: ours and not writable by others.
+
+    ``create``: make it first (mode 0700) if missing; else a missing one is False.
+    """
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if create:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.stat()
     except OSError:
         return False
     if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        return False
+    return True
+
+
+def _valid_entry(entry) -> bool:
+    """An entry as :meth:`Tuner.choose` writes it (a hand-edited or foreign one is dropped)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("choice"), str) or not isinstance(entry.get("rule"), str):
+        return False
+    seconds, sig = entry.get("seconds"), entry.get("signature")
+    if not isinstance(seconds, dict) or not all(isinstance(v, (int, float)) for v in seconds.values()):
+        return False
+    try:
+        Signature(**sig)
+    except TypeError:
         return False
     return True
 
@@ -302,6 +323,7 @@ class Tuner:
         self._tables: Dict[str, Dict[str, dict]] = {}  # context file name -> signature key -> entry
         self._lock = threading.RLock()  # the tables, and one timing at a time: two at once would skew both
         self._warned: set = set()
+        self.met: Optional[List[dict]] = None  # when a list, every entry looked up is appended (``tune --model``)
 
     def _dir(self) -> Optional[Path]:
         if self.directory is False:
@@ -335,7 +357,7 @@ class Tuner:
                 self._warn(str(path), f"mlx_deconv autotune: ignoring cache {path}: not this device's, MLX's "
                                       f"or package version's tuning file; it will be rebuilt")
             return {}
-        return {k: e for k, e in entries.items() if isinstance(e, dict) and isinstance(e.get("choice"), str)}
+        return {k: e for k, e in entries.items() if _valid_entry(e)}
 
     def _table(self, context: Mapping[str, str]) -> Dict[str, dict]:
         """This context's entries, read from disk the first time."""
@@ -343,7 +365,7 @@ class Tuner:
         if name not in self._tables:
             folder = self._dir()
             entries = {}
-            if folder is not None:
+            if folder is not None and folder.exists():
                 if _private_dir(folder):
                     entries = self._read(folder / name, context)
                 else:
@@ -355,7 +377,10 @@ class Tuner:
     def _save(self, context: Mapping[str, str], key: str, entry: dict) -> None:
         """Merges ``entry`` into the file under the lock and replaces it atomically; memory only on failure."""
         folder = self._dir()
-        if folder is None or not _private_dir(folder):
+        if folder is None or not _private_dir(folder, create=True):
+            if folder is not None:
+                self._warn(str(folder), f"mlx_deconv autotune: {folder} cannot be created or other users can "
+                                        f"write to it; tuned choices are kept in memory only")
             return
         path = folder / self.file_name(context)
         try:
@@ -396,30 +421,36 @@ class Tuner:
         Returns:
             dict: ``choice`` (a name), ``rule`` and ``seconds`` per timed backend.
         """
-        key = sig.key()
         with self._lock:
-            loaded = self.file_name(context) in self._tables
-            entry = self._table(context).get(key)
-            if entry is not None and entry["choice"] in names:
-                self.stats["memory_hits" if loaded else "disk_hits"] += 1
-                return entry
-            folder = self._dir()
-            if folder is not None and loaded and _private_dir(folder):
-                # Another process may have tuned it since this one read the file.
-                entry = self._read(folder / self.file_name(context), context, warn=False).get(key)
-                if entry is not None and entry["choice"] in names:
-                    self._tables[self.file_name(context)][key] = entry
-                    self.stats["disk_hits"] += 1
-                    return entry
-            fns = {n: f for n, f in make_fns().items() if n in names}
-            seconds = {n: float(s) for n, s in self.timer(fns).items() if n in fns}
-            self.stats["timed"] += 1
-            choice = min(seconds, key=seconds.get) if seconds else rule
-            entry = dict(choice=choice, rule=rule, seconds=seconds, signature=asdict(sig),
-                         tuned=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            self._table(context)[key] = entry
-            self._save(context, key, entry)
+            entry = self._choose(sig, context, names, rule, make_fns)
+            if self.met is not None:
+                self.met.append(entry)
             return entry
+
+    def _choose(self, sig: Signature, context: Mapping[str, str], names: List[str], rule: str, make_fns) -> dict:
+        key = sig.key()
+        loaded = self.file_name(context) in self._tables
+        entry = self._table(context).get(key)
+        if entry is not None and entry["choice"] in names:
+            self.stats["memory_hits" if loaded else "disk_hits"] += 1
+            return entry
+        folder = self._dir()
+        if folder is not None and loaded and _private_dir(folder):
+            # Another process may have tuned it since this one read the file.
+            entry = self._read(folder / self.file_name(context), context, warn=False).get(key)
+            if entry is not None and entry["choice"] in names:
+                self._tables[self.file_name(context)][key] = entry
+                self.stats["disk_hits"] += 1
+                return entry
+        fns = {n: f for n, f in make_fns().items() if n in names}
+        seconds = {n: float(s) for n, s in self.timer(fns).items() if n in fns}
+        self.stats["timed"] += 1
+        choice = min(seconds, key=seconds.get) if seconds else rule
+        entry = dict(choice=choice, rule=rule, seconds=seconds, signature=asdict(sig),
+                     tuned=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self._table(context)[key] = entry
+        self._save(context, key, entry)
+        return entry
 
     def clear(self) -> List[Path]:
         """Forgets every choice in memory and deletes this directory's tuning files; returns them."""
@@ -490,3 +521,156 @@ def tune(op: str, geom, stream: mx.Stream, dtype, *, names: List[str], rule: str
     sig = signature(op, geom, stream, dtype, mode)
     return _tuner.choose(sig, device_context(stream), list(names), rule,
                          lambda: _timed_calls(op, geom, stream, dtype, mode, runners))
+
+
+def describe(stream: mx.Stream) -> List[str]:
+    """Lines for ``info``: whether the rule was measured on this stream's kind of device, and the tuning state."""
+    if has_reference_blas(stream):
+        rule = "auto rule: measured on this kind of stream (Linux CPU, MLX's reference BLAS)"
+    else:
+        rule = ("auto rule: reasoned, never measured on this kind of stream; "
+                "`python -m mlx_deconv tune` measures it (or MLX_DECONV_AUTOTUNE=1)")
+    mode = autotune_mode()
+    with _tuner._lock:
+        count = len(_tuner._table(device_context(stream)))
+    state = {None: "off", "forward": "on (forward)", "train": "on (forward+backward)"}[mode]
+    return [rule, f"autotune: {state}; {count} tuned signature(s) for this device in {_tuner._dir()}"]
+
+
+def runners(geom, stream: mx.Stream, names: List[str]) -> Dict[str, Callable]:
+    """``{name: fn(x, w) -> y}`` for the backends ``names``, compiled as ``functional`` compiles a real call."""
+    from . import backends, functional  # late: functional imports this module
+
+    op = backends.op_of(geom)
+    small = geom.batch * geom.output_length * geom.out_channels <= functional.COMPILE_MAX_OUTPUT
+    found = {}
+    for name in names:
+        record = backends.BACKENDS[name]
+
+        def call(x, w, run=record.run(op)):
+            with mx.stream(stream):
+                return run(x, w, None, geom)
+        found[name] = mx.compile(call) if small and record.compilable else call
+    return found
+
+
+def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = False) -> dict:
+    """The tuned entry for one call, timing it now unless it is cached (``bench``'s "tuned" column).
+
+    Args:
+        geom: a :class:`~mlx_deconv.geometry.Geometry` (``conv_transpose1d``) or
+            :class:`~mlx_deconv.geometry.Conv1dGeometry` (``conv1d``).
+        stream (mx.Stream): where it runs.
+        dtype: the input's dtype. Default: ``mx.float32``.
+        backward (bool): time forward + backward. Default: ``False``.
+
+    Returns:
+        dict: ``choice`` (the tuned backend), ``rule`` (what the rule picks),
+        ``seconds`` (median per timed backend), ``signature``.
+    """
+    from . import backends
+
+    names = backends.usable_backends(geom, stream)
+    rule = backends.resolve_backend("auto", geom, stream)
+    return tune(backends.op_of(geom), geom, stream, dtype, names=names, rule=rule,
+                runners=runners(geom, stream, names), mode="train" if backward else "forward")
+
+
+def speedup(entry: dict) -> Optional[float]:
+    """How many times faster the tuned choice ran than the rule's, or None if the rule's was not timed."""
+    seconds = entry["seconds"]
+    if entry["rule"] not in seconds or entry["choice"] not in seconds:
+        return None
+    return seconds[entry["rule"]] / seconds[entry["choice"]]
+
+
+def table(entries: List[dict]) -> str:
+    """A Markdown table of tuned entries: signature, the rule's choice, the tuned one, times, speed-up."""
+    names = sorted({n for e in entries for n in e["seconds"]}, key=lambda n: ("builtin", "gemm", "winograd",
+                                                                              "metal").index(n)
+                   if n in ("builtin", "gemm", "winograd", "metal") else 9)
+    head = ["signature", "rule", "tuned"] + [f"{n} ms" for n in names] + ["tuned / rule speed-up"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        sig = Signature(**e["signature"]).key() if isinstance(e.get("signature"), dict) else "?"
+        up = speedup(e)
+        cells = [sig, e["rule"], e["choice"]]
+        cells += [f"{e['seconds'][n] * 1e3:.2f}" if n in e["seconds"] else "—" for n in names]
+        cells.append("—" if up is None else f"{up:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _model(spec: str):
+    """``pkg.mod:fn`` -> ``fn()``, an ``mlx.nn.Module``."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"--model must be 'package.module:factory', got {spec!r}")
+    factory = getattr(importlib.import_module(module), attr, None)
+    if not callable(factory):
+        raise ValueError(f"--model {spec!r}: {attr!r} is not a callable in {module}")
+    return factory()
+
+
+def tune_model(model, sample: mx.array, backward: bool = False) -> List[dict]:
+    """Runs ``model(sample)`` (and its gradients if ``backward``) with autotuning on; returns the entries met."""
+    global _override
+    old_override = _override
+    met: List[dict] = []
+    _tuner.met = met
+    set_autotune(True, backward=backward)
+    try:
+        if backward:
+            import mlx.nn as nn
+
+            loss = nn.value_and_grad(model, lambda m, x: m(x).astype(mx.float32).sum())
+            mx.eval(loss(model, sample))
+        else:
+            mx.eval(model(sample))
+    finally:
+        _override = old_override
+        _tuner.met = None
+    unique = {Signature(**e["signature"]).key(): e for e in met}
+    return list(unique.values())
+
+
+def main(args) -> None:
+    """``python -m mlx_deconv tune``: tune the bench shapes or a model's layers and print the table."""
+    from .devices import resolve_stream
+
+    if args.clear:
+        removed = _tuner.clear()
+        folder = _tuner._dir()
+        print(f"removed {len(removed)} file(s) from {folder}" if removed else f"nothing to remove in {folder}")
+        return
+    stream = resolve_stream(args.stream)
+    dtype = getattr(mx, args.dtype)
+    if args.model:
+        if not args.input_shape:
+            raise SystemExit("tune --model needs --input-shape, e.g. --input-shape 1,100,80")
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise SystemExit(f"--input-shape must be integers separated by commas, got {args.input_shape!r}")
+        with mx.stream(stream):
+            entries = tune_model(_model(args.model), mx.random.normal(shape).astype(dtype), args.backward)
+        what = f"the conv layers of {args.model} on an input of shape {shape}"
+    else:
+        from . import bench
+        from .geometry import conv_geometry
+
+        shapes = bench.SHAPES if not args.shapes else [s for s in bench.SHAPES if s.name in args.shapes]
+        if not shapes:
+            raise SystemExit(f"--shapes: none of {args.shapes} is one of {[s.name for s in bench.SHAPES]}")
+        entries = []
+        for s in shapes:
+            geom, _ = conv_geometry((s.batch, s.length, s.in_channels),
+                                    (s.out_channels, s.kernel_size, s.in_channels // s.groups), **s.kwargs())
+            entries.append(tuned_backend(geom, stream, dtype, args.backward))
+            print(f"tuned {s.name}", file=sys.stderr)
+        what = "the bench shapes"
+    kind = "forward+backward" if args.backward else "forward"
+    print(f"\nautotuned {what}, {kind}, {args.dtype}, {stream}; cache {_tuner._dir()}\n")
+    print(table(entries) if entries else "no conv_transpose1d/conv1d call with backend='auto' was met")

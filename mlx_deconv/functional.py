@@ -104,7 +104,8 @@ def conv_transpose1d(
 
     Args:
         x (array): ``(N, L, C_in)`` for ``"NLC"``, ``(N, C_in, L)`` for
-            ``"NCL"``; a 2-D input is one unbatched signal.
+            ``"NCL"``; a 2-D input is one unbatched signal. float32, float16
+            or bfloat16; float64 (numpy or MLX) is computed in float32.
         weight (array): ``(C_out, K, C_in/groups)`` for ``weight_format="mlx"``,
             ``(C_in, C_out/groups, K)`` for ``"torch"``.
         bias (array, optional): ``(C_out,)``. Default: ``None``.
@@ -159,8 +160,8 @@ def conv1d(
 
     Args:
         x (array): ``(N, L, C_in)`` for ``"NLC"``, ``(N, C_in, L)`` for
-            ``"NCL"``; a 2-D input is one unbatched signal. float64 (numpy or
-            MLX) is computed in float32.
+            ``"NCL"``; a 2-D input is one unbatched signal. float32, float16
+            or bfloat16; float64 (numpy or MLX) is computed in float32.
         weight (array): ``(C_out, K, C_in/groups)`` for ``weight_format="mlx"``
             (as ``mx.conv1d`` takes it), ``(C_out, C_in/groups, K)`` for ``"torch"``.
         bias (array, optional): ``(C_out,)``. Default: ``None``.

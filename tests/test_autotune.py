@@ -406,3 +406,54 @@ def test_processes_tuning_at_once_leave_one_valid_file(tmp_path):
     assert not list((tmp_path / "cache").glob("*.tmp"))
     [reuse] = run_workers(tmp_path, [("reuse", 1, 20)])
     assert reuse["stats"]["timed"] == 0
+
+
+def test_malformed_entries_are_dropped_and_retimed(tuner, tmp_path):
+    tuner(FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0}))
+    tune(geometry())
+    [path] = cache_files(tmp_path / "cache")
+    data = json.loads(path.read_text())
+    [key] = data["entries"]
+    for broken in ({"choice": "b"}, {"choice": "b", "rule": "a", "seconds": {"b": "fast"}, "signature": {}},
+                   {"choice": "b", "rule": "a", "seconds": {"b": 1.0}, "signature": {"op": "x"}}, ["b"]):
+        data["entries"][key] = broken
+        path.write_text(json.dumps(data))
+        timer = FakeTimer({"a": 1.0, "b": 3.0, "c": 2.0})
+        tuner(timer)
+        assert tune(geometry())["choice"] == "a" and len(timer.calls) == 1
+
+
+def test_table_and_speedup(tuner):
+    tuner(FakeTimer({"gemm": 0.004, "winograd": 0.002, "builtin": 0.1}))
+    entry = tune(geometry(), names=("builtin", "gemm", "winograd"), rule="gemm")
+    assert autotune.speedup(entry) == pytest.approx(2.0)
+    text = autotune.table([entry])
+    head, _, row = text.splitlines()
+    assert head.split(" | ")[1:3] == ["rule", "tuned"]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:] == ["gemm", "winograd", "100.00", "4.00", "2.00", "2.00x"]
+    assert cells[0] == autotune.signature("conv_transpose1d", geometry(), CPU, mx.float32).key()
+
+
+def test_info_says_where_the_rule_was_never_measured(monkeypatch):
+    monkeypatch.setattr(autotune, "has_reference_blas", lambda stream: False)
+    assert "reasoned, never measured" in autotune.describe(CPU)[0]
+    monkeypatch.setattr(autotune, "has_reference_blas", lambda stream: True)
+    assert autotune.describe(CPU)[0].startswith("auto rule: measured")
+
+
+def test_tune_command_on_bench_shapes_and_clear(tuner, tmp_path, capsys):
+    from mlx_deconv.__main__ import main
+
+    timer = FakeTimer({"builtin": 0.5, "gemm": 0.25, "winograd": 0.125})
+    tuner(timer)
+    main(["tune", "--shapes", "depthwise-up", "grouped"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| conv_transpose1d")]
+    assert len(rows) == 2 and len(timer.calls) == 2
+    # depthwise: winograd does not apply, gemm beats builtin; grouped K=2*stride: winograd
+    assert [r.split(" | ")[2] for r in rows] == ["gemm", "winograd"]
+    assert len(cache_files(tmp_path / "cache")) == 1
+    main(["tune", "--clear"])
+    assert "removed" in capsys.readouterr().out
+    assert cache_files(tmp_path / "cache") == []
