@@ -221,8 +221,8 @@ def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_forma
                                   weight_format=weight_format, **args)
     name = backends.resolve_backend(backend, geom, stream)
     to_mlx = (lambda w: torch_to_mlx_weight(w, geom.groups)) if weight_format == "torch" else None
-    # The metal backend launches its own kernel, left out of MLX's tracing.
-    return _wrap(backends.BACKENDS[name], geom, batched, data_format, to_mlx, stream, compile=name != "metal")
+    record = backends.BACKENDS[name]
+    return _wrap(record.conv_transpose1d, geom, batched, data_format, to_mlx, stream, compile=record.compilable)
 
 
 def _prepare_conv1d(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,

@@ -3,14 +3,14 @@
 Test modules import this module, ``reference`` and ``strategies``, never each other.
 """
 
-import contextlib
-
 import mlx.core as mx
 import numpy as np
 
 import mlx_deconv as md
 import reference as ref
-from mlx_deconv.backends import gemm
+from mlx_deconv import backends
+from mlx_deconv.backends.schedule import BlockPolicy
+from mlx_deconv.geometry import conv_geometry
 
 # Rounding error of one product-and-add in each dtype (a little over its unit roundoff).
 EPS = {mx.float32: 2e-7, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
@@ -107,15 +107,25 @@ def grads(case, x, w, b, ct, backend, data_format="NLC", weight_format="mlx"):
     return gx, gw, gb
 
 
-@contextlib.contextmanager
-def chunk_elements(n):
-    """Tiny blocks, spread over every worker stream whatever the size."""
-    saved = gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT
-    gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = n, 0, 0
-    try:
-        yield
-    finally:
-        gemm.CHUNK_ELEMENTS, gemm.PARALLEL_MIN_FLOPS, gemm.DEPTHWISE_PARALLEL_MIN_OUTPUT = saved
+def tiny_blocks(chunk_elements=64, **changes):
+    """A block policy of a handful of rows per block, spread over every worker stream whatever the size."""
+    return BlockPolicy(chunk_elements=chunk_elements, **{"parallel_min_flops": 0, "depthwise_parallel_min_output": 0,
+                                                         **changes})
+
+
+def backend_call(backend, policy, **kwargs):
+    """``f(x, w, b=None)``: the transposed op of ``backend`` called directly with a block ``policy``.
+
+    NLC input and MLX-layout weight as ``mx.array``; ``kwargs`` are the op's
+    geometry arguments (stride, padding, ...).
+    """
+    run = backends.BACKENDS[backend].conv_transpose1d
+
+    def f(x, w, b=None):
+        geom, _ = conv_geometry(x.shape, w.shape, **kwargs)
+        return run(x, w, b, geom, policy=policy)
+
+    return f
 
 
 def peak_above(f):

@@ -10,9 +10,10 @@ from hypothesis import given
 
 import mlx_deconv as md
 import reference as ref
-from helpers import chunk_elements, forward_atol, grad_atols, peak_above
+from helpers import backend_call, forward_atol, grad_atols, peak_above, tiny_blocks
 from mlx_deconv import bench
-from mlx_deconv.backends import gemm
+from mlx_deconv.backends import gemm, paths, schedule
+from mlx_deconv.backends.schedule import DEFAULT_POLICY, BlockPolicy
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
 
@@ -20,9 +21,8 @@ from strategies import cases
 @given(case=cases(max_length=30))
 def test_blocks_match_reference(case):
     x, w, b = case.arrays()
-    with chunk_elements(64):  # a handful of rows per block: many blocks
-        y = md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32),
-                            None if b is None else mx.array(b, mx.float32), **case.kwargs(), backend="gemm")
+    f = backend_call("gemm", tiny_blocks(), **case.kwargs())  # a handful of rows per block: many blocks
+    y = f(mx.array(x, mx.float32), mx.array(w, mx.float32), None if b is None else mx.array(b, mx.float32))
     np.testing.assert_allclose(np.array(y), case.expected(x, w, b), rtol=0,
                                atol=forward_atol(case))
 
@@ -33,9 +33,8 @@ def test_blocks_keep_gradients(case):
     left, right = case.crops()
     y_shape = case.expected(x, w, None).shape
     ct = np.random.default_rng(case.seed).standard_normal(y_shape)
-    f = lambda x, w: md.conv_transpose1d(x, w, **case.kwargs(), backend="gemm")
-    with chunk_elements(64):
-        _, (gx, gw) = mx.vjp(f, [mx.array(x, mx.float32), mx.array(w, mx.float32)], [mx.array(ct, mx.float32)])
+    f = backend_call("gemm", tiny_blocks(), **case.kwargs())
+    _, (gx, gw) = mx.vjp(f, [mx.array(x, mx.float32), mx.array(w, mx.float32)], [mx.array(ct, mx.float32)])
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
     atol_x, atol_w, _ = grad_atols(case, ct.shape)
     np.testing.assert_allclose(np.array(gx), ex, rtol=0, atol=atol_x)
@@ -46,35 +45,34 @@ def test_cpu_work_is_shared_by_every_core():
     workers = gemm.worker_streams(mx.default_stream(mx.cpu))
     assert workers[0] == mx.default_stream(mx.cpu)
     if sys.platform == "linux":
-        assert len(workers) == min(os.cpu_count(), gemm.MAX_WORKERS)
+        assert len(workers) == min(os.cpu_count(), DEFAULT_POLICY.max_workers)
         assert len({str(w) for w in workers}) == len(workers)
 
 
-def test_peak_memory_does_not_grow_with_the_intermediate(monkeypatch):
+def test_peak_memory_does_not_grow_with_the_intermediate():
     """Blocks bound the ``cols`` intermediate: peak stays near inputs + 2 x output, not + cols."""
-    monkeypatch.setattr(gemm, "CHUNK_ELEMENTS", 1 << 16)
+    policy = BlockPolicy(chunk_elements=1 << 16)
     length, c, k = 20000, 32, 16
     x = mx.random.normal((1, length, c), key=mx.random.key(0))
     w = mx.random.normal((c, k, c), key=mx.random.key(1))
     mx.eval(x, w)
     mx.reset_peak_memory()
-    y = md.conv_transpose1d(x, w, stride=8, padding=4, backend="gemm")
+    y = backend_call("gemm", policy, stride=8, padding=4)(x, w)
     mx.eval(y)
     peak = mx.get_peak_memory()
     io = x.nbytes + w.nbytes + y.nbytes
     cols = length * k * c * 4
     assert cols > 0.8 * y.nbytes  # the unchunked intermediate would be as large as the output
-    assert peak <= 2 * io + 16 * 4 * gemm.CHUNK_ELEMENTS, (peak, io)
+    assert peak <= 2 * io + 16 * 4 * policy.chunk_elements, (peak, io)
 
 
 @pytest.mark.parametrize("backend", ["gemm", "winograd"])
-def test_backward_memory_does_not_grow_with_the_blocks(monkeypatch, backend):
+def test_backward_memory_does_not_grow_with_the_blocks(backend):
     """Each block's input gradient is added into its own rows: differentiated against the whole
     input, every block scattered into a zero array of it (64x the input at 1000 blocks)."""
-    monkeypatch.setattr(gemm, "CHUNK_ELEMENTS", 1 << 12)
+    f = backend_call(backend, BlockPolicy(chunk_elements=1 << 12), stride=2, padding=1)
     w = mx.random.normal((16, 4, 16), key=mx.random.key(1))
-    grad = mx.grad(lambda x, w: md.conv_transpose1d(x, w, stride=2, padding=1, backend=backend).sum(),
-                   argnums=(0, 1))
+    grad = mx.grad(lambda x, w: f(x, w).sum(), argnums=(0, 1))
     ratios = {}
     for length in (16000, 64000):
         x = mx.random.normal((1, length, 16), key=mx.random.key(0))
@@ -96,17 +94,18 @@ def test_short_signal_peak_within_the_bound(shape, backend):
     mx.eval(md.conv_transpose1d(x, w, **shape.kwargs(), backend=backend))  # prepared and compiled
     above, y = peak_above(lambda: md.conv_transpose1d(x, w, **shape.kwargs(), backend=backend))
     peak = above + x.nbytes + w.nbytes
-    bound = 2 * (x.nbytes + y.nbytes + w.nbytes) + 4 * gemm.CHUNK_ELEMENTS
+    bound = 2 * (x.nbytes + y.nbytes + w.nbytes) + 4 * DEFAULT_POLICY.chunk_elements
     if backend == "auto":
         bound += w.nbytes
     assert peak <= bound, (peak, bound)
 
 
 @pytest.mark.parametrize("backend", ["gemm", "winograd"])
-def test_long_outputs_are_written_in_place(monkeypatch, backend):
+def test_long_outputs_are_written_in_place(backend):
     """Hundreds of blocks: the output costs itself plus a few blocks in flight, whatever the length;
     a concatenation would cost 2x the output."""
-    monkeypatch.setattr(gemm, "CHUNK_ELEMENTS", 1 << 12)
+    policy = BlockPolicy(chunk_elements=1 << 12)
+    f = backend_call(backend, policy, stride=2, padding=1)
     w = mx.random.normal((16, 4, 16), key=mx.random.key(1))
     workers = gemm.worker_streams(mx.default_stream(mx.cpu))
 
@@ -120,15 +119,15 @@ def test_long_outputs_are_written_in_place(monkeypatch, backend):
         x = mx.random.normal((1, length, 16), key=mx.random.key(0))
         mx.eval(x, w)
         geom, _ = conv_geometry(x.shape, w.shape, stride=2, padding=1)
-        assert gemm.block_count(geom, len(workers)) > 200
-        extras[length] = extra_bytes(lambda: md.conv_transpose1d(x, w, stride=2, padding=1, backend=backend))
+        path = paths.choose(geom, minimal_filtering=backend == "winograd")
+        assert schedule.block_count(geom, path.per_row, len(workers), policy=policy) > 200
+        extras[length] = extra_bytes(lambda: f(x, w))
     (short, _), (long, out) = extras[16000], extras[64000]
     assert long < 0.3 * out, (long, out)
     assert long - short < 0.05 * out, (short, long, out)  # nothing grows with the length but the output
 
     bounds = [geom.output_length * i // 256 for i in range(257)]
-    plan = gemm._make_plan(w, geom, backend == "winograd")
-    concatenated, _ = extra_bytes(lambda: gemm._concatenated(x, plan, geom, bounds, workers))
+    concatenated, _ = extra_bytes(lambda: schedule.concatenated(x, path, path.arrange(w), geom, bounds, workers))
     assert concatenated > 0.9 * out  # what writing in place saves
 
 
@@ -137,12 +136,9 @@ def test_compiled_blocks_on_worker_streams_match_reference():
     case_w = np.random.default_rng(6).standard_normal((4, 6, 3))
     ct = np.random.default_rng(7).standard_normal((2, 23 * 3, 4))
 
-    def f(x, w):
-        return md.conv_transpose1d(x, w, stride=3, padding="same", groups=2, backend="gemm")
-
-    with chunk_elements(64):
-        y, (gx, gw) = mx.compile(lambda x, w, c: mx.vjp(f, [x, w], [c]))(
-            mx.array(case_x, mx.float32), mx.array(case_w, mx.float32), mx.array(ct, mx.float32))
+    f = backend_call("gemm", tiny_blocks(), stride=3, padding="same", groups=2)
+    y, (gx, gw) = mx.compile(lambda x, w, c: mx.vjp(f, [x, w], [c]))(
+        mx.array(case_x, mx.float32), mx.array(case_w, mx.float32), mx.array(ct, mx.float32))
     left, right = md.resolve_padding("same", 6, 3)
     np.testing.assert_allclose(np.array(y[0]), ref.conv_transpose1d(case_x, case_w, None, 3, left, right, 1, 2), atol=1e-4)
     ex, ew, _ = ref.conv_transpose1d_vjp(case_x, case_w, ct, 3, left, right, 1, 2)
@@ -150,18 +146,19 @@ def test_compiled_blocks_on_worker_streams_match_reference():
     np.testing.assert_allclose(np.array(gw), ew, atol=1e-4)
 
 
-def test_depthwise_forward_in_one_block_backward_shared(monkeypatch):
+def test_depthwise_forward_in_one_block_backward_shared():
     """A fused depthwise call runs forward as one block while its VJP is cut between the workers."""
-    monkeypatch.setattr(gemm, "PARALLEL_MIN_FLOPS", 0)
-    monkeypatch.setattr(gemm, "DEPTHWISE_PARALLEL_MIN_OUTPUT", 1 << 40)
+    policy = BlockPolicy(parallel_min_flops=0, depthwise_parallel_min_output=1 << 40)
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 37, 6)), rng.standard_normal((6, 12, 1))
     geom, _ = conv_geometry(x.shape, w.shape, stride=2, padding=5, groups=6)
     workers = len(gemm.worker_streams(mx.default_stream(mx.cpu)))
-    assert gemm.block_count(geom, workers, True) == 1
-    assert gemm.block_count(geom, workers, True, backward=True) == min(workers, geom.output_length)
+    path = paths.choose(geom)
+    assert isinstance(path, paths.DepthwiseSlabs) and path.per_row is None
+    assert schedule.block_count(geom, path.per_row, workers, policy=policy) == 1
+    assert schedule.block_count(geom, path.per_row, workers, backward=True, policy=policy) == min(workers, geom.output_length)
     ct = rng.standard_normal((2, geom.output_length, 6))
-    f = lambda x, w: md.conv_transpose1d(x, w, stride=2, padding=5, groups=6, backend="gemm")
+    f = backend_call("gemm", policy, stride=2, padding=5, groups=6)
     (y,), (gx, gw) = mx.vjp(f, [mx.array(x, mx.float32), mx.array(w, mx.float32)], [mx.array(ct, mx.float32)])
     np.testing.assert_allclose(np.array(y), ref.conv_transpose1d(x, w, None, 2, 5, 5, 1, 6), atol=1e-5)
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, 2, 5, 5, 1, 6)

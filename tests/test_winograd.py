@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
-from helpers import atol, chunk_elements, forward_atol, grad_atols, grads, run
-from mlx_deconv.backends import gemm, resolve_backend, winograd
+from helpers import atol, backend_call, forward_atol, grad_atols, grads, run, tiny_blocks
+from mlx_deconv.backends import BACKENDS, paths, resolve_backend, winograd
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
 
@@ -60,7 +60,7 @@ def test_auto_picks_winograd_where_it_applies(shape, kwargs, chosen):
 def test_forced_elsewhere_runs_as_gemm(w_shape, kwargs):
     x, w = mx.random.normal((2, 9, 4)), mx.random.normal(w_shape)
     geom, _ = conv_geometry(x.shape, w.shape, **kwargs)
-    assert gemm.winograd_tile(geom) is None
+    assert not BACKENDS["winograd"].applies(geom)
     assert resolve_backend("winograd", geom, mx.default_stream(mx.cpu)) == "winograd"
     same = md.conv_transpose1d(x, w, **kwargs, backend="winograd") == md.conv_transpose1d(x, w, **kwargs, backend="gemm")
     assert same.all().item()
@@ -106,9 +106,10 @@ def test_blocks_match_reference(data, row_shifts):
     x, w, b = case.arrays()
     left, right = case.crops()
     ct = np.random.default_rng(case.seed).standard_normal(case.expected(x, w, b).shape)
-    with chunk_elements(64):
-        y = run(case, x, w, b, "winograd")
-        gx, gw, _ = grads(case, x, w, b, ct, "winograd", "NCL", "torch")
+    f = backend_call("winograd", tiny_blocks(), **case.kwargs())
+    primals = [mx.array(a, mx.float32) for a in (x, w, b)]
+    (y,), (gx, gw, _) = mx.vjp(f, primals, [mx.array(ct, mx.float32)])
+    y, gx, gw = (np.array(a, dtype=np.float64) for a in (y, gx, gw))
     np.testing.assert_allclose(y, case.expected(x, w, b), rtol=0, atol=forward_atol(case))
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, case.stride, left, right, case.dilation, case.groups)
     atol_x, atol_w, _ = grad_atols(case, ct.shape)
@@ -133,6 +134,7 @@ def test_edge_cases(length, stride, taps, padding):
 def test_fewer_matmul_flops_than_gemm():
     """F(3, 2) multiplies 4 transformed rows per 3 output rows where gemm multiplies 6."""
     geom, _ = conv_geometry((1, 300, 8), (8, 16, 8), stride=8)
-    plan = gemm._make_plan(mx.zeros((8, 16, 8)), geom, minimal_filtering=True)
-    assert plan.tile == 3 and len(plan.w) == 4
-    assert all(u.shape == (8, 64) for u in plan.w)  # 2-D when groups == 1
+    path = paths.choose(geom, minimal_filtering=True)
+    assert isinstance(path, paths.WinogradSlabs) and path.tile == 3
+    ws = path.arrange(mx.zeros((8, 16, 8)))
+    assert len(ws) == 4 and all(u.shape == (8, 64) for u in ws)  # 2-D when groups == 1

@@ -1,9 +1,13 @@
-"""The backends and the rule that picks one per stream.
+"""The backends, the record each one fills in, and the rule that picks one per stream.
 
-A backend is a function ``(x, weight, bias, geometry) -> y`` on NLC input and
-an MLX-layout weight; it trusts the geometry and validates nothing.
+Every backend is a :class:`Backend` record in :data:`BACKENDS`; the rest of
+the package (``functional``, ``bench``, the CLI) asks the record and never
+tests a backend's name. A run function is ``(x, weight, bias, geometry) -> y``
+on NLC input and an MLX-layout weight; it trusts the geometry and validates
+nothing. The geometry's type says the op: :class:`~mlx_deconv.geometry.Geometry`
+for ``conv_transpose1d``, :class:`~mlx_deconv.geometry.Conv1dGeometry` for ``conv1d``.
 
-The ``"auto"`` rule:
+The ``"auto"`` rule for ``conv_transpose1d``:
     * Metal GPU stream, layers where each output channel reads at most
       :data:`METAL_MAX_IN_PER_GROUP` input channels (depthwise, grouped,
       few-channel): ``"metal"``. There the matmul of ``gemm`` is too thin to
@@ -19,79 +23,138 @@ The ``"auto"`` rule:
       kernel for wide layers.
     * Never ``"metal"`` on MLX's CUDA backend.
 
+For ``conv1d``: ``"gemm"`` on a CPU stream (MLX's CPU op loops naively for a
+dilation > 1); MLX's own ``"builtin"`` on a GPU stream, whose conv kernels are
+tuned for it (reasoned, not measured: no GPU was at hand).
+
 Measured on a Linux CPU only; the GPU and macOS thresholds are reasoned:
 ``bench`` on a Mac prints what ``auto`` chose next to every backend's time.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable, Dict, List
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Union
 
 import mlx.core as mx
 
-from ..geometry import Geometry
 from ..devices import has_reference_blas, is_metal
+from ..geometry import Conv1dGeometry, Geometry
 from . import builtin, gemm, metal
 
-Backend = Callable[..., mx.array]
+Run = Callable[..., mx.array]
+AnyGeometry = Union[Geometry, Conv1dGeometry]
+OPS = ("conv_transpose1d", "conv1d")
+
+
+def _anywhere(stream: mx.Stream) -> bool:
+    return True
+
+
+def _always(geom: AnyGeometry) -> bool:
+    return True
+
+
+def op_of(geom: AnyGeometry) -> str:
+    """``"conv1d"`` or ``"conv_transpose1d"``: the op a geometry describes."""
+    return "conv1d" if isinstance(geom, Conv1dGeometry) else "conv_transpose1d"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the package needs to know about one backend.
+
+    Attributes:
+        name: the name users pass as ``backend=``.
+        conv_transpose1d: the run function of the transposed op.
+        conv1d: the run function of the direct op, or None where the backend has none.
+        available: ``available(stream)``: whether it can run on that stream.
+        applies: ``applies(geometry)``: whether it computes that call its own
+            way (``"winograd"`` only where minimal filtering applies; elsewhere
+            a forced ``"winograd"`` runs as ``"gemm"``).
+        compilable: whether calls may be wrapped in ``mx.compile`` (not a
+            backend that launches its own kernel outside MLX's tracing).
+    """
+
+    name: str
+    conv_transpose1d: Run
+    conv1d: Optional[Run] = None
+    available: Callable[[mx.Stream], bool] = _anywhere
+    applies: Callable[[AnyGeometry], bool] = _always
+    compilable: bool = True
+
+    def run(self, op: str) -> Optional[Run]:
+        """The run function of ``op`` (``"conv_transpose1d"`` or ``"conv1d"``), or None."""
+        return getattr(self, op)
+
+
+def _on_metal(stream: mx.Stream) -> bool:
+    return is_metal(stream)  # looked up per call, so tests can stand in for a Mac's GPU stream
+
+
+def _winograd_applies(geom: AnyGeometry) -> bool:
+    return isinstance(geom, Geometry) and gemm.winograd_applies(geom)
+
 
 BACKENDS: Dict[str, Backend] = {
-    "builtin": builtin.conv_transpose1d,
-    "gemm": gemm.conv_transpose1d,
-    "winograd": partial(gemm.conv_transpose1d, minimal_filtering=True),
-    "metal": metal.conv_transpose1d,
+    "builtin": Backend("builtin", builtin.conv_transpose1d, getattr(builtin, "conv1d", None)),
+    "gemm": Backend("gemm", gemm.conv_transpose1d, getattr(gemm, "conv1d", None)),
+    "winograd": Backend("winograd", gemm.winograd_conv_transpose1d, applies=_winograd_applies),
+    "metal": Backend("metal", metal.conv_transpose1d, available=_on_metal, compilable=False),
 }
 
 #: On Metal, layers with at most this many input channels per group go to the kernel.
 METAL_MAX_IN_PER_GROUP = 32
 #: ``"winograd"`` saves a third of the matmul FLOPs and adds a few passes over
 #: the output, so it pays once each output sums enough products
-#: (``C_in/groups * K``). Behind the reference BLAS (about 6 GFLOP/s per core),
-#: forward over gemm: 0.8x at 32 (dense, 8 channels), 1.0-1.1x at 64 (dense and
-#: grouped, since gemm sums its slabs in place), 1.1-1.3x at 128, 1.25-1.5x
-#: from 256 up; forward+backward 1.1-1.4x from 32 up.
+#: (``C_in/groups * K``); behind the reference BLAS it breaks even at 64
+#: (figures: ``docs/performance.md``).
 WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
 #: Behind Accelerate or a GPU (15-40 FLOP per byte of bandwidth) reasoned, not
 #: measured: the same balance is reached about 8x deeper.
 WINOGRAD_MIN_DEPTH = 512
 
 
-def available_backends(stream: mx.Stream) -> List[str]:
-    """Names of the backends that can run on ``stream``."""
-    names = ["builtin", "gemm", "winograd"]
-    return names + ["metal"] if is_metal(stream) else names
+def available_backends(stream: mx.Stream, op: str = "conv_transpose1d") -> List[str]:
+    """Names of the backends that can run ``op`` on ``stream``."""
+    return [b.name for b in BACKENDS.values() if b.run(op) is not None and b.available(stream)]
+
+
+def usable_backends(geom: AnyGeometry, stream: mx.Stream) -> List[str]:
+    """The backends of :func:`available_backends` that compute this geometry their own way
+    (``"winograd"`` only where it is not ``"gemm"``)."""
+    return [n for n in available_backends(stream, op_of(geom)) if BACKENDS[n].applies(geom)]
 
 
 def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
     least = WINOGRAD_MIN_DEPTH_REFERENCE_BLAS if has_reference_blas(stream) else WINOGRAD_MIN_DEPTH
-    return gemm.winograd_tile(geom) is not None and geom.in_per_group * geom.kernel_size >= least
+    return BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
 
 
-def usable_backends(geom: Geometry, stream: mx.Stream) -> List[str]:
-    """The backends of :func:`available_backends` that compute this geometry their own way
-    (``"winograd"`` only where it is not ``"gemm"``)."""
-    return [n for n in available_backends(stream) if n != "winograd" or gemm.winograd_tile(geom) is not None]
+def _auto(geom: AnyGeometry, stream: mx.Stream) -> str:
+    if op_of(geom) == "conv1d":
+        return "builtin" if stream.device.type == mx.DeviceType.gpu else "gemm"
+    if BACKENDS["metal"].available(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
+        return "metal"
+    return "winograd" if _winograd_pays(geom, stream) else "gemm"
 
 
-def resolve_backend(name: str, geom: Geometry, stream: mx.Stream) -> str:
+def resolve_backend(name: str, geom: AnyGeometry, stream: mx.Stream) -> str:
     """Resolves ``"auto"`` to a backend name, or checks a forced one.
 
-    A forced ``"winograd"`` stays ``"winograd"`` on any geometry: where
-    minimal filtering does not apply it runs as ``"gemm"``, as MLX's fused
-    ``mx.fast`` ops fall back to their unfused form.
+    A forced ``"winograd"`` stays ``"winograd"`` on any transposed geometry:
+    where minimal filtering does not apply it runs as ``"gemm"``, as MLX's
+    fused ``mx.fast`` ops fall back to their unfused form.
 
     Raises:
-        ValueError: for an unknown name, or one that cannot run on ``stream``.
+        ValueError: for an unknown name, or one that cannot run this op on ``stream``.
     """
     if name == "auto":
-        if is_metal(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
-            name = "metal"
-        else:
-            name = "winograd" if _winograd_pays(geom, stream) else "gemm"
+        name = _auto(geom, stream)
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {name!r}")
-    usable = available_backends(stream)
+    op = op_of(geom)
+    usable = available_backends(stream, op)
     if name not in usable:
-        raise ValueError(f"backend={name!r} is not available on {stream}; available: {usable}")
+        raise ValueError(f"backend={name!r} is not available for {op} on {stream}; available: {usable}")
     return name

@@ -1,7 +1,7 @@
 """Minimal filtering (Winograd/Toom-Cook) for the ``gemm`` slabs: fewer matmul FLOPs.
 
 When every tap of a dense or grouped layer lands on one of ``S`` consecutive
-input rows (row shifts ``0..S-1``; see :func:`gemm.slab_shifts`), slab row
+input rows (row shifts ``0..S-1``; see :func:`.layout.slab_shifts`), slab row
 ``m`` of the output is a correlation over input rows with matrix taps,
 
     ``out[m] = sum_q x[m - q] @ W_q``  (``W_q``: ``(C_in, stride*C_out)``),
@@ -12,8 +12,8 @@ input rows with ``a`` matmuls instead of ``t*S``: transform the input rows
 (``B^T``, additions only), multiply by transformed weights (``G``, once per
 call), transform back (``A^T``, additions only). The interpolation points
 are ``0, 1, -1`` and infinity, whose transforms hold only ``0, ±1, ±1/2``:
-exact in binary floating point, so the result rounds like a plain matmul
-(errors measured within 2x of ``gemm``'s). That gives ``F(3, 2)`` (4 matmuls
+exact in binary floating point, so the result rounds like a plain matmul.
+That gives ``F(3, 2)`` (4 matmuls
 instead of 6, the vocoder case ``K = 2*stride``) and ``F(2, 3)`` (4 instead
 of 6). Wider points (``±2``, ``1/2``) would save more and grow the error with
 powers of 2; they are not used.
@@ -135,8 +135,7 @@ def transform_weight(slabs: Sequence[mx.array], tile: int) -> List[mx.array]:
     The correlation reads the taps in reverse: its tap ``k`` is slab ``S-1-k``.
     Kept as a list, not stacked: rows of ``G`` with a single 1 are the slab
     itself, no copy. The others are one fused pass each, with no scaled
-    copies of the slabs on the way (HiFi-GAN's first layer, an 8 MB weight:
-    25 -> 17 MB to transform it).
+    copies of the slabs on the way (less peak memory for large weights).
     """
     _, g, _ = transforms(tile, len(slabs))
     return [_fused_combination(row)(*slabs[::-1]) for row in g]
