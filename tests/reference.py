@@ -3,7 +3,7 @@
 Nothing here imports mlx_deconv or calls an MLX convolution. Two independent
 formulations are kept, and the tests check that they agree:
 
-* the *scatter* form of DESIGN.md, ``y[l*s + k*d - left] += x[l] @ w[k].T``,
+* the *scatter* form of docs/design.md, ``y[l*s + k*d - left] += x[l] @ w[k].T``,
   with crops ``(left, right)`` of the full output (negative ``right`` extends
   it with zeros);
 * the *zero-stuffed* form used by Keras/JAX: insert ``s - 1`` zeros between
