@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import mlx.core as mx
 
 from . import backends
 from .devices import StreamLike, resolve_stream
-from .backends import builtin
 from .geometry import Padding, conv1d_geometry, conv_geometry
 from .interop import torch_to_mlx_weight
 
@@ -42,10 +41,6 @@ def _prepared_calls() -> "OrderedDict[tuple, Callable[..., mx.array]]":
         return _LOCAL.calls
 
 
-#: The ``conv1d`` paths by backend name (``auto`` picks among them).
-CONV1D_BACKENDS: Dict[str, Callable[..., mx.array]] = {"builtin": builtin.conv1d}
-
-
 def _as_array(name: str, value) -> mx.array:
     """An MLX array of a float dtype the ops compute in.
 
@@ -68,17 +63,20 @@ def _as_array(name: str, value) -> mx.array:
     return value
 
 
-def available_backends(stream: StreamLike = None) -> List[str]:
+def available_backends(stream: StreamLike = None, op: str = "conv_transpose1d") -> List[str]:
     """Names of the backends usable on a stream.
 
     Args:
         stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, an
             ``mx.Device`` or an ``mx.Stream``.
+        op (str): ``"conv_transpose1d"`` or ``"conv1d"``. Default: ``"conv_transpose1d"``.
 
     Returns:
         list[str]: e.g. ``["builtin", "gemm"]``.
     """
-    return backends.available_backends(resolve_stream(stream))
+    if op not in backends.OPS:
+        raise ValueError(f"op must be one of {backends.OPS}, got {op!r}")
+    return backends.available_backends(resolve_stream(stream), op)
 
 
 def conv_transpose1d(
@@ -175,8 +173,8 @@ def conv1d(
             ``groups = C_in = C_out`` is depthwise. Default: ``1``.
         data_format (str): ``"NLC"`` or ``"NCL"``. Default: ``"NLC"``.
         weight_format (str): ``"mlx"`` or ``"torch"``. Default: ``"mlx"``.
-        backend (str): ``"auto"`` or a name from :data:`CONV1D_BACKENDS`.
-            Default: ``"auto"``.
+        backend (str): ``"auto"`` or a name from
+            ``available_backends(stream, op="conv1d")``. Default: ``"auto"``.
         stream: ``None``, ``"cpu"``, ``"gpu"``, an ``mx.Device`` or an ``mx.Stream``.
 
     Returns:
@@ -230,11 +228,15 @@ def _prepare_conv1d(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, dat
     """Validates a conv1d call signature and returns the function computing it."""
     geom, batched = conv1d_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
                                     weight_format=weight_format, **args)
-    name = "builtin" if backend == "auto" else backend
-    if name not in CONV1D_BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(CONV1D_BACKENDS)} for conv1d, got {backend!r}")
+    try:
+        name = backends.resolve_backend(backend, geom, stream)
+    except ValueError:
+        if backend != "auto":
+            raise
+        name = "builtin"  # auto's pick has no conv1d path yet: MLX's own op
+    record = backends.BACKENDS[name]
     to_mlx = (lambda w: w.transpose(0, 2, 1)) if weight_format == "torch" else None
-    return _wrap(CONV1D_BACKENDS[name], geom, batched, data_format, to_mlx, stream, compile=True)
+    return _wrap(record.conv1d, geom, batched, data_format, to_mlx, stream, compile=record.compilable)
 
 
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):

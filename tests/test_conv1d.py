@@ -18,12 +18,7 @@ from mlx_deconv.geometry import conv1d_geometry
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 
 
-def conv1d_backends():
-    """Every backend with a conv1d path on the default stream."""
-    return [n for n in md.available_backends() if n in md.functional.CONV1D_BACKENDS]
-
-
-BACKENDS = conv1d_backends()
+BACKENDS = md.available_backends(op="conv1d")
 
 
 @dataclass

@@ -111,6 +111,7 @@ CONV1D_CASES = [
     ("integer weight", dict(weight=mx.zeros((6, 3, 4), dtype=mx.int32)), TypeError, ["weight", "int32"]),
     ("integer bias", dict(bias=mx.zeros((6,), dtype=mx.int32)), TypeError, ["bias", "int32"]),
     ("not an array", dict(x=object()), TypeError, ["x", "object"]),
+    ("winograd has no conv1d", dict(backend="winograd"), ValueError, ["backend", "'winograd'", "conv1d"]),
 ]
 
 
@@ -240,3 +241,10 @@ def test_impossible_sizes_are_refused(op, kwargs, words):
 def test_length_functions_refuse_huge_arguments(fn, args):
     with pytest.raises(ValueError, match="stride"):
         getattr(md, fn)(*args)
+
+
+def test_available_backends_op_is_checked():
+    assert "builtin" in md.available_backends(op="conv1d")
+    assert "winograd" not in md.available_backends(op="conv1d")
+    with pytest.raises(ValueError, match="op.*'conv2d'"):
+        md.available_backends(op="conv2d")
