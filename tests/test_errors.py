@@ -170,10 +170,15 @@ def test_no_fix_named_when_no_layout_fits(op, weight):
     assert "data_format=" not in str(info.value) and "weight_format=" not in str(info.value)
 
 
-def test_layer_layout_mistake_names_the_fix():
-    layer = md.ConvTranspose1d(80, 64, 16, stride=8, padding=4)
+@pytest.mark.parametrize("make", [
+    lambda **kw: md.ConvTranspose1d(80, 64, 16, stride=8, padding=4, **kw),
+    lambda **kw: md.Conv1d(80, 64, 7, padding=3, **kw),
+], ids=["ConvTranspose1d", "Conv1d"])
+def test_layer_layout_mistake_names_the_fix(make):
     with pytest.raises(ValueError, match='data_format="NCL"'):
-        layer(mx.zeros((1, 80, 50)))
+        make()(mx.zeros((1, 80, 50)))
+    with pytest.raises(ValueError, match='data_format="NLC"'):
+        make(data_format="NCL")(mx.zeros((1, 50, 80)))
 
 
 # -- float64: one rule whether it comes from numpy or MLX --------------------------
