@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional, Sequence, Tuple, Union
 
 Padding = Union[str, int, Sequence[int]]
@@ -430,6 +431,7 @@ def _check_bias(bias_shape, out_channels: int) -> None:
         raise _LayoutMismatch(f"bias must have shape ({out_channels},) = (C_out,), got {tuple(bias_shape)}")
 
 
+@lru_cache(maxsize=None)
 def _memory_bytes() -> Optional[int]:
     """This machine's physical memory, or None where the OS does not say."""
     try:
