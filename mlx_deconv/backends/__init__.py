@@ -15,7 +15,8 @@ The ``"auto"`` rule for ``conv_transpose1d``:
     * Otherwise, on any stream: ``"winograd"`` where minimal filtering applies
       (taps on 2 or 3 consecutive input rows, as ``K = 2*stride`` in vocoders)
       and each output sums enough products to pay for its extra passes
-      (:data:`WINOGRAD_MIN_DEPTH_REFERENCE_BLAS` on a Linux CPU,
+      (:data:`WINOGRAD_MIN_DEPTH_REFERENCE_BLAS` on a Linux CPU behind MLX's
+      bundled BLAS, never behind the optimized BLAS of :mod:`mlx_deconv.blas`,
       :data:`WINOGRAD_MIN_DEPTH` elsewhere); else ``"gemm"`` (matmul +
       overlap-add; matmul-free when every output channel reads one input
       channel, as in depthwise). MLX's CPU op takes a naive loop for every
@@ -38,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 import mlx.core as mx
 
-from ..devices import has_reference_blas, is_metal
+from ..devices import cpu_blas, is_metal
 from ..geometry import Conv1dGeometry, Geometry
 from . import builtin, gemm, metal
 
@@ -113,6 +114,10 @@ WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
 #: Behind Accelerate or a GPU (15-40 FLOP per byte of bandwidth) reasoned, not
 #: measured: the same balance is reached about 8x deeper.
 WINOGRAD_MIN_DEPTH = 512
+#: Behind the optimized BLAS that :mod:`mlx_deconv.blas` loads on Linux, gemm
+#: was faster than winograd on every benchmark shape (depths 64 to 8192):
+#: with a fast matmul the transforms cost more than the FLOPs they save.
+WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS: Optional[int] = None
 
 
 def available_backends(stream: mx.Stream, op: str = "conv_transpose1d") -> List[str]:
@@ -127,8 +132,9 @@ def usable_backends(geom: AnyGeometry, stream: mx.Stream) -> List[str]:
 
 
 def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
-    least = WINOGRAD_MIN_DEPTH_REFERENCE_BLAS if has_reference_blas(stream) else WINOGRAD_MIN_DEPTH
-    return BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
+    least = {"reference": WINOGRAD_MIN_DEPTH_REFERENCE_BLAS,
+             "optimized": WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS}.get(cpu_blas(stream), WINOGRAD_MIN_DEPTH)
+    return least is not None and BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
 
 
 def _auto(geom: AnyGeometry, stream: mx.Stream) -> str:
