@@ -131,6 +131,7 @@ def test_metal_auto_rule_and_availability(monkeypatch):
     with pytest.raises(ValueError, match="'metal' is not available"):
         backends.resolve_backend("metal", depthwise, cpu)
     monkeypatch.setattr(backends, "is_metal", lambda stream: True)  # as on a Mac's GPU stream
+    monkeypatch.setattr(backends, "cpu_blas", lambda stream: None)  # a GPU stream has no CPU BLAS
     assert backends.resolve_backend("auto", depthwise, cpu) == "metal"
     assert backends.resolve_backend("auto", dense, cpu) == "winograd"
     dilated, _ = conv_geometry((1, 100, 256), (256, 7, 256), dilation=3)

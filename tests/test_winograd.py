@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import mlx_deconv as md
 import reference as ref
 from helpers import atol, backend_call, forward_atol, grad_atols, grads, run, tiny_blocks
+from mlx_deconv import backends
 from mlx_deconv.backends import BACKENDS, paths, resolve_backend, winograd
 from mlx_deconv.geometry import conv_geometry
 from strategies import cases
@@ -51,9 +52,12 @@ def test_tile_rows(shifts, in_per_group, tile):
     (((1, 20, 16), (16, 12, 1)), dict(stride=2, groups=16), "gemm"),  # depthwise
     (((1, 20, 16), (16, 7, 16)), dict(stride=1, dilation=3), "gemm"),  # dilated
 ])
-def test_auto_picks_winograd_where_it_applies(shape, kwargs, chosen):
+def test_auto_picks_winograd_where_it_applies(shape, kwargs, chosen, monkeypatch):
     geom, _ = conv_geometry(*shape, **kwargs)
+    monkeypatch.setattr(backends, "cpu_blas", lambda stream: "reference")  # MLX's bundled BLAS
     assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == chosen
+    monkeypatch.setattr(backends, "cpu_blas", lambda stream: "optimized")  # gemm measured faster there
+    assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
 
 
 @pytest.mark.parametrize("w_shape, kwargs", [((4, 7, 4), dict(dilation=3)), ((4, 6, 1), dict(stride=2, groups=4))])
