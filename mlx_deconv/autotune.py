@@ -454,8 +454,10 @@ class Tuner:
 
     def clear(self) -> List[Path]:
         """Forgets every choice in memory and deletes this directory's tuning files; returns them."""
+        global _generation
         with self._lock:
             self._tables.clear()
+            _generation += 1
             folder = self._dir()
             removed = []
             if folder is not None and folder.is_dir():
@@ -467,6 +469,7 @@ class Tuner:
 
 
 _tuner = Tuner()
+_generation = 0  # bumped when choices may change under calls already prepared with them
 
 
 def tuner() -> Tuner:
@@ -474,10 +477,16 @@ def tuner() -> Tuner:
     return _tuner
 
 
+def generation() -> int:
+    """Changes whenever the tuner is replaced or cleared: part of ``functional``'s prepared-call key."""
+    return _generation
+
+
 def use_tuner(new: Tuner) -> Tuner:
     """Replaces the process's tuner (tests: a private directory, an injected timer); returns the old one."""
-    global _tuner
+    global _tuner, _generation
     old, _tuner = _tuner, new
+    _generation += 1
     return old
 
 
@@ -571,9 +580,16 @@ def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fa
     from . import backends
 
     names = backends.usable_backends(geom, stream)
-    rule = backends.resolve_backend("auto", geom, stream)
+    mode = "train" if backward else "forward"
+    try:
+        rule = backends.resolve_backend("auto", geom, stream)
+    except ValueError:  # the rule names a backend without this op's path yet: the first one with it
+        rule = names[0]
+    if len(names) == 1:  # nothing to choose between: no timing, nothing to remember
+        return dict(choice=names[0], rule=rule, seconds={},
+                    signature=asdict(signature(backends.op_of(geom), geom, stream, dtype, mode)))
     return tune(backends.op_of(geom), geom, stream, dtype, names=names, rule=rule,
-                runners=runners(geom, stream, names), mode="train" if backward else "forward")
+                runners=runners(geom, stream, names), mode=mode)
 
 
 def speedup(entry: dict) -> Optional[float]:

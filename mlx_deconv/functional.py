@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import mlx.core as mx
 
-from . import backends
+from . import autotune, backends
 from .devices import StreamLike, resolve_stream
 from .geometry import Padding, conv1d_geometry, conv_geometry
 from .interop import torch_to_mlx_weight
@@ -198,13 +198,18 @@ def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: 
     # What preparing depends on (compiled functions retrace for a new dtype themselves).
     # Streams compare by device and index but hash by identity: their text is the key.
     key = (op, x.shape, weight.shape, None if bias is None else bias.shape, tuple(args.items()), repr(stream))
+    # With autotuning on, "auto" depends on the dtype, the timed pass and the tuner's state too.
+    tuning = autotune.autotune_mode() if args["backend"] == "auto" else None
+    if tuning is not None:
+        key += (str(x.dtype), tuning, autotune.generation())
     calls = _prepared_calls()
     try:
         call = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a list as padding): prepared afresh each call
         key, call = None, None
     if call is None:
-        call = prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream, **args)
+        call = prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream,
+                       tuned=None if tuning is None else (x.dtype, tuning), **args)
     if key is not None:
         calls[key] = call  # most recently used last
         if len(calls) > PREPARED_CALLS:
@@ -212,24 +217,32 @@ def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: 
     return call(x, weight) if bias is None else call(x, weight, bias)
 
 
+def _resolve(backend: str, geom, stream: mx.Stream, tuned) -> str:
+    """The backend of a call: the rule's, or with autotuning on (``tuned = (dtype, mode)``) the fastest measured."""
+    if tuned is None:
+        return backends.resolve_backend(backend, geom, stream)
+    dtype, mode = tuned
+    return autotune.tuned_backend(geom, stream, dtype, backward=mode == "train")["choice"]
+
+
 def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str, weight_format: str,
-             backend: str, **args) -> Callable[..., mx.array]:
+             backend: str, tuned=None, **args) -> Callable[..., mx.array]:
     """Validates a transposed-conv call signature and returns the function computing it."""
     geom, batched = conv_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
                                   weight_format=weight_format, **args)
-    name = backends.resolve_backend(backend, geom, stream)
+    name = _resolve(backend, geom, stream, tuned)
     to_mlx = (lambda w: torch_to_mlx_weight(w, geom.groups)) if weight_format == "torch" else None
     record = backends.BACKENDS[name]
     return _wrap(record.conv_transpose1d, geom, batched, data_format, to_mlx, stream, compile=record.compilable)
 
 
 def _prepare_conv1d(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,
-                    weight_format: str, backend: str, **args) -> Callable[..., mx.array]:
+                    weight_format: str, backend: str, tuned=None, **args) -> Callable[..., mx.array]:
     """Validates a conv1d call signature and returns the function computing it."""
     geom, batched = conv1d_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
                                     weight_format=weight_format, **args)
     try:
-        name = backends.resolve_backend(backend, geom, stream)
+        name = _resolve(backend, geom, stream, tuned)
     except ValueError:
         if backend != "auto":
             raise

@@ -13,16 +13,21 @@ import textwrap
 import threading
 import time
 import warnings
+from dataclasses import replace as dataclass_replace
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+import mlx_deconv as md
 from mlx_deconv import autotune
 from mlx_deconv.geometry import conv_geometry
 
 import reference as ref
-from helpers import atol
+from helpers import atol, forward_atol, run
+from strategies import cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = mx.default_stream(mx.cpu)
@@ -457,3 +462,143 @@ def test_tune_command_on_bench_shapes_and_clear(tuner, tmp_path, capsys):
     main(["tune", "--clear"])
     assert "removed" in capsys.readouterr().out
     assert cache_files(tmp_path / "cache") == []
+
+
+# --- through the public op: backend="auto" with autotuning on ---
+
+@pytest.fixture
+def tuned(tuner, monkeypatch):
+    """Autotuning on, with a fake timer that ranks the backends in a given order."""
+    monkeypatch.setattr(autotune, "_override", None)
+
+    def make(order, backward=False, **kwargs):
+        timer = FakeTimer({name: float(i + 1) for i, name in enumerate(order)})
+        tuner(timer, **kwargs)
+        autotune.set_autotune(True, backward=backward)
+        return timer
+
+    return make
+
+
+@pytest.mark.parametrize("order", [("builtin", "gemm", "winograd"), ("winograd", "gemm", "builtin"),
+                                   ("gemm", "builtin", "winograd")])
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases())
+def test_results_identical_with_and_without_tuning(tuned, order, case):
+    x, w, b = case.arrays()
+    autotune.set_autotune(False)
+    untuned = run(case, x, w, b, "auto")
+    timer = tuned(order, directory=False)  # a fresh memory-only tuner per example
+    got = run(case, x, w, b, "auto")
+    assert len(timer.calls) == 1
+    expected = case.expected(x, w, b)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=forward_atol(case))
+    np.testing.assert_allclose(got, untuned, rtol=0, atol=2 * forward_atol(case))
+
+
+def test_auto_takes_the_tuned_backend(tuned, monkeypatch):
+    from mlx_deconv import backends
+
+    used = []
+    for name, record in backends.BACKENDS.items():
+        def spy(*a, name=name, run=record.conv_transpose1d, **k):
+            used.append(name)
+            return run(*a, **k)
+        monkeypatch.setitem(backends.BACKENDS, name, dataclass_replace(record, conv_transpose1d=spy))
+    tuned(("builtin", "gemm", "winograd"), directory=False)
+    x, w = mx.ones((1, 9, 4)), mx.ones((2, 4, 4))
+    mx.eval(md.conv_transpose1d(x, w, stride=2, padding=1))
+    assert used[-1] == "builtin"
+    tuned(("winograd", "gemm", "builtin"), directory=False)
+    mx.eval(md.conv_transpose1d(x, w, stride=2, padding=1))
+    assert used[-1] == "winograd"  # a new tuner: the call is prepared again with the new choice
+
+
+def test_tuning_off_or_a_forced_backend_never_times(tuned):
+    timer = tuned(("builtin",))
+    autotune.set_autotune(False)
+    x, w = mx.ones((1, 9, 4)), mx.ones((2, 4, 4))
+    mx.eval(md.conv_transpose1d(x, w, stride=2))
+    autotune.set_autotune(True)
+    mx.eval(md.conv_transpose1d(x, w, stride=2, backend="gemm"))
+    assert timer.calls == []
+    mx.eval(md.conv_transpose1d(x, w, stride=2))
+    mx.eval(md.conv_transpose1d(x.astype(mx.float16), w, stride=2))  # a new dtype is a new signature
+    assert len(timer.calls) == 2
+
+
+def test_tuning_inside_grad_and_compile(tuned):
+    timer = tuned(("gemm", "builtin", "winograd"), backward=True)
+    x, w = mx.random.normal((1, 9, 4)), mx.random.normal((2, 4, 4))
+    gx = mx.grad(lambda x: md.conv_transpose1d(x, w, stride=2).sum())(x)
+    y = mx.compile(lambda x: md.conv_transpose1d(x, w, stride=3))(x)
+    mx.eval(gx, y)
+    assert len(timer.calls) == 2
+    assert all(e["signature"]["mode"] == "train" for e in autotune.tuner()._tables.popitem()[1].values())
+
+
+def test_conv1d_with_tuning_on(tuned):
+    from mlx_deconv import backends
+
+    rng = np.random.default_rng(0)
+    x, w = mx.array(rng.standard_normal((2, 30, 6)), mx.float32), mx.array(rng.standard_normal((4, 3, 3)), mx.float32)
+    kwargs = dict(stride=2, padding="same", dilation=2, groups=2)
+    autotune.set_autotune(False)
+    untuned = md.conv1d(x, w, **kwargs)
+    timer = tuned(("gemm", "builtin", "winograd"))
+    tuned_y = md.conv1d(x, w, **kwargs)
+    np.testing.assert_allclose(np.array(tuned_y), np.array(untuned), rtol=0, atol=2 * atol(9))
+    usable = backends.usable_backends(md.geometry.conv1d_geometry(x.shape, w.shape, **kwargs)[0], CPU)
+    assert len(timer.calls) == (1 if len(usable) > 1 else 0)  # one candidate: nothing to time
+
+
+def small_model():
+    """A two-layer upsampler: ``tune --model test_autotune:small_model`` loads it."""
+    return nn.Sequential(md.ConvTranspose1d(8, 4, 4, stride=2, padding=1), nn.ReLU(),
+                         md.ConvTranspose1d(4, 2, 3, stride=1, groups=2))
+
+
+def test_tune_command_on_a_model(tuned, capsys):
+    from mlx_deconv.__main__ import main
+
+    timer = tuned(("gemm", "winograd", "builtin"))
+    autotune.set_autotune(False)
+    main(["tune", "--model", "test_autotune:small_model", "--input-shape", "1,10,8"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv_transpose1d")]
+    assert len(rows) == 2 and len(timer.calls) == 2
+    assert [r.split(" | ")[2] for r in rows] == ["gemm", "gemm"]
+    assert autotune.autotune_mode() is None  # the command leaves the switch as it found it
+    with pytest.raises(SystemExit, match="input-shape"):
+        main(["tune", "--model", "test_autotune:small_model"])
+    with pytest.raises(ValueError, match="--model must be"):
+        main(["tune", "--model", "small_model", "--input-shape", "1,2,8"])
+
+
+API_WORKER = textwrap.dedent("""
+    import json, os, sys
+    import mlx_deconv as md
+    import mlx.core as mx
+    from mlx_deconv import autotune
+
+    def timer(fns):
+        if sys.argv[1] == "reuse":
+            raise AssertionError("timed in the second process")
+        return {n: {"builtin": 1.0}.get(n, 2.0) for n in fns}
+    autotune.use_tuner(autotune.Tuner(timer=timer))
+    x, w = mx.ones((1, 128, 8)), mx.ones((4, 4, 8))
+    for length in (100, 120, 128):
+        y = md.conv_transpose1d(x[:, :length], w, stride=2, padding=1)
+    mx.eval(y)
+    print(json.dumps(autotune.tuner().stats))
+""")
+
+
+def test_the_cache_survives_a_new_process_through_the_op(tmp_path):
+    env = dict(os.environ, MLX_DECONV_CACHE_DIR=str(tmp_path / "cache"), MLX_DECONV_AUTOTUNE="1")
+    stats = []
+    for mode in ("tune", "reuse"):
+        p = subprocess.run([sys.executable, "-c", API_WORKER, mode], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        stats.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    assert stats == [dict(timed=1, memory_hits=2, disk_hits=0), dict(timed=0, memory_hits=2, disk_hits=1)]
