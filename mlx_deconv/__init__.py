@@ -7,7 +7,8 @@ _blas.load()
 _blas.warn_if_too_late()
 from .blas import blas_info  # noqa: E402
 
-from . import initializers, interop
+from . import autotune, initializers, interop
+from .autotune import set_autotune
 from .activations import Snake
 from .functional import available_backends, conv1d, conv_transpose1d
 from .geometry import conv1d_output_length, output_length, resolve_padding
@@ -20,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "available_backends", "blas_info", "conv1d", "conv1d_output_length", "conv_transpose1d", "output_length", "resolve_padding",
     "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d", "StreamingConv1d", "Snake",
-    "initializers", "interop", "__version__",
+    "initializers", "interop", "autotune", "set_autotune", "__version__",
 ]
