@@ -1,0 +1,180 @@
+"""Vocode a mel spectrogram with a pretrained HiFi-GAN checkpoint, on MLX.
+
+One command turns a checkpoint of the original HiFi-GAN repository (a
+``torch.save`` file whose ``"generator"`` entry is the state dict, or a bare
+state dict; weight norm on or removed) plus its ``config.json`` and a mel
+spectrogram ``(n_mels, frames)`` (``.npy`` or ``.pt``) into a WAV file:
+
+    .venv/bin/python examples/hifigan_vocoder.py --checkpoint g_02500000 --config config.json \\
+        --mel mel.npy --out out.wav [--stream --chunk-frames 16]
+
+The first run converts the weights (torch is needed to read the ``.pt``) and
+saves them with MLX's ``save_weights`` next to the output as
+``<checkpoint name>.mlx.safetensors``; later runs read that file and need no torch.
+``--stream`` synthesises chunk by chunk through the layers' own streams
+(equal to the offline waveform to float32 rounding; the difference is printed).
+
+No checkpoint at hand? ``--make-random-checkpoint DIR`` writes a small random
+one (``generator.pt``, ``config.json``, ``mel.npy``) to try the rest with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+import mlx_deconv as md  # before mlx.core: it may put a faster BLAS under MLX's CPU matmul
+import mlx.core as mx
+from mlx_deconv import hifigan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import progress  # noqa: E402
+
+SMALL_CONFIG = dict(resblock="1", upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8], upsample_initial_channel=32,
+                    resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 3]], num_mels=20,
+                    sampling_rate=8000)
+
+
+def make_random_checkpoint(folder: Path, frames: int) -> None:
+    """A random generator in the original repository's format, its config.json and a mel to vocode."""
+    import warnings
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = hifigan.HiFiGANConfig.from_dict(SMALL_CONFIG)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():  # the original checkpoints use the legacy weight norm, which torch deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        generator = hifigan.torch_generator(config)
+    torch.save({"generator": generator.state_dict()}, folder / "generator.pt")
+    (folder / "config.json").write_text(json.dumps(SMALL_CONFIG, indent=2))
+    mel = np.random.default_rng(0).standard_normal((config.num_mels, frames)).astype(np.float32)
+    np.save(folder / "mel.npy", mel)
+    print(f"wrote {folder}/generator.pt, config.json and mel.npy ({config.num_mels} x {frames})")
+
+
+def load_mel(path: Path, num_mels: int) -> np.ndarray:
+    if path.suffix == ".npy":
+        mel = np.load(path, allow_pickle=False)
+    else:
+        try:
+            import torch
+        except ImportError as err:
+            raise SystemExit(f"reading {path} needs torch; save the mel as .npy to go without") from err
+        mel = torch.load(str(path), map_location="cpu", weights_only=True)
+        mel = mel.float().numpy() if hasattr(mel, "numpy") else np.asarray(mel)
+    mel = np.asarray(mel, np.float32)
+    if mel.ndim == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.ndim != 2 or mel.shape[0] != num_mels:
+        raise SystemExit(f"mel must be (n_mels={num_mels}, frames), got shape {mel.shape}")
+    return mel
+
+
+def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path, backend: str) -> hifigan.HiFiGAN:
+    """The generator from the converted weights if present, else converted from the checkpoint and saved."""
+    model = hifigan.HiFiGAN(config, backend=backend)
+    if converted.exists() and converted.stat().st_mtime >= checkpoint.stat().st_mtime:
+        model.load_weights(str(converted))
+        print(f"weights: {converted} (converted earlier)")
+    else:
+        start = time.perf_counter()
+        model.load_torch_state_dict(hifigan.load_torch_checkpoint(checkpoint))
+        model.save_weights(str(converted))
+        print(f"weights: converted {checkpoint} in {time.perf_counter() - start:.1f} s, saved to {converted}")
+    mx.eval(model.parameters())
+    return model
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(pcm.tobytes())
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="generator .pt (original HiFi-GAN format or a bare state dict)")
+    parser.add_argument("--config", type=Path, help="the checkpoint's config.json")
+    parser.add_argument("--mel", type=Path, help="mel spectrogram (n_mels, frames), .npy or .pt")
+    parser.add_argument("--out", type=Path, default=Path("out/hifigan/vocoded.wav"))
+    parser.add_argument("--stream", action="store_true", help="synthesise chunk by chunk, and compare with offline")
+    parser.add_argument("--chunk-frames", type=int, default=32, help="mel frames per chunk with --stream")
+    parser.add_argument("--segment-frames", type=int, default=256,
+                        help="offline, longer inputs go through the streams in segments of this many frames, with progress")
+    parser.add_argument("--backend", default="auto", help="mlx_deconv backend of every layer ('builtin': MLX's own ops)")
+    parser.add_argument("--output-padding", action="store_true",
+                        help="upsampling layers with odd kernel - rate use output_padding=1 (some forks)")
+    parser.add_argument("--make-random-checkpoint", type=Path, metavar="DIR",
+                        help="write a small random checkpoint, config.json and mel.npy to DIR, then vocode them")
+    parser.add_argument("--frames", type=int, default=64, help="mel frames of --make-random-checkpoint's mel")
+    args = parser.parse_args(argv)
+
+    if args.make_random_checkpoint:
+        make_random_checkpoint(args.make_random_checkpoint, args.frames)
+        args.checkpoint = args.checkpoint or args.make_random_checkpoint / "generator.pt"
+        args.config = args.config or args.make_random_checkpoint / "config.json"
+        args.mel = args.mel or args.make_random_checkpoint / "mel.npy"
+    if not (args.checkpoint and args.config and args.mel):
+        parser.error("give --checkpoint, --config and --mel (or --make-random-checkpoint DIR)")
+    for name in ("chunk_frames", "segment_frames", "frames"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+    values = json.loads(args.config.read_text())
+    if args.output_padding:
+        values["upsample_output_padding"] = True
+    config = hifigan.HiFiGANConfig.from_dict(values)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    converted = args.out.parent / f"{args.checkpoint.stem}.mlx.safetensors"
+    model = load_model(args.checkpoint, config, converted, args.backend)
+    mel = load_mel(args.mel, config.num_mels)
+    frames = mel.shape[1]
+    x = mx.array(mel.T[None])  # (1, frames, n_mels): the layers are channels-last
+    seconds = frames * config.hop_size / config.sampling_rate
+    print(f"mel: {config.num_mels} x {frames} frames -> {frames * config.hop_size} samples ({seconds:.2f} s at "
+          f"{config.sampling_rate} Hz)")
+
+    # Streamed, or a long input in segments: the stream shows progress and never holds the whole graph at once.
+    step = args.chunk_frames if args.stream else args.segment_frames
+    chunks = range(0, frames, step)
+    start = time.perf_counter()
+    if len(chunks) > 1 or args.stream:
+        stream = hifigan.StreamingHiFiGAN(model)
+        pieces = []
+        for i in progress(chunks, len(chunks), "vocoding"):
+            pieces.append(stream.step(x[:, i:i + step]))
+            mx.eval(pieces[-1])
+        pieces.append(stream.flush())
+        audio = mx.concatenate(pieces, axis=1)
+    else:
+        audio = model(x)
+    mx.eval(audio)
+    elapsed = time.perf_counter() - start
+    summary = dict(samples=int(audio.shape[1]), sampling_rate=config.sampling_rate, seconds=elapsed,
+                   real_time_factor=elapsed / seconds, converted=str(converted))
+    print(f"synthesis: {elapsed:.2f} s for {seconds:.2f} s of audio, real-time factor {elapsed / seconds:.3f}")
+    if args.stream:
+        offline = model(x)
+        difference = float(mx.abs(audio - offline).max())
+        summary["stream_max_abs_difference"] = difference
+        print(f"streaming: {len(chunks)} chunks of {step} frames; max |streamed - offline| = {difference:.2e} "
+              f"(float32 rounding)")
+    write_wav(args.out, np.array(audio[0]), config.sampling_rate)
+    (args.out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

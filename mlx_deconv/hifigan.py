@@ -1,0 +1,492 @@
+"""HiFi-GAN's generator (Kong et al., 2020) built from this package's layers, with its PyTorch checkpoints.
+
+The generator maps a mel spectrogram to a waveform:
+
+* ``conv_pre``: ``Conv1d(n_mels, C, 7, padding=3)``;
+* for each upsampling stage ``i`` (rate ``u``, kernel ``k``): leaky ReLU (slope
+  0.1), ``ConvTranspose1d(C/2^i, C/2^(i+1), k, stride=u, padding=(k-u)//2)``,
+  then the mean of one residual block per ``(kernel, dilations)`` pair;
+* leaky ReLU (PyTorch's default slope, 0.01, as the original code has it),
+  ``conv_post``: ``Conv1d(C/2^n, 1, 7, padding=3)``, ``tanh``.
+
+Residual block ``"1"``: for each dilation ``d``, ``x += conv2(lrelu(conv1_d(lrelu(x))))``
+with ``conv1_d`` dilated by ``d`` and ``conv2`` not dilated; block ``"2"``: for
+each ``d``, ``x += conv_d(lrelu(x))``. Every convolution is "same"-length
+(padding ``d*(k-1)//2``).
+
+Checkpoints of the original repository are a ``torch.save`` file whose
+``"generator"`` entry is the state dict (a bare state dict works too), with
+weight norm (``weight_g``/``weight_v``, or the newer parametrizations) or
+without it; the names are kept, so :meth:`HiFiGAN.load_torch_state_dict`
+reads them as they are. Forks whose upsampling layers have an odd
+``kernel - rate`` and ``output_padding=1`` are ``upsample_output_padding=True``.
+
+torch is imported only to read a ``.pt`` file (:func:`load_torch_checkpoint`)
+and by :func:`torch_generator`, the same network in PyTorch for tests and
+benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .layers import Conv1d, ConvTranspose1d
+
+LRELU_SLOPE = 0.1
+#: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
+POST_LRELU_SLOPE = 0.01
+
+
+@dataclass(frozen=True)
+class HiFiGANConfig:
+    """The generator's shape, as the original repository's ``config.json`` spells it.
+
+    Args:
+        resblock (str): ``"1"`` (pairs of dilated and plain convs) or ``"2"`` (single dilated convs).
+        upsample_rates: the stride of each upsampling layer; their product is the hop size.
+        upsample_kernel_sizes: the kernel of each upsampling layer.
+        upsample_initial_channel (int): channels after ``conv_pre``; halved by every upsampling.
+        resblock_kernel_sizes: one residual block per kernel size, in every stage.
+        resblock_dilation_sizes: the dilations of each of those blocks.
+        num_mels (int): mel bands of the input. Default: ``80``.
+        sampling_rate (int): of the audio, for writing it. Default: ``22050``.
+        upsample_output_padding (bool): upsampling layers with an odd ``kernel - rate`` pad
+            ``(k-u+1)//2`` with ``output_padding=1`` (some forks) rather than ``(k-u)//2``. Default: ``False``.
+    """
+
+    resblock: str
+    upsample_rates: Tuple[int, ...]
+    upsample_kernel_sizes: Tuple[int, ...]
+    upsample_initial_channel: int
+    resblock_kernel_sizes: Tuple[int, ...]
+    resblock_dilation_sizes: Tuple[Tuple[int, ...], ...]
+    num_mels: int = 80
+    sampling_rate: int = 22050
+    upsample_output_padding: bool = False
+
+    def __post_init__(self):
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        put("resblock", str(self.resblock))
+        if self.resblock not in ("1", "2"):
+            raise ValueError(f"resblock must be '1' or '2', got {self.resblock!r}")
+        for name in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
+            put(name, tuple(int(v) for v in getattr(self, name)))
+        put("resblock_dilation_sizes", tuple(tuple(int(d) for d in ds) for ds in self.resblock_dilation_sizes))
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes) or not self.upsample_rates:
+            raise ValueError(f"upsample_rates {self.upsample_rates} and upsample_kernel_sizes "
+                             f"{self.upsample_kernel_sizes} must be non-empty and of one length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes) or not self.resblock_kernel_sizes:
+            raise ValueError(f"resblock_kernel_sizes {self.resblock_kernel_sizes} and resblock_dilation_sizes "
+                             f"{self.resblock_dilation_sizes} must be non-empty and of one length")
+        for k, u in zip(self.upsample_kernel_sizes, self.upsample_rates):
+            if k < u:
+                raise ValueError(f"upsample kernel {k} is shorter than its rate {u}: padding (k-u)//2 would be negative")
+        channels = int(self.upsample_initial_channel)
+        if channels % 2 ** len(self.upsample_rates):
+            raise ValueError(f"upsample_initial_channel={channels} must be divisible by 2**{len(self.upsample_rates)}")
+        put("upsample_initial_channel", channels)
+
+    @classmethod
+    def from_dict(cls, values: Dict) -> "HiFiGANConfig":
+        """From a ``config.json``'s dictionary; training keys (batch size, learning rate...) are ignored."""
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in values]
+        if missing:
+            raise ValueError(f"HiFi-GAN config lacks {missing}")
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_json(cls, path) -> "HiFiGANConfig":
+        """Reads the original repository's ``config.json``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> Dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def hop_size(self) -> int:
+        """Audio samples per mel frame: the product of the upsampling rates."""
+        hop = 1
+        for u in self.upsample_rates:
+            hop *= u
+        return hop
+
+    def upsample_padding(self, i: int) -> Tuple[int, int]:
+        """``(padding, output_padding)`` of upsampling layer ``i``."""
+        k, u = self.upsample_kernel_sizes[i], self.upsample_rates[i]
+        if self.upsample_output_padding and (k - u) % 2:
+            return (k - u + 1) // 2, 1
+        return (k - u) // 2, 0
+
+
+def _same(kernel_size: int, dilation: int) -> int:
+    return dilation * (kernel_size - 1) // 2
+
+
+class ResBlock1(nn.Module):
+    """Pairs of a dilated and a plain conv, each pair a residual step."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int], **layer_kwargs):
+        super().__init__()
+        self.convs1 = [Conv1d(channels, channels, kernel_size, padding=_same(kernel_size, d), dilation=d, **layer_kwargs)
+                       for d in dilations]
+        self.convs2 = [Conv1d(channels, channels, kernel_size, padding=_same(kernel_size, 1), **layer_kwargs)
+                       for _ in dilations]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for c1, c2 in zip(self.convs1, self.convs2):
+            x = x + c2(nn.leaky_relu(c1(nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+        return x
+
+
+class ResBlock2(nn.Module):
+    """Single dilated convs, each a residual step."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int], **layer_kwargs):
+        super().__init__()
+        self.convs = [Conv1d(channels, channels, kernel_size, padding=_same(kernel_size, d), dilation=d, **layer_kwargs)
+                      for d in dilations]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for c in self.convs:
+            x = x + c(nn.leaky_relu(x, LRELU_SLOPE))
+        return x
+
+
+class HiFiGAN(nn.Module):
+    """HiFi-GAN's generator on :class:`~mlx_deconv.Conv1d` and :class:`~mlx_deconv.ConvTranspose1d`.
+
+    Parameter names follow the original repository (``conv_pre``, ``ups.i``,
+    ``resblocks.j.convs1.m``, ``conv_post``), so its state dicts load by name.
+
+    Args:
+        config (HiFiGANConfig): the network's shape.
+        backend (str): passed to every layer: ``"auto"``, or ``"builtin"`` to run
+            on MLX's own ``conv1d``/``conv_transpose1d`` (for comparisons). Default: ``"auto"``.
+        weight_norm (bool): keep PyTorch's weight norm as parameters (for training);
+            ``False`` folds it into plain weights when loading. Default: ``False``.
+
+    Call:
+        ``mel`` of shape ``(N, frames, num_mels)`` -> audio ``(N, frames * hop_size)`` in ``[-1, 1]``.
+    """
+
+    def __init__(self, config: HiFiGANConfig, *, backend: str = "auto", weight_norm: bool = False):
+        super().__init__()
+        self.config = config
+        kw = dict(backend=backend, weight_norm=weight_norm)
+        c0 = config.upsample_initial_channel
+        self.conv_pre = Conv1d(config.num_mels, c0, 7, padding=3, **kw)
+        self.ups = []
+        self.resblocks = []
+        block = ResBlock1 if config.resblock == "1" else ResBlock2
+        for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)):
+            padding, output_padding = config.upsample_padding(i)
+            self.ups.append(ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, stride=u, padding=padding,
+                                            output_padding=output_padding, **kw))
+            for kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
+                self.resblocks.append(block(c0 // 2 ** (i + 1), kernel, dilations, **kw))
+        self.conv_post = Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3, **kw)
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.config.resblock_kernel_sizes)
+
+    def __call__(self, mel: mx.array) -> mx.array:
+        x = self.conv_pre(mel)
+        n = self.num_kernels
+        for i, up in enumerate(self.ups):
+            x = up(nn.leaky_relu(x, LRELU_SLOPE))
+            total = self.resblocks[i * n](x)
+            for block in self.resblocks[i * n + 1:(i + 1) * n]:
+                total = total + block(x)
+            x = total / n
+        x = self.conv_post(nn.leaky_relu(x, POST_LRELU_SLOPE))
+        return mx.tanh(x)[..., 0]
+
+    def conv_layers(self) -> List[Tuple[str, nn.Module]]:
+        """``(prefix, layer)`` of every convolution, the prefix as in the PyTorch state dict."""
+        return [(name, module) for name, module in self.named_modules() if isinstance(module, (Conv1d, ConvTranspose1d))]
+
+    def load_torch_state_dict(self, state_dict: Dict[str, object]) -> "HiFiGAN":
+        """Loads the original repository's generator state dict (weight norm on or removed).
+
+        Args:
+            state_dict: names to tensors (torch tensors, numpy arrays or array-likes).
+
+        Returns:
+            The generator itself.
+
+        Raises:
+            ValueError: when a layer's tensors are missing or misshapen, or keys are left
+                over (a config that does not match the checkpoint). Nothing is changed then.
+        """
+        layers = self.conv_layers()
+        used = set()
+        for prefix, _ in layers:
+            used.update(k for k in state_dict if k.startswith(prefix + "."))
+        extra = sorted(set(state_dict) - used)
+        if extra:
+            raise ValueError(f"state dict has keys this config has no layer for (is resblock / the kernels right?): {extra[:8]}")
+        before = self.parameters()  # references only: every layer's load replaces, never mutates
+        for prefix, layer in layers:
+            try:
+                layer.load_torch_state_dict(state_dict, prefix + ".")
+            except ValueError as err:
+                self.update(before)
+                raise ValueError(f"{prefix}: {err}") from None
+        return self
+
+
+def load_torch_checkpoint(path) -> Dict[str, object]:
+    """The generator state dict from a HiFi-GAN ``.pt`` file (its ``"generator"`` entry, or the file itself).
+
+    Reads with ``torch.load(..., map_location="cpu", weights_only=True)``: no code in the file runs.
+
+    Raises:
+        ImportError: when torch is not installed (needed to read ``.pt`` files only).
+        ValueError: when the file holds no state dict.
+    """
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError("reading a PyTorch checkpoint needs torch (pip install torch); "
+                          "a converted .safetensors file does not") from err
+    data = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and "generator" in data:
+        data = data["generator"]
+    if not isinstance(data, dict) or not all(hasattr(v, "shape") for v in data.values()):
+        raise ValueError(f"{path} holds no generator state dict (expected a 'generator' entry or a dict of tensors)")
+    return data
+
+
+def from_checkpoint(checkpoint, config: HiFiGANConfig, *, backend: str = "auto") -> HiFiGAN:
+    """A generator with the weights of a ``.pt`` checkpoint (path) or a state dict, weight norm folded."""
+    state = checkpoint if isinstance(checkpoint, dict) else load_torch_checkpoint(checkpoint)
+    model = HiFiGAN(config, backend=backend)
+    return model.load_torch_state_dict(state)
+
+
+# -- streaming --------------------------------------------------------------------------------------
+class _Queue:
+    """Samples waiting to be added to another branch's (later) output, along the length axis."""
+
+    def __init__(self):
+        self.items: Optional[mx.array] = None
+
+    def push(self, x: mx.array) -> None:
+        self.items = x if self.items is None else mx.concatenate([self.items, x], axis=1)
+
+    def pop(self, n: int) -> mx.array:
+        out, self.items = self.items[:, :n], self.items[:, n:]
+        return out
+
+    def __len__(self) -> int:
+        return 0 if self.items is None else self.items.shape[1]
+
+
+class _Chain:
+    """Streams and elementwise functions one after the other."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def step(self, x):
+        for p in self.parts:
+            x = p.step(x) if hasattr(p, "step") else p(x)
+        return x
+
+    def flush(self):
+        x = None
+        for p in self.parts:
+            if hasattr(p, "step"):
+                x = p.flush() if x is None else mx.concatenate([p.step(x), p.flush()], axis=1)
+            elif x is not None:
+                x = p(x)
+        return x
+
+
+class _Residual:
+    """``x + branch(x)``, with ``x`` held until the branch's output for it arrives (stride 1)."""
+
+    def __init__(self, branch):
+        self.branch, self.skip = branch, _Queue()
+
+    def step(self, x):
+        self.skip.push(x)
+        y = self.branch.step(x)
+        return y + self.skip.pop(y.shape[1])
+
+    def flush(self):
+        y = self.branch.flush()
+        return y + self.skip.pop(y.shape[1])
+
+
+class _Mean:
+    """The mean of several branches' outputs, emitted as far as all of them have come."""
+
+    def __init__(self, branches):
+        self.branches = branches
+        self.queues = [_Queue() for _ in branches]
+
+    def _emit(self):
+        n = min(len(q) for q in self.queues)
+        total = self.queues[0].pop(n)
+        for q in self.queues[1:]:
+            total = total + q.pop(n)
+        return total / len(self.queues)
+
+    def step(self, x):
+        for b, q in zip(self.branches, self.queues):
+            q.push(b.step(x))
+        return self._emit()
+
+    def flush(self):
+        for b, q in zip(self.branches, self.queues):
+            q.push(b.flush())
+        return self._emit()
+
+
+def _lrelu(slope):
+    return lambda x: nn.leaky_relu(x, slope)
+
+
+class StreamingHiFiGAN:
+    """Runs a :class:`HiFiGAN` on mel frames that arrive in chunks, through the layers' own streams.
+
+    ``step(mel_chunk)`` (``(N, frames, num_mels)``, any number of frames) returns
+    the audio samples that chunk completed; ``flush()`` the rest. Their
+    concatenation equals ``model(mel)`` to float32 rounding, for any chunking.
+
+    Args:
+        model (HiFiGAN): the generator; its parameters are read on every step.
+    """
+
+    def __init__(self, model: HiFiGAN):
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets the signal so far."""
+        m = self.model
+        parts = [m.conv_pre.streaming()]
+        n = m.num_kernels
+        for i, up in enumerate(m.ups):
+            parts += [_lrelu(LRELU_SLOPE), up.streaming()]
+            blocks = []
+            for block in m.resblocks[i * n:(i + 1) * n]:
+                if isinstance(block, ResBlock1):
+                    steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c1.streaming(), _lrelu(LRELU_SLOPE), c2.streaming()]))
+                             for c1, c2 in zip(block.convs1, block.convs2)]
+                else:
+                    steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c.streaming()])) for c in block.convs]
+                blocks.append(_Chain(steps))
+            parts.append(_Mean(blocks))
+        parts += [_lrelu(POST_LRELU_SLOPE), m.conv_post.streaming(), mx.tanh]
+        self._chain = _Chain(parts)
+
+    def step(self, mel_chunk: mx.array) -> mx.array:
+        """Feeds mel frames; returns ``(N, samples)`` of audio they completed."""
+        return self._chain.step(mel_chunk)[..., 0]
+
+    def flush(self) -> mx.array:
+        """Returns the last samples and resets the stream."""
+        tail = self._chain.flush()[..., 0]
+        self.reset()
+        return tail
+
+
+# -- the same network in PyTorch --------------------------------------------------------------------
+def torch_generator(config: HiFiGANConfig, weight_norm: Optional[str] = "legacy"):
+    """The generator as a ``torch.nn.Module`` with the original repository's parameter names.
+
+    Written from the paper's description, for parity tests and benchmarks; torch is imported here.
+
+    Args:
+        config (HiFiGANConfig): the network's shape.
+        weight_norm: ``"legacy"`` (``torch.nn.utils.weight_norm``, as the original
+            checkpoints), ``"parametrizations"``, or ``None``. Default: ``"legacy"``.
+
+    Returns:
+        torch.nn.Module: call it on ``(N, num_mels, frames)``; it returns ``(N, 1, samples)``.
+        ``remove_weight_norm()`` folds the weight norm into plain weights.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn as tnn
+
+    def norm(module):
+        if weight_norm == "legacy":
+            return tnn.utils.weight_norm(module)
+        if weight_norm == "parametrizations":
+            return tnn.utils.parametrizations.weight_norm(module)
+        if weight_norm is None:
+            return module
+        raise ValueError(f"weight_norm must be 'legacy', 'parametrizations' or None, got {weight_norm!r}")
+
+    def unnorm(module):
+        if weight_norm == "legacy":
+            tnn.utils.remove_weight_norm(module)
+        elif weight_norm == "parametrizations":
+            tnn.utils.parametrize.remove_parametrizations(module, "weight")
+
+    def conv(c_in, c_out, k, d=1):
+        return norm(tnn.Conv1d(c_in, c_out, k, dilation=d, padding=_same(k, d)))
+
+    class Block1(tnn.Module):
+        def __init__(self, ch, k, dilations):
+            super().__init__()
+            self.convs1 = tnn.ModuleList([conv(ch, ch, k, d) for d in dilations])
+            self.convs2 = tnn.ModuleList([conv(ch, ch, k) for _ in dilations])
+
+        def forward(self, x):
+            for c1, c2 in zip(self.convs1, self.convs2):
+                x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            return x
+
+    class Block2(tnn.Module):
+        def __init__(self, ch, k, dilations):
+            super().__init__()
+            self.convs = tnn.ModuleList([conv(ch, ch, k, d) for d in dilations])
+
+        def forward(self, x):
+            for c in self.convs:
+                x = x + c(F.leaky_relu(x, LRELU_SLOPE))
+            return x
+
+    class Generator(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            c0 = config.upsample_initial_channel
+            self.num_kernels = len(config.resblock_kernel_sizes)
+            self.conv_pre = norm(tnn.Conv1d(config.num_mels, c0, 7, padding=3))
+            self.ups = tnn.ModuleList()
+            self.resblocks = tnn.ModuleList()
+            block = Block1 if config.resblock == "1" else Block2
+            for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)):
+                padding, output_padding = config.upsample_padding(i)
+                self.ups.append(norm(tnn.ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, u, padding=padding,
+                                                         output_padding=output_padding)))
+                for kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
+                    self.resblocks.append(block(c0 // 2 ** (i + 1), kernel, dilations))
+            self.conv_post = norm(tnn.Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3))
+
+        def forward(self, x):
+            x = self.conv_pre(x)
+            for i, up in enumerate(self.ups):
+                x = up(F.leaky_relu(x, LRELU_SLOPE))
+                blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+                x = sum(b(x) for b in blocks) / self.num_kernels
+            return torch.tanh(self.conv_post(F.leaky_relu(x, POST_LRELU_SLOPE)))
+
+        def remove_weight_norm(self):
+            for module in self.modules():
+                if isinstance(module, (tnn.Conv1d, tnn.ConvTranspose1d)):
+                    unnorm(module)
+
+    return Generator()
