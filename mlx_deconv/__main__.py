@@ -157,12 +157,8 @@ DESCRIPTION = ("1-D transposed convolution for MLX: device info (info), a checke
                "choices for backend='auto' on this machine (tune).")
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Runs one command.
-
-    Args:
-        argv: the arguments after the program name; default ``sys.argv[1:]``.
-    """
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one subcommand per job."""
     parser = argparse.ArgumentParser(prog=program_name(), description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, devices, backends per stream")
@@ -188,7 +184,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     t.add_argument("--stream", default=None, help="'cpu' or 'gpu' (default: the default stream)")
     t.add_argument("--clear", action="store_true", help="delete the tuning cache (memory and disk) and exit")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Runs one command.
+
+    Args:
+        argv: the arguments after the program name; default ``sys.argv[1:]``.
+    """
+    args = build_parser().parse_args(argv)
     if args.command == "tune":
         autotune.main(args)
     elif args.command == "info":

@@ -24,8 +24,7 @@ IntOrTuple = Union[int, Sequence[int]]
 PREPARED_CALLS = 256
 #: Calls with at most this many output elements are compiled. Larger ones are
 #: left to MLX's graph as built: tracing and fusing a long signal's thousands of
-#: blocks cost more than the Python it saves (a 120 s HiFi-GAN stack: 18.8 s
-#: compiled, 14.7 s not).
+#: blocks cost more than the Python it saves (figures: docs/performance.md).
 COMPILE_MAX_OUTPUT = 1 << 24
 # Prepared calls are per thread: MLX's default stream and compile cache are per thread, and a
 # compiled function shared between threads aborts the process at exit (see compiling.py). A
@@ -255,9 +254,8 @@ def _prepare_conv1d(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, dat
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):
     """The call around a backend: layouts in, backend, layouts out; compiled when small.
 
-    Python's share of a small layer's time was large: building the depthwise-up
-    layer's graph took 0.1 ms of its 0.4 ms here (0.4 ms of 0.8 ms when the
-    caches are cold, as in the benchmark), against 0.014 ms compiled.
+    Compiled, because building the graph in Python was a large share of a small
+    layer's time (figures: docs/performance.md).
     """
 
     def call(x, weight, bias=None):
