@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
@@ -48,6 +48,10 @@ OPS = ("conv_transpose1d", "conv1d")
 #: After the first timed run, a backend this many times slower than the fastest is not timed again:
 #: MLX's naive CPU loop can take seconds where the best takes milliseconds.
 DROP_FACTOR = 4.0
+
+#: Longer signals share one choice and are timed at this length: past it every backend runs in the
+#: same steady blocks, and timing MLX's naive CPU loop on a minute of audio would take minutes.
+TUNE_MAX_LENGTH = 1 << 15
 
 #: ``{name: seconds}`` for ``{name: zero-argument function returning what to evaluate}``.
 Timer = Callable[[Mapping[str, Callable[[], object]]], Dict[str, float]]
@@ -171,7 +175,21 @@ def signature(op: str, geom, stream: mx.Stream, dtype, mode: str = "forward") ->
         raise ValueError(f"mode must be 'forward' or 'train', got {mode!r}")
     return Signature(op, geom.in_channels, geom.out_channels, geom.kernel_size, geom.stride, geom.dilation,
                      geom.groups, padding_class(geom), str(dtype).rsplit(".", 1)[-1], length_bucket(geom.batch),
-                     length_bucket(geom.length), mode, str(stream.device))
+                     length_bucket(min(geom.length, TUNE_MAX_LENGTH)), mode, str(stream.device))
+
+
+def timing_geometry(geom):
+    """``geom`` with its length cut to :data:`TUNE_MAX_LENGTH`, the same crops or pads (what is timed)."""
+    if geom.length <= TUNE_MAX_LENGTH:
+        return geom
+    length = TUNE_MAX_LENGTH
+    span = geom.dilation * (geom.kernel_size - 1) + 1
+    if hasattr(geom, "crop"):  # transposed: the same crops of a shorter full output
+        right = geom.full_length - geom.crop - geom.output_length
+        out = (length - 1) * geom.stride + span - geom.crop - right
+    else:  # direct: the same zero pads around a shorter input
+        out = (length + geom.pad_left + geom.pad_right - span) // geom.stride + 1
+    return replace(geom, length=length, output_length=out)
 
 
 def median_timer(fns: Mapping[str, Callable[[], object]], warmup: int = 1, repeat: int = 5,
@@ -521,7 +539,8 @@ def tune(op: str, geom, stream: mx.Stream, dtype, *, names: List[str], rule: str
         geom: the call's geometry (batch, length, channels, kernel_size, stride, dilation, groups, crops).
         stream: where it runs; dtype: the input's dtype.
         names: the backends usable for this call; rule: the one the rule picks.
-        runners: ``{name: fn(x, w) -> y}`` on NLC input and MLX-layout weight (compiled as the real call is).
+        runners: ``{name: fn(x, w) -> y}`` on NLC input and MLX-layout weight (compiled as the real
+            call is), computing :func:`timing_geometry` of ``geom``: what is timed.
         mode: ``"forward"`` or ``"train"`` (forward + gradients w.r.t. input and weight).
 
     Returns:
@@ -529,7 +548,7 @@ def tune(op: str, geom, stream: mx.Stream, dtype, *, names: List[str], rule: str
     """
     sig = signature(op, geom, stream, dtype, mode)
     return _tuner.choose(sig, device_context(stream), list(names), rule,
-                         lambda: _timed_calls(op, geom, stream, dtype, mode, runners))
+                         lambda: _timed_calls(op, timing_geometry(geom), stream, dtype, mode, runners))
 
 
 def describe(stream: mx.Stream) -> List[str]:
@@ -589,7 +608,7 @@ def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fa
         return dict(choice=names[0], rule=rule, seconds={},
                     signature=asdict(signature(backends.op_of(geom), geom, stream, dtype, mode)))
     return tune(backends.op_of(geom), geom, stream, dtype, names=names, rule=rule,
-                runners=runners(geom, stream, names), mode=mode)
+                runners=runners(timing_geometry(geom), stream, names), mode=mode)
 
 
 def speedup(entry: dict) -> Optional[float]:

@@ -602,3 +602,39 @@ def test_the_cache_survives_a_new_process_through_the_op(tmp_path):
         assert p.returncode == 0, p.stderr
         stats.append(json.loads(p.stdout.strip().splitlines()[-1]))
     assert stats == [dict(timed=1, memory_hits=2, disk_hits=0), dict(timed=0, memory_hits=2, disk_hits=1)]
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2), dict(stride=3, padding=2), dict(stride=2, padding="causal"),
+                                    dict(stride=4, padding=(1, 5), output_padding=2, dilation=2),
+                                    dict(stride=2, padding="same", groups=2)])
+def test_long_signals_are_timed_cut_to_the_longest_tuned_length(monkeypatch, kwargs):
+    monkeypatch.setattr(autotune, "TUNE_MAX_LENGTH", 16)
+    long, cut = geometry(40, **kwargs), geometry(16, **kwargs)
+    assert autotune.timing_geometry(long) == cut
+    assert autotune.timing_geometry(cut) is cut
+    assert autotune.signature("conv_transpose1d", long, CPU, mx.float32) == \
+        autotune.signature("conv_transpose1d", geometry(1000, **kwargs), CPU, mx.float32)
+
+
+@pytest.mark.parametrize("padding", [0, 3, "same", "causal", (2, 5)])
+def test_long_conv1d_signals_are_timed_cut_with_the_same_pads(monkeypatch, padding):
+    from mlx_deconv.geometry import conv1d_geometry
+
+    monkeypatch.setattr(autotune, "TUNE_MAX_LENGTH", 16)
+    long, _ = conv1d_geometry((1, 41, 4), (2, 3, 4), stride=2, padding=padding, dilation=2)
+    cut, _ = conv1d_geometry((1, 16, 4), (2, 3, 4), stride=2, padding=(long.pad_left, long.pad_right), dilation=2)
+    assert autotune.timing_geometry(long) == cut
+
+
+def test_what_is_timed_has_the_cut_length(tuner, monkeypatch):
+    monkeypatch.setattr(autotune, "TUNE_MAX_LENGTH", 16)
+    shapes = []
+
+    def timer(fns):
+        for fn in fns.values():
+            fn()
+        return {n: 1.0 for n in fns}
+
+    tuner(timer)
+    tune(geometry(40), names=("a", "b"), runners={n: (lambda x, w: shapes.append(x.shape) or x) for n in "ab"})
+    assert shapes == [(1, 16, 8), (1, 16, 8)]
