@@ -636,13 +636,28 @@ def table(entries: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def _hifigan_v1():
+    """HiFi-GAN V1's generator (random weights): the shapes are what tuning needs."""
+    from .hifigan import HiFiGAN, HiFiGANConfig
+
+    return HiFiGAN(HiFiGANConfig(resblock="1", upsample_rates=(8, 8, 2, 2), upsample_kernel_sizes=(16, 16, 4, 4),
+                                 upsample_initial_channel=512, resblock_kernel_sizes=(3, 7, 11),
+                                 resblock_dilation_sizes=((1, 3, 5),) * 3))
+
+
+#: ``tune --model NAME``: a factory and a sample input shape (N, frames, mel bands) per name.
+MODELS = {"hifigan": (_hifigan_v1, (1, 100, 80))}
+
+
 def _model(spec: str):
-    """``pkg.mod:fn`` -> ``fn()``, an ``mlx.nn.Module``."""
+    """``hifigan`` or ``pkg.mod:fn`` -> ``fn()``, an ``mlx.nn.Module``."""
     import importlib
 
+    if spec in MODELS:
+        return MODELS[spec][0]()
     module, _, attr = spec.partition(":")
     if not module or not attr:
-        raise ValueError(f"--model must be 'package.module:factory', got {spec!r}")
+        raise ValueError(f"--model must be one of {sorted(MODELS)} or 'package.module:factory', got {spec!r}")
     factory = getattr(importlib.import_module(module), attr, None)
     if not callable(factory):
         raise ValueError(f"--model {spec!r}: {attr!r} is not a callable in {module}")
@@ -683,12 +698,15 @@ def main(args) -> None:
     stream = resolve_stream(args.stream)
     dtype = getattr(mx, args.dtype)
     if args.model:
-        if not args.input_shape:
+        if args.input_shape:
+            try:
+                shape = tuple(int(v) for v in args.input_shape.split(","))
+            except ValueError:
+                raise SystemExit(f"--input-shape must be integers separated by commas, got {args.input_shape!r}")
+        elif args.model in MODELS:
+            shape = MODELS[args.model][1]
+        else:
             raise SystemExit("tune --model needs --input-shape, e.g. --input-shape 1,100,80")
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise SystemExit(f"--input-shape must be integers separated by commas, got {args.input_shape!r}")
         with mx.stream(stream):
             entries = tune_model(_model(args.model), mx.random.normal(shape).astype(dtype), args.backward)
         what = f"the conv layers of {args.model} on an input of shape {shape}"

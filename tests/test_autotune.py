@@ -574,6 +574,22 @@ def test_tune_command_on_a_model(tuned, capsys):
         main(["tune", "--model", "small_model", "--input-shape", "1,2,8"])
 
 
+def test_tune_command_on_hifigan(tuned, capsys):
+    pytest.importorskip("mlx_deconv.hifigan")
+    from mlx_deconv.__main__ import main
+
+    timer = tuned(("gemm", "winograd", "builtin"))
+    main(["tune", "--model", "hifigan", "--input-shape", "1,3,80"])  # 3 mel frames: a small run
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv_transpose1d")]
+    # V1's four upsampling layers: C 512->256->128->64->32, K 16,16,4,4, strides 8,8,2,2
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| conv_transpose1d float32 N1 L4 C512->256 K16 s8 d1 g1 symmetric forward",
+        "| conv_transpose1d float32 N1 L32 C256->128 K16 s8 d1 g1 symmetric forward",
+        "| conv_transpose1d float32 N1 L256 C128->64 K4 s2 d1 g1 symmetric forward",
+        "| conv_transpose1d float32 N1 L512 C64->32 K4 s2 d1 g1 symmetric forward"]
+    assert len(timer.calls) >= 4
+
+
 API_WORKER = textwrap.dedent("""
     import json, os, sys
     import mlx_deconv as md
