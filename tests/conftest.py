@@ -14,3 +14,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("default")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "packaging: builds the wheel and installs it into a fresh venv (about 30 s; deselect with -m 'not packaging')")
