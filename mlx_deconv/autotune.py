@@ -80,6 +80,9 @@ def set_autotune(enabled: bool = True, *, backward: bool = False) -> None:
             forward pass. Default: ``False``.
     """
     global _override
+    for name, value in (("enabled", enabled), ("backward", backward)):
+        if not isinstance(value, bool):
+            raise TypeError(f"set_autotune: {name} must be True or False, got {value!r}")
     _override = ("train" if backward else "forward") if enabled else "off"
 
 
@@ -707,8 +710,12 @@ def main(args) -> None:
             shape = MODELS[args.model][1]
         else:
             raise SystemExit("tune --model needs --input-shape, e.g. --input-shape 1,100,80")
-        with mx.stream(stream):
+        device = mx.default_device()
+        mx.set_default_device(stream.device)  # the model's layers run on the default stream
+        try:
             entries = tune_model(_model(args.model), mx.random.normal(shape).astype(dtype), args.backward)
+        finally:
+            mx.set_default_device(device)
         what = f"the conv layers of {args.model} on an input of shape {shape}"
     else:
         from . import bench

@@ -301,6 +301,14 @@ def test_switches(monkeypatch):
     assert autotune.autotune_mode() == "forward"
 
 
+def test_set_autotune_names_a_bad_argument(monkeypatch):
+    monkeypatch.setattr(autotune, "_override", None)
+    with pytest.raises(TypeError, match="enabled must be True or False, got 'yes'"):
+        autotune.set_autotune("yes")
+    with pytest.raises(TypeError, match="backward must be True or False, got 1"):
+        autotune.set_autotune(True, backward=1)
+
+
 def test_median_timer_on_a_fake_clock():
     now = [0.0]
     runs = {"fast": 0, "slow": 0, "mid": 0, "broken": 0}
