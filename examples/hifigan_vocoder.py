@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-import mlx_deconv as md  # before mlx.core: it may put a faster BLAS under MLX's CPU matmul
+import mlx_deconv  # noqa: F401 (before mlx.core: it may put a faster BLAS under MLX's CPU matmul)
 import mlx.core as mx
 from mlx_deconv import hifigan
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+import mlx.core as mx
 import numpy as np
 
 
@@ -197,3 +198,100 @@ def torch_module_arguments(module, transposed: bool) -> Tuple[Dict[str, Any], To
         kwargs["output_padding"] = int(module.output_padding[0])
     tensors = read_torch_state_dict(module.state_dict(), transposed=transposed, dim=_weight_norm_dim(module))
     return kwargs, tensors
+
+
+# -- the layers' import and export ----------------------------------------------------------------
+def layer_from_torch(cls, module_or_state_dict, prefix: str, geometry: Dict[str, Any], data_format: str,
+                     layer_kwargs: Dict[str, Any]):
+    """A ``cls`` layer (``ConvTranspose1d`` or ``Conv1d``) from a PyTorch module or a state dict.
+
+    A module gives its own geometry (``geometry`` must then be all ``None``); with a
+    state dict, ``geometry``'s ``None`` entries take PyTorch's defaults.
+    """
+    transposed = cls._transposed
+    if is_torch_module(module_or_state_dict):
+        given = {k: v for k, v in geometry.items() if v is not None}
+        if given:
+            raise ValueError(f"{sorted(given)} come from the module itself; pass them only with a state dict")
+        geometry, tensors = torch_module_arguments(module_or_state_dict, transposed)
+    else:
+        defaults = dict(stride=1, padding=0, dilation=1, groups=1, output_padding=0)
+        geometry = {k: defaults[k] if v is None else v for k, v in geometry.items()}
+        tensors = read_torch_state_dict(module_or_state_dict, prefix, transposed)
+    groups = geometry["groups"]
+    shape = tensors.weight_shape
+    if transposed:
+        in_channels, out_channels, kernel_size = shape[0], shape[1] * groups, shape[2]
+    else:
+        in_channels, out_channels, kernel_size = shape[1] * groups, shape[0], shape[2]
+    layer = cls(in_channels, out_channels, kernel_size, **geometry, bias=tensors.bias is not None,
+                data_format=data_format, weight_norm=tensors.g is not None, weight_norm_dim=tensors.dim, **layer_kwargs)
+    load_torch_weights(layer, tensors)
+    return layer
+
+
+def load_torch_weights(layer, tensors: TorchWeights) -> None:
+    """Sets a layer's parameters from PyTorch tensors, converting weight norm either way.
+
+    Every new parameter is computed and checked first; the layer changes only when all are valid.
+
+    Raises:
+        ValueError: naming the tensor whose shape does not fit the layer.
+    """
+    from . import weight_norm as wn  # weight_norm imports this module's layout functions
+
+    c = layer.config
+    expected = c.torch_weight_shape
+    if tensors.weight_shape != expected:
+        raise ValueError(f"state dict weight has PyTorch shape {tensors.weight_shape}, this layer needs {expected}")
+    has_bias = "bias" in layer
+    if (tensors.bias is not None) != has_bias:
+        raise ValueError(f"state dict {'has' if tensors.bias is not None else 'lacks'} a bias, this layer "
+                         f"{'has' if has_bias else 'has none'}")
+    new: Dict[str, mx.array] = {}
+    if tensors.bias is not None:
+        if tensors.bias.size != c.out_channels:
+            raise ValueError(f"state dict bias has shape {tensors.bias.shape}, this layer needs ({c.out_channels},)")
+        new["bias"] = mx.array(tensors.bias).reshape(c.out_channels).astype(layer.bias.dtype)
+    v = from_torch_layout(mx.array(tensors.v if tensors.g is not None else tensors.weight), c.groups, c.transposed)
+    if tensors.g is not None:
+        wanted_g = wn.g_shape(tensors.weight_shape, tensors.dim)
+        if tensors.g.size != int(np.prod(wanted_g)):
+            raise ValueError(f"state dict weight norm g has shape {tensors.g.shape}, expected {wanted_g} for dim={tensors.dim}")
+        g = mx.array(tensors.g).reshape(wanted_g)
+        if layer.uses_weight_norm and tensors.dim == c.weight_norm_dim:
+            new["weight_g"], new["weight_v"] = g, v
+        elif layer.uses_weight_norm:
+            w = wn.combine(g, v, c.groups, tensors.dim, c.transposed)
+            new["weight_g"], new["weight_v"] = wn.split(w, c.groups, c.weight_norm_dim, c.transposed)
+        else:
+            new["weight"] = wn.combine(g, v, c.groups, tensors.dim, c.transposed)
+    elif layer.uses_weight_norm:
+        new["weight_g"], new["weight_v"] = wn.split(v, c.groups, c.weight_norm_dim, c.transposed)
+    else:
+        new["weight"] = v
+    mx.eval(new)  # any failure happens here, before the layer changes
+    for name, value in new.items():
+        setattr(layer, name, value)
+
+
+def torch_state_dict(layer, style: str = "parametrizations") -> Dict[str, np.ndarray]:
+    """A layer's tensors as a PyTorch state dict of numpy arrays (PyTorch's layout and names).
+
+    Args:
+        layer: a ``ConvTranspose1d`` or ``Conv1d``.
+        style (str): for a weight-normed layer, ``"parametrizations"`` or ``"legacy"``.
+    """
+    if style not in ("parametrizations", "legacy"):
+        raise ValueError(f"style must be 'parametrizations' or 'legacy', got {style!r}")
+    c = layer.config
+    out: Dict[str, np.ndarray] = {}
+    if layer.uses_weight_norm:
+        keys = _WEIGHT_NORM_KEYS[1] if style == "parametrizations" else _WEIGHT_NORM_KEYS[0]
+        out[keys[0]] = np.array(layer.weight_g)
+        out[keys[1]] = np.array(to_torch_layout(layer.weight_v, c.groups, c.transposed))
+    else:
+        out["weight"] = np.array(to_torch_layout(layer.weight, c.groups, c.transposed))
+    if "bias" in layer:
+        out["bias"] = np.array(layer.bias)
+    return out

@@ -17,11 +17,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import activations, initializers
+from . import activations, initializers, interop
 from . import weight_norm as wn
 from .geometry import Padding, as_int, conv1d_geometry, conv_geometry, dilated_kernel_size, resolve_padding
-from .interop import (TorchWeights, from_torch_layout, is_torch_module, read_torch_state_dict, to_torch_layout,
-                      torch_module_arguments)
+from .interop import read_torch_state_dict
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
 
@@ -291,31 +290,7 @@ class ConvLayer(nn.Module):
         y = self._op(x, self.effective_weight(), self.get("bias"), **self.config.op_kwargs())
         return self.apply_activation(y)
 
-    # -- PyTorch interop ------------------------------------------------
-    @classmethod
-    def _from_torch(cls, module_or_state_dict, prefix: str, geometry: Dict[str, Any], data_format: str, layer_kwargs):
-        transposed = cls._transposed
-        if is_torch_module(module_or_state_dict):
-            given = {k: v for k, v in geometry.items() if v is not None}
-            if given:
-                raise ValueError(f"{sorted(given)} come from the module itself; pass them only with a state dict")
-            geometry, tensors = torch_module_arguments(module_or_state_dict, transposed)
-        else:
-            defaults = dict(stride=1, padding=0, dilation=1, groups=1, output_padding=0)
-            geometry = {k: defaults[k] if v is None else v for k, v in geometry.items()}
-            tensors = read_torch_state_dict(module_or_state_dict, prefix, transposed)
-        groups = geometry["groups"]
-        shape = tensors.weight_shape
-        if transposed:
-            in_channels, out_channels, kernel_size = shape[0], shape[1] * groups, shape[2]
-        else:
-            in_channels, out_channels, kernel_size = shape[1] * groups, shape[0], shape[2]
-        layer = cls(in_channels, out_channels, kernel_size, **geometry, bias=tensors.bias is not None,
-                    data_format=data_format, weight_norm=tensors.g is not None, weight_norm_dim=tensors.dim,
-                    **layer_kwargs)
-        layer._load(tensors)
-        return layer
-
+    # -- PyTorch interop (the work is in mlx_deconv.interop) -----------
     def load_torch_state_dict(self, state_dict: Dict[str, object], prefix: str = "") -> "ConvLayer":
         """Loads a PyTorch state dict of this kind of layer, converting weight norm either way.
 
@@ -328,44 +303,8 @@ class ConvLayer(nn.Module):
         Returns:
             The layer itself.
         """
-        self._load(read_torch_state_dict(state_dict, prefix, self.config.transposed))
+        interop.load_torch_weights(self, read_torch_state_dict(state_dict, prefix, self.config.transposed))
         return self
-
-    def _load(self, tensors: TorchWeights) -> None:
-        """Computes every new parameter first and assigns them only when all are valid."""
-        c = self.config
-        expected = c.torch_weight_shape
-        if tensors.weight_shape != expected:
-            raise ValueError(f"state dict weight has PyTorch shape {tensors.weight_shape}, this layer needs {expected}")
-        if (tensors.bias is not None) != ("bias" in self):
-            raise ValueError(f"state dict {'has' if tensors.bias is not None else 'lacks'} a bias, this layer "
-                             f"{'has' if 'bias' in self else 'has none'}")
-        new: Dict[str, mx.array] = {}
-        if tensors.bias is not None:
-            if tensors.bias.size != c.out_channels:
-                raise ValueError(f"state dict bias has shape {tensors.bias.shape}, this layer needs ({c.out_channels},)")
-            new["bias"] = mx.array(tensors.bias).reshape(c.out_channels).astype(self.bias.dtype)
-        v = from_torch_layout(mx.array(tensors.v if tensors.g is not None else tensors.weight), c.groups, c.transposed)
-        if tensors.g is not None:
-            g = mx.array(tensors.g)
-            wanted_g = wn.g_shape(tensors.weight_shape, tensors.dim)
-            if g.size != int(np.prod(wanted_g)):
-                raise ValueError(f"state dict weight norm g has shape {tuple(g.shape)}, expected {wanted_g} for dim={tensors.dim}")
-            g = g.reshape(wanted_g)
-            if self.uses_weight_norm and tensors.dim == c.weight_norm_dim:
-                new["weight_g"], new["weight_v"] = g, v
-            elif self.uses_weight_norm:
-                new["weight_g"], new["weight_v"] = wn.split(wn.combine(g, v, c.groups, tensors.dim, c.transposed), c.groups,
-                                                            c.weight_norm_dim, c.transposed)
-            else:
-                new["weight"] = wn.combine(g, v, c.groups, tensors.dim, c.transposed)
-        elif self.uses_weight_norm:
-            new["weight_g"], new["weight_v"] = wn.split(v, c.groups, c.weight_norm_dim, c.transposed)
-        else:
-            new["weight"] = v
-        mx.eval(new)  # any failure happens here, before the layer changes
-        for name, value in new.items():
-            setattr(self, name, value)
 
     def torch_state_dict(self, style: str = "parametrizations") -> Dict[str, np.ndarray]:
         """This layer's tensors as a PyTorch state dict of numpy arrays (PyTorch's layout and names).
@@ -375,21 +314,7 @@ class ConvLayer(nn.Module):
                 (``torch.nn.utils.parametrizations.weight_norm``) or ``"legacy"``
                 (``weight_g``/``weight_v``). Default: ``"parametrizations"``.
         """
-        if style not in ("parametrizations", "legacy"):
-            raise ValueError(f"style must be 'parametrizations' or 'legacy', got {style!r}")
-        c = self.config
-        out: Dict[str, np.ndarray] = {}
-        if self.uses_weight_norm:
-            g = np.array(self.weight_g)
-            v = np.array(to_torch_layout(self.weight_v, c.groups, c.transposed))
-            keys = ("parametrizations.weight.original0", "parametrizations.weight.original1") if style == "parametrizations" \
-                else ("weight_g", "weight_v")
-            out[keys[0]], out[keys[1]] = g, v
-        else:
-            out["weight"] = np.array(to_torch_layout(self.weight, c.groups, c.transposed))
-        if "bias" in self:
-            out["bias"] = np.array(self.bias)
-        return out
+        return interop.torch_state_dict(self, style)
 
 
 _LAYER_ARGS_DOC = """
@@ -501,7 +426,7 @@ class ConvTranspose1d(ConvLayer):
                 passed alongside a module.
         """
         geometry = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups)
-        return cls._from_torch(module_or_state_dict, prefix, geometry, data_format, layer_kwargs)
+        return interop.layer_from_torch(cls, module_or_state_dict, prefix, geometry, data_format, layer_kwargs)
 
 
 class Conv1d(ConvLayer):
@@ -573,7 +498,7 @@ class Conv1d(ConvLayer):
             Conv1d: with the module's weights.
         """
         geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        return cls._from_torch(module_or_state_dict, prefix, geometry, data_format, layer_kwargs)
+        return interop.layer_from_torch(cls, module_or_state_dict, prefix, geometry, data_format, layer_kwargs)
 
 
 ConvTranspose1d.__doc__ = """A 1-D transposed convolution layer over ``(N, L, C_in)`` (or ``(N, C_in, L)``) signals.
