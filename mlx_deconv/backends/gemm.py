@@ -33,6 +33,9 @@ dense or grouped, other taps (e.g. ``K``       ``PhasePlanes``: one matmul  the 
 not a multiple of ``stride > 1``)              for all taps, phase planes
 =============================================  ==========================  ====================================
 
+``conv1d``, the adjoint, runs on the same layout and scheduling with the
+adjoint paths of :mod:`.direct` (its own table: depthwise, slabs, planes).
+
 Blocks, worker streams, in-place writes and the block VJPs are in
 :mod:`.schedule`; everything is ordinary MLX ops, so gradients, ``mx.compile``
 and every device come for free.
@@ -46,6 +49,7 @@ import mlx.core as mx
 
 from ..geometry import Geometry
 from . import paths, schedule
+from .direct import conv1d  # noqa: F401  (conv1d on the adjoint paths: see direct.py)
 from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)
 from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams  # noqa: F401
 

@@ -189,17 +189,8 @@ def written_in_place(x: mx.array, weight: mx.array, path, geom: Geometry, schedu
         if len(schedule.cuts) == 2:  # one block: it is the output
             y = concatenated(x, path, ws, geom, schedule.cuts, workers)
             return y.reshape(geom.batch, geom.output_length, -1)
-        with mx.stream(writer):
-            y = mx.zeros((geom.batch, geom.output_length, *path.channel_axes), dtype=x.dtype)
-        for start, stop, block in blocks(x, path, ws, geom, schedule.cuts, workers):
-            if block is None:
-                continue
-            with mx.stream(writer):
-                # The output's next version also waits on the block: MLX then schedules each
-                # block next to its write rather than ahead of it (the peak above the output
-                # stops growing with length), and still reuses the buffer.
-                y = mx.depends(y, block)
-                y[:, start:stop] = block
+        parts = blocks(x, path, ws, geom, schedule.cuts, workers)
+        y = write_in_place(parts, (geom.batch, geom.output_length, *path.channel_axes), x.dtype, writer)
         return y.reshape(geom.batch, geom.output_length, -1)
 
     @assemble.vjp
@@ -207,6 +198,41 @@ def written_in_place(x: mx.array, weight: mx.array, path, geom: Geometry, schedu
         return block_vjps(*primals, cotangent, path.backward, geom, schedule.vjp_cuts, workers)
 
     return assemble(x, weight)
+
+
+def write_in_place(parts, shape: Tuple[int, ...], dtype: mx.Dtype, writer: mx.Stream) -> mx.array:
+    """``(start, stop, block)`` parts written one after another into a zero output of ``shape``
+    on the ``writer`` stream (rows ``[start, stop)`` of axis 1; a None block leaves them zero)."""
+    with mx.stream(writer):
+        y = mx.zeros(shape, dtype=dtype)
+    for start, stop, block in parts:
+        if block is None:
+            continue
+        with mx.stream(writer):
+            # The output's next version also waits on the block: MLX then schedules each
+            # block next to its write rather than ahead of it (the peak above the output
+            # stops growing with length), and still reuses the buffer.
+            y = mx.depends(y, block)
+            y[:, start:stop] = block
+    return y
+
+
+def direct_block_count(geom, per_row: Optional[int], workers: int, policy: BlockPolicy = DEFAULT_POLICY) -> int:
+    """:func:`block_count` for ``conv1d`` (a :class:`~mlx_deconv.geometry.Conv1dGeometry`), whose
+    blocks are cut in output rows; ``per_row`` is per output row (None: fused, no intermediate)."""
+    rows_out = geom.output_length
+    count = 1
+    parallel = geom.flops >= policy.parallel_min_flops
+    if per_row is None:
+        parallel = geom.batch * rows_out * geom.out_channels >= policy.depthwise_parallel_min_output
+    else:
+        rows = max(1, policy.chunk_elements // max(1, geom.batch * per_row))
+        count = -(-rows_out // rows)
+        if count > 1:
+            count = max(count, min(policy.min_blocks, rows_out // policy.min_block_rows))
+    if workers > 1 and parallel:
+        count = max(count, workers)
+    return max(1, min(count, rows_out))
 
 
 def block_vjps(x, weight, cotangent, path, geom: Geometry, cuts: List[int], workers: List[mx.Stream]):

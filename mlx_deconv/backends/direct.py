@@ -1,0 +1,262 @@
+"""``conv1d`` on the ``gemm`` machinery: the adjoint of the transposed op's paths.
+
+``y[n, m, co] = sum_{k, ci} x[n, m*s + k*d - left, g*C_in/G + ci] * w[co, k, ci]``.
+Tap ``k`` reads padded sample ``m*s + k*d``; with ``k*d = q*s + r`` (the
+slot rule of :mod:`.layout`) that is *polyphase row* ``m + q``, phase ``r``,
+where polyphase row ``j`` holds padded samples ``[j*s, j*s + s)`` side by
+side, a view ``(rows, s*C_in)`` of the contiguous input. So
+
+    ``y[m] = sum_q xr[m + q] @ W_q``,  ``W_q``: ``(s*C_in/G, C_out/G)``,
+
+the adjoint of the transposed op's slabs, with the same shifts. Paths:
+
+====================================  ==========================================================
+Kind of layer                         Path
+====================================  ==========================================================
+``C_in/G == 1`` (depthwise, channel   ``DirectDepthwise``: ``sum_k x[m*s + k*d] * w_k`` over
+multiplier, ``C_in == 1``)            strided views, one fused pass, no matmul
+taps tiling slots (every stride 1,    ``DirectSlabs``: one matmul per shift on row views of
+dilated or not; ``K`` a multiple of   ``xr``, summed in place (``mx.addmm``); grouped layers
+``stride``), dense or grouped         copy their rows group-major once and batch over groups
+other taps (sparse slots)             ``DirectPlanes``: the block's phases copied apart once
+                                      (one pass over its input), one matmul per tap on row views
+====================================  ==========================================================
+
+No im2col: inner blocks read views of ``x`` itself; only blocks at the
+signal's ends (zero padding) and grouped/plane rows are copied, once.
+
+Gradients: ``conv1d``'s input gradient is the transposed op of the
+cotangent, and its weight gradient that op's weight gradient with the roles
+of signal and cotangent swapped, so one VJP of the ``gemm`` transposed op
+(:func:`.gemm.conv_transpose1d`, blocks and all) gives both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import List, Optional, Tuple
+
+import mlx.core as mx
+
+from ..compiling import compile_per_thread
+from ..geometry import Conv1dGeometry, Geometry
+from . import schedule, slabs
+from .layout import slab_shifts, slot_weight
+from .schedule import DEFAULT_POLICY, BlockPolicy
+
+
+def _samples(x: mx.array, geom: Conv1dGeometry, start: int, rows: int) -> mx.array:
+    """Padded samples ``[start*s, (start + rows)*s)`` of ``x``, zero outside the signal: a view inside it."""
+    return slabs.signal_rows(x, start * geom.stride - geom.pad_left, rows * geom.stride)
+
+
+@dataclass(frozen=True)
+class _DirectPath:
+    geom: Conv1dGeometry
+
+    @property
+    def per_row(self) -> Optional[int]:
+        # Per output row: the block's output and, at most, one copy of its input rows.
+        return self.geom.stride * self.geom.in_channels + self.geom.out_channels
+
+    @property
+    def channel_axes(self) -> Tuple[int, ...]:
+        g = self.geom
+        return (g.out_channels,) if g.groups == 1 else (g.groups, g.out_per_group)
+
+
+@lru_cache(maxsize=512)
+def _depthwise_taps(taps: int, stride: int, dilation: int, count: int):
+    last = (count - 1) * stride + 1
+
+    def total(x, w):
+        acc = None
+        for k in range(taps):
+            view = x[:, k * dilation : k * dilation + last : stride] * w[k : k + 1]  # a slice, not a gather
+            acc = view if acc is None else acc + view
+        return acc
+
+    return compile_per_thread(total)
+
+
+@dataclass(frozen=True)
+class DirectDepthwise(_DirectPath):
+    """One input channel per output channel: a broadcast multiply-add of strided views, fused."""
+
+    name = "depthwise (direct)"
+
+    @property
+    def per_row(self) -> Optional[int]:
+        return None  # one fused pass writes the block
+
+    @property
+    def channel_axes(self) -> Tuple[int, ...]:
+        return (self.geom.out_channels,)
+
+    def arrange(self, weight: mx.array) -> List[mx.array]:
+        return [weight.reshape(self.geom.out_channels, self.geom.kernel_size).T]  # (K, C_out)
+
+    def block(self, x: mx.array, start: int, stop: int, ws: List[mx.array]) -> mx.array:
+        g = self.geom
+        count = stop - start
+        span = (count - 1) * g.stride + (g.kernel_size - 1) * g.dilation + 1
+        xb = slabs.signal_rows(x, start * g.stride - g.pad_left, span)
+        if g.groups > 1 and g.out_per_group > 1:  # channel multiplier
+            xb = mx.repeat(xb, g.out_per_group, axis=-1)
+        return _depthwise_taps(g.kernel_size, g.stride, g.dilation, count)(xb, ws[0])
+
+
+@dataclass(frozen=True)
+class DirectSlabs(_DirectPath):
+    """Taps tiling ``(shift, phase)`` slots: one matmul per shift on polyphase row views, summed in place."""
+
+    shifts: Tuple[int, ...] = ()
+    name = "slabs (direct)"
+
+    def arrange(self, weight: mx.array) -> List[mx.array]:
+        """Each shift's ``W_q``: ``(s*C_in, C_out)`` dense, ``(G, s*C_in/G, C_out/G)`` grouped; empty slots zero."""
+        g = self.geom
+        w = weight.reshape(g.groups, g.out_per_group, g.kernel_size, g.in_per_group)
+        w = slot_weight(w, g.kernel_size, g.stride, g.dilation, self.shifts)  # (G, C_out/G, slots, C_in/G)
+        w = w.reshape(g.groups, g.out_per_group, len(self.shifts), g.stride * g.in_per_group)
+        ws = [mx.contiguous(w[:, :, j].transpose(0, 2, 1)) for j in range(len(self.shifts))]
+        return [u.reshape(u.shape[1:]) for u in ws] if g.groups == 1 else ws
+
+    def block(self, x: mx.array, start: int, stop: int, ws: List[mx.array]) -> mx.array:
+        g = self.geom
+        count = stop - start
+        rows = count + self.shifts[-1]
+        xb = _samples(x, g, start, rows)
+        if g.groups == 1:
+            inner = xb.reshape(g.batch, rows, g.stride * g.in_channels)  # a view: polyphase rows
+            if g.batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
+                inner = mx.squeeze(inner, axis=0)
+        else:  # (G, N, rows, s*C_in/G): one copy, so each shift's rows are a plain view
+            inner = xb.reshape(g.batch, rows, g.stride, g.groups, g.in_per_group).transpose(3, 0, 1, 2, 4)
+            inner = mx.contiguous(inner).reshape(g.groups, g.batch, rows, -1)
+            ws = [w[:, None] for w in ws]  # broadcast over the batch
+        total = None
+        for q, w in zip(self.shifts, ws):
+            part = inner[..., q : q + count, :]
+            total = part @ w if total is None else mx.addmm(total, part, w)
+        if g.groups == 1:
+            return total.reshape(g.batch, count, g.out_channels)
+        return total.transpose(1, 2, 0, 3)  # (N, count, G, C_out/G), read in place by the write
+
+
+@dataclass(frozen=True)
+class DirectPlanes(_DirectPath):
+    """Sparse slots: the block's phases copied apart once, then one matmul per tap on row views."""
+
+    name = "phase planes (direct)"
+
+    def arrange(self, weight: mx.array) -> List[mx.array]:
+        """Each tap's ``(C_in, C_out)`` (``(G, C_in/G, C_out/G)`` grouped), contiguous."""
+        g = self.geom
+        w = weight.reshape(g.groups, g.out_per_group, g.kernel_size, g.in_per_group)
+        ws = [mx.contiguous(w[:, :, k].transpose(0, 2, 1)) for k in range(g.kernel_size)]
+        return [u.reshape(u.shape[1:]) for u in ws] if g.groups == 1 else ws
+
+    def block(self, x: mx.array, start: int, stop: int, ws: List[mx.array]) -> mx.array:
+        g = self.geom
+        count = stop - start
+        rows = count + (g.kernel_size - 1) * g.dilation // g.stride
+        xb = _samples(x, g, start, rows)
+        if g.groups == 1:  # (s, N, rows, C_in)
+            planes = mx.contiguous(xb.reshape(g.batch, rows, g.stride, g.in_channels).transpose(2, 0, 1, 3))
+        else:  # (s, G, N, rows, C_in/G)
+            planes = xb.reshape(g.batch, rows, g.stride, g.groups, g.in_per_group).transpose(2, 3, 0, 1, 4)
+            planes = mx.contiguous(planes)
+            ws = [w[:, None] for w in ws]
+        total = None
+        for k, w in enumerate(ws):
+            q, r = divmod(k * g.dilation, g.stride)
+            part = planes[r][..., q : q + count, :]
+            total = part @ w if total is None else mx.addmm(total, part, w)
+        if g.groups == 1:
+            return total
+        return total.transpose(1, 2, 0, 3)
+
+
+def choose(geom: Conv1dGeometry) -> _DirectPath:
+    """The path a ``conv1d`` call takes (table in the module docstring)."""
+    if geom.in_per_group == 1:
+        return DirectDepthwise(geom)
+    shifts = slab_shifts(geom.kernel_size, geom.stride, geom.dilation)
+    return DirectPlanes(geom) if shifts is None else DirectSlabs(geom, shifts)
+
+
+def adjoint_geometry(geom: Conv1dGeometry) -> Geometry:
+    """The transposed op that is ``conv1d``'s input gradient: from the output's length back to the input's."""
+    return Geometry(batch=geom.batch, length=geom.output_length, in_channels=geom.out_channels,
+                    out_channels=geom.in_channels, kernel_size=geom.kernel_size, stride=geom.stride,
+                    dilation=geom.dilation, groups=geom.groups, crop=geom.pad_left, output_length=geom.length)
+
+
+def adjoint_weight(weight: mx.array, groups: int) -> mx.array:
+    """``(C_out, K, C_in/G)`` -> the adjoint transposed op's MLX-layout ``(C_in, K, C_out/G)`` (and back,
+    with the roles of the channel counts swapped)."""
+    out_channels, taps, in_per_group = weight.shape
+    w = weight.reshape(groups, out_channels // groups, taps, in_per_group).transpose(0, 3, 2, 1)
+    return w.reshape(groups * in_per_group, taps, out_channels // groups)
+
+
+def _forward(x: mx.array, weight: mx.array, geom: Conv1dGeometry, policy: BlockPolicy) -> mx.array:
+    path = choose(geom)
+    ws = path.arrange(weight)
+    workers = schedule.worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
+    count = schedule.direct_block_count(geom, path.per_row, len(workers), policy)
+    cuts = schedule.bounds(geom.output_length, count)
+    if count == 1:
+        return path.block(x, 0, geom.output_length, ws).reshape(geom.batch, geom.output_length, -1)
+
+    def parts():
+        for i, (start, stop) in enumerate(zip(cuts, cuts[1:])):
+            with mx.stream(workers[i % len(workers)]):
+                yield start, stop, path.block(x, start, stop, ws)
+
+    y = schedule.write_in_place(parts(), (geom.batch, geom.output_length, *path.channel_axes), x.dtype,
+                                schedule.writer_stream(workers))
+    return y.reshape(geom.batch, geom.output_length, -1)
+
+
+def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1dGeometry,
+           policy: BlockPolicy = DEFAULT_POLICY) -> mx.array:
+    """Backend ``"gemm"`` for ``conv1d``: direct conv of NLC ``x`` with an MLX-layout ``weight``.
+
+    Args:
+        x: ``(N, L, C_in)``.
+        weight: ``(C_out, K, C_in/groups)``.
+        bias: ``(C_out,)`` or None.
+        geom: the validated call.
+        policy: how to cut the call into blocks (tests pass tiny ones).
+
+    Returns:
+        array: ``(N, L_out, C_out)`` in the dtype of ``x``.
+    """
+    from . import gemm  # the transposed op, this op's adjoint (gemm imports this module)
+
+    dtype = x.dtype
+    inner = gemm.compute_dtype(x, mx.default_stream(mx.default_device()))
+    if inner != dtype:
+        x, weight = x.astype(inner), weight.astype(inner)
+        bias = None if bias is None else bias.astype(inner)
+    adjoint = adjoint_geometry(geom)
+
+    @mx.custom_function
+    def direct(x, weight):
+        return _forward(x, weight, geom, policy)
+
+    @direct.vjp
+    def direct_vjp(primals, cotangent, output):
+        x, weight = primals
+        # <ct, conv1d(x, w)> = <T(ct, w'), x>: T(ct, w') is dx, and its VJP w.r.t. w' at x is dw'.
+        (dx,), (dw_adjoint,) = mx.vjp(lambda w: gemm.conv_transpose1d(cotangent, w, None, adjoint, policy),
+                                      [adjoint_weight(weight, geom.groups)], [x])
+        return dx, adjoint_weight(dw_adjoint, geom.groups)
+
+    y = direct(x, weight)
+    if bias is not None:
+        y = y + bias
+    return y.astype(dtype)

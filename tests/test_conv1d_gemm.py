@@ -1,0 +1,151 @@
+"""``conv1d`` on the gemm paths (backends/direct.py): values and gradients against the float64 reference.
+
+Calls go straight to the backend with a block policy, so tiny tensors are cut
+into many blocks shared by the worker streams, and through ``md.conv1d`` for
+the layouts and the prepared-call cache.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import mlx_deconv as md
+import reference as ref
+from helpers import atol, peak_above, tiny_blocks
+from mlx_deconv import backends
+from mlx_deconv.backends import direct, schedule
+from mlx_deconv.backends.schedule import DEFAULT_POLICY, BlockPolicy
+from mlx_deconv.geometry import conv1d_geometry
+
+POLICIES = st.sampled_from([DEFAULT_POLICY, tiny_blocks(16), tiny_blocks(64), tiny_blocks(1)])
+
+
+@st.composite
+def direct_cases(draw):
+    """``(x, w, b, kwargs)``: float64 arrays and the op's geometry arguments."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    if draw(st.integers(0, 3)) == 0:
+        in_per_group = 1  # depthwise (out_per_group 1) or a channel multiplier
+    else:
+        in_per_group = draw(st.integers(2, 4))
+    out_per_group = draw(st.integers(1, 3))
+    taps = draw(st.integers(1, 6))
+    stride = draw(st.integers(1, 4))
+    dilation = draw(st.integers(1, 4))
+    length = draw(st.integers(1, 25))
+    form = draw(st.sampled_from(["int", "pair", "valid", "same", "causal"]))
+    padding = {"int": lambda: draw(st.integers(0, 4)),
+               "pair": lambda: (draw(st.integers(0, 5)), draw(st.integers(0, 5)))}.get(form, lambda: form)()
+    left, right = ref.conv1d_pads(padding, length, taps, stride, dilation)
+    assume(dilation * (taps - 1) + 1 <= length + left + right)
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    batch = draw(st.integers(1, 3))
+    x = rng.standard_normal((batch, length, groups * in_per_group))
+    w = rng.standard_normal((groups * out_per_group, taps, in_per_group))
+    b = rng.standard_normal(groups * out_per_group)
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def expected(x, w, b, kwargs):
+    left, right = ref.conv1d_pads(kwargs["padding"], x.shape[1], w.shape[1], kwargs["stride"], kwargs["dilation"])
+    return ref.conv1d(x, w, b, kwargs["stride"], left, right, kwargs["dilation"], kwargs["groups"]), (left, right)
+
+
+def run_gemm(x, w, b, kwargs, policy):
+    geom, _ = conv1d_geometry(x.shape, w.shape, **kwargs)
+    return backends.BACKENDS["gemm"].conv1d(x, w, b, geom, policy=policy)
+
+
+@given(case=direct_cases(), policy=POLICIES)
+def test_values_match_reference(case, policy):
+    x, w, b, kwargs = case
+    want, _ = expected(x, w, b, kwargs)
+    y = run_gemm(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32), kwargs, policy)
+    np.testing.assert_allclose(np.array(y), want, rtol=0, atol=atol(w.shape[1] * w.shape[2]))
+
+
+@given(case=direct_cases(), policy=POLICIES)
+def test_gradients_match_reference(case, policy):
+    x, w, b, kwargs = case
+    want, (left, right) = expected(x, w, b, kwargs)
+    ct = np.random.default_rng(x.size).standard_normal(want.shape)
+    primals = [mx.array(a, mx.float32) for a in (x, w, b)]
+    _, grads = mx.vjp(lambda xx, ww, bb: run_gemm(xx, ww, bb, kwargs, policy), primals, [mx.array(ct, mx.float32)])
+    gx, gw, gb = (np.array(g) for g in grads)
+    ex, ew, eb = ref.conv1d_vjp(x, w, ct, kwargs["stride"], left, right, kwargs["dilation"], kwargs["groups"])
+    out_per_group = w.shape[0] // kwargs["groups"]
+    np.testing.assert_allclose(gx, ex, rtol=0, atol=atol(w.shape[1] * out_per_group))
+    # A weight gradient sums N*L_out products and can be large: float32 rounding is relative there.
+    np.testing.assert_allclose(gw, ew, rtol=1e-6, atol=atol(ct.shape[0] * ct.shape[1]))
+    np.testing.assert_allclose(gb, eb, rtol=0, atol=atol(ct.shape[0] * ct.shape[1]))
+
+
+@given(case=direct_cases(), dtype=st.sampled_from([mx.float16, mx.bfloat16]), data_format=st.sampled_from(["NLC", "NCL"]))
+def test_half_precision_and_layouts_through_the_op(case, dtype, data_format):
+    x, w, b, kwargs = case
+    want, _ = expected(x, w, b, kwargs)
+    xin = x if data_format == "NLC" else x.transpose(0, 2, 1)
+    y = md.conv1d(mx.array(xin, dtype), mx.array(w, dtype), mx.array(b, dtype), **kwargs,
+                  data_format=data_format, backend="gemm")
+    assert y.dtype == dtype
+    y = np.array(y.astype(mx.float32), dtype=np.float64)
+    if data_format == "NCL":
+        y = y.transpose(0, 2, 1)
+    # Inputs are rounded to the half type, then summed in float32: the rounding of the inputs dominates.
+    np.testing.assert_allclose(y, want, rtol=0, atol=atol(w.shape[1] * w.shape[2], dtype))
+
+
+@pytest.mark.parametrize("w_shape, kwargs, path", [
+    ((8, 3, 8), dict(dilation=5), direct.DirectSlabs),  # dense, stride 1, dilated: K matmuls on row views
+    ((8, 8, 8), dict(stride=4), direct.DirectSlabs),  # strided, K a multiple of the stride
+    ((8, 3, 8), dict(stride=4), direct.DirectPlanes),  # strided, sparse slots
+    ((8, 5, 4), dict(groups=2, dilation=3), direct.DirectSlabs),  # grouped
+    ((8, 5, 1), dict(groups=8, dilation=3), direct.DirectDepthwise),  # depthwise
+    ((16, 5, 1), dict(groups=8, stride=2), direct.DirectDepthwise),  # channel multiplier
+])
+def test_each_kind_of_layer_takes_its_path(w_shape, kwargs, path):
+    geom, _ = conv1d_geometry((2, 40, 8), w_shape, **kwargs)
+    assert type(direct.choose(geom)) is path
+
+
+def test_tiny_policy_cuts_many_blocks():
+    geom, _ = conv1d_geometry((2, 40, 8), (8, 3, 8), dilation=2)
+    path = direct.choose(geom)
+    assert schedule.direct_block_count(geom, path.per_row, 2, tiny_blocks(16)) == geom.output_length
+    assert schedule.direct_block_count(geom, path.per_row, 2, DEFAULT_POLICY) == 1
+
+
+def test_auto_picks_gemm_on_the_cpu():
+    geom, _ = conv1d_geometry((1, 100, 8), (8, 3, 8), dilation=3)
+    assert backends.resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
+    assert "winograd" not in backends.available_backends(mx.default_stream(mx.cpu), "conv1d")
+    with pytest.raises(ValueError, match="winograd"):
+        backends.resolve_backend("winograd", geom, mx.default_stream(mx.cpu))
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_no_im2col_copy(groups):
+    """A long dilated conv1d: peak memory stays near input + output, far below the K-fold
+    copy an im2col would make."""
+    length, channels, taps = 20000, 32, 11
+    x = mx.random.normal((1, length, channels), key=mx.random.key(0))
+    w = mx.random.normal((channels, taps, channels // groups), key=mx.random.key(1))
+    mx.eval(x, w)
+    policy = BlockPolicy(chunk_elements=1 << 16)
+    above, y = peak_above(lambda: run_gemm(x, w, None, dict(dilation=5, padding="same", groups=groups), policy))
+    im2col = taps * x.nbytes
+    assert above < 2 * (x.nbytes + y.nbytes) + 16 * 4 * policy.chunk_elements < 0.6 * im2col, (above, im2col)
+
+
+def test_edge_shapes():
+    """One output sample; a kernel as long as the padded input; a single input row."""
+    rng = np.random.default_rng(1)
+    for length, taps, kwargs in [(5, 5, dict()), (1, 3, dict(padding=1)), (7, 2, dict(stride=9, padding=(0, 2))),
+                                 (4, 3, dict(dilation=3, padding="causal"))]:
+        x, w = rng.standard_normal((2, length, 4)), rng.standard_normal((3, taps, 4))
+        kwargs = {**dict(stride=1, padding=0, dilation=1, groups=1), **kwargs}
+        want, _ = expected(x, w, None, kwargs)
+        y = run_gemm(mx.array(x, mx.float32), mx.array(w, mx.float32), None, kwargs, tiny_blocks(8))
+        np.testing.assert_allclose(np.array(y), want, rtol=0, atol=atol(taps * 4))
