@@ -1,4 +1,4 @@
-"""Chunk-by-chunk runs of the layers, equal to the whole-sequence call, with bounded state.
+"""Chunk-by-chunk runs of the layers, equal to the whole-sequence call to float32 rounding, with bounded state.
 
 Transposed (:class:`StreamingConvTranspose1d`): input row ``l`` writes
 full-output samples ``[l*stride, l*stride + span)`` (``span = dilation*(K-1) + 1``).
@@ -28,9 +28,8 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
+from .functional import _as_array as as_float_array
 from .geometry import conv1d_padding, resolve_padding
-
-_FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
 
 class _Stream:
@@ -54,9 +53,7 @@ class _Stream:
 
     def _check(self, chunk) -> Tuple[mx.array, bool]:
         """The chunk as a batched NLC array, after checking it against the layer and the stream so far."""
-        x = chunk if isinstance(chunk, mx.array) else mx.array(chunk)
-        if x.dtype not in _FLOATS:
-            raise TypeError(f"chunk must be float32, float16 or bfloat16, got dtype {x.dtype}")
+        x = as_float_array("chunk", chunk)  # the ops' dtype rule (float64 is computed in float32)
         if self._dtype is not None and x.dtype != self._dtype:
             raise TypeError(f"chunk has dtype {x.dtype} but the stream started with {self._dtype}")
         if x.ndim not in (2, 3):
@@ -169,8 +166,9 @@ class StreamingConv1d(_Stream):
 
     ``step(chunk)`` returns every output whose input window has arrived;
     ``flush()`` applies the right padding and returns the rest. The
-    concatenation equals ``layer(whole)`` for any chunking. The state is the
-    left context only: the input samples later outputs still read.
+    concatenation equals ``layer(whole)`` to float32 rounding (a chunk's
+    products may be summed in another order), for any chunking. The state is
+    the left context only: the input samples later outputs still read.
 
     Padding may be an int, ``(left, right)``, ``"valid"``, ``"causal"``, or
     ``"same"`` with stride 1 (with a larger stride, ``"same"``'s padding depends

@@ -113,3 +113,14 @@ def test_errors_name_what_is_wrong(kind):
         stream.step(mx.ones((1, 2, 3), mx.float16))
     with pytest.raises(ValueError, match="in_channels=3"):
         stream.step(mx.ones((1, 3, 2)))
+
+
+@pytest.mark.parametrize("kind", ["transposed", "direct"])
+def test_float64_chunks_follow_the_ops_rule(kind):
+    """float64, from numpy or MLX, is computed in float32 as the ops do, in the same stream as float32 chunks."""
+    layer, stream = make_stream(kind)
+    x = np.random.default_rng(5).standard_normal((1, 9, 3))
+    pieces = [stream.step(x[:, :4]), stream.step(mx.array(x[:, 4:7], mx.float32)), stream.step(x[:, 7:]), stream.flush()]
+    assert all(p.dtype == mx.float32 for p in pieces)
+    np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), np.array(layer(mx.array(x, mx.float32))),
+                               atol=1e-5)
