@@ -2,12 +2,8 @@
 
 Layouts of a 1-D convolution weight with ``G`` groups:
 
-==========================  ==========================  =====================
-op                          MLX (what ``mx`` takes)     PyTorch
-==========================  ==========================  =====================
-transposed (``ConvTranspose1d``)  ``(C_out, K, C_in/G)``  ``(C_in, C_out/G, K)``
-direct (``Conv1d``)         ``(C_out, K, C_in/G)``      ``(C_out, C_in/G, K)``
-==========================  ==========================  =====================
+* transposed (``ConvTranspose1d``): MLX ``(C_out, K, C_in/G)``, PyTorch ``(C_in, C_out/G, K)``;
+* direct (``Conv1d``): MLX ``(C_out, K, C_in/G)``, PyTorch ``(C_out, C_in/G, K)``.
 
 Keras' ``Conv1DTranspose`` kernel is ``(K, C_out, C_in)`` (no groups).
 

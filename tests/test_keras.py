@@ -84,3 +84,14 @@ def test_keras_argument_errors():
         md.Conv1DTranspose(4, 3, padding="full")
     with pytest.raises(ValueError, match="data_format"):
         md.Conv1DTranspose(4, 3, data_format="channels_middle")
+
+
+def test_keras_layer_shares_the_config_and_streams():
+    layer = md.Conv1DTranspose(6, 4, 2, padding="same", activation="tanh")
+    assert not layer.built and layer.config.in_channels is None
+    x = mx.random.normal((2, 9, 3), key=mx.random.key(1))
+    y = layer(x)
+    assert layer.built and layer.config == md.ConvTranspose1d(3, 6, 4, 2, "same", activation="tanh").config
+    stream = layer.streaming()
+    pieces = [stream.step(x[:, :4]), stream.step(x[:, 4:]), stream.flush()]
+    np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), np.array(y), atol=1e-5)
