@@ -20,6 +20,8 @@ from typing import Tuple
 
 import mlx.core as mx
 
+from ..compiling import compile_per_thread
+
 
 def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
     """``a`` with ``before`` and ``after`` zero rows added on ``axis``.
@@ -90,7 +92,7 @@ def _summed(shifts: Tuple[int, ...], lo: int, count: int, axis: int):
             acc = view if acc is None else acc + view
         return acc
 
-    return mx.compile(total)
+    return compile_per_thread(total)
 
 
 def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int, axis: int = -3) -> mx.array:
@@ -138,7 +140,7 @@ def _multiplied(shifts: Tuple[int, ...], lo: int, count: int):
             acc = view if acc is None else acc + view
         return acc
 
-    return mx.compile(total)
+    return compile_per_thread(total)
 
 
 @lru_cache(maxsize=512)
@@ -160,7 +162,7 @@ def _depthwise_grads(shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int
         dw = mx.stack([mx.sum(valid * x[:, lo - q + pad : hi - q + pad, None, :], axis=(0, 1)) for q in shifts])
         return dx, dw
 
-    return mx.compile(grads)
+    return compile_per_thread(grads)
 
 
 def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first: int, last: int) -> mx.array:

@@ -28,6 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 
+from ..compiling import compile_per_thread
 from . import slabs
 
 #: Output rows per tile for each count of consecutive row shifts; the points
@@ -126,7 +127,7 @@ def _fused_combination(coefficients: Tuple[Fraction, ...]):
         total = _combine(numerators, arrays)
         return total if scale == 1 else total * (1.0 / scale)
 
-    return mx.compile(combination)
+    return compile_per_thread(combination)
 
 
 def transform_weight(slabs: Sequence[mx.array], tile: int) -> List[mx.array]:
@@ -167,7 +168,7 @@ def _output_transform(tile: int, taps: int, dtype: mx.Dtype):
             total = term if total is None else total + term
         return total
 
-    return mx.compile(apply)
+    return compile_per_thread(apply)
 
 
 def samples(
