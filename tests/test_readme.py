@@ -203,3 +203,20 @@ def test_figures_script_refuses_a_json_without_its_settings(tmp_path):
         figures.rewrite(README.read_text(), forward=run)
     with pytest.raises(ValueError, match="forward"):
         figures.rewrite(README.read_text(), forward=fake_run("forward+backward", 2))
+
+
+def test_make_says_what_it_installs_before_installing():
+    """Each pip install in the Makefile's recipes comes after an echo naming what it installs."""
+    make = __import__("shutil").which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    for torch_setting, says in (("TORCH=torch==2.13.0", "installing torch==2.13.0 for the PyTorch parity tests"),
+                                ("TORCH=", "PyTorch not installed")):
+        plan = subprocess.run([make, "-n", "-B", "test", torch_setting], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60).stdout.splitlines()
+        installs = [i for i, line in enumerate(plan) if "pip install" in line and "--upgrade pip" not in line]
+        assert installs, plan
+        for i in installs:
+            assert any(line.startswith("echo \"make: ") for line in plan[:i]), plan[:i + 1]
+        assert any(says in line for line in plan), plan
+        assert "make test TORCH=" in "\n".join(plan)
