@@ -125,6 +125,12 @@ class HiFiGANConfig:
         return (k - u) // 2, 0
 
 
+#: The original repository's V1 (22.05 kHz, hop 256), the configuration of its best-known checkpoints.
+V1 = HiFiGANConfig(resblock="1", upsample_rates=(8, 8, 2, 2), upsample_kernel_sizes=(16, 16, 4, 4),
+                   upsample_initial_channel=512, resblock_kernel_sizes=(3, 7, 11),
+                   resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)))
+
+
 def _same(kernel_size: int, dilation: int) -> int:
     return dilation * (kernel_size - 1) // 2
 

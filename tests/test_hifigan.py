@@ -115,6 +115,7 @@ def test_config_errors():
         hifigan.HiFiGANConfig.from_dict({k: v for k, v in CONFIGS["1"].items() if k != "upsample_rates"})
     extra = dict(CONFIGS["1"], batch_size=16, learning_rate=2e-4)  # a config.json's training keys
     assert hifigan.HiFiGANConfig.from_dict(extra).hop_size == 8
+    assert hifigan.V1.hop_size == 256 and hifigan.V1.num_mels == 80
 
 
 @pytest.mark.parametrize("resblock", ["1", "2"])
