@@ -44,8 +44,9 @@ def test_info_demo_check_run(capsys):
 
 
 def test_bench_runs_on_a_small_shape(capsys, tmp_path):
+    # --no-tuned: the suite writes no user cache (the tuned column is tested in tests/test_bench.py).
     main(["bench", "--shapes", "depthwise-up", "--repeat", "1", "--warmup", "0", "--json", str(tmp_path / "b.json"),
-          "--plot", str(tmp_path / "b.png")])
+          "--plot", str(tmp_path / "b.png"), "--no-tuned"])
     out = capsys.readouterr().out
     assert "| depthwise-up | gemm |" in out and "peak MB" in out and "% of copy" in out
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
