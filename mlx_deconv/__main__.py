@@ -164,8 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="version, devices, backends per stream")
     sub.add_parser("demo", help="a small upsampling stack, checked against the float64 reference")
     sub.add_parser("check", help="every backend on every stream against the float64 reference")
-    b = sub.add_parser("bench", help="time the decoder shapes (HiFi-GAN, BigVGAN, ...) on every backend")
-    b.add_argument("--shapes", nargs="*", help=f"subset of {[s.name for s in bench.SHAPES]}")
+    b = sub.add_parser("bench", help="time the decoder shapes (HiFi-GAN, BigVGAN, ...) on every backend, "
+                                     "conv1d's residual-block shapes, and a HiFi-GAN generator end to end")
+    b.add_argument("--shapes", nargs="*", help=f"subset of {[s.name for s in bench.SHAPES]} (conv_transpose1d) "
+                                               f"and {[s.name for s in bench.bench_conv1d.CONV1D_SHAPES]} (conv1d); "
+                                               "leaves out the end-to-end decoder unless --only names it")
+    b.add_argument("--only", nargs="+", choices=bench.PARTS, metavar="PART",
+                   help=f"run only these parts, of {list(bench.PARTS)} (default: all three)")
+    b.add_argument("--no-decoder", action="store_true",
+                   help="leave out the end-to-end HiFi-GAN V1 decoder (its MLX-ops variant takes minutes)")
+    b.add_argument("--decoder-seconds", type=float, default=1.0, metavar="SECONDS",
+                   help="audio the end-to-end decoder makes (default: 1 s at 22.05 kHz)")
+    b.add_argument("--slow", type=float, default=0.5, metavar="SECONDS",
+                   help="a conv1d backend whose first call takes longer is timed twice, without warm-up (default 0.5)")
+    b.add_argument("--no-tuned", action="store_true", help="leave out the tuned column (autotuning's choice)")
     b.add_argument("--backward", action="store_true", help="time forward + gradients w.r.t. x and weight")
     b.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     b.add_argument("--stream", default=None, help="'cpu' or 'gpu' (default: the default stream)")
