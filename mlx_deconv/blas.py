@@ -36,6 +36,8 @@ WHEELS: Tuple[Tuple[str, str], ...] = (("mkl", "libmkl_rt.so"), ("cmeel-openblas
 SYSTEM: Tuple[str, ...] = ("libopenblas.so.0", "libopenblas.so")
 #: Thread-count variables a user may set; when one is, we set no count ourselves.
 THREAD_VARIABLES: Tuple[str, ...] = ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+#: ``MKL_DOMAIN_BLAS`` of mkl_types.h.
+MKL_DOMAIN_BLAS = 1
 
 
 @dataclass
@@ -105,11 +107,16 @@ def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
     """
     if any(v in os.environ for v in THREAD_VARIABLES):
         return None
-    for name in ("MKL_Set_Num_Threads", "openblas_set_num_threads"):
-        setter = getattr(handle, name, None)
-        if setter is not None:
-            setter(ctypes.c_int(1))
-            return 1
+    # MKL: the BLAS domain only. PyTorch sizes its own thread pool from mkl_get_max_threads(),
+    # which resolves to this library once it is global: a global count of 1 would make it single-threaded.
+    domain_setter = getattr(handle, "MKL_Domain_Set_Num_Threads", None)
+    if domain_setter is not None:
+        domain_setter(ctypes.c_int(1), ctypes.c_int(MKL_DOMAIN_BLAS))
+        return 1
+    setter = getattr(handle, "openblas_set_num_threads", None)
+    if setter is not None:
+        setter(ctypes.c_int(1))
+        return 1
     return None
 
 

@@ -136,8 +136,8 @@ def test_user_thread_count_is_not_overridden():
     class Handle:
         calls = []
 
-        def MKL_Set_Num_Threads(self, n):  # noqa: N802 (the library's name)
-            self.calls.append(n)
+        def MKL_Domain_Set_Num_Threads(self, n, domain):  # noqa: N802 (the library's name)
+            self.calls.append((n.value, domain.value))
 
     handle = Handle()
     old = {v: os.environ.pop(v, None) for v in blas.THREAD_VARIABLES}
@@ -145,10 +145,21 @@ def test_user_thread_count_is_not_overridden():
         os.environ["OMP_NUM_THREADS"] = "1"
         assert blas._set_threads(handle) is None and Handle.calls == []
         del os.environ["OMP_NUM_THREADS"]
-        assert blas._set_threads(handle) == 1 and [c.value for c in Handle.calls] == [1]
+        assert blas._set_threads(handle) == 1 and Handle.calls == [(1, blas.MKL_DOMAIN_BLAS)]
     finally:
         for k, v in old.items():
             if v is not None:
                 os.environ[k] = v
             else:
                 os.environ.pop(k, None)
+
+
+@pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
+def test_pytorch_keeps_its_threads():
+    pytest.importorskip("torch")
+    code = "import mlx_deconv, torch, os; print('THREADS', torch.get_num_threads(), len(os.sched_getaffinity(0)))"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_DECONV_BLAS",) + tuple(__import__("mlx_deconv").blas.THREAD_VARIABLES)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    line = next(l for l in out.stdout.splitlines() if l.startswith("THREADS"))
+    threads, cores = map(int, line.split()[1:])
+    assert threads == cores, out.stdout  # our one-thread BLAS setting is not PyTorch's
