@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import backends
-from .bench_timing import Clock, Progress, slow_note, timed_medians, torch_phase
+from .bench_timing import Clock, Progress, slow_note, timed_medians, torch_phase, tuned_choice
 from .functional import conv1d
 from .geometry import conv1d_geometry
 
@@ -79,15 +79,6 @@ def _mlx_fns(shape: Conv1dShape, names: Sequence[str], x, w, stream, backward: b
     return fns
 
 
-def tuned(geom, stream, dtype, backward: bool) -> Optional[str]:
-    """The backend autotuning chooses for this call (timing it unless cached), or None without the tuner."""
-    try:
-        from .autotune import tuned_backend
-    except ImportError:
-        return None
-    return tuned_backend(geom, stream, dtype, backward=backward)["choice"]
-
-
 def run(shapes: Sequence[Conv1dShape] = CONV1D_SHAPES, stream=None, dtype=mx.float32, warmup: int = 2,
         repeat: int = 5, backward: bool = False, with_tuned: bool = True, slow: Optional[float] = 0.5,
         slow_runs: int = 2, clock: Optional[Clock] = None) -> List[Dict]:
@@ -113,7 +104,7 @@ def run(shapes: Sequence[Conv1dShape] = CONV1D_SHAPES, stream=None, dtype=mx.flo
         rows.append(dict(
             shape=asdict(shape),
             auto=backends.resolve_backend("auto", geom, stream),
-            tuned=tuned(geom, stream, dtype, backward) if with_tuned else None,
+            tuned=tuned_choice(geom, stream, dtype, backward) if with_tuned else None,
             seconds={n: timings[n].seconds for n in names},
             runs={n: timings[n].runs for n in names},
             torch_seconds=None,

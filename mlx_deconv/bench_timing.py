@@ -149,6 +149,18 @@ def torch_phase() -> Iterator[Optional[int]]:
         torch.set_num_threads(old)
 
 
+def tuned_choice(geom, stream: mx.Stream, dtype, backward: bool) -> str:
+    """The backend autotuning chooses for a call (the "tuned" column): from its cache, else timed now.
+
+    Args:
+        geom: the call's geometry (either op). stream: where it runs. dtype: the input's.
+        backward (bool): tuned for forward + backward.
+    """
+    from .autotune import tuned_backend
+
+    return tuned_backend(geom, stream, dtype, backward=backward)["choice"]
+
+
 def split_copy(a: mx.array, workers: List[mx.Stream]) -> List[mx.array]:
     """A copy of ``a`` (read + write) with its parts shared by ``workers``."""
     bounds = [a.shape[0] * i // len(workers) for i in range(len(workers) + 1)]

@@ -14,9 +14,9 @@ from typing import Callable, Dict, List, Sequence
 import mlx.core as mx
 import numpy as np
 
-from . import backends, bench_conv1d
+from . import backends
 from .backends import gemm
-from .bench_timing import Progress, peak_bytes, split_copy, split_matmul, timed_medians, torch_phase
+from .bench_timing import Progress, peak_bytes, split_copy, split_matmul, timed_medians, torch_phase, tuned_choice
 from .functional import conv_transpose1d
 from .geometry import conv_geometry
 
@@ -137,7 +137,7 @@ def run_mlx(shapes: Sequence[Shape] = SHAPES, stream=None, dtype=mx.float32, war
         rows.append(dict(
             shape=asdict(shape),
             auto=auto,
-            tuned=bench_conv1d.tuned(geom, stream, dtype, backward) if with_tuned else None,
+            tuned=tuned_choice(geom, stream, dtype, backward) if with_tuned else None,
             seconds={n: seconds.get(n) for n in names},
             torch_seconds=None,
             matmul_seconds=seconds["matmul"],

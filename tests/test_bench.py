@@ -151,8 +151,14 @@ def test_decoder_slow_variant_runs_once():
 
 def test_v1_config_is_hifigan_v1():
     config = bench_decoder.v1_config()
-    assert config.hop_size == 256 and config.upsample_initial_channel == 512
+    assert (config.resblock, config.upsample_rates, config.upsample_kernel_sizes, config.upsample_initial_channel,
+            config.resblock_kernel_sizes, config.resblock_dilation_sizes, config.num_mels, config.sampling_rate) == (
+        "1", (8, 8, 2, 2), (16, 16, 4, 4), 512, (3, 7, 11), ((1, 3, 5),) * 3, 80, 22050)
     assert bench_decoder.frames_for(1.0, config) == 86
+    # HiFi-GAN V1's residual-block convolutions: each stage's channels, every (K, d) of resblock "1".
+    shapes = bench_conv1d.CONV1D_SHAPES
+    assert {s.channels: s.length // 86 for s in shapes} == {256: 8, 128: 64, 64: 128, 32: 256}
+    assert {(s.kernel_size, s.dilation) for s in shapes} >= {(3, 1), (7, 3), (11, 5)}
 
 
 def args_for(argv):
@@ -196,6 +202,7 @@ def test_cli_runs_every_part_mlx_first_then_torch(monkeypatch, tmp_path, capsys,
     assert [r["shape"]["name"] for r in data["rows"]] == ["depthwise-up"]
     assert [r["shape"]["name"] for r in data["conv1d_rows"]] == ["tiny-k3d2"]
     assert {"seconds", "runs", "max_abs_diff", "audio_seconds", "frames", "config"} <= set(data["decoder"])
+    assert "| depthwise-up | gemm | builtin |" in out and "| auto / tuned |" in out  # the injected tuner's choice
     assert "| depthwise-up | gemm |" in out and "| tiny-k3d2 |" in out and "mlx_deconv (`backend=\"auto\"`)" in out
     assert "mlx" in order and order == sorted(order, key=lambda phase: phase == "torch")
     try:
