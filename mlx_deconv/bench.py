@@ -93,20 +93,23 @@ def main(args) -> None:
     settings = f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; median of {args.repeat} after {args.warmup} warm-up"
     tuned = (" \"tuned\": autotuning's choice (cached from an earlier run on this machine, or timed now), "
              "timed in this run." if with_tuned else "")
+    details = machine_details()
+    torch_note = (f" PyTorch {details['torch']} timed after every MLX timing of the run, with "
+                  f"{details['torch_threads']} threads (its default)." if with_torch and details["torch"] else "")
     if rows:
-        print(f"\nconv_transpose1d, {kind}, {settings}.{tuned}\n")
+        print(f"\nconv_transpose1d, {kind}, {settings}.{tuned}{torch_note}\n")
         print(table(rows, args.backward))
     if conv_rows:
         print(f"\nconv1d (HiFi-GAN V1 residual blocks, {bench_conv1d.FRAMES} mel frames), {kind}, {settings}."
-              f"{tuned} PyTorch timed after every MLX timing.\n")
+              f"{tuned}{torch_note}\n")
         print(bench_conv1d.table(conv_rows, args.repeat, slow))
     if dec is not None:
         print(f"\nHiFi-GAN V1 generator end to end, float32, stream {args.stream or 'default'}; {machine()}; "
-              + bench_decoder.caption(dec, args.repeat, args.warmup, bench_decoder.SLOW) + "\n")
+              + bench_decoder.caption(dec, args.repeat, args.warmup, bench_decoder.SLOW) + torch_note + "\n")
         print(bench_decoder.table(dec, args.repeat))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(machine=machine(), machine_details=machine_details(), kind=kind, dtype=args.dtype,
+            json.dump(dict(machine=machine(), machine_details=details, kind=kind, dtype=args.dtype,
                            stream=args.stream or "default", repeat=args.repeat, warmup=args.warmup,
                            slow_seconds=slow, decoder_slow_seconds=bench_decoder.SLOW, rows=rows,
                            conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec)),

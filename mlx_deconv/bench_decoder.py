@@ -170,7 +170,7 @@ def caption(result: Dict, repeat: int, warmup: int, slow: Optional[float]) -> st
             f"{result['audio_seconds']:.3f} s of {result['config']['sampling_rate']} Hz audio, random weights, "
             f"batch 1; median of {repeat} after {warmup} warm-up"
             + (f" (\\* {once}: its first call took over {slow:g} s)" if once else "")
-            + "; real-time factor = wall time / audio duration; PyTorch timed after every MLX timing.")
+            + "; real-time factor = wall time / audio duration.")
 
 
 # HiFi-GAN V1's upsampling stack: (C_in, C_out, K, stride, padding); 256 samples per mel frame.

@@ -211,3 +211,19 @@ def test_cli_runs_every_part_mlx_first_then_torch(monkeypatch, tmp_path, capsys,
         assert "torch" not in order
     else:
         assert order.count("torch") == 3 and data["decoder"]["max_abs_diff"]["torch"] < bench_decoder.AGREE
+        assert f"with {bench_timing.torch_default_threads()} threads (its default)" in out
+
+
+def test_torch_phase_runs_torch_at_its_own_default_and_restores():
+    torch = pytest.importorskip("torch")
+    default = bench_timing.torch_default_threads()
+    assert default >= 1
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3 if default != 3 else 4)  # a count the phase must replace
+        before = torch.get_num_threads()
+        with bench_timing.torch_phase() as threads:
+            assert threads == default and torch.get_num_threads() == default
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(old)
