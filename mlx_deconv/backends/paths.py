@@ -73,6 +73,13 @@ class DepthwiseSlabs(_Path):
     def per_row(self) -> Optional[int]:
         return None  # multiplied inside the pass that writes the output
 
+    @property
+    def empty_slots(self) -> Tuple[Tuple[bool, ...], ...]:
+        """``[j][r]``: True where slab ``j`` has no tap at phase ``r``."""
+        g = self.geom
+        reached = {k * g.dilation for k in range(g.kernel_size)}
+        return tuple(tuple(q * g.stride + r not in reached for r in range(g.stride)) for q in self.shifts)
+
     def arrange(self, weight: mx.array) -> List[mx.array]:
         g = self.geom
         w = slot_weight(weight.reshape(g.out_channels, g.kernel_size).T, g.kernel_size, g.stride, g.dilation,
@@ -84,7 +91,7 @@ class DepthwiseSlabs(_Path):
         first, count, offset = _slab_rows(g.stride, crop, length)
         pad = self.shifts[-1]
         x = slabs.zero_extended(_spread(x[:, lo:hi], g), 1, pad, pad)
-        y = slabs.depthwise_slab_sum(x, ws[0], self.shifts, first, first + count)
+        y = slabs.depthwise_slab_sum(x, ws[0], self.shifts, first, first + count, self.empty_slots)
         return y.reshape(g.batch, count * g.stride, g.out_channels)[:, offset : offset + length]
 
 
@@ -178,6 +185,37 @@ def _accumulate(inner: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], co
     return total
 
 
+def _exact_ends(total: mx.array, inner: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], first: int,
+                length: int) -> mx.array:
+    """``total`` with the rows that read zero rows past the signal's ends recomputed from the slabs that exist.
+
+    Zero rows times a NaN or Inf weight make NaN where the definition has no
+    product at all. Only the at most ``max(shifts)`` rows at each end of the
+    signal are redone (cut where the set of slabs that reach them changes) and
+    written over ``total`` in place; an inner block has none.
+
+    Args:
+        total: ``(…, count, W)`` slab rows ``[first, first + count)``.
+        inner: ``(…, max(shifts) + count, C)`` input rows from ``first - max(shifts)`` (zero outside the signal).
+        length: input rows of the signal.
+    """
+    pad, count = shifts[-1], total.shape[-2]
+    for a, b in ((0, min(count, pad - first)), (max(0, length - first), count)):
+        if a >= b:
+            continue
+        cuts = sorted({a, b} | {c for q in shifts for c in (q - first, length + q - first) if a < c < b})
+        pieces = []
+        for u, v in zip(cuts, cuts[1:]):
+            piece = None
+            for q, w in zip(shifts, ws):
+                if first + u - q >= 0 and first + v - 1 - q < length:  # every row this slab reads exists
+                    rows = inner[..., pad - q + u : pad - q + v, :]
+                    piece = rows @ w if piece is None else mx.addmm(piece, rows, w)
+            pieces.append(mx.zeros((*total.shape[:-2], v - u, total.shape[-1]), total.dtype) if piece is None else piece)
+        total[..., a:b, :] = pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=-2)
+    return total
+
+
 @dataclass(frozen=True)
 class DenseSlabs(_Path):
     """Dense layers whose taps tile slabs: one matmul per slab, summed in place.
@@ -211,7 +249,7 @@ class DenseSlabs(_Path):
         inner = slabs.signal_rows(x, lo + first - pad, count + pad)
         if g.batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
             inner = mx.squeeze(inner, axis=0)  # a view; inner[0] would gather a copy
-        total = _accumulate(inner, ws, self.shifts, count)
+        total = _exact_ends(_accumulate(inner, ws, self.shifts, count), inner, ws, self.shifts, lo + first, g.length)
         return total.reshape(g.batch, count * g.stride, 1, -1)[:, offset : offset + length]
 
 
@@ -237,7 +275,8 @@ class GroupedSlabs(DenseSlabs):
         inner = slabs.signal_rows(x, lo + first - pad, count + pad)
         # (G, N, rows, C/G), so each slab's rows are a plain view
         inner = mx.contiguous(mx.moveaxis(inner.reshape(g.batch, -1, g.groups, g.in_per_group), 2, 0))
-        total = _accumulate(inner, [w[:, None] for w in ws], self.shifts, count)  # weights broadcast over N
+        ws = [w[:, None] for w in ws]  # weights broadcast over N
+        total = _exact_ends(_accumulate(inner, ws, self.shifts, count), inner, ws, self.shifts, lo + first, g.length)
         total = total.reshape(g.groups, g.batch, count, g.stride, -1).transpose(1, 2, 3, 0, 4)
         return total.reshape(g.batch, count * g.stride, g.groups, -1)[:, offset : offset + length]
 

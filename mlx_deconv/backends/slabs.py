@@ -16,7 +16,7 @@ the cotangent back with ``S`` shifted views, once.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import mlx.core as mx
 
@@ -130,13 +130,22 @@ def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int, axi
 
 
 @lru_cache(maxsize=512)
-def _multiplied(shifts: Tuple[int, ...], lo: int, count: int):
+def _multiplied(shifts: Tuple[int, ...], lo: int, count: int, rows_padded: int, empty: Tuple[Tuple[bool, ...], ...]):
     pad = max(shifts)
+    signal = rows_padded - 2 * pad
 
     def total(x, w):
         acc = None
         for j, q in enumerate(shifts):
             view = x[:, lo - q + pad : lo - q + pad + count, None, :] * w[j : j + 1]  # a slice, not a gather
+            # Products of padding rows or empty slots are zero by definition, even for a NaN
+            # or Inf factor: masked in the same fused pass (a static mask, none where all exist).
+            rows_exist = q - lo <= 0 and signal + q - lo >= count
+            if not rows_exist or any(empty[j]):
+                row = mx.arange(count).reshape(count, 1, 1)
+                keep = mx.logical_and(row >= q - lo, row < signal + q - lo)
+                keep = mx.logical_and(keep, mx.array([not e for e in empty[j]]).reshape(1, -1, 1))
+                view = mx.where(keep, view, mx.zeros((), view.dtype))
             acc = view if acc is None else acc + view
         return acc
 
@@ -165,7 +174,8 @@ def _depthwise_grads(shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int
     return compile_per_thread(grads)
 
 
-def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first: int, last: int) -> mx.array:
+def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first: int, last: int,
+                       empty: Optional[Tuple[Tuple[bool, ...], ...]] = None) -> mx.array:
     """:func:`slab_sum` of ``cols = x * w`` without ever building ``cols`` (depthwise layers).
 
     Args:
@@ -173,6 +183,10 @@ def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first:
             ``P = max(shifts)`` rows on both sides.
         w: ``(S, stride, C)``: slab ``j``'s weight for each phase and channel.
         shifts, first, last: as in :func:`slab_sum`.
+        empty: ``empty[j][r]`` is True where slab ``j`` has no tap at phase
+            ``r`` (its weight is zero there). Those products and those of the
+            padding rows are left out, not multiplied by zero, so a NaN or Inf
+            reaches only the outputs the definition says. Default: no empty slot.
 
     Returns:
         ``(N, last - first, stride, C)``.
@@ -184,7 +198,8 @@ def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first:
     @mx.custom_function
     def forward(x, w):
         if hi > lo:
-            body = _multiplied(shifts, lo, hi - lo)(x, w)
+            none = tuple((False,) * w.shape[1] for _ in shifts)
+            body = _multiplied(shifts, lo, hi - lo, rows_padded, none if empty is None else empty)(x, w)
         else:
             body = mx.zeros((x.shape[0], 0, w.shape[1], x.shape[2]), dtype=x.dtype)
         return _frame(body, lo, hi, first, last, 1)
