@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", nargs="+", choices=bench.PARTS, metavar="PART",
                    help=f"run only these parts, of {list(bench.PARTS)} (default: all three)")
     b.add_argument("--no-decoder", action="store_true",
-                   help="leave out the end-to-end HiFi-GAN V1 decoder (its MLX-ops variant takes minutes)")
+                   help="leave out the end-to-end HiFi-GAN V1 decoder (on MLX's ops it takes tens of seconds or more)")
     b.add_argument("--decoder-seconds", type=float, default=1.0, metavar="SECONDS",
                    help="audio the end-to-end decoder makes (default: 1 s at 22.05 kHz)")
     b.add_argument("--slow", type=float, default=0.5, metavar="SECONDS",

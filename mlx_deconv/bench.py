@@ -90,7 +90,8 @@ def main(args) -> None:
         if dec is not None:
             bench_decoder.add_torch(dec, args.warmup, args.repeat)
     kind = "forward+backward" if args.backward else "forward"
-    settings = f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; median of {args.repeat} after {args.warmup} warm-up"
+    settings = (f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; "
+                f"median of {args.repeat} after {args.warmup} warm-up")
     tuned = (" \"tuned\": autotuning's choice (cached from an earlier run on this machine, or timed now), "
              "timed in this run." if with_tuned else "")
     details = machine_details()

@@ -26,7 +26,7 @@ VARIANTS = {"builtin": "MLX ops (`backend=\"builtin\"`)", "auto": "mlx_deconv (`
             "torch": "PyTorch (`torch.no_grad()`)"}
 #: Agreement after the tanh, as the HiFi-GAN parity tests ask of float32.
 AGREE = 1e-4
-#: A variant whose first call takes longer (MLX's ops: over a minute on a CPU) is timed that once.
+#: A variant whose first call takes longer (MLX's ops on a CPU: tens of seconds or more) is timed that once.
 SLOW = 10.0
 
 
@@ -70,7 +70,7 @@ def run(config=None, seconds: float = 1.0, stream=None, warmup: int = 2, repeat:
         seed: int = 0) -> Dict:
     """Times the generator on MLX's ops and on ``mlx_deconv`` (MLX phase; PyTorch's in :func:`add_torch`).
 
-    ``builtin`` takes over a minute per call on a CPU: a variant whose first
+    ``builtin`` takes tens of seconds per call on a CPU: a variant whose first
     call exceeds ``slow`` seconds is timed that once.
 
     Args:
@@ -100,8 +100,8 @@ def run(config=None, seconds: float = 1.0, stream=None, warmup: int = 2, repeat:
         return fn
 
     extra = {} if clock is None else dict(clock=clock)
-    sys.stderr.write(f"end to end: {frames} mel frames on MLX's ops (minutes for HiFi-GAN V1 on a CPU), "
-                     "then on mlx_deconv\n")
+    sys.stderr.write(f"end to end: {frames} mel frames on MLX's ops (tens of seconds or more for HiFi-GAN V1 "
+                     "on a CPU), then on mlx_deconv\n")
     timings = timed_medians({"builtin": variant("builtin", builtin), "auto": variant("auto", auto)}, warmup, repeat,
                             slow=slow, slow_runs=1, **extra)
     out = {name: np.array(a.astype(mx.float32)) for name, a in audio.items()}

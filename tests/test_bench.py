@@ -1,4 +1,7 @@
-"""The benchmark's machinery on tiny shapes: adaptive timing, rows, columns, phases, JSON. Times nothing it asserts on."""
+"""The benchmark's machinery on tiny shapes: adaptive timing, rows, columns, phases, JSON.
+
+Nothing here asserts on a measured time.
+"""
 
 import json
 
