@@ -13,7 +13,8 @@ from .activations import Snake
 from .functional import available_backends, conv1d, conv_transpose1d
 from .geometry import conv1d_output_length, output_length, resolve_padding
 from .keras import Conv1DTranspose
-from .layers import Conv1d, ConvConfig, ConvTranspose1d
+from .conv_config import ConvConfig
+from .layers import Conv1d, ConvTranspose1d
 from .streaming import StreamingConv1d, StreamingConvTranspose1d
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ import numpy as np
 from . import initializers
 from .activations import Activation
 from .interop import keras_to_mlx_weight, mlx_to_keras_weight, to_numpy
-from .layers import ConvConfig, ConvLayer, ConvTranspose1d
+from .conv_config import ConvConfig
+from .layers import ConvLayer
 
 _EPSILON = 1e-7  # Keras' backend epsilon
 
@@ -87,7 +88,7 @@ def _resolve(kind: str, value, table) -> Optional[Callable]:
 class Conv1DTranspose(ConvLayer):
     """Keras' ``Conv1DTranspose``: the input channel count is taken from the first call.
 
-    Its :class:`~mlx_deconv.layers.ConvConfig` is complete but for ``in_channels``,
+    Its :class:`~mlx_deconv.conv_config.ConvConfig` is complete but for ``in_channels``,
     validated at construction as Keras does; :meth:`build` sets the channels and
     draws the parameters exactly as :class:`~mlx_deconv.ConvTranspose1d` does.
 
@@ -109,10 +110,6 @@ class Conv1DTranspose(ConvLayer):
         kernel_constraint, bias_constraint: ``"non_neg"``, ``"unit_norm"``, ``"max_norm"``
             or callables; see :meth:`apply_constraints`.
     """
-
-    _transposed = True
-    _op = ConvTranspose1d._op
-    streaming = ConvTranspose1d.streaming
 
     def __init__(
         self,
