@@ -21,17 +21,21 @@ without it; the names are kept, so :meth:`HiFiGAN.load_torch_state_dict`
 reads them as they are. Forks whose upsampling layers have an odd
 ``kernel - rate`` and ``output_padding=1`` are ``upsample_output_padding=True``.
 
-torch is imported only to read a ``.pt`` file (:func:`load_torch_checkpoint`)
-and by :func:`torch_generator`, the same network in PyTorch for tests and
+torch is imported only to read a ``.pt`` file (:func:`load_torch_checkpoint`).
+Two neighbours import this module and are reachable from it under their
+names: :class:`StreamingHiFiGAN` (:mod:`mlx_deconv.hifigan_streaming`), the
+generator chunk by chunk, and :func:`torch_generator`
+(:mod:`mlx_deconv.hifigan_torch`), the same network in PyTorch for tests and
 benchmarks.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -131,7 +135,8 @@ V1 = HiFiGANConfig(resblock="1", upsample_rates=(8, 8, 2, 2), upsample_kernel_si
                    resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)))
 
 
-def _same(kernel_size: int, dilation: int) -> int:
+def same_padding(kernel_size: int, dilation: int) -> int:
+    """The original code's padding on each side: the same length out for odd kernels (one sample less for even)."""
     return dilation * (kernel_size - 1) // 2
 
 
@@ -140,9 +145,9 @@ class ResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int], **layer_kwargs):
         super().__init__()
-        self.convs1 = [Conv1d(channels, channels, kernel_size, padding=_same(kernel_size, d), dilation=d, **layer_kwargs)
+        self.convs1 = [Conv1d(channels, channels, kernel_size, padding=same_padding(kernel_size, d), dilation=d, **layer_kwargs)
                        for d in dilations]
-        self.convs2 = [Conv1d(channels, channels, kernel_size, padding=_same(kernel_size, 1), **layer_kwargs)
+        self.convs2 = [Conv1d(channels, channels, kernel_size, padding=same_padding(kernel_size, 1), **layer_kwargs)
                        for _ in dilations]
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -156,7 +161,7 @@ class ResBlock2(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int], **layer_kwargs):
         super().__init__()
-        self.convs = [Conv1d(channels, channels, kernel_size, padding=_same(kernel_size, d), dilation=d, **layer_kwargs)
+        self.convs = [Conv1d(channels, channels, kernel_size, padding=same_padding(kernel_size, d), dilation=d, **layer_kwargs)
                       for d in dilations]
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -278,221 +283,15 @@ def from_checkpoint(checkpoint, config: HiFiGANConfig, *, backend: str = "auto")
     return model.load_torch_state_dict(state)
 
 
-# -- streaming --------------------------------------------------------------------------------------
-class _Queue:
-    """Samples waiting to be added to another branch's (later) output, along the length axis."""
-
-    def __init__(self):
-        self.items: Optional[mx.array] = None
-
-    def push(self, x: mx.array) -> None:
-        self.items = x if self.items is None else mx.concatenate([self.items, x], axis=1)
-
-    def pop(self, n: int) -> mx.array:
-        out, self.items = self.items[:, :n], self.items[:, n:]
-        return out
-
-    def __len__(self) -> int:
-        return 0 if self.items is None else self.items.shape[1]
+#: Names defined in the neighbouring modules, which import this one; loaded on first use.
+_NEIGHBOURS = {"StreamingHiFiGAN": "hifigan_streaming", "torch_generator": "hifigan_torch"}
 
 
-class _Chain:
-    """Streams and elementwise functions one after the other."""
-
-    def __init__(self, parts):
-        self.parts = parts
-
-    def step(self, x):
-        for p in self.parts:
-            x = p.step(x) if hasattr(p, "step") else p(x)
-        return x
-
-    def flush(self):
-        x = None
-        for p in self.parts:
-            if hasattr(p, "step"):
-                x = p.flush() if x is None else mx.concatenate([p.step(x), p.flush()], axis=1)
-            elif x is not None:
-                x = p(x)
-        return x
+def __getattr__(name: str):
+    if name in _NEIGHBOURS:
+        return getattr(importlib.import_module(f".{_NEIGHBOURS[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _Residual:
-    """``x + branch(x)``, with ``x`` held until the branch's output for it arrives (stride 1)."""
-
-    def __init__(self, branch):
-        self.branch, self.skip = branch, _Queue()
-
-    def step(self, x):
-        self.skip.push(x)
-        y = self.branch.step(x)
-        return y + self.skip.pop(y.shape[1])
-
-    def flush(self):
-        y = self.branch.flush()
-        return y + self.skip.pop(y.shape[1])
-
-
-class _Mean:
-    """The mean of several branches' outputs, emitted as far as all of them have come."""
-
-    def __init__(self, branches):
-        self.branches = branches
-        self.queues = [_Queue() for _ in branches]
-
-    def _emit(self):
-        n = min(len(q) for q in self.queues)
-        total = self.queues[0].pop(n)
-        for q in self.queues[1:]:
-            total = total + q.pop(n)
-        return total / len(self.queues)
-
-    def step(self, x):
-        for b, q in zip(self.branches, self.queues):
-            q.push(b.step(x))
-        return self._emit()
-
-    def flush(self):
-        for b, q in zip(self.branches, self.queues):
-            q.push(b.flush())
-        return self._emit()
-
-
-def _lrelu(slope):
-    return lambda x: nn.leaky_relu(x, slope)
-
-
-class StreamingHiFiGAN:
-    """Runs a :class:`HiFiGAN` on mel frames that arrive in chunks, through the layers' own streams.
-
-    ``step(mel_chunk)`` (``(N, frames, num_mels)``, any number of frames) returns
-    the audio samples that chunk completed; ``flush()`` the rest. Their
-    concatenation equals ``model(mel)`` to float32 rounding, for any chunking.
-
-    Args:
-        model (HiFiGAN): the generator; its parameters are read on every step.
-    """
-
-    def __init__(self, model: HiFiGAN):
-        self.model = model
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets the signal so far."""
-        m = self.model
-        parts = [m.conv_pre.streaming()]
-        n = m.num_kernels
-        for i, up in enumerate(m.ups):
-            parts += [_lrelu(LRELU_SLOPE), up.streaming()]
-            blocks = []
-            for block in m.resblocks[i * n:(i + 1) * n]:
-                if isinstance(block, ResBlock1):
-                    steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c1.streaming(), _lrelu(LRELU_SLOPE), c2.streaming()]))
-                             for c1, c2 in zip(block.convs1, block.convs2)]
-                else:
-                    steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c.streaming()])) for c in block.convs]
-                blocks.append(_Chain(steps))
-            parts.append(_Mean(blocks))
-        parts += [_lrelu(POST_LRELU_SLOPE), m.conv_post.streaming(), mx.tanh]
-        self._chain = _Chain(parts)
-
-    def step(self, mel_chunk: mx.array) -> mx.array:
-        """Feeds mel frames; returns ``(N, samples)`` of audio they completed."""
-        return self._chain.step(mel_chunk)[..., 0]
-
-    def flush(self) -> mx.array:
-        """Returns the last samples and resets the stream."""
-        tail = self._chain.flush()[..., 0]
-        self.reset()
-        return tail
-
-
-# -- the same network in PyTorch --------------------------------------------------------------------
-def torch_generator(config: HiFiGANConfig, weight_norm: Optional[str] = "legacy"):
-    """The generator as a ``torch.nn.Module`` with the original repository's parameter names.
-
-    Written from the paper's description, for parity tests and benchmarks; torch is imported here.
-
-    Args:
-        config (HiFiGANConfig): the network's shape.
-        weight_norm: ``"legacy"`` (``torch.nn.utils.weight_norm``, as the original
-            checkpoints), ``"parametrizations"``, or ``None``. Default: ``"legacy"``.
-
-    Returns:
-        torch.nn.Module: call it on ``(N, num_mels, frames)``; it returns ``(N, 1, samples)``.
-        ``remove_weight_norm()`` folds the weight norm into plain weights.
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch import nn as tnn
-
-    def norm(module):
-        if weight_norm == "legacy":
-            return tnn.utils.weight_norm(module)
-        if weight_norm == "parametrizations":
-            return tnn.utils.parametrizations.weight_norm(module)
-        if weight_norm is None:
-            return module
-        raise ValueError(f"weight_norm must be 'legacy', 'parametrizations' or None, got {weight_norm!r}")
-
-    def unnorm(module):
-        if weight_norm == "legacy":
-            tnn.utils.remove_weight_norm(module)
-        elif weight_norm == "parametrizations":
-            tnn.utils.parametrize.remove_parametrizations(module, "weight")
-
-    def conv(c_in, c_out, k, d=1):
-        return norm(tnn.Conv1d(c_in, c_out, k, dilation=d, padding=_same(k, d)))
-
-    class Block1(tnn.Module):
-        def __init__(self, ch, k, dilations):
-            super().__init__()
-            self.convs1 = tnn.ModuleList([conv(ch, ch, k, d) for d in dilations])
-            self.convs2 = tnn.ModuleList([conv(ch, ch, k) for _ in dilations])
-
-        def forward(self, x):
-            for c1, c2 in zip(self.convs1, self.convs2):
-                x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
-            return x
-
-    class Block2(tnn.Module):
-        def __init__(self, ch, k, dilations):
-            super().__init__()
-            self.convs = tnn.ModuleList([conv(ch, ch, k, d) for d in dilations])
-
-        def forward(self, x):
-            for c in self.convs:
-                x = x + c(F.leaky_relu(x, LRELU_SLOPE))
-            return x
-
-    class Generator(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            c0 = config.upsample_initial_channel
-            self.num_kernels = len(config.resblock_kernel_sizes)
-            self.conv_pre = norm(tnn.Conv1d(config.num_mels, c0, 7, padding=3))
-            self.ups = tnn.ModuleList()
-            self.resblocks = tnn.ModuleList()
-            block = Block1 if config.resblock == "1" else Block2
-            for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)):
-                padding, output_padding = config.upsample_padding(i)
-                self.ups.append(norm(tnn.ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, u, padding=padding,
-                                                         output_padding=output_padding)))
-                for kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
-                    self.resblocks.append(block(c0 // 2 ** (i + 1), kernel, dilations))
-            self.conv_post = norm(tnn.Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3))
-
-        def forward(self, x):
-            x = self.conv_pre(x)
-            for i, up in enumerate(self.ups):
-                x = up(F.leaky_relu(x, LRELU_SLOPE))
-                blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
-                x = sum(b(x) for b in blocks) / self.num_kernels
-            return torch.tanh(self.conv_post(F.leaky_relu(x, POST_LRELU_SLOPE)))
-
-        def remove_weight_norm(self):
-            for module in self.modules():
-                if isinstance(module, (tnn.Conv1d, tnn.ConvTranspose1d)):
-                    unnorm(module)
-
-    return Generator()
+def __dir__():
+    return sorted(list(globals()) + list(_NEIGHBOURS))

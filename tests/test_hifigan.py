@@ -138,6 +138,15 @@ def test_streaming_equals_offline(resblock):
         np.testing.assert_allclose(np.array(streamed), np.array(whole), atol=1e-6)
 
 
+def test_stream_and_torch_twin_reachable_from_hifigan():
+    from mlx_deconv import hifigan_streaming, hifigan_torch
+
+    assert hifigan.StreamingHiFiGAN is hifigan_streaming.StreamingHiFiGAN
+    assert hifigan.torch_generator is hifigan_torch.torch_generator
+    with pytest.raises(AttributeError, match="no_such_name"):
+        hifigan.no_such_name
+
+
 def test_backend_reaches_every_layer():
     model = hifigan.HiFiGAN(hifigan.HiFiGANConfig.from_dict(CONFIGS["1"]), backend="builtin")
     assert {layer.backend for _, layer in model.conv_layers()} == {"builtin"}
