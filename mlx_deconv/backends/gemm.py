@@ -10,28 +10,27 @@ shift form a *slab* weight whose product is already interleaved output;
 otherwise taps are summed on one *phase plane* per phase (:mod:`.planes`).
 
 Which path a layer takes (:func:`.paths.choose`; ``C_in/G`` = input channels
-per group, "slabs" = the taps tile slabs as above):
+per group; "taps in slabs" = :func:`~.layout.slab_shifts` accepts them: at most
+a quarter of an empty slot per tap, one per tap when ``C_in/G == 1``):
 
-=============================================  ==========================  ====================================
-Kind of layer                                  Path (forward)              Backward (VJP) blocks
-=============================================  ==========================  ====================================
-``C_in/G == 1`` (depthwise, channel            ``DepthwiseSlabs``: ``x*w``  the same, differentiated
-multiplier, ``C_in == 1``), slabs with at      fused into the slab sum,
-most one empty slot per tap                    no matmul, no intermediate
-``C_in/G == 1``, other taps                    ``ChannelPlanes``: per-tap   the same
-                                               products by broadcasting,
-                                               phase planes
-dense (``G == 1``), slabs                      ``DenseSlabs``: one matmul   ``WideSlabs``: one wide matmul +
-(vocoder upsampling ``K = 2*stride``,          per slab, summed in place    fused overlap-add
-any ``stride == 1``, dilated or not)           (``mx.addmm``)
-grouped, slabs                                 ``GroupedSlabs``: batched    ``WideSlabs`` (grouped)
-                                               matmul per slab, in place
-dense or grouped, slabs on shifts ``0,1`` or   ``WinogradSlabs``            the same, differentiated
-``0,1,2``, backend ``"winograd"``              (minimal filtering,
-                                               :mod:`.winograd`)
-dense or grouped, other taps (e.g. ``K``       ``PhasePlanes``: one matmul  the same
-not a multiple of ``stride > 1``)              for all taps, phase planes
-=============================================  ==========================  ====================================
+===============================================  ==========================================  ==============================
+Kind of layer                                    Path (forward)                              Backward (VJP) blocks
+===============================================  ==========================================  ==============================
+``C_in/G == 1`` (depthwise, channel multiplier,  ``DepthwiseSlabs``: ``x*w`` fused into the  the same, differentiated
+``C_in == 1``), taps in slabs with at most one   slab sum: no matmul, no intermediate
+empty slot per tap (``K = 2*stride``: BigVGAN)
+``C_in/G == 1``, other taps                      ``ChannelPlanes``: per-tap products by      the same
+                                                 broadcasting, summed on phase planes
+dense (``G == 1``), taps in slabs (vocoder       ``DenseSlabs``: one matmul per slab,        ``WideSlabs``: one wide matmul
+upsampling ``K = 2*stride``; every               summed in place (``mx.addmm``)              and the fused overlap-add
+``stride == 1``, dilated or not)
+grouped (``G > 1``, ``C_in/G > 1``), taps in     ``GroupedSlabs``: one batched matmul        ``WideSlabs`` (grouped)
+slabs                                            per slab over the groups, in place
+dense or grouped, slabs on row shifts ``0, 1``   ``WinogradSlabs``: minimal filtering        the same, differentiated
+or ``0, 1, 2``, backend ``"winograd"``           (:mod:`.winograd`)
+dense or grouped, other taps (more empty        ``PhasePlanes``: one matmul for all         the same
+slots, e.g. ``K < stride``, sparse dilations)    taps, summed on phase planes
+===============================================  ==========================================  ==============================
 
 ``conv1d``, the adjoint, runs on the same layout and scheduling with the
 adjoint paths of :mod:`.direct` (its own table: depthwise, slabs, planes).
