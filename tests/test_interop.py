@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import mlx_deconv as md
 from mlx_deconv import interop
 import reference as ref
+from helpers import mlx_weight_from_torch
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3])
@@ -57,11 +58,9 @@ def test_from_torch_against_reference(style, dim):
     assert layer.uses_weight_norm == (style != "plain")
     x = np.random.default_rng(1).standard_normal((2, 4, 7)).astype(np.float32)  # NCL, PyTorch's layout
     w_torch = effective_torch_weight(state, dim)
-    # The reference takes MLX layout: invert the element-by-element torch_weight permutation.
-    index = np.arange(6 * 5 * 2).reshape(6, 5, 2)
-    w_mlx = np.empty(index.size)
-    w_mlx[ref.torch_weight(index, 2).ravel()] = w_torch.ravel()
-    expected = ref.conv_transpose1d(x.transpose(0, 2, 1), w_mlx.reshape(6, 5, 2), state["bias"], 3, 2, 1, 1, 2)
+    w_mlx = mlx_weight_from_torch(w_torch, 2)  # the reference takes MLX layout
+    assert w_mlx.shape == (6, 5, 2)
+    expected = ref.conv_transpose1d(x.transpose(0, 2, 1), w_mlx, state["bias"], 3, 2, 1, 1, 2)
     np.testing.assert_allclose(np.array(layer(mx.array(x))).transpose(0, 2, 1), expected, atol=1e-4)
     # And back out, in the same style and names.
     exported = layer.torch_state_dict(style="legacy" if style == "legacy" else "parametrizations")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
+from helpers import mlx_weight_from_torch
 from strategies import cases
 
 
@@ -94,9 +95,7 @@ def test_weight_norm_is_pytorch_semantics(dim, groups):
     g = np.random.default_rng(2).uniform(0.5, 2, expected_g_shape)
     layer.weight_g = mx.array(g, mx.float32)
     wt = g * vt / norm.reshape(expected_g_shape if dim is not None else ())
-    w = np.empty_like(v)
-    index = np.arange(v.size).reshape(v.shape)
-    w.reshape(-1)[ref.torch_weight(index, groups).ravel()] = wt.ravel()
+    w = mlx_weight_from_torch(wt, groups)
     np.testing.assert_allclose(np.array(layer.effective_weight()), w, rtol=1e-5, atol=1e-6)
 
 
