@@ -1,5 +1,6 @@
 """The README and docs run as written: code blocks, commands, paths and links, and figures that agree."""
 
+import dataclasses
 import importlib.util
 import json
 import re
@@ -95,6 +96,10 @@ def test_bench_defaults_match_the_cli():
     args = build_parser().parse_args(["bench"])
     text = README.read_text()
     assert f"[--repeat {args.repeat}]" in text and f"[--warmup {args.warmup}]" in text
+    assert f"[--slow {args.slow:g}]" in text and f"[--decoder-seconds {args.decoder_seconds:g}]" in text
+    from mlx_deconv import bench
+
+    assert f"[--only {' '.join(bench.PARTS)}]" in text
 
 
 def test_examples_install_hints_work_from_a_clone():
@@ -128,40 +133,101 @@ def test_links_and_paths_resolve(doc):
     assert "DESIGN.md" not in text, "cite docs/design.md, not a DESIGN.md outside the repository"
 
 
+def _table(body):
+    """``[{column: cell}]`` of the Markdown table in ``body``, read here independently of the script."""
+    lines = [r for r in body.splitlines() if r.startswith("|")]
+    if len(lines) < 3:
+        return None
+    cells = lambda r: [c.strip() for c in r.strip().strip("|").split("|")]
+    return [dict(zip(cells(lines[0]), cells(r))) for r in lines[2:]]
+
+
+def _number(cell):
+    return float(cell.rstrip("x*"))
+
+
+def expected_headline_figures(text, figures):
+    """Every figure the headline should say, in order, as ``(low, high)`` (``(v, v)`` for one value)."""
+    forward = {r["shape"]: r for r in _table(figures.region(text, "forward"))}
+    backward = {r["shape"]: r for r in _table(figures.region(text, "backward"))}
+    hifi = [s for s in forward if s.startswith("hifigan")]
+    span = lambda values: (min(values), max(values))
+    ratio = lambda rows, s: _number(rows[s]["auto / builtin"])
+    figures_ = [span([ratio(forward, s) for s in hifi]), span([ratio(backward, s) for s in hifi]),
+                span([ratio(forward, "bigvgan-aa")])]
+    if all(forward[s].get("torch ms") for s in hifi):
+        figures_.append(span([round(_number(forward[s][forward[s]["auto"] + " ms"]) / _number(forward[s]["torch ms"]), 2)
+                              for s in hifi]))
+    conv = _table(figures.region(text, "conv1d"))
+    if conv:
+        for dilated in (True, False):
+            values = [_number(r["auto / builtin"]) for r in conv if (int(r["dilation"]) > 1) == dilated]
+            figures_ += [span(values)] if values else []
+    decoder = _table(figures.region(text, "decoder"))
+    if decoder:
+        rows = {r["HiFi-GAN V1 generator"].split()[0]: r for r in decoder}
+        ours = rows["mlx_deconv"]
+        figures_ += [span([_number(ours["real-time factor"])]), span([_number(ours["speed-up over MLX ops"])])]
+        if "PyTorch" in rows:
+            figures_.append(span([round(_number(ours["seconds"]) / _number(rows["PyTorch"]["seconds"]), 2)]))
+    return figures_
+
+
+def headline_figures(headline):
+    """The figures the headline says, in order: each ``lo-hix`` or ``vx`` span, and the real-time factor."""
+    found = re.findall(r"(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?x\b|real-time factor of (\d+(?:\.\d+)?)", headline)
+    return [(float(lo or rtf), float(hi or lo or rtf)) for lo, hi, rtf in found]
+
+
 def test_headline_agrees_with_the_tables():
     figures = load_figures()
     agrees, written, computed = figures.headline_agrees(README.read_text())
     assert agrees, f"README: {written!r}\ntables: {computed!r}"
     # And it says what the tables say, read independently here.
     text = README.read_text()
-    ratios = {}
-    for name in ("forward", "backward"):
-        body = figures.region(text, name)
-        rows = [r for r in body.splitlines() if r.startswith("| hifigan") or r.startswith("| bigvgan-aa")]
-        head = [c.strip() for c in body.splitlines()[[i for i, r in enumerate(body.splitlines())
-                                                        if r.startswith("| shape")][0]].strip("|").split("|")]
-        col = head.index("auto / builtin")
-        ratios[name] = {r.strip("|").split("|")[0].strip(): float(r.strip("|").split("|")[col].strip().rstrip("x"))
-                        for r in rows}
-    numbers = [float(v) for v in re.findall(r"(\d+\.\d+)", figures.region(text, "headline"))]
-    hifi = lambda kind: [v for k, v in ratios[kind].items() if k.startswith("hifigan")]
-    assert numbers == [min(hifi("forward")), max(hifi("forward")), min(hifi("backward")), max(hifi("backward")),
-                       ratios["forward"]["bigvgan-aa"]]
+    assert headline_figures(figures.region(text, "headline")) == expected_headline_figures(text, figures)
 
 
-def fake_run(kind, scale):
-    """A bench ``--json`` result with every shape, ``builtin`` ``scale`` times slower than ``auto``."""
-    from mlx_deconv import bench
+def fake_run(kind, scale, *, optimized=True, slower=1.0, torch=False, conv1d=False, decoder=False):
+    """A bench ``--json`` result: every transposed shape with ``builtin`` ``scale * (1 + i/10)`` times slower than
+    ``auto``; ``conv1d`` rows with ``builtin`` 30+j times slower (dilated) or 2+j/10 (not); a decoder 50x faster
+    than MLX's ops and twice PyTorch's time; PyTorch twice as fast as ``auto`` on the transposed shapes; every
+    MLX time (matmul too) ``slower`` times longer."""
+    from mlx_deconv import bench, bench_conv1d
 
     rows = []
     for i, shape in enumerate(bench.SHAPES):
-        auto = 0.01 * (i + 1)
-        rows.append(dict(shape=dict(name=shape.name), auto="gemm",
+        auto = 0.01 * (i + 1) * slower
+        rows.append(dict(shape=dataclasses.asdict(shape), auto="gemm", tuned="gemm",
                          seconds=dict(builtin=auto * scale * (1 + i / 10), gemm=auto, winograd=None),
-                         torch_seconds=None, matmul_seconds=auto, copy_bytes_per_second=1e10, op_bytes=1e6,
-                         peak_bytes=2e6, workers=2, gflop=1.0))
-    return dict(machine="Linux x86_64, mlx 0.0, python 3", kind=kind, dtype="float32", stream="default",
-                repeat=9, warmup=3, rows=rows)
+                         torch_seconds=0.005 * (i + 1) if torch else None, matmul_seconds=auto,
+                         copy_bytes_per_second=1e10, op_bytes=1e6, peak_bytes=2e6, workers=2, gflop=1.0))
+    conv_rows = []
+    for j, shape in enumerate(bench_conv1d.CONV1D_SHAPES if conv1d else []):
+        auto = 0.002 * (j + 1) * slower
+        factor = 30 + j if shape.dilation > 1 else 2 + j / 10
+        conv_rows.append(dict(shape=dataclasses.asdict(shape), auto="gemm", tuned="gemm",
+                              seconds=dict(builtin=auto * factor, gemm=auto), runs=dict(builtin=2, gemm=9),
+                              torch_seconds=0.001 if torch else None, gflop=0.5))
+    dec = None
+    if decoder:
+        dec = dict(config=dict(num_mels=80, sampling_rate=22050), frames=43, audio_seconds=0.5,
+                   seconds=dict(builtin=100.0 * slower, auto=2.0 * slower), runs=dict(builtin=1, auto=9),
+                   max_abs_diff=dict(builtin=1e-6))
+        if torch:
+            dec["seconds"]["torch"], dec["runs"]["torch"], dec["max_abs_diff"]["torch"] = 1.0, 9, 2e-6
+    blas = "libmkl_rt.so.2" if optimized else "libblas.so.3"
+    return dict(machine=f"Linux x86_64, mlx 0.0, python 3, CPU BLAS {blas}", kind=kind, dtype="float32",
+                stream="default", repeat=9, warmup=3, slow_seconds=0.5, decoder_slow_seconds=10.0,
+                machine_details=dict(blas=blas, blas_optimized=optimized, torch="2.0" if torch else None,
+                                     torch_threads=2 if torch else None),
+                rows=rows, conv1d_rows=conv_rows, decoder=dec)
+
+
+def write(tmp_path, name, run):
+    path = tmp_path / name
+    path.write_text(json.dumps(run))
+    return str(path)
 
 
 def test_figures_script_rewrites_tables_and_headline(tmp_path):
@@ -170,10 +236,9 @@ def test_figures_script_rewrites_tables_and_headline(tmp_path):
     figures = load_figures()
     readme = tmp_path / "README.md"
     readme.write_text(README.read_text())
-    forward, backward = tmp_path / "f.json", tmp_path / "b.json"
-    forward.write_text(json.dumps(fake_run("forward", 10)))
-    backward.write_text(json.dumps(fake_run("forward+backward", 20)))
-    assert figures.main(["--forward", str(forward), "--backward", str(backward), "--readme", str(readme),
+    forward = write(tmp_path, "f.json", fake_run("forward", 10))
+    backward = write(tmp_path, "b.json", fake_run("forward+backward", 20))
+    assert figures.main(["--forward", forward, "--backward", backward, "--readme", str(readme),
                          "--machine", "a test box"]) == 0
     text = readme.read_text()
     assert bench.table(fake_run("forward", 10)["rows"]) in figures.region(text, "forward")
@@ -181,18 +246,80 @@ def test_figures_script_rewrites_tables_and_headline(tmp_path):
     assert "median of 9 after 3 warm-up" in figures.region(text, "forward") and "a test box" in text
     # hifigan-1..4 are shapes 0..3: builtin/auto = scale * (1 + i/10).
     assert figures.region(text, "headline").startswith(
-        "On the CPU stream it ran 10.0-13.0x faster than `mx.conv_transpose1d` on the HiFi-GAN shapes, "
-        "20.0-26.0x with the backward pass, and 14.0x on BigVGAN")
+        "On the CPU stream `conv_transpose1d` ran 10.0-13.0x faster than `mx.conv_transpose1d` on the HiFi-GAN "
+        "shapes, 20.0-26.0x with the backward pass, and 14.0x on BigVGAN")
     assert figures.main(["--check", "--readme", str(readme)]) == 0
+    assert headline_figures(figures.region(text, "headline")) == expected_headline_figures(text, figures)
     # Outside the regions nothing changed; running again changes nothing.
     strip = lambda t: re.sub(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", "", t, flags=re.S)
     assert strip(text) == strip(README.read_text())
-    figures.main(["--forward", str(forward), "--backward", str(backward), "--readme", str(readme),
-                  "--machine", "a test box"])
+    figures.main(["--forward", forward, "--backward", backward, "--readme", str(readme), "--machine", "a test box"])
     assert readme.read_text() == text
     # A headline edited by hand is caught.
     readme.write_text(text.replace("10.0-13.0x", "10.0-14.0x"))
     assert figures.main(["--check", "--readme", str(readme)]) == 1
+
+
+def test_figures_script_writes_conv1d_decoder_and_their_headline(tmp_path):
+    """One forward run with every part (PyTorch too) fills every forward region; the headline says the
+    issue's ratios: conv1d over mx.conv1d with and without dilation, the decoder over MLX's ops and PyTorch."""
+    from mlx_deconv import bench_conv1d, bench_decoder
+
+    figures = load_figures()
+    readme = tmp_path / "README.md"
+    readme.write_text(README.read_text())
+    run = fake_run("forward", 10, torch=True, conv1d=True, decoder=True)
+    assert figures.main(["--forward", write(tmp_path, "f.json", run), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert bench_conv1d.table(run["conv1d_rows"], 9, 0.5) in figures.region(text, "conv1d")
+    assert bench_decoder.table(run["decoder"], 9) in figures.region(text, "decoder")
+    assert "TODO(lead)" not in figures.region(text, "conv1d") + figures.region(text, "decoder")
+    assert "PyTorch 2.0 was timed after every MLX timing" in figures.region(text, "conv1d")
+    headline = figures.region(text, "headline")
+    # Shapes 1, 2, 4, 5 are dilated (30 + j); 0 and 3 are not (2 + j/10).
+    for said in ("on the HiFi-GAN shapes it took 2.00x PyTorch's CPU time",
+                 "`conv1d` ran 31.0-35.0x faster than `mx.conv1d` on HiFi-GAN's dilated residual-block "
+                 "convolutions and 2.0-2.3x on the undilated ones",
+                 "real-time factor of 4, 50.0x faster than on MLX's ops and in 2.00x PyTorch's time"):
+        assert said in headline, headline
+    assert headline_figures(headline) == expected_headline_figures(text, figures)
+    assert figures.main(["--check", "--readme", str(readme)]) == 0
+    # The parts of separate runs (bench --only ...) are taken each from the file that has it.
+    parts = tmp_path / "README2.md"
+    parts.write_text(README.read_text())
+    only_transposed = dict(run, conv1d_rows=[], decoder=None)
+    only_rest = dict(run, rows=[])
+    assert figures.main(["--forward", write(tmp_path, "t.json", only_transposed), write(tmp_path, "r.json", only_rest),
+                         "--readme", str(parts)]) == 0
+    assert parts.read_text() == text
+    with pytest.raises(ValueError, match="two --forward files"):
+        figures.rewrite(README.read_text(), forward=[run, only_rest])
+
+
+def test_figures_script_writes_the_blas_effect(tmp_path):
+    figures = load_figures()
+    readme = tmp_path / "README.md"
+    readme.write_text(README.read_text())
+    fast = fake_run("forward", 10, conv1d=True, decoder=True)
+    slow = fake_run("forward", 10, optimized=False, slower=4.0, conv1d=True, decoder=True)
+    assert figures.main(["--forward", write(tmp_path, "f.json", fast), "--reference-blas",
+                         write(tmp_path, "r.json", slow), "--readme", str(readme)]) == 0
+    blas = figures.region(readme.read_text(), "blas")
+    assert "TODO(lead)" not in blas and "`libblas.so.3` (`MLX_DECONV_BLAS=0`)" in blas and "`libmkl_rt.so.2`" in blas
+    assert ("MLX's own matmul (the FLOPs of each dense shape, on the same worker streams) ran 4.0x faster; "
+            "`conv_transpose1d`'s `auto` 4.0x faster; `conv1d`'s `auto` 4.0x faster; the HiFi-GAN V1 generator "
+            "4.0x faster.") in blas
+    # hifigan-1: 1 GFLOP in 10 ms of matmul (40 ms behind the reference BLAS).
+    assert "| hifigan-1 | 25.0 | 100.0 | 40.0 | 10.0 | 4.0x |" in blas
+    assert "| bigvgan-aa |  |  |" in blas  # a grouped shape's thin matmul says little: no rate
+    assert "| HiFi-GAN V1 end to end |  |  | 8.00 s | 2.00 s | 4.0x |" in blas
+    # The two runs must be what their flags say.
+    with pytest.raises(ValueError, match="--reference-blas expects a run without"):
+        figures.rewrite(README.read_text(), forward=fast, reference_blas=fast)
+    with pytest.raises(ValueError, match="--forward expects a run with"):
+        figures.rewrite(README.read_text(), forward=slow, reference_blas=slow)
+    with pytest.raises(ValueError, match="give both"):
+        figures.rewrite(README.read_text(), reference_blas=slow)
 
 
 def test_figures_script_refuses_a_json_without_its_settings(tmp_path):
@@ -203,6 +330,14 @@ def test_figures_script_refuses_a_json_without_its_settings(tmp_path):
         figures.rewrite(README.read_text(), forward=run)
     with pytest.raises(ValueError, match="forward"):
         figures.rewrite(README.read_text(), forward=fake_run("forward+backward", 2))
+    with pytest.raises(ValueError, match="forward\\+backward"):
+        figures.rewrite(README.read_text(), backward=fake_run("forward", 2))
+
+
+def test_no_todo_is_left_for_the_lead():
+    """Fails while a figure still waits for a measurement: each TODO(lead) says the command that fills it."""
+    todos = [line.strip()[:120] for line in README.read_text().splitlines() if "TODO(lead)" in line]
+    assert not todos, "README still has TODO(lead):\n" + "\n".join(todos)
 
 
 def test_make_says_what_it_installs_before_installing():

@@ -1,22 +1,32 @@
 """Writes the README's benchmark tables and headline figures from ``mlx-deconv bench --json`` output.
 
-From the repository root, after a benchmark run of each kind::
+From the repository root (the runs take minutes; the MLX-ops decoder alone
+takes minutes behind the reference BLAS)::
 
     .venv/bin/python -m mlx_deconv bench --json out/bench_forward.json --plot docs/bench_forward.png
     .venv/bin/python -m mlx_deconv bench --backward --json out/bench_backward.json
+    MLX_DECONV_BLAS=0 .venv/bin/python -m mlx_deconv bench --no-decoder --no-tuned --json out/bench_reference_blas.json
     .venv/bin/python tools/readme_figures.py --forward out/bench_forward.json \\
-        --backward out/bench_backward.json --machine "Linux x86-64 (AMD EPYC, 2 cores)"
+        --backward out/bench_backward.json --reference-blas out/bench_reference_blas.json
 
-Each region sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``:
+``--forward`` takes one or more JSON files of forward runs (``bench --only
+PART`` runs the parts separately); each part is taken from the file that
+has it. Each region sits between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->``:
 
-* ``forward`` and ``backward``: a caption (machine, dtype, stream, median of
-  how many runs) and the table ``bench`` printed, rewritten from the JSON
-  given for it (a region without JSON is left as it is);
-* ``headline``: the introduction's speed-ups, always recomputed from the
+* ``forward`` and ``backward``: the ``conv_transpose1d`` table of a forward
+  and of a ``--backward`` run, with a caption (machine, dtype, stream,
+  median of how many runs);
+* ``conv1d``: the ``conv1d`` rows (HiFi-GAN V1's residual blocks) of a forward run;
+* ``decoder``: the end-to-end HiFi-GAN V1 row of a forward run;
+* ``blas``: the forward run (optimized BLAS, loaded by ``import mlx_deconv``)
+  against ``--reference-blas``, the same benchmark with ``MLX_DECONV_BLAS=0``
+  (MLX's bundled reference BLAS): MLX's matmul rate and ``auto``'s times;
+* ``headline``: the introduction's figures, always recomputed from the
   tables now in the README, so the words cannot disagree with the tables.
 
-``--check`` rewrites nothing and exits with status 1 if the headline
-disagrees with the tables.
+A region without JSON is left as it is. ``--check`` rewrites nothing and
+exits with status 1 if the headline disagrees with the tables.
 """
 
 from __future__ import annotations
@@ -26,13 +36,16 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 HIFIGAN = ("hifigan-1", "hifigan-2", "hifigan-3", "hifigan-4")
 DEPTHWISE = "bigvgan-aa"
 RATIO_COLUMN = "auto / builtin"
+MLX_DECONV_ROW = "mlx_deconv"  # the decoder table's row label starts with this
+TORCH_ROW = "PyTorch"
+REGIONS = ("headline", "forward", "backward", "conv1d", "decoder", "blas")
 
 
 def region(text: str, name: str) -> str:
@@ -49,48 +62,125 @@ def replace_region(text: str, name: str, body: str) -> str:
                   lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text, count=1, flags=re.S)
 
 
+# -- reading the README's tables --------------------------------------------------------------------
+def _cells(line: str) -> List[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def table_rows(body: str) -> Optional[List[Dict[str, str]]]:
+    """The first Markdown table in ``body`` as ``[{column: cell}]``, or None when there is none."""
+    lines = [line for line in body.splitlines() if line.startswith("|")]
+    if len(lines) < 3:
+        return None
+    head = _cells(lines[0])
+    return [dict(zip(head, _cells(line))) for line in lines[2:]]
+
+
 def table_ratios(body: str) -> Dict[str, str]:
     """``{shape: "11.9x"}`` from the "auto / builtin" column of the Markdown table in ``body``."""
-    rows = [line for line in body.splitlines() if line.startswith("|")]
-    if len(rows) < 3:
+    rows = table_rows(body)
+    if rows is None:
         raise ValueError(f"no Markdown table in {body[:200]!r}")
-    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
-    head = cells(rows[0])
-    column = head.index(RATIO_COLUMN)
-    return {cells(line)[0]: cells(line)[column] for line in rows[2:]}
+    return {row["shape"]: row[RATIO_COLUMN] for row in rows}
 
 
-def _value(ratio: str) -> float:
-    return float(ratio.rstrip("x"))
+def _value(cell: str) -> float:
+    """The number in a cell: ``"11.9x"``, ``"720.5"``, ``"1.2*"`` (timed once)."""
+    return float(cell.rstrip("x*"))
 
 
-def _span(ratios: List[str]) -> str:
+def _span(cells: Sequence[str], suffix: str = "x") -> str:
     """``"7.1-13.6x"`` from the table's own strings, so the headline rounds as the table does."""
-    lo, hi = min(ratios, key=_value), max(ratios, key=_value)
-    return lo if lo == hi else f"{lo.rstrip('x')}-{hi}"
+    lo, hi = (c.rstrip("x*") for c in (min(cells, key=_value), max(cells, key=_value)))
+    return f"{lo}{suffix}" if lo == hi else f"{lo}-{hi}{suffix}"
+
+
+def _times_torch(row: Dict[str, str]) -> Optional[float]:
+    """``auto``'s time over PyTorch's in a ``conv_transpose1d`` table row, or None without PyTorch."""
+    torch = row.get("torch ms")
+    if not torch:
+        return None
+    return _value(row[f"{row['auto']} ms"]) / _value(torch)
+
+
+def _optional_table(text: str, name: str) -> Optional[List[Dict[str, str]]]:
+    try:
+        return table_rows(region(text, name))
+    except ValueError:
+        return None
 
 
 def headline(text: str) -> str:
-    """The headline sentence computed from the README's forward and backward tables."""
+    """The headline computed from the README's tables (a sentence per table that is filled in)."""
+    forward_rows = table_rows(region(text, "forward"))
     forward = table_ratios(region(text, "forward"))
     backward = table_ratios(region(text, "backward"))
-    return (f"On the CPU stream it ran {_span([forward[s] for s in HIFIGAN])} faster than `mx.conv_transpose1d` "
-            f"on the HiFi-GAN shapes, {_span([backward[s] for s in HIFIGAN])} with the backward pass, and "
-            f"{forward[DEPTHWISE]} on BigVGAN's depthwise anti-aliasing layer (one `bench` run of each kind, "
-            f"tables below).\n")
+    parts = [f"On the CPU stream `conv_transpose1d` ran {_span([forward[s] for s in HIFIGAN])} faster than "
+             f"`mx.conv_transpose1d` on the HiFi-GAN shapes, {_span([backward[s] for s in HIFIGAN])} with the "
+             f"backward pass, and {forward[DEPTHWISE]} on BigVGAN's depthwise anti-aliasing layer"]
+    vs_torch = [_times_torch(row) for row in forward_rows if row["shape"] in HIFIGAN]
+    if all(v is not None for v in vs_torch):
+        parts[-1] += (f"; on the HiFi-GAN shapes it took {_span([f'{v:.2f}' for v in vs_torch])} PyTorch's "
+                      f"CPU time")
+    conv = _optional_table(text, "conv1d")
+    if conv:
+        dilated = [r[RATIO_COLUMN] for r in conv if int(r["dilation"]) > 1]
+        plain = [r[RATIO_COLUMN] for r in conv if int(r["dilation"]) == 1]
+        said = []
+        if dilated:
+            said.append(f"{_span(dilated)} faster than `mx.conv1d` on HiFi-GAN's dilated residual-block "
+                        f"convolutions")
+        if plain:
+            said.append(f"{_span(plain)} on the undilated ones")
+        parts.append("`conv1d` ran " + " and ".join(said))
+    decoder = _optional_table(text, "decoder")
+    if decoder:
+        rows = {r["HiFi-GAN V1 generator"].split(" ")[0]: r for r in decoder}
+        ours = rows[MLX_DECONV_ROW]
+        sentence = (f"the HiFi-GAN V1 generator ran end to end at a real-time factor of {ours['real-time factor']}, "
+                    f"{ours['speed-up over MLX ops']} faster than on MLX's ops")
+        if TORCH_ROW in rows:
+            sentence += f" and in {_value(ours['seconds']) / _value(rows[TORCH_ROW]['seconds']):.2f}x PyTorch's time"
+        parts.append(sentence)
+    return "; ".join(parts) + " (one `bench` run of each kind, tables below).\n"
+
+
+# -- writing the regions from JSON ---------------------------------------------------------------
+def _where(result: Dict, machine: Optional[str]) -> str:
+    return f"{machine}; {result['machine']}" if machine else result["machine"]
+
+
+def _settings(result: Dict) -> Tuple[int, int]:
+    repeat, warmup = result.get("repeat"), result.get("warmup")
+    if repeat is None or warmup is None:
+        raise ValueError("this JSON does not record repeat and warmup: write it with a current `bench --json`")
+    return repeat, warmup
+
+
+def _torch_note(result: Dict) -> str:
+    details = result.get("machine_details") or {}
+    if not details.get("torch"):
+        return ""
+    return (f" PyTorch {details['torch']} was timed after every MLX timing of the run, with "
+            f"{details.get('torch_threads')} threads (its default).")
+
+
+def _tuned_note(rows: List[Dict]) -> str:
+    if not any(r.get("tuned") for r in rows):
+        return ""
+    return (" \"tuned\": autotuning's choice, timed in the same run; \"auto / tuned\": the rule's time over the "
+            "tuned backend's.")
 
 
 def caption(result: Dict, machine: Optional[str]) -> str:
+    """The caption of a ``conv_transpose1d`` table."""
     stream = result.get("stream", "default")
     stream = "the default stream" if stream == "default" else f"stream {stream}"
-    repeat = result.get("repeat")
-    warmup = result.get("warmup")
-    if repeat is None or warmup is None:
-        raise ValueError("this JSON does not record repeat and warmup: write it with a current `bench --json`")
-    where = f"{machine}; {result['machine']}" if machine else result["machine"]
-    return (f"{result['kind'].capitalize()}, measured on {where}, "
+    repeat, warmup = _settings(result)
+    return (f"{result['kind'].capitalize()}, measured on {_where(result, machine)}, "
             f"{result['dtype']}, {stream}, median of {repeat} after {warmup} warm-up "
-            f"(a dash: the backend would compute as `gemm` there):\n")
+            f"(a dash: the backend would compute as `gemm` there).{_tuned_note(result['rows'])}"
+            f"{_torch_note(result)}\n")
 
 
 def table_region(result: Dict, machine: Optional[str]) -> str:
@@ -100,14 +190,138 @@ def table_region(result: Dict, machine: Optional[str]) -> str:
     return caption(result, machine) + "\n" + bench.table(result["rows"], backward) + "\n"
 
 
-def rewrite(text: str, forward: Optional[Dict] = None, backward: Optional[Dict] = None,
-            machine: Optional[str] = None) -> str:
-    """The README text with the given regions rewritten and the headline recomputed."""
-    for name, result, kind in (("forward", forward, "forward"), ("backward", backward, "forward+backward")):
-        if result is not None:
-            if result.get("kind") != kind:
-                raise ValueError(f"--{name} expects a {kind} run, got {result.get('kind')!r}")
-            text = replace_region(text, name, table_region(result, machine))
+def conv1d_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv import bench_conv1d
+
+    repeat, warmup = _settings(result)
+    rows = result["conv1d_rows"]
+    stream = result.get("stream", "default")
+    return (f"`conv1d`, {result['kind']}, HiFi-GAN V1's residual-block convolutions (\"same\" padding, "
+            f"{bench_conv1d.FRAMES} mel frames: one second of 22.05 kHz audio at each stage's rate), measured on "
+            f"{_where(result, machine)}, {result['dtype']}, stream {stream}, median of {repeat} after {warmup} "
+            f"warm-up. \"auto / builtin\": the speed-up over `mx.conv1d` in the same run.{_tuned_note(rows)}"
+            f"{_torch_note(result)}\n\n" + bench_conv1d.table(rows, repeat, result.get("slow_seconds")) + "\n")
+
+
+def decoder_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv import bench_decoder
+
+    repeat, warmup = _settings(result)
+    dec = result["decoder"]
+    return (f"The HiFi-GAN V1 generator end to end (512 initial channels, rates 8, 8, 2, 2, kernels 16, 16, 4, 4, "
+            f"resblock \"1\"), float32, stream {result.get('stream', 'default')}, measured on "
+            f"{_where(result, machine)}: "
+            + bench_decoder.caption(dec, repeat, warmup, result.get("decoder_slow_seconds"))
+            + _torch_note(result) + "\n\n" + bench_decoder.table(dec, repeat) + "\n")
+
+
+def _blas_name(result: Dict) -> str:
+    details = result.get("machine_details") or {}
+    return f"`{details.get('blas')}`" if details.get("blas") else "the platform BLAS"
+
+
+def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str:
+    """The forward run behind the optimized BLAS against the same benchmark behind the reference BLAS."""
+    for result, want, flag in ((optimized, True, "--forward"), (reference, False, "--reference-blas")):
+        details = result.get("machine_details") or {}
+        if "blas_optimized" not in details:
+            raise ValueError(f"{flag}: this JSON does not record the BLAS: write it with a current `bench --json`")
+        if bool(details["blas_optimized"]) != want:
+            raise ValueError(f"{flag} expects a run {'with' if want else 'without'} the optimized BLAS "
+                             f"(MLX_DECONV_BLAS{'' if want else '=0'}), got {details.get('blas')!r}")
+        if result.get("kind") != "forward":
+            raise ValueError(f"{flag} expects a forward run, got {result.get('kind')!r}")
+    repeat, warmup = _settings(optimized)
+    lines = ["| row | matmul GFLOP/s, reference BLAS | matmul GFLOP/s, optimized | auto ms, reference BLAS "
+             "| auto ms, optimized | speed-up |",
+             "|---|---|---|---|---|---|"]
+    matmul_ratios, speedups = [], {}
+
+    def add(kind: str, name: str, ref_s: float, opt_s: float, ref_rate: str = "", opt_rate: str = "") -> None:
+        speedups.setdefault(kind, []).append(ref_s / opt_s)
+        show = (lambda s: f"{s:.2f} s") if kind == "decoder" else (lambda s: f"{s * 1e3:.1f}")
+        lines.append(f"| {name} | {ref_rate} | {opt_rate} | {show(ref_s)} | {show(opt_s)} | {ref_s / opt_s:.1f}x |")
+
+    ref_rows = {r["shape"]["name"]: r for r in reference.get("rows") or []}
+    for row in optimized.get("rows") or []:
+        ref = ref_rows.get(row["shape"]["name"])
+        if ref is None:
+            continue
+        rates = ("", "")
+        if row["shape"].get("groups", 1) == 1:  # the matmul of a grouped shape is thin: its rate says little
+            ref_rate, opt_rate = row["gflop"] / ref["matmul_seconds"], row["gflop"] / row["matmul_seconds"]
+            matmul_ratios.append(opt_rate / ref_rate)
+            rates = (f"{ref_rate:.1f}", f"{opt_rate:.1f}")
+        add("conv_transpose1d", row["shape"]["name"], ref["seconds"][ref["auto"]], row["seconds"][row["auto"]],
+            *rates)
+    ref_conv = {r["shape"]["name"]: r for r in reference.get("conv1d_rows") or []}
+    for row in optimized.get("conv1d_rows") or []:
+        ref = ref_conv.get(row["shape"]["name"])
+        if ref is not None:
+            add("conv1d", f"conv1d {row['shape']['name']}", ref["seconds"][ref["auto"]], row["seconds"][row["auto"]])
+    if optimized.get("decoder") and reference.get("decoder"):
+        add("decoder", "HiFi-GAN V1 end to end", reference["decoder"]["seconds"]["auto"],
+            optimized["decoder"]["seconds"]["auto"])
+    if len(lines) == 2:
+        raise ValueError("--forward and --reference-blas have no row in common")
+    span = lambda values: (f"{min(values):.1f}x" if f"{min(values):.1f}" == f"{max(values):.1f}"
+                           else f"{min(values):.1f}-{max(values):.1f}x")
+    said = []
+    if matmul_ratios:
+        said.append(f"MLX's own matmul (the FLOPs of each dense shape, on the same worker streams) ran "
+                    f"{span(matmul_ratios)} faster")
+    names = {"conv_transpose1d": "`conv_transpose1d`'s `auto`", "conv1d": "`conv1d`'s `auto`",
+             "decoder": "the HiFi-GAN V1 generator"}
+    said += [f"{names[kind]} {span(values)} faster" for kind, values in speedups.items()]
+    where = machine or optimized["machine"].split(", CPU BLAS")[0]
+    return (f"Measured on {where}, forward, {optimized['dtype']}, median of {repeat} after {warmup} warm-up: the "
+            f"same benchmark behind MLX's bundled {_blas_name(reference)} (`MLX_DECONV_BLAS=0`) and behind "
+            f"{_blas_name(optimized)} loaded by `import mlx_deconv`. With it, " + "; ".join(said) + ".\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def _parts(results: Sequence[Dict]) -> Dict[str, Dict]:
+    """``{part: result}`` for the parts (``rows``, ``conv1d_rows``, ``decoder``) the forward results hold."""
+    found: Dict[str, Dict] = {}
+    for result in results:
+        if result.get("kind") != "forward":
+            raise ValueError(f"--forward expects a forward run, got {result.get('kind')!r}")
+        for part in ("rows", "conv1d_rows", "decoder"):
+            if result.get(part):
+                if part in found:
+                    raise ValueError(f"two --forward files hold {part!r}: give each part once")
+                found[part] = result
+    return found
+
+
+def rewrite(text: str, forward=None, backward: Optional[Dict] = None, machine: Optional[str] = None,
+            reference_blas: Optional[Dict] = None) -> str:
+    """The README text with the given regions rewritten and the headline recomputed.
+
+    Args:
+        forward: one forward ``bench --json`` result, or a list of them (each part from the one that has it).
+        backward: a ``bench --backward --json`` result.
+        reference_blas: a forward result run with ``MLX_DECONV_BLAS=0``, for the ``blas`` region.
+    """
+    forwards = [] if forward is None else [forward] if isinstance(forward, dict) else list(forward)
+    parts = _parts(forwards)
+    if "rows" in parts:
+        text = replace_region(text, "forward", table_region(parts["rows"], machine))
+    if "conv1d_rows" in parts:
+        text = replace_region(text, "conv1d", conv1d_region(parts["conv1d_rows"], machine))
+    if "decoder" in parts:
+        text = replace_region(text, "decoder", decoder_region(parts["decoder"], machine))
+    if backward is not None:
+        if backward.get("kind") != "forward+backward":
+            raise ValueError(f"--backward expects a forward+backward run, got {backward.get('kind')!r}")
+        text = replace_region(text, "backward", table_region(backward, machine))
+    if reference_blas is not None:
+        if not forwards:
+            raise ValueError("--reference-blas is compared with --forward: give both")
+        merged = dict(forwards[0])
+        for part, result in parts.items():
+            merged[part] = result[part]
+        text = replace_region(text, "blas", blas_region(merged, reference_blas, machine))
     return replace_region(text, "headline", headline(text))
 
 
@@ -119,8 +333,9 @@ def headline_agrees(text: str) -> Tuple[bool, str, str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Rewrite the README's benchmark regions from bench --json output.")
-    parser.add_argument("--forward", help="JSON of `mlx-deconv bench --json PATH`")
+    parser.add_argument("--forward", nargs="+", help="JSON of forward `mlx-deconv bench --json PATH` runs")
     parser.add_argument("--backward", help="JSON of `mlx-deconv bench --backward --json PATH`")
+    parser.add_argument("--reference-blas", help="JSON of the forward run with MLX_DECONV_BLAS=0 (the blas region)")
     parser.add_argument("--machine", help="how to name the machine in the captions (default: the JSON's)")
     parser.add_argument("--readme", default=str(README))
     parser.add_argument("--check", action="store_true", help="only check that the headline agrees with the tables")
@@ -133,7 +348,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"headline disagrees with the tables:\n  README: {written}  tables: {computed}")
         return 0 if agrees else 1
     load = lambda p: json.loads(Path(p).read_text()) if p else None
-    path.write_text(rewrite(text, load(args.forward), load(args.backward), args.machine))
+    forward = [load(p) for p in args.forward] if args.forward else None
+    path.write_text(rewrite(text, forward, load(args.backward), args.machine, load(args.reference_blas)))
     print(f"rewrote {path}")
     return 0
 
