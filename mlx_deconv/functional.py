@@ -187,6 +187,18 @@ def conv1d(
     return _prepared_call("conv1d", _prepare_conv1d, x, weight, bias, stream, args)
 
 
+def _typed(value):
+    """``value`` as a cache key part that tells types apart: ``1.0 == True == 1`` and they hash alike,
+    so a key of values alone would hand ``dilation=1.0`` the call prepared (and checked) for ``1``.
+    Plain ints, strings and None (nearly every call) stay as they are."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if kind is tuple or kind is list:
+        return (kind, tuple(_typed(v) for v in value))
+    return (kind, value)
+
+
 def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
     """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
     x = _as_array("x", x)
@@ -196,7 +208,7 @@ def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: 
     stream = resolve_stream(stream)
     # What preparing depends on (compiled functions retrace for a new dtype themselves).
     # Streams compare by device and index but hash by identity: their text is the key.
-    key = (op, x.shape, weight.shape, None if bias is None else bias.shape, tuple(args.items()), repr(stream))
+    key = (op, x.shape, weight.shape, None if bias is None else bias.shape, tuple((k, _typed(v)) for k, v in args.items()), repr(stream))
     # With autotuning on, "auto" depends on the dtype, the timed pass and the tuner's state too.
     tuning = autotune.autotune_mode() if args["backend"] == "auto" else None
     if tuning is not None:
