@@ -334,6 +334,23 @@ def test_figures_script_refuses_a_json_without_its_settings(tmp_path):
         figures.rewrite(README.read_text(), backward=fake_run("forward", 2))
 
 
+def test_design_tables_list_the_bench_shapes():
+    """docs/design.md's tables of the benchmark's shapes are the shapes ``bench`` runs."""
+    from mlx_deconv import bench, bench_conv1d
+
+    text = (ROOT / "docs" / "design.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] and not cells[0].startswith(("name", "---")):
+            rows[cells[0]] = cells
+    for s in bench.SHAPES:
+        assert rows[s.name][1:10] == [str(v) for v in (s.batch, s.length, s.in_channels, s.out_channels,
+                                                       s.kernel_size, s.stride, s.padding, s.dilation, s.groups)]
+    for s in bench_conv1d.CONV1D_SHAPES:
+        assert rows[s.name][1:5] == [str(v) for v in (s.length, s.channels, s.kernel_size, s.dilation)]
+
+
 def test_no_todo_is_left_for_the_lead():
     """Fails while a figure still waits for a measurement: each TODO(lead) says the command that fills it."""
     todos = [line.strip()[:120] for line in README.read_text().splitlines() if "TODO(lead)" in line]
