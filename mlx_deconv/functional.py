@@ -208,7 +208,8 @@ def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: 
     stream = resolve_stream(stream)
     # What preparing depends on (compiled functions retrace for a new dtype themselves).
     # Streams compare by device and index but hash by identity: their text is the key.
-    key = (op, x.shape, weight.shape, None if bias is None else bias.shape, tuple((k, _typed(v)) for k, v in args.items()), repr(stream))
+    key = (op, x.shape, weight.shape, None if bias is None else bias.shape,
+           tuple((k, _typed(v)) for k, v in args.items()), repr(stream))
     # With autotuning on, "auto" depends on the dtype, the timed pass and the tuner's state too.
     tuning = autotune.autotune_mode() if args["backend"] == "auto" else None
     if tuning is not None:

@@ -104,6 +104,12 @@ def seen(a, dtype):
     return np.array(mx.array(np.asarray(a, np.float32)).astype(dtype).astype(mx.float32), np.float64)
 
 
+def _padding_form(draw, form):
+    if form == "int":
+        return draw(st.integers(0, 3))
+    return (draw(st.integers(0, 3)), draw(st.integers(0, 3))) if form == "pair" else form
+
+
 def spell_int(draw, value):
     """An integer argument in one of the spellings the ops accept."""
     form = draw(st.sampled_from(["int", "int", "numpy", "tuple"]))
@@ -119,7 +125,7 @@ def transposed_calls(draw, corrupt=None):
     stride, dilation = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     taps, length = draw(st.integers(1, 6)), draw(st.integers(1, 8))
     form = draw(st.sampled_from(["int", "pair", "valid", "same", "causal"]))
-    padding = {"int": draw(st.integers(0, 3)), "pair": (draw(st.integers(0, 3)), draw(st.integers(0, 3)))}.get(form, form)
+    padding = _padding_form(draw, form)
     output_padding = draw(st.one_of(st.none(), st.integers(0, max(stride, dilation) - 1)))
     case = Case(batch, length, groups, cig, cog, taps, stride, dilation, padding, output_padding,
                 draw(st.booleans()), draw(st.integers(0, 2**31 - 1)))
@@ -127,7 +133,8 @@ def transposed_calls(draw, corrupt=None):
     out_len = (length - 1) * stride + dilation * (taps - 1) + 1 - left - right
     if out_len < 1:  # a valid draw needs an output; a short one is the "padding too large" corruption below
         padding = 0
-        case = Case(batch, length, groups, cig, cog, taps, stride, dilation, 0, output_padding, case.use_bias, case.seed)
+        case = Case(batch, length, groups, cig, cog, taps, stride, dilation, 0, output_padding, case.use_bias,
+                    case.seed)
         left, right = case.crops()
         out_len = (length - 1) * stride + dilation * (taps - 1) + 1 - left - right
     x, w, b = case.arrays()
@@ -145,7 +152,8 @@ def transposed_calls(draw, corrupt=None):
     win = w if weight_format == "mlx" else ref.torch_weight(w, groups)
     kwargs = dict(x=as_given(xin, dtype)[0], weight=as_given(win, w_dtype)[0],
                   bias=None if b is None else as_given(b, w_dtype)[0],
-                  stride=spell_int(draw, stride), padding=list(padding) if isinstance(padding, tuple) and draw(st.booleans()) else padding,
+                  stride=spell_int(draw, stride),
+                  padding=list(padding) if isinstance(padding, tuple) and draw(st.booleans()) else padding,
                   output_padding=output_padding, dilation=spell_int(draw, dilation), groups=spell_int(draw, groups),
                   data_format=data_format, weight_format=weight_format,
                   backend=draw(st.sampled_from(["auto", "builtin", "gemm", "winograd"])),
@@ -189,6 +197,12 @@ def _bad_array(draw, name, kwargs, case, out_len):
         shape[-1] = 0
         kwargs[name] = mx.zeros(tuple(shape))
     return name, (name,)
+
+
+def _bad_bias(draw, kwargs, case, out_len):
+    if kwargs["bias"] is None:
+        return _word("bias", ["b", 3])(draw, kwargs, case, out_len)
+    return _bad_array(draw, "bias", kwargs, case, out_len)
 
 
 def _x_channels(draw, kwargs, case, out_len):
@@ -251,7 +265,7 @@ STREAMS = [3, "tpu", 1.5] + (["gpu", mx.gpu] if GPU_MISSING else [])
 TRANSPOSED_CORRUPTIONS = {
     "x": lambda d, k, c, o: _bad_array(d, "x", k, c, o),
     "weight": lambda d, k, c, o: _bad_array(d, "weight", k, c, o),
-    "bias": lambda d, k, c, o: _bad_array(d, "bias", k, c, o) if k["bias"] is not None else _word("bias", ["b", 3])(d, k, c, o),
+    "bias": lambda d, k, c, o: _bad_bias(d, k, c, o),
     "x channels": _x_channels,
     "stride": lambda d, k, c, o: _bad_int(d, "stride", k),
     "dilation": lambda d, k, c, o: _bad_int(d, "dilation", k),
@@ -305,7 +319,7 @@ def conv1d_calls(draw, corrupt=None):
     stride, dilation = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     taps, length = draw(st.integers(1, 5)), draw(st.integers(1, 16))
     form = draw(st.sampled_from(["int", "pair", "valid", "same", "causal"]))
-    padding = {"int": draw(st.integers(0, 3)), "pair": (draw(st.integers(0, 3)), draw(st.integers(0, 3)))}.get(form, form)
+    padding = _padding_form(draw, form)
     left, right = ref.conv1d_pads(padding, length, taps, stride, dilation)
     out_len = ref.conv1d_output_length(length, taps, stride, left, right, dilation)
     if out_len < 1:
@@ -358,7 +372,7 @@ def _conv1d_too_short(draw, kwargs, case, out_len):
 CONV1D_CORRUPTIONS = {
     "x": lambda d, k, c, o: _bad_array(d, "x", k, c, o),
     "weight": lambda d, k, c, o: _bad_array(d, "weight", k, c, o),
-    "bias": lambda d, k, c, o: _bad_array(d, "bias", k, c, o) if k["bias"] is not None else _word("bias", ["b", 3])(d, k, c, o),
+    "bias": lambda d, k, c, o: _bad_bias(d, k, c, o),
     "x channels": _x_channels,
     "stride": lambda d, k, c, o: _bad_int(d, "stride", k),
     "dilation": lambda d, k, c, o: _bad_int(d, "dilation", k),

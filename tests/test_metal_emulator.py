@@ -258,8 +258,8 @@ def run_sparse(threads, seed=0, source_edit=None, tmp_path=None):
     ])
     src, exe = tmp_path / "sparse.cpp", tmp_path / "sparse"
     src.write_text(program)
-    build = subprocess.run([metal_emulator.compiler(), "-std=c++17", "-O1", "-Wno-attributes", "-o", str(exe), str(src)],
-                           capture_output=True, text=True)
+    build = subprocess.run([metal_emulator.compiler(), "-std=c++17", "-O1", "-Wno-attributes", "-o", str(exe),
+                            str(src)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     if result.returncode:
