@@ -77,6 +77,11 @@ class _Stream:
         """Records the stream's batch, dtype and batching after its first successful step."""
         self._batched, self._batch, self._dtype = batched, x.shape[0], x.dtype
 
+    def _convolve(self, x: mx.array, **padding) -> mx.array:
+        """The layer's bare op (no bias, no activation) on batched NLC ``x``, with the stream's own padding."""
+        kwargs = dict(self.config.op_kwargs(), data_format="NLC", **padding)
+        return self.layer._op(x, self.layer.effective_weight(), None, **kwargs)
+
     def _empty(self, x: mx.array) -> mx.array:
         return mx.zeros((x.shape[0], 0, self.config.out_channels), x.dtype)
 
@@ -136,10 +141,7 @@ class StreamingConvTranspose1d(_Stream):
         pending = self._pending if self._pending is not None else self._empty(x)
         if x.shape[1]:
             # The chunk's full output, uncropped and without bias: padding (0, 0).
-            contribution = self.layer._op(
-                x, self.layer.effective_weight(), None, stride=c.stride, padding=(0, 0), output_padding=0,
-                dilation=c.dilation, groups=c.groups, backend=c.backend,
-            )
+            contribution = self._convolve(x, padding=(0, 0), output_padding=0)
             offset = self._rows * c.stride - self._start
             end = max(pending.shape[1], offset + contribution.shape[1])
             pending = mx.pad(pending, [(0, 0), (0, end - pending.shape[1]), (0, 0)])
@@ -211,8 +213,7 @@ class StreamingConv1d(_Stream):
         else:
             lo = self._emitted * c.stride - self._start
             hi = (ready - 1) * c.stride + self._span - self._start
-            y = self.layer._op(buffer[:, lo:hi], self.layer.effective_weight(), None, stride=c.stride, padding=0,
-                               dilation=c.dilation, groups=c.groups, backend=c.backend)
+            y = self._convolve(buffer[:, lo:hi], padding=0)
         start = min(ready * c.stride, available)  # the next output's window starts at ready * stride
         return self.layer.finish(y, batched), buffer[:, start - self._start:], start, ready
 
