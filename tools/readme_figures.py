@@ -115,6 +115,10 @@ def headline(text: str) -> str:
     forward_rows = table_rows(region(text, "forward"))
     forward = table_ratios(region(text, "forward"))
     backward = table_ratios(region(text, "backward"))
+    for name, table in (("forward", forward), ("backward", backward)):
+        missing = [s for s in HIFIGAN + (DEPTHWISE,) if s not in table]
+        if missing:
+            raise ValueError(f"the {name} table lacks {missing}: write it from a run of every shape")
     parts = [f"On the CPU stream `conv_transpose1d` ran {_span([forward[s] for s in HIFIGAN])} faster than "
              f"`mx.conv_transpose1d` on the HiFi-GAN shapes, {_span([backward[s] for s in HIFIGAN])} with the "
              f"backward pass, and {forward[DEPTHWISE]} on BigVGAN's depthwise anti-aliasing layer"]
@@ -165,6 +169,11 @@ def _torch_note(result: Dict) -> str:
             f"{details.get('torch_threads')} threads (its default).")
 
 
+def _stream(result: Dict) -> str:
+    stream = result.get("stream", "default")
+    return "the default stream" if stream == "default" else f"stream {stream}"
+
+
 def _tuned_note(rows: List[Dict]) -> str:
     if not any(r.get("tuned") for r in rows):
         return ""
@@ -174,11 +183,9 @@ def _tuned_note(rows: List[Dict]) -> str:
 
 def caption(result: Dict, machine: Optional[str]) -> str:
     """The caption of a ``conv_transpose1d`` table."""
-    stream = result.get("stream", "default")
-    stream = "the default stream" if stream == "default" else f"stream {stream}"
     repeat, warmup = _settings(result)
     return (f"{result['kind'].capitalize()}, measured on {_where(result, machine)}, "
-            f"{result['dtype']}, {stream}, median of {repeat} after {warmup} warm-up "
+            f"{result['dtype']}, {_stream(result)}, median of {repeat} after {warmup} warm-up "
             f"(a dash: the backend would compute as `gemm` there).{_tuned_note(result['rows'])}"
             f"{_torch_note(result)}\n")
 
@@ -195,10 +202,9 @@ def conv1d_region(result: Dict, machine: Optional[str]) -> str:
 
     repeat, warmup = _settings(result)
     rows = result["conv1d_rows"]
-    stream = result.get("stream", "default")
     return (f"`conv1d`, {result['kind']}, HiFi-GAN V1's residual-block convolutions (\"same\" padding, "
             f"{bench_conv1d.FRAMES} mel frames: one second of 22.05 kHz audio at each stage's rate), measured on "
-            f"{_where(result, machine)}, {result['dtype']}, stream {stream}, median of {repeat} after {warmup} "
+            f"{_where(result, machine)}, {result['dtype']}, {_stream(result)}, median of {repeat} after {warmup} "
             f"warm-up. \"auto / builtin\": the speed-up over `mx.conv1d` in the same run.{_tuned_note(rows)}"
             f"{_torch_note(result)}\n\n" + bench_conv1d.table(rows, repeat, result.get("slow_seconds")) + "\n")
 
@@ -208,8 +214,11 @@ def decoder_region(result: Dict, machine: Optional[str]) -> str:
 
     repeat, warmup = _settings(result)
     dec = result["decoder"]
-    return (f"The HiFi-GAN V1 generator end to end (512 initial channels, rates 8, 8, 2, 2, kernels 16, 16, 4, 4, "
-            f"resblock \"1\"), float32, stream {result.get('stream', 'default')}, measured on "
+    c = dec["config"]
+    join = lambda values: ", ".join(str(v) for v in values)
+    return (f"A HiFi-GAN generator end to end ({c['upsample_initial_channel']} initial channels, rates "
+            f"{join(c['upsample_rates'])}, kernels {join(c['upsample_kernel_sizes'])}, resblock \"{c['resblock']}\" "
+            f"with kernels {join(c['resblock_kernel_sizes'])}), float32, {_stream(result)}, measured on "
             f"{_where(result, machine)}: "
             + bench_decoder.caption(dec, repeat, warmup, result.get("decoder_slow_seconds"))
             + _torch_note(result) + "\n\n" + bench_decoder.table(dec, repeat) + "\n")
@@ -272,11 +281,11 @@ def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str
                     f"{span(matmul_ratios)} faster")
     names = {"conv_transpose1d": "`conv_transpose1d`'s `auto`", "conv1d": "`conv1d`'s `auto`",
              "decoder": "the HiFi-GAN V1 generator"}
-    said += [f"{names[kind]} {span(values)} faster" for kind, values in speedups.items()]
+    said += [f"{names[kind]} ran {span(values)} faster" for kind, values in speedups.items()]
     where = machine or optimized["machine"].split(", CPU BLAS")[0]
     return (f"Measured on {where}, forward, {optimized['dtype']}, median of {repeat} after {warmup} warm-up: the "
             f"same benchmark behind MLX's bundled {_blas_name(reference)} (`MLX_DECONV_BLAS=0`) and behind "
-            f"{_blas_name(optimized)} loaded by `import mlx_deconv`. With it, " + "; ".join(said) + ".\n\n"
+            f"{_blas_name(optimized)} loaded by `import mlx_deconv`. Behind the optimized BLAS, " + "; ".join(said) + ".\n\n"
             + "\n".join(lines) + "\n")
 
 
