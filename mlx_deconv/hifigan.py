@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -116,10 +117,11 @@ class HiFiGANConfig:
     @property
     def hop_size(self) -> int:
         """Audio samples per mel frame: the product of the upsampling rates."""
-        hop = 1
-        for u in self.upsample_rates:
-            hop *= u
-        return hop
+        return math.prod(self.upsample_rates)
+
+    def channels(self, stage: int) -> int:
+        """Channels after ``stage`` upsampling layers (``0``: after ``conv_pre``); each halves them."""
+        return self.upsample_initial_channel // 2 ** stage
 
     def upsample_padding(self, i: int) -> Tuple[int, int]:
         """``(padding, output_padding)`` of upsampling layer ``i``."""
@@ -191,32 +193,36 @@ class HiFiGAN(nn.Module):
         super().__init__()
         self.config = config
         kw = dict(backend=backend, weight_norm=weight_norm)
-        c0 = config.upsample_initial_channel
-        self.conv_pre = Conv1d(config.num_mels, c0, 7, padding=3, **kw)
+        self.conv_pre = Conv1d(config.num_mels, config.channels(0), 7, padding=3, **kw)
         self.ups = []
         self.resblocks = []
         block = ResBlock1 if config.resblock == "1" else ResBlock2
         for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)):
             padding, output_padding = config.upsample_padding(i)
-            self.ups.append(ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, stride=u, padding=padding,
+            self.ups.append(ConvTranspose1d(config.channels(i), config.channels(i + 1), k, stride=u, padding=padding,
                                             output_padding=output_padding, **kw))
             for kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
-                self.resblocks.append(block(c0 // 2 ** (i + 1), kernel, dilations, **kw))
-        self.conv_post = Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3, **kw)
+                self.resblocks.append(block(config.channels(i + 1), kernel, dilations, **kw))
+        self.conv_post = Conv1d(config.channels(len(self.ups)), 1, 7, padding=3, **kw)
 
     @property
     def num_kernels(self) -> int:
         return len(self.config.resblock_kernel_sizes)
 
+    def stage_blocks(self, stage: int) -> List[nn.Module]:
+        """The residual blocks after upsampling layer ``stage``, whose outputs are averaged."""
+        n = self.num_kernels
+        return self.resblocks[stage * n:(stage + 1) * n]
+
     def __call__(self, mel: mx.array) -> mx.array:
         x = self.conv_pre(mel)
-        n = self.num_kernels
         for i, up in enumerate(self.ups):
             x = up(nn.leaky_relu(x, LRELU_SLOPE))
-            total = self.resblocks[i * n](x)
-            for block in self.resblocks[i * n + 1:(i + 1) * n]:
+            blocks = self.stage_blocks(i)
+            total = blocks[0](x)
+            for block in blocks[1:]:
                 total = total + block(x)
-            x = total / n
+            x = total / len(blocks)
         x = self.conv_post(nn.leaky_relu(x, POST_LRELU_SLOPE))
         return mx.tanh(x)[..., 0]
 

@@ -118,11 +118,10 @@ class StreamingHiFiGAN:
         """Forgets the signal so far."""
         m = self.model
         parts = [m.conv_pre.streaming()]
-        n = m.num_kernels
         for i, up in enumerate(m.ups):
             parts += [_lrelu(LRELU_SLOPE), up.streaming()]
             blocks = []
-            for block in m.resblocks[i * n:(i + 1) * n]:
+            for block in m.stage_blocks(i):
                 if isinstance(block, ResBlock1):
                     steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c1.streaming(), _lrelu(LRELU_SLOPE), c2.streaming()]))
                              for c1, c2 in zip(block.convs1, block.convs2)]

@@ -72,19 +72,19 @@ def torch_generator(config: HiFiGANConfig, weight_norm: Optional[str] = "legacy"
     class Generator(tnn.Module):
         def __init__(self):
             super().__init__()
-            c0 = config.upsample_initial_channel
             self.num_kernels = len(config.resblock_kernel_sizes)
-            self.conv_pre = norm(tnn.Conv1d(config.num_mels, c0, 7, padding=3))
+            self.conv_pre = norm(tnn.Conv1d(config.num_mels, config.channels(0), 7, padding=3))
             self.ups = tnn.ModuleList()
             self.resblocks = tnn.ModuleList()
             block = Block1 if config.resblock == "1" else Block2
             for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)):
                 padding, output_padding = config.upsample_padding(i)
-                self.ups.append(norm(tnn.ConvTranspose1d(c0 // 2 ** i, c0 // 2 ** (i + 1), k, u, padding=padding,
-                                                         output_padding=output_padding)))
+                up = tnn.ConvTranspose1d(config.channels(i), config.channels(i + 1), k, u, padding=padding,
+                                         output_padding=output_padding)
+                self.ups.append(norm(up))
                 for kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
-                    self.resblocks.append(block(c0 // 2 ** (i + 1), kernel, dilations))
-            self.conv_post = norm(tnn.Conv1d(c0 // 2 ** len(self.ups), 1, 7, padding=3))
+                    self.resblocks.append(block(config.channels(i + 1), kernel, dilations))
+            self.conv_post = norm(tnn.Conv1d(config.channels(len(self.ups)), 1, 7, padding=3))
 
         def forward(self, x):
             x = self.conv_pre(x)

@@ -116,6 +116,7 @@ def test_config_errors():
     extra = dict(CONFIGS["1"], batch_size=16, learning_rate=2e-4)  # a config.json's training keys
     assert hifigan.HiFiGANConfig.from_dict(extra).hop_size == 8
     assert hifigan.V1.hop_size == 256 and hifigan.V1.num_mels == 80
+    assert [hifigan.V1.channels(i) for i in range(5)] == [512, 256, 128, 64, 32]
 
 
 @pytest.mark.parametrize("resblock", ["1", "2"])
