@@ -9,6 +9,10 @@ takes minutes behind the reference BLAS)::
     .venv/bin/python tools/readme_figures.py --forward out/bench_forward.json \\
         --backward out/bench_backward.json --reference-blas out/bench_reference_blas.json
 
+The reference-BLAS run leaves out the end-to-end decoder (its MLX-ops variant takes minutes
+there); without ``--no-decoder`` the ``blas`` region gets the generator's row too. The
+``conv1d`` rows of a ``--backward`` run are not written into the README.
+
 ``--forward`` takes one or more JSON files of forward runs (``bench --only
 PART`` runs the parts separately); each part is taken from the file that
 has it. Each region sits between ``<!-- bench:NAME -->`` and
