@@ -40,7 +40,7 @@ def _prepared_calls() -> "OrderedDict[tuple, Callable[..., mx.array]]":
         return _LOCAL.calls
 
 
-def _as_array(name: str, value) -> mx.array:
+def as_float_array(name: str, value) -> mx.array:
     """An MLX array of a float dtype the ops compute in.
 
     float64 gets one rule whether it comes from numpy or MLX: it is computed in
@@ -201,10 +201,10 @@ def _typed(value):
 
 def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
     """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
-    x = _as_array("x", x)
-    weight = _as_array("weight", weight)
+    x = as_float_array("x", x)
+    weight = as_float_array("weight", weight)
     if bias is not None:
-        bias = _as_array("bias", bias)
+        bias = as_float_array("bias", bias)
     stream = resolve_stream(stream)
     # What preparing depends on (compiled functions retrace for a new dtype themselves).
     # Streams compare by device and index but hash by identity: their text is the key.

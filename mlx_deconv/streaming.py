@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from .functional import _as_array as as_float_array
+from .functional import as_float_array
 from .geometry import conv1d_padding, resolve_padding
 
 
