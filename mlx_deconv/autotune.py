@@ -39,7 +39,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import mlx.core as mx
 
-from .devices import cpu_blas, has_reference_blas
+from .devices import cpu_blas
 
 ENV_AUTOTUNE = "MLX_DECONV_AUTOTUNE"
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
@@ -556,8 +556,10 @@ def tune(op: str, geom, stream: mx.Stream, dtype, *, names: List[str], rule: str
 
 def describe(stream: mx.Stream) -> List[str]:
     """Lines for ``info``: whether the rule was measured on this stream's kind of device, and the tuning state."""
-    if has_reference_blas(stream):
-        rule = "auto rule: measured on this kind of stream (Linux CPU, MLX's reference BLAS)"
+    blas = cpu_blas(stream)
+    if blas in ("reference", "optimized"):
+        which = "MLX's reference BLAS" if blas == "reference" else "the optimized BLAS mlx_deconv loads"
+        rule = f"auto rule: measured on this kind of stream (Linux CPU, {which})"
     else:
         rule = ("auto rule: reasoned, never measured on this kind of stream; "
                 "`python -m mlx_deconv tune` measures it (or MLX_DECONV_AUTOTUNE=1)")

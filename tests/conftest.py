@@ -1,8 +1,11 @@
 import os
 import sys
+import tempfile
 
-# The suite times nothing and writes no user cache: a user's autotuning setting stays out of it.
+# The suite times nothing and writes no user cache: a user's autotuning setting stays out of it,
+# and whatever a test tunes goes to a private folder of this run.
 os.environ.pop("MLX_DECONV_AUTOTUNE", None)
+os.environ["MLX_DECONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlx_deconv_tests_")
 
 import mlx_deconv  # noqa: F401  (first: on Linux it puts an optimized BLAS under MLX before mlx.core loads)
 

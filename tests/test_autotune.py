@@ -449,10 +449,10 @@ def test_table_and_speedup(tuner):
 
 
 def test_info_says_where_the_rule_was_never_measured(monkeypatch):
-    monkeypatch.setattr(autotune, "has_reference_blas", lambda stream: False)
-    assert "reasoned, never measured" in autotune.describe(CPU)[0]
-    monkeypatch.setattr(autotune, "has_reference_blas", lambda stream: True)
-    assert autotune.describe(CPU)[0].startswith("auto rule: measured")
+    for kind, measured in (("platform", False), (None, False), ("reference", True), ("optimized", True)):
+        monkeypatch.setattr(autotune, "cpu_blas", lambda stream, kind=kind: kind)
+        line = autotune.describe(CPU)[0]
+        assert line.startswith("auto rule: measured") if measured else "reasoned, never measured" in line, (kind, line)
 
 
 def test_tune_command_on_bench_shapes_and_clear(tuner, tmp_path, capsys):
