@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -6,6 +8,7 @@ import tempfile
 # and whatever a test tunes goes to a private folder of this run.
 os.environ.pop("MLX_DECONV_AUTOTUNE", None)
 os.environ["MLX_DECONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlx_deconv_tests_")
+atexit.register(shutil.rmtree, os.environ["MLX_DECONV_CACHE_DIR"], ignore_errors=True)
 
 import mlx_deconv  # noqa: F401  (first: on Linux it puts an optimized BLAS under MLX before mlx.core loads)
 
