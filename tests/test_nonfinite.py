@@ -14,7 +14,7 @@ import pytest
 
 import mlx_deconv as md
 import reference as ref
-from helpers import atol
+from helpers import atol, backend_call, tiny_blocks
 from mlx_deconv import metal_emulator
 from mlx_deconv.backends import paths
 from mlx_deconv.geometry import conv_geometry
@@ -73,6 +73,7 @@ TRANSPOSED = {
     "depthwise": ((2, 11, 3), (3, 5, 1), 2, (2, 2), 1, 3),
     "dilated": ((1, 9, 2), (3, 3, 2), 2, (1, 1), 2, 1),
     "one empty slot": ((1, 10, 3), (2, 7, 3), 2, (3, 3), 1, 1),
+    "grouped empty slot": ((2, 9, 4), (4, 5, 2), 2, (2, 2), 1, 2),
     "depthwise sparse": ((1, 9, 2), (2, 2, 1), 5, (1, 1), 1, 2),
     "depthwise empty slot": ((1, 10, 2), (2, 3, 1), 2, (1, 1), 1, 2),
 }
@@ -155,9 +156,6 @@ def test_each_place_reaches_some_outputs_and_spares_others():
 # would need a data-dependent branch (MLX graphs have none) or a second, non-minimal pass over the
 # signal. The bias is added after the transforms and lands exactly.
 SPREAD_BY_TRANSFORMS = {"x nan", "x inf", "x inf meets -inf", "x edges", "w nan", "w inf"}
-# The dense slab paths multiply every input row by each slab's whole weight, empty (shift, phase) slots
-# included: a zero weight times an Inf or NaN row is NaN at outputs that row does not reach.
-SPREAD_BY_EMPTY_SLOTS = {"x nan", "x inf", "x inf meets -inf", "x edges"}
 
 
 def _path_of(backend, name):
@@ -176,10 +174,6 @@ def _transposed_params():
                 if isinstance(path, paths.WinogradSlabs) and where in SPREAD_BY_TRANSFORMS:
                     marks = [pytest.mark.xfail(strict=True, reason="winograd's input and weight transforms mix "
                                                "neighbouring rows and taps: a non-finite value spreads over its tile")]
-                elif (isinstance(path, paths.DenseSlabs) and where in SPREAD_BY_EMPTY_SLOTS
-                      and len(path.shifts) * path.geom.stride > path.geom.kernel_size):
-                    marks = [pytest.mark.xfail(strict=True, reason="dense slab paths multiply an empty slot's zero "
-                                               "weight by every input row: 0 * Inf = NaN (not fixed yet)")]
                 yield pytest.param(backend, name, where, marks=marks, id=f"{backend}-{name}-{where}")
 
 
@@ -213,4 +207,22 @@ def test_metal_kernel_nonfinite_lands_as_defined(name, where):
     geom, _ = conv_geometry(shape_x, shape_w, stride=s, padding=(left, max(right, 0)),
                             output_padding=max(-right, 0) or None, dilation=d, groups=g)
     y = metal_emulator.run(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32), geom)
+    assert_lands_as_defined(np.array(y, np.float64), transposed_definition(x, w, b, s, left, right, d, g))
+
+
+@pytest.mark.parametrize("where", ["x nan", "x inf meets -inf", "w nan", "w inf"])
+@pytest.mark.parametrize("name", ["vocoder", "three rows", "one empty slot", "grouped empty slot", "depthwise",
+                                  "depthwise empty slot", "K < stride"])
+@pytest.mark.parametrize("backend", ["gemm", "winograd"])
+def test_nonfinite_across_block_edges(backend, name, where):
+    """Tiny blocks on every worker stream: each block's own edges and padding rows, not only the signal's."""
+    shape_x, shape_w, s, (left, right), d, g = TRANSPOSED[name]
+    shape_x = (shape_x[0], 3 * shape_x[1], shape_x[2])
+    if isinstance(_path_of(backend, name), paths.WinogradSlabs) and where in SPREAD_BY_TRANSFORMS:
+        pytest.skip("winograd spreads a non-finite value over its tile (the strict xfails above)")
+    x, w, b = poisoned(shape_x, shape_w, shape_w[0], where, 5)
+    x[0, shape_x[1] // 3, 0] = NAN if where == "x nan" else x[0, shape_x[1] // 3, 0]
+    call = backend_call(backend, tiny_blocks(16), stride=s, padding=(left, max(right, 0)),
+                        output_padding=max(-right, 0) or None, dilation=d, groups=g)
+    y = call(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32))
     assert_lands_as_defined(np.array(y, np.float64), transposed_definition(x, w, b, s, left, right, d, g))

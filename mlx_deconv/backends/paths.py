@@ -19,9 +19,11 @@ Scheduling (blocks, streams, writes, VJPs) is in :mod:`.schedule`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import List, Optional, Tuple
 
 import mlx.core as mx
+import numpy as np
 
 from ..geometry import Geometry
 from . import slabs, winograd
@@ -175,18 +177,53 @@ class WideSlabs(_Path):
         return y.reshape(batch, count * g.stride, g.out_channels)[:, offset : offset + length]
 
 
-def _accumulate(inner: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], count: int) -> mx.array:
-    """``sum_j inner[P - q_j : P - q_j + count] @ W_j``, each matmul added onto the sum in place (``mx.addmm``)."""
-    pad = shifts[-1]
+Runs = Tuple[Optional[Tuple[Tuple[int, int], ...]], ...]
+
+
+@lru_cache(maxsize=256)  # once per call signature, not per block
+def _filled_runs(geom: Geometry, shifts: Tuple[int, ...]) -> Runs:
+    """For each slab, None when a tap fills every phase, else the column ranges of its filled phases
+    (columns are phase-major, ``C_out/groups`` per phase)."""
+    reached = {k * geom.dilation for k in range(geom.kernel_size)}
+    runs = []
+    for q in shifts:
+        filled = [q * geom.stride + r in reached for r in range(geom.stride)]
+        if all(filled):
+            runs.append(None)
+            continue
+        edges = [r for r in range(geom.stride + 1) if (r < geom.stride and filled[r]) != (r > 0 and filled[r - 1])]
+        runs.append(tuple((a * geom.out_per_group, b * geom.out_per_group) for a, b in zip(edges[::2], edges[1::2])))
+    return tuple(runs)
+
+
+def _summed(terms) -> Optional[mx.array]:
+    """``sum rows @ w`` over ``terms = [(rows, w, runs)]``, each matmul added onto the sum in place (``mx.addmm``).
+
+    A slab with empty slots (``runs`` not None) multiplies only its filled
+    columns: its zero columns times an Inf or NaN input row would make NaN
+    where the definition has no product. Full slabs go first and make the sum.
+    """
     total = None
-    for q, w in zip(shifts, ws):
-        rows = inner[..., pad - q : pad - q + count, :]
-        total = rows @ w if total is None else mx.addmm(total, rows, w)
+    for rows, w, runs in sorted(terms, key=lambda term: term[2] is not None):
+        if runs is None:
+            total = rows @ w if total is None else mx.addmm(total, rows, w)
+            continue
+        if total is None:
+            shape = (*np.broadcast_shapes(rows.shape[:-2], w.shape[:-2]), rows.shape[-2], w.shape[-1])
+            total = mx.zeros(shape, rows.dtype)
+        for a, b in runs:
+            total[..., a:b] = mx.addmm(total[..., a:b], rows, w[..., a:b])
     return total
 
 
+def _accumulate(inner: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], count: int, runs: Runs) -> mx.array:
+    """``sum_j inner[P - q_j : P - q_j + count] @ W_j`` (see :func:`_summed`)."""
+    pad = shifts[-1]
+    return _summed([(inner[..., pad - q : pad - q + count, :], w, r) for q, w, r in zip(shifts, ws, runs)])
+
+
 def _exact_ends(total: mx.array, inner: mx.array, ws: List[mx.array], shifts: Tuple[int, ...], first: int,
-                length: int) -> mx.array:
+                length: int, runs: Runs) -> mx.array:
     """``total`` with the rows that read zero rows past the signal's ends recomputed from the slabs that exist.
 
     Zero rows times a NaN or Inf weight make NaN where the definition has no
@@ -198,6 +235,7 @@ def _exact_ends(total: mx.array, inner: mx.array, ws: List[mx.array], shifts: Tu
         total: ``(…, count, W)`` slab rows ``[first, first + count)``.
         inner: ``(…, max(shifts) + count, C)`` input rows from ``first - max(shifts)`` (zero outside the signal).
         length: input rows of the signal.
+        runs: each slab's filled columns (:func:`_filled_runs`).
     """
     pad, count = shifts[-1], total.shape[-2]
     for a, b in ((0, min(count, pad - first)), (max(0, length - first), count)):
@@ -206,11 +244,9 @@ def _exact_ends(total: mx.array, inner: mx.array, ws: List[mx.array], shifts: Tu
         cuts = sorted({a, b} | {c for q in shifts for c in (q - first, length + q - first) if a < c < b})
         pieces = []
         for u, v in zip(cuts, cuts[1:]):
-            piece = None
-            for q, w in zip(shifts, ws):
-                if first + u - q >= 0 and first + v - 1 - q < length:  # every row this slab reads exists
-                    rows = inner[..., pad - q + u : pad - q + v, :]
-                    piece = rows @ w if piece is None else mx.addmm(piece, rows, w)
+            # The slabs every row of whose reads exist.
+            piece = _summed([(inner[..., pad - q + u : pad - q + v, :], w, r) for q, w, r in zip(shifts, ws, runs)
+                             if first + u - q >= 0 and first + v - 1 - q < length])
             pieces.append(mx.zeros((*total.shape[:-2], v - u, total.shape[-1]), total.dtype) if piece is None else piece)
         total[..., a:b, :] = pieces[0] if len(pieces) == 1 else mx.concatenate(pieces, axis=-2)
     return total
@@ -249,7 +285,9 @@ class DenseSlabs(_Path):
         inner = slabs.signal_rows(x, lo + first - pad, count + pad)
         if g.batch == 1:  # one signal: 2-D rows, no batch axis for the matmul to walk
             inner = mx.squeeze(inner, axis=0)  # a view; inner[0] would gather a copy
-        total = _exact_ends(_accumulate(inner, ws, self.shifts, count), inner, ws, self.shifts, lo + first, g.length)
+        runs = _filled_runs(g, self.shifts)
+        total = _exact_ends(_accumulate(inner, ws, self.shifts, count, runs), inner, ws, self.shifts, lo + first,
+                            g.length, runs)
         return total.reshape(g.batch, count * g.stride, 1, -1)[:, offset : offset + length]
 
 
@@ -276,7 +314,9 @@ class GroupedSlabs(DenseSlabs):
         # (G, N, rows, C/G), so each slab's rows are a plain view
         inner = mx.contiguous(mx.moveaxis(inner.reshape(g.batch, -1, g.groups, g.in_per_group), 2, 0))
         ws = [w[:, None] for w in ws]  # weights broadcast over N
-        total = _exact_ends(_accumulate(inner, ws, self.shifts, count), inner, ws, self.shifts, lo + first, g.length)
+        runs = _filled_runs(g, self.shifts)
+        total = _exact_ends(_accumulate(inner, ws, self.shifts, count, runs), inner, ws, self.shifts, lo + first,
+                            g.length, runs)
         total = total.reshape(g.groups, g.batch, count, g.stride, -1).transpose(1, 2, 3, 0, 4)
         return total.reshape(g.batch, count * g.stride, g.groups, -1)[:, offset : offset + length]
 
