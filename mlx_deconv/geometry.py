@@ -203,12 +203,8 @@ def output_padding_for_size(
 
 
 @dataclass(frozen=True)
-class Geometry:
-    """One validated transposed convolution, in normal form (NLC, MLX weight layout).
-
-    The output is ``full[crop : crop + output_length]`` of the full output,
-    zero past its end.
-    """
+class _ConvShape:
+    """The fields and channel arithmetic both normal forms share (their own fields follow these)."""
 
     batch: int
     length: int
@@ -218,12 +214,6 @@ class Geometry:
     stride: int
     dilation: int
     groups: int
-    crop: int
-    output_length: int
-
-    @property
-    def full_length(self) -> int:
-        return full_length(self.length, self.kernel_size, self.stride, self.dilation)
 
     @property
     def in_per_group(self) -> int:
@@ -236,6 +226,22 @@ class Geometry:
     @property
     def depthwise(self) -> bool:
         return self.groups == self.in_channels == self.out_channels
+
+
+@dataclass(frozen=True)
+class Geometry(_ConvShape):
+    """One validated transposed convolution, in normal form (NLC, MLX weight layout).
+
+    The output is ``full[crop : crop + output_length]`` of the full output,
+    zero past its end.
+    """
+
+    crop: int
+    output_length: int
+
+    @property
+    def full_length(self) -> int:
+        return full_length(self.length, self.kernel_size, self.stride, self.dilation)
 
     @property
     def flops(self) -> int:
@@ -255,21 +261,13 @@ class Geometry:
 
 
 @dataclass(frozen=True)
-class Conv1dGeometry:
+class Conv1dGeometry(_ConvShape):
     """One validated direct convolution, in normal form (NLC, MLX weight layout).
 
     Output sample ``t`` reads input rows ``t*stride + k*dilation - pad_left``
     for taps ``k = 0..K-1``; rows outside ``[0, length)`` are zeros.
     """
 
-    batch: int
-    length: int
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int
-    dilation: int
-    groups: int
     pad_left: int
     pad_right: int
     output_length: int
@@ -277,18 +275,6 @@ class Conv1dGeometry:
     @property
     def padded_length(self) -> int:
         return self.pad_left + self.length + self.pad_right
-
-    @property
-    def in_per_group(self) -> int:
-        return self.in_channels // self.groups
-
-    @property
-    def out_per_group(self) -> int:
-        return self.out_channels // self.groups
-
-    @property
-    def depthwise(self) -> bool:
-        return self.groups == self.in_channels == self.out_channels
 
     @property
     def flops(self) -> int:
