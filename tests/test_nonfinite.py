@@ -226,3 +226,29 @@ def test_nonfinite_across_block_edges(backend, name, where):
                         output_padding=max(-right, 0) or None, dilation=d, groups=g)
     y = call(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32))
     assert_lands_as_defined(np.array(y, np.float64), transposed_definition(x, w, b, s, left, right, d, g))
+
+
+@pytest.mark.parametrize("where", sorted(SPREAD_BY_TRANSFORMS))
+@pytest.mark.parametrize("name", [n for n in TRANSPOSED if isinstance(_path_of("winograd", n), paths.WinogradSlabs)])
+def test_winograd_spread_stays_within_a_tile(name, where):
+    """What winograd does guarantee: every output the definition makes non-finite is non-finite (an Inf
+    may come out NaN); the extra non-finite outputs lie within one tile of such an output; every
+    other output is the definition's finite value."""
+    shape_x, shape_w, s, (left, right), d, g = TRANSPOSED[name]
+    shape_x = (shape_x[0], 40, shape_x[2])
+    path = _path_of("winograd", name)
+    span = (path.tile + len(path.shifts)) * s  # output samples one tile's input rows reach
+    x, w, b = poisoned(shape_x, shape_w, shape_w[0], where, 6)
+    y = np.array(md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32),
+                                     stride=s, padding=(left, max(right, 0)), output_padding=max(-right, 0) or None,
+                                     dilation=d, groups=g, backend="winograd"), np.float64)
+    expected = transposed_definition(x, w, b, s, left, right, d, g)
+    defined, got = ~np.isfinite(expected), ~np.isfinite(y)
+    assert not (defined & ~got).any(), "a non-finite output of the definition came out finite"
+    for n, t, _ in np.argwhere(got & ~defined):
+        nearest = np.abs(np.flatnonzero(defined[n].any(axis=-1)) - t).min()
+        assert nearest <= span, f"a non-finite value reached {nearest} samples away (a tile spans {span})"
+    both = np.isinf(expected) & np.isinf(y)
+    assert (np.sign(y[both]) == np.sign(expected[both])).all()
+    finite = ~defined & ~got
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-5, atol=atol(64))
