@@ -588,3 +588,36 @@ def test_a_prepared_call_is_not_reused_for_an_equal_value_of_another_type(op, na
     mx.eval(getattr(md, op)(x, w, **{name: good}))
     with pytest.raises(TypeError, match=name):
         getattr(md, op)(x, w, **{name: bad})
+
+
+# ---- sizes past 32 bits ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [
+    dict(batch=4, length=2**30, in_channels=8, out_channels=8, kernel_size=3, stride=1, dilation=1, groups=1),
+    dict(batch=2, length=2**27, in_channels=64, out_channels=32, kernel_size=16, stride=8, dilation=1, groups=1),
+    dict(batch=8, length=2**28, in_channels=16, out_channels=16, kernel_size=4, stride=2, dilation=1, groups=16),
+    dict(batch=3, length=2**29, in_channels=6, out_channels=6, kernel_size=5, stride=3, dilation=1, groups=2),
+], ids=["dense 2^32 rows", "vocoder 2^31 out", "depthwise 2^31 rows", "grouped"])
+@pytest.mark.parametrize("minimal_filtering", [False, True], ids=["gemm", "winograd"])
+def test_gemm_blocks_of_a_signal_past_2_31_elements_keep_32_bit_axes(dims, minimal_filtering):
+    """gemm's block arithmetic is Python's (unbounded), but each block's arrays are MLX's, whose axes
+    are 32-bit: batch * rows of a block (a matmul's row axis) and every block length stay below 2**31,
+    and the blocks tile the output exactly, for signals whose elements pass 2**31 (never allocated)."""
+    from mlx_deconv.backends import paths, schedule
+    from mlx_deconv.geometry import MAX_AXIS, Geometry, full_length
+
+    out_len = full_length(dims["length"], dims["kernel_size"], dims["stride"], dims["dilation"]) - 2
+    geom = Geometry(**dims, crop=1, output_length=out_len)
+    assert geom.batch * geom.length * geom.in_channels > 2**31 or geom.batch * out_len * geom.out_channels > 2**31
+    path = paths.choose(geom, minimal_filtering=minimal_filtering)
+    for workers in (1, 2, 8):
+        for backward in (False, True):
+            count = schedule.block_count(geom, path.per_row, workers, backward)
+            cuts = schedule.bounds(out_len, count)
+            assert cuts[0] == 0 and cuts[-1] == out_len and all(a <= b for a, b in zip(cuts, cuts[1:]))
+            if path.per_row is None and not backward:
+                continue  # fused depthwise: no block intermediate, blocks only share the work
+            for _, start, stop, lo, hi in schedule.block_spans(geom, cuts):
+                assert 0 <= lo <= hi <= geom.length
+                assert geom.batch * (hi - lo + geom.kernel_size * geom.dilation) <= MAX_AXIS
+                assert stop - start <= MAX_AXIS

@@ -115,6 +115,25 @@ def test_concurrent_conv1d_matches_the_reference(compile_mode):
     assert done == list(range(THREADS))
 
 
+@pytest.mark.parametrize("op, backend", [("transposed", b) for b in CPU_BACKENDS] + [("conv1d", "builtin")])
+def test_results_are_bitwise_identical_in_every_thread(op, backend):
+    """Determinism: a call gives the same bits on the main thread and in threads running at once."""
+    cases = transposed_cases() if op == "transposed" else conv1d_cases()
+
+    def results():
+        out = []
+        for seed, (x_shape, w_shape, kwargs, _) in enumerate(cases):
+            x, w, b = (mx.array(a, mx.float32) for a in _arrays(x_shape, w_shape, seed))
+            f = md.conv_transpose1d if op == "transposed" else md.conv1d
+            out.append(np.array(f(x, w, b, **kwargs, backend=backend)))
+        return out
+
+    first = results()
+    with ThreadPoolExecutor(THREADS) as pool:
+        for other in pool.map(lambda _: results(), range(THREADS)):
+            assert all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
 def test_layer_shared_between_threads():
     """One layer object called from several threads at once (a server's model)."""
     layer = md.ConvTranspose1d(8, 6, 16, stride=8, padding=4)
