@@ -2,9 +2,10 @@
 
 :class:`~mlx_deconv.conv_config.ConvConfig` holds everything that is not a
 parameter; the layers, the Keras spelling (:mod:`mlx_deconv.keras`) and the
-streaming wrappers (:mod:`mlx_deconv.streaming`) all read it. What happens after the convolution
-(bias, layout, activation) is :meth:`ConvLayer.finish`, which the streaming
-wrappers reuse. PyTorch import/export is in :mod:`mlx_deconv.interop`.
+streaming wrappers (:mod:`mlx_deconv.streaming`) all read it. What happens
+after the convolution (bias, layout, activation) is :meth:`ConvLayer.finish`,
+which the streaming wrappers reuse. PyTorch import/export is in
+:mod:`mlx_deconv.interop`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 
 from . import activations, initializers, interop
 from . import weight_norm as wn
-from .conv_config import ConvConfig, normalize_data_format  # noqa: F401  (normalize_data_format: re-exported)
-from .geometry import Padding
+from .conv_config import ConvConfig
 from .functional import conv1d, conv_transpose1d
+from .geometry import Padding
 from .interop import read_torch_state_dict
 from .streaming import StreamingConv1d, StreamingConvTranspose1d
 
@@ -181,8 +182,7 @@ class ConvLayer(nn.Module):
         return self.apply_activation(y)
 
     def streaming(self):
-        """A :class:`~mlx_deconv.StreamingConvTranspose1d` or :class:`~mlx_deconv.StreamingConv1d` that runs this
-        layer chunk by chunk."""
+        """This layer run chunk by chunk: a :class:`~mlx_deconv.StreamingConvTranspose1d` or :class:`~mlx_deconv.StreamingConv1d`."""
         return (StreamingConvTranspose1d if self.config.transposed else StreamingConv1d)(self)
 
     # -- PyTorch interop (the work is in mlx_deconv.interop) -----------
