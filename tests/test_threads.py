@@ -134,6 +134,33 @@ def test_results_are_bitwise_identical_in_every_thread(op, backend):
             assert all(np.array_equal(a, b) for a, b in zip(first, other))
 
 
+def test_autotuned_calls_from_threads(monkeypatch):
+    """With autotuning on, threads calling at once time each signature once (the tuner's lock) and
+    every call takes the tuned backend's correct result. The timer is injected: nothing is timed."""
+    from mlx_deconv import autotune
+
+    timed = []
+
+    def timer(fns):
+        timed.append(sorted(fns))
+        for fn in fns.values():  # each candidate runs once, in the tuning thread
+            mx.eval(fn())
+        return {name: (0.0 if name == "gemm" else 1.0) for name in fns}
+
+    old = autotune.use_tuner(autotune.Tuner(directory=False, timer=timer))
+    monkeypatch.setattr(autotune, "_override", "forward")
+    try:
+        cases = transposed_cases()[:5]
+        barrier = threading.Barrier(THREADS)
+        with ThreadPoolExecutor(THREADS) as pool:
+            done = list(pool.map(lambda k: _work("transposed", "auto", cases, k, barrier, rounds=1), range(THREADS)))
+        assert done == list(range(THREADS))
+        assert autotune.tuner().stats["timed"] == len(timed) <= len(cases)
+        assert timed and all("gemm" in names for names in timed)
+    finally:
+        autotune.use_tuner(old)
+
+
 def test_layer_shared_between_threads():
     """One layer object called from several threads at once (a server's model)."""
     layer = md.ConvTranspose1d(8, 6, 16, stride=8, padding=4)
