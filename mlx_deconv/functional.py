@@ -270,6 +270,8 @@ def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream,
     Compiled, because building the graph in Python was a large share of a small
     layer's time (figures: docs/performance.md).
     """
+    if geom.batch == 0:  # an empty batch: an empty output (the matmul paths cannot reshape empty blocks)
+        run = lambda x, weight, bias, geom: mx.zeros((0, geom.output_length, geom.out_channels), x.dtype)  # noqa: E731
 
     def call(x, weight, bias=None):
         with mx.stream(stream):
