@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
-from helpers import atol, mlx_weight_from_torch
+from helpers import atol
 from strategies import Case
 
 SECONDS_PER_CALL = 20
