@@ -100,7 +100,8 @@ def _winograd_applies(geom: AnyGeometry) -> bool:
 BACKENDS: Dict[str, Backend] = {
     "builtin": Backend("builtin", builtin.conv_transpose1d, getattr(builtin, "conv1d", None)),
     "gemm": Backend("gemm", gemm.conv_transpose1d, getattr(gemm, "conv1d", None)),
-    "winograd": Backend("winograd", gemm.winograd_conv_transpose1d, applies=_winograd_applies),
+    # winograd looks at its input's values (non-finite ones take the gemm path): no compiling.
+    "winograd": Backend("winograd", gemm.winograd_conv_transpose1d, applies=_winograd_applies, compilable=False),
     "metal": Backend("metal", metal.conv_transpose1d, available=_on_metal, compilable=False),
 }
 

@@ -104,8 +104,31 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
 def winograd_conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry,
                               policy: BlockPolicy = DEFAULT_POLICY) -> mx.array:
     """Backend ``"winograd"``: as :func:`conv_transpose1d`, with :class:`~.paths.WinogradSlabs`
-    where minimal filtering applies (:func:`winograd_applies`), else the same path as ``"gemm"``."""
-    return run_path(x, weight, bias, geom, paths.choose(geom, minimal_filtering=True), policy)
+    where minimal filtering applies (:func:`winograd_applies`), else the same path as ``"gemm"``.
+
+    Minimal filtering adds and subtracts neighbouring rows and taps before it
+    multiplies, so one NaN or Inf would reach its whole tile: a call whose
+    ``x`` or ``weight`` holds one takes the ``"gemm"`` path instead, which puts
+    them where the definition does. That look at the values evaluates them
+    (so this backend is not compiled); inside ``mx.compile`` or ``mx.vmap``,
+    where values cannot be looked at, minimal filtering runs regardless.
+    """
+    path = paths.choose(geom, minimal_filtering=True)
+    if isinstance(path, paths.WinogradSlabs) and values_finite(x, weight) is False:
+        path = paths.choose(geom)
+    return run_path(x, weight, bias, geom, path, policy)
+
+
+def values_finite(*arrays: mx.array) -> Optional[bool]:
+    """Whether every value of ``arrays`` is finite; None inside a transformation
+    (``mx.compile``, ``mx.vmap``) that forbids evaluating them."""
+    flag = mx.all(mx.isfinite(arrays[0]))
+    for a in arrays[1:]:
+        flag = mx.logical_and(flag, mx.all(mx.isfinite(a)))
+    try:
+        return bool(flag.item())
+    except ValueError:
+        return None
 
 
 def winograd_applies(geom: Geometry) -> bool:
