@@ -10,7 +10,8 @@ spectrogram ``(n_mels, frames)`` (``.npy`` or ``.pt``) into a WAV file:
 
 The first run converts the weights (torch is needed to read the ``.pt``) and
 saves them with MLX's ``save_weights`` next to the output as
-``<checkpoint name>.mlx.safetensors``; later runs read that file and need no torch.
+``<checkpoint name>-<hash>.mlx.safetensors`` (the hash of the checkpoint and the config);
+later runs read that file and need no torch, unless other users could have rewritten it.
 ``--stream`` synthesises chunk by chunk through the layers' own streams
 (equal to the offline waveform to float32 rounding; the difference is printed).
 
@@ -21,7 +22,10 @@ one (``generator.pt``, ``config.json``, ``mel.npy``) to try the rest with.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import stat
 import sys
 import time
 import wave
@@ -78,10 +82,30 @@ def load_mel(path: Path, num_mels: int) -> np.ndarray:
     return mel
 
 
+def converted_path(folder: Path, checkpoint: Path, config: hifigan.HiFiGANConfig) -> Path:
+    """Where the converted weights of this checkpoint and config go: named by a hash of both, so a
+    different checkpoint under the same name (or a changed one) is never mistaken for it."""
+    digest = hashlib.sha256(checkpoint.read_bytes())
+    digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    return folder / f"{checkpoint.stem}-{digest.hexdigest()[:16]}.mlx.safetensors"
+
+
+def trusted(path: Path) -> bool:
+    """True when ``path`` is ours and neither it nor its folder can be rewritten by other local users."""
+    try:
+        file, folder = path.stat(), path.parent.stat()
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or file.st_uid == os.getuid()
+    open_file = file.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    open_folder = folder.st_mode & stat.S_IWOTH and not folder.st_mode & stat.S_ISVTX
+    return mine and not open_file and not open_folder
+
+
 def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path, backend: str) -> hifigan.HiFiGAN:
-    """The generator from the converted weights if present, else converted from the checkpoint and saved."""
+    """The generator from the converted weights if present and trusted, else converted from the checkpoint and saved."""
     model = hifigan.HiFiGAN(config, backend=backend)
-    if converted.exists() and converted.stat().st_mtime >= checkpoint.stat().st_mtime:
+    if trusted(converted):
         model.load_weights(str(converted))
         print(f"weights: {converted} (converted earlier)")
     else:
@@ -136,7 +160,7 @@ def main(argv=None) -> dict:
         values["upsample_output_padding"] = True
     config = hifigan.HiFiGANConfig.from_dict(values)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    converted = args.out.parent / f"{args.checkpoint.stem}.mlx.safetensors"
+    converted = converted_path(args.out.parent, args.checkpoint, config)
     model = load_model(args.checkpoint, config, converted, args.backend)
     mel = load_mel(args.mel, config.num_mels)
     frames = mel.shape[1]

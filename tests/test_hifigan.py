@@ -177,3 +177,40 @@ def test_example_end_to_end(tmp_path):
     assert "converted earlier" in again.stdout
     with wave.open(str(out)) as f:
         assert f.getnframes() == 640
+
+
+def _vocoder_example():
+    import importlib.util
+
+    sys.path.insert(0, str(EXAMPLE.parent))  # the example imports its sibling common.py
+    try:
+        spec = importlib.util.spec_from_file_location("hifigan_vocoder_example", EXAMPLE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLE.parent))
+    return module
+
+
+def test_example_reuses_converted_weights_only_of_the_same_checkpoint_and_config(tmp_path):
+    example = _vocoder_example()
+    config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
+    first, second = tmp_path / "a" / "g.pt", tmp_path / "b" / "g.pt"
+    for path, content in ((first, b"one checkpoint"), (second, b"another checkpoint")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    # Same file name, different content or config: a different converted file, never the other's weights.
+    assert example.converted_path(out, first, config) != example.converted_path(out, second, config)
+    other = hifigan.HiFiGANConfig.from_dict({**CONFIGS["1"], "resblock": "2"})
+    assert example.converted_path(out, first, config) != example.converted_path(out, first, other)
+    converted = example.converted_path(out, first, config)
+    converted.write_bytes(b"weights")
+    converted.chmod(0o644)
+    assert example.trusted(converted)
+    out.chmod(0o777)  # another local user could swap the file
+    assert not example.trusted(converted)
+    out.chmod(0o755)
+    converted.chmod(0o666)
+    assert not example.trusted(converted)
