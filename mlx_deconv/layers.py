@@ -177,7 +177,26 @@ class ConvLayer(nn.Module):
         op = conv_transpose1d if self.config.transposed else conv1d
         return op(x, weight, bias, **kwargs)
 
+    def _check_channels(self, x) -> None:
+        """Names ``x`` and ``in_channels`` when x's channels are not the layer's (the op would blame groups
+        or the weight, which the caller did not give), and the data_format that would fit."""
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) not in (2, 3):
+            return  # the op names x's rank
+        c = self.config
+        axis, other_axis = (-1, -2) if c.data_format == "NLC" else (-2, -1)  # batched or not
+        if shape[axis] == c.in_channels:
+            return
+        message = (f"x of shape {shape} has {shape[axis]} channels (data_format={c.data_format!r}), "
+                   f"but the layer was built for in_channels={c.in_channels}")
+        if shape[other_axis] == c.in_channels:
+            other = "NCL" if c.data_format == "NLC" else "NLC"
+            looks = "channels-first" if other == "NCL" else "channels-last"
+            message += f'; x looks {looks}: build the layer with data_format="{other}"'
+        raise ValueError(message)
+
     def __call__(self, x: mx.array) -> mx.array:
+        self._check_channels(x)
         y = self._op(x, self.effective_weight(), self.get("bias"), **self.config.op_kwargs())
         return self.apply_activation(y)
 
@@ -240,6 +259,15 @@ _LAYER_ARGS_DOC = """
 """
 
 
+def _given_in_channels(cls_name: str, in_channels):
+    """``in_channels``, refusing None: these layers make their weight at construction."""
+    if in_channels is None:
+        hint = " (md.Conv1DTranspose takes C_in from its first input)" if cls_name == "ConvTranspose1d" else ""
+        raise TypeError(f"in_channels must be an integer (C_in), got None: {cls_name} makes its weight "
+                        f"at construction{hint}")
+    return in_channels
+
+
 class ConvTranspose1d(ConvLayer):
     _transposed = True
 
@@ -265,6 +293,7 @@ class ConvTranspose1d(ConvLayer):
         backend: str = "auto",
         in_size: Optional[Sequence[int]] = None,
     ):
+        in_channels = _given_in_channels("ConvTranspose1d", in_channels)
         config = ConvConfig(True, in_channels, out_channels, kernel_size, stride, padding, output_padding, dilation, groups,
                             bias, data_format, activation, weight_norm, weight_norm_dim, backend)
         super().__init__(config, kernel_init=kernel_init, bias_init=bias_init, w_mask=w_mask, in_size=in_size)
@@ -337,6 +366,7 @@ class Conv1d(ConvLayer):
         backend: str = "auto",
         in_size: Optional[Sequence[int]] = None,
     ):
+        in_channels = _given_in_channels("Conv1d", in_channels)
         config = ConvConfig(False, in_channels, out_channels, kernel_size, stride, padding, None, dilation, groups,
                             bias, data_format, activation, weight_norm, weight_norm_dim, backend)
         super().__init__(config, kernel_init=kernel_init, bias_init=bias_init, w_mask=w_mask, in_size=in_size)
