@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__, autotune, backends, bench, reference
 from .devices import is_metal, resolve_stream
 from .functional import conv_transpose1d
-from .geometry import conv_geometry
+from .validation import conv_geometry
 
 
 def streams() -> List[mx.Stream]:

@@ -721,7 +721,7 @@ def main(args) -> None:
         what = f"the conv layers of {args.model} on an input of shape {shape}"
     else:
         from . import bench
-        from .geometry import conv_geometry
+        from .validation import conv_geometry
 
         shapes = bench.SHAPES if not args.shapes else [s for s in bench.SHAPES if s.name in args.shapes]
         if not shapes:

@@ -19,7 +19,7 @@ import numpy as np
 from . import backends
 from .bench_timing import Clock, Progress, slow_note, timed_medians, torch_phase, tuned_choice
 from .functional import conv1d
-from .geometry import conv1d_geometry
+from .validation import conv1d_geometry
 
 #: Mel frames of one second of 22.05 kHz audio at HiFi-GAN V1's hop of 256 samples.
 FRAMES = 86

@@ -18,7 +18,7 @@ from . import backends
 from .backends import gemm
 from .bench_timing import Progress, peak_bytes, split_copy, split_matmul, timed_medians, torch_phase, tuned_choice
 from .functional import conv_transpose1d
-from .geometry import conv_geometry
+from .validation import conv_geometry
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The layers (:mod:`mlx_deconv.layers`), the Keras spelling (:mod:`mlx_deconv.keras`)
 and the streaming wrappers (:mod:`mlx_deconv.streaming`) all read one of these;
-it asks :mod:`mlx_deconv.geometry` for every check the op itself makes.
+it asks :mod:`mlx_deconv.validation` for every check the op itself makes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from . import activations
 from . import weight_norm as wn
-from .geometry import Padding, as_int, conv1d_geometry, conv_geometry, dilated_kernel_size, resolve_padding
+from .geometry import Padding, as_int, dilated_kernel_size, resolve_padding
+from .validation import conv1d_geometry, conv_geometry
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
 

@@ -15,8 +15,9 @@ import mlx.core as mx
 
 from . import autotune, backends
 from .devices import StreamLike, resolve_stream
-from .geometry import Padding, conv1d_geometry, conv_geometry
+from .geometry import Padding
 from .interop import torch_to_mlx_weight
+from .validation import conv1d_geometry, conv_geometry
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]

@@ -13,7 +13,7 @@ import reference as ref
 from helpers import atol, forward_atol
 from mlx_deconv import backends, metal_emulator
 from mlx_deconv.backends import metal
-from mlx_deconv.geometry import conv_geometry
+from mlx_deconv.validation import conv_geometry
 from strategies import Case, cases
 
 pytestmark = pytest.mark.skipif(

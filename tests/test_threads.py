@@ -25,7 +25,7 @@ import reference as ref
 from helpers import atol
 from mlx_deconv import functional
 from mlx_deconv.backends import paths, schedule
-from mlx_deconv.geometry import conv_geometry
+from mlx_deconv.validation import conv_geometry
 
 CPU_BACKENDS = ["builtin", "gemm", "winograd"]
 THREADS = 4
