@@ -38,12 +38,17 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     """Direct conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says.
 
     ``mx.conv_general`` takes ``([left], [right])`` padding, so asymmetric
-    ("same" with an even span, "causal") needs no copy of the input.
+    ("same" with an even span, "causal") needs no copy of the input, but for
+    ``dilation > 1``: there MLX's CPU convolution leaves out the products of
+    padding rows, so a NaN or Inf weight tap that reads only padding would give
+    a finite output where zero padding gives NaN (0 * NaN); the input is padded
+    with real zeros first.
     """
-    y = mx.conv_general(
-        x, weight, stride=geom.stride, padding=([geom.pad_left], [geom.pad_right]),
-        kernel_dilation=geom.dilation, groups=geom.groups,
-    )
+    padding = ([geom.pad_left], [geom.pad_right])
+    if geom.dilation > 1 and (geom.pad_left or geom.pad_right):
+        x = mx.pad(x, [(0, 0), (geom.pad_left, geom.pad_right), (0, 0)])
+        padding = 0
+    y = mx.conv_general(x, weight, stride=geom.stride, padding=padding, kernel_dilation=geom.dilation, groups=geom.groups)
     if bias is not None:
         y = y + bias
     return y
