@@ -9,11 +9,12 @@ import mlx.core as mx
 
 from . import blas
 
-StreamLike = Union[None, str, mx.DeviceType, mx.Device, mx.Stream]
+StreamLike = Union[None, str, mx.DeviceType, mx.Device, mx.Stream, mx.ThreadLocalStream]
 
 
 def resolve_stream(stream: StreamLike = None) -> mx.Stream:
-    """Turns ``None``, ``"cpu"``, ``"gpu"``, ``mx.cpu``/``mx.gpu``, an ``mx.Device`` or an ``mx.Stream`` into a stream.
+    """Turns ``None``, ``"cpu"``, ``"gpu"``, ``mx.cpu``/``mx.gpu``, an ``mx.Device``, an ``mx.Stream``
+    or an ``mx.ThreadLocalStream`` (``mx.new_thread_local_stream``) into a stream.
 
     Raises:
         ValueError: for an unknown name or a device this machine lacks.
@@ -23,6 +24,10 @@ def resolve_stream(stream: StreamLike = None) -> mx.Stream:
         return mx.default_stream(mx.default_device())
     if isinstance(stream, mx.Stream):
         return stream
+    if isinstance(stream, mx.ThreadLocalStream):
+        # Inside its context the device's default stream is this thread's own stream of it.
+        with mx.stream(stream):
+            return mx.default_stream(stream.device)
     if isinstance(stream, str):
         kinds = {"cpu": mx.cpu, "gpu": mx.gpu}
         if stream.lower() not in kinds:
@@ -34,7 +39,8 @@ def resolve_stream(stream: StreamLike = None) -> mx.Stream:
         if not mx.is_available(stream):
             raise ValueError(f"stream={stream!r}: this device is not available on this machine")
         return mx.default_stream(stream)
-    raise TypeError(f"stream must be None, 'cpu', 'gpu', an mx.Device or an mx.Stream, got {stream!r}")
+    raise TypeError(f"stream must be None, 'cpu', 'gpu', an mx.Device, an mx.Stream or an mx.ThreadLocalStream, "
+                    f"got {stream!r}")
 
 
 def is_gpu(stream: mx.Stream) -> bool:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import mlx_deconv as md
+import reference as ref
 
 X = mx.zeros((2, 5, 4))
 W = mx.zeros((6, 3, 4))
@@ -64,6 +65,45 @@ def test_gpu_stream_unavailable_is_named():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="not available"):
         md.conv_transpose1d(X, W, stream="gpu")
+
+
+@pytest.mark.parametrize("backend", ["builtin", "gemm"])
+def test_thread_local_stream_is_accepted_from_any_thread(backend):
+    """``mx.new_thread_local_stream`` gives what MLX's own ops take as ``stream`` (each thread runs it on
+    a stream of its own); both ops take it too, from two threads at once, with the reference's results."""
+    import threading
+
+    from mlx_deconv.devices import resolve_stream
+
+    shared = mx.new_thread_local_stream(mx.cpu)
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, 9, 4), (6, 3, 4), (6,)))
+    expected = (ref.conv_transpose1d(x, w, b, stride=2, left=1, right=1), ref.conv1d(x, w, b, 2, 1, 1))
+    xa, wa, ba = mx.array(x), mx.array(w), mx.array(b)
+    mx.eval(xa, wa, ba)  # made here, read there: evaluated before the threads start
+    got, errors, streams = {}, [], {}
+    barrier = threading.Barrier(2)
+
+    def work(i):
+        try:
+            barrier.wait()
+            for _ in range(4):
+                got[i] = (np.array(md.conv_transpose1d(xa, wa, ba, stride=2, padding=1, backend=backend, stream=shared)),
+                          np.array(md.conv1d(xa, wa, ba, stride=2, padding=1, backend=backend, stream=shared)))
+            streams[i] = resolve_stream(shared)
+        except Exception as err:  # noqa: BLE001 (reported below, with the thread's traceback lost otherwise)
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert isinstance(streams[0], mx.Stream) and streams[0].device == mx.cpu and streams[0] != streams[1]
+    for i in range(2):
+        for y, want in zip(got[i], expected):
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
 
 def test_float64_numpy_input_is_cast_not_refused():
