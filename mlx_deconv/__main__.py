@@ -10,7 +10,7 @@ from typing import List, Optional
 import mlx.core as mx
 import numpy as np
 
-from . import __version__, autotune, backends, bench, reference
+from . import __version__, autotune, autotune_command, backends, bench, reference
 from .devices import is_metal, resolve_stream
 from .functional import conv_transpose1d
 from .validation import conv_geometry
@@ -207,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """
     args = build_parser().parse_args(argv)
     if args.command == "tune":
-        autotune.main(args)
+        autotune_command.main(args)
     elif args.command == "info":
         info()
     elif args.command == "demo":

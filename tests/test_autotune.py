@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import mlx_deconv as md
-from mlx_deconv import autotune
+from mlx_deconv import autotune, autotune_command
 from mlx_deconv.validation import conv_geometry
 
 import reference as ref
@@ -439,8 +439,8 @@ def test_malformed_entries_are_dropped_and_retimed(tuner, tmp_path):
 def test_table_and_speedup(tuner):
     tuner(FakeTimer({"gemm": 0.004, "winograd": 0.002, "builtin": 0.1}))
     entry = tune(geometry(), names=("builtin", "gemm", "winograd"), rule="gemm")
-    assert autotune.speedup(entry) == pytest.approx(2.0)
-    text = autotune.table([entry])
+    assert autotune_command.speedup(entry) == pytest.approx(2.0)
+    text = autotune_command.table([entry])
     head, _, row = text.splitlines()
     assert head.split(" | ")[1:3] == ["rule", "tuned"]
     cells = [c.strip() for c in row.strip("|").split("|")]

@@ -1,0 +1,112 @@
+"""``python -m mlx_deconv tune``: autotune the bench shapes or a model's layers and print the choices as a table."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import mlx.core as mx
+
+from . import autotune
+from .autotune_cache import Signature
+
+
+def speedup(entry: dict) -> Optional[float]:
+    """How many times faster the tuned choice ran than the rule's, or None if the rule's was not timed."""
+    seconds = entry["seconds"]
+    if entry["rule"] not in seconds or entry["choice"] not in seconds:
+        return None
+    return seconds[entry["rule"]] / seconds[entry["choice"]]
+
+
+def table(entries: List[dict]) -> str:
+    """A Markdown table of tuned entries: signature, the rule's choice, the tuned one, times, speed-up."""
+    names = sorted({n for e in entries for n in e["seconds"]}, key=lambda n: ("builtin", "gemm", "winograd",
+                                                                              "metal").index(n)
+                   if n in ("builtin", "gemm", "winograd", "metal") else 9)
+    head = ["signature", "rule", "tuned"] + [f"{n} ms" for n in names] + ["tuned / rule speed-up"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        sig = Signature(**e["signature"]).key() if isinstance(e.get("signature"), dict) else "?"
+        up = speedup(e)
+        cells = [sig, e["rule"], e["choice"]]
+        cells += [f"{e['seconds'][n] * 1e3:.2f}" if n in e["seconds"] else "—" for n in names]
+        cells.append("—" if up is None else f"{up:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _hifigan_v1():
+    """HiFi-GAN V1's generator (random weights): the shapes are what tuning needs."""
+    from .hifigan import HiFiGAN, HiFiGANConfig
+
+    return HiFiGAN(HiFiGANConfig(resblock="1", upsample_rates=(8, 8, 2, 2), upsample_kernel_sizes=(16, 16, 4, 4),
+                                 upsample_initial_channel=512, resblock_kernel_sizes=(3, 7, 11),
+                                 resblock_dilation_sizes=((1, 3, 5),) * 3))
+
+
+#: ``tune --model NAME``: a factory and a sample input shape (N, frames, mel bands) per name.
+MODELS = {"hifigan": (_hifigan_v1, (1, 100, 80))}
+
+
+def _model(spec: str):
+    """``hifigan`` or ``pkg.mod:fn`` -> ``fn()``, an ``mlx.nn.Module``."""
+    import importlib
+
+    if spec in MODELS:
+        return MODELS[spec][0]()
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"--model must be one of {sorted(MODELS)} or 'package.module:factory', got {spec!r}")
+    factory = getattr(importlib.import_module(module), attr, None)
+    if not callable(factory):
+        raise ValueError(f"--model {spec!r}: {attr!r} is not a callable in {module}")
+    return factory()
+
+
+def main(args) -> None:
+    """``python -m mlx_deconv tune``: tune the bench shapes or a model's layers and print the table."""
+    from .devices import resolve_stream
+
+    tuner = autotune.tuner()
+    if args.clear:
+        removed = tuner.clear()
+        folder = tuner.files.folder()
+        print(f"removed {len(removed)} file(s) from {folder}" if removed else f"nothing to remove in {folder}")
+        return
+    stream = resolve_stream(args.stream)
+    dtype = getattr(mx, args.dtype)
+    if args.model:
+        if args.input_shape:
+            try:
+                shape = tuple(int(v) for v in args.input_shape.split(","))
+            except ValueError:
+                raise SystemExit(f"--input-shape must be integers separated by commas, got {args.input_shape!r}")
+        elif args.model in MODELS:
+            shape = MODELS[args.model][1]
+        else:
+            raise SystemExit("tune --model needs --input-shape, e.g. --input-shape 1,100,80")
+        device = mx.default_device()
+        mx.set_default_device(stream.device)  # the model's layers run on the default stream
+        try:
+            entries = autotune.tune_model(_model(args.model), mx.random.normal(shape).astype(dtype), args.backward)
+        finally:
+            mx.set_default_device(device)
+        what = f"the conv layers of {args.model} on an input of shape {shape}"
+    else:
+        from . import bench
+        from .validation import conv_geometry
+
+        shapes = bench.SHAPES if not args.shapes else [s for s in bench.SHAPES if s.name in args.shapes]
+        if not shapes:
+            raise SystemExit(f"--shapes: none of {args.shapes} is one of {[s.name for s in bench.SHAPES]}")
+        entries = []
+        for s in shapes:
+            geom, _ = conv_geometry((s.batch, s.length, s.in_channels),
+                                    (s.out_channels, s.kernel_size, s.in_channels // s.groups), **s.kwargs())
+            entries.append(autotune.tuned_backend(geom, stream, dtype, args.backward))
+            print(f"tuned {s.name}", file=sys.stderr)
+        what = "the bench shapes"
+    kind = "forward+backward" if args.backward else "forward"
+    print(f"\nautotuned {what}, {kind}, {args.dtype}, {stream}; cache {tuner.files.folder()}\n")
+    print(table(entries) if entries else "no conv_transpose1d/conv1d call with backend='auto' was met")
