@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from . import activations
 from . import weight_norm as wn
-from .geometry import Padding, as_int, dilated_kernel_size, resolve_padding
-from .validation import conv1d_geometry, conv_geometry
+from .geometry import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
+from .validation import FLOAT32_BYTES, _check_size, conv1d_geometry, conv_geometry
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
+
+
+def _as_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def normalize_data_format(data_format: str) -> str:
@@ -72,11 +80,64 @@ class ConvConfig:
             put("padding", tuple(self.padding))
         if not self.transposed and self.output_padding is not None:
             raise ValueError(f"output_padding is for transposed convolutions, got output_padding={self.output_padding!r}")
+        for name in ("bias", "weight_norm"):
+            put(name, _as_bool(name, getattr(self, name)))
         put("data_format", normalize_data_format(self.data_format))
         put("weight_norm_dim", wn.norm_dim(self.weight_norm_dim) if self.weight_norm else None)
         activations.resolve(self.activation, self.out_channels)  # names and types, at construction
+        if self.in_channels is not None:
+            self._check_weight_size()
+        # Sizes every input would pass, named by the arguments behind them (the probe's would name its length).
+        length, arrays = self._shortest_input()
+        for what, size, elements in arrays:
+            _check_size(what, size, elements, self._size_culprits())
         # The op's own checks (padding forms, output padding, groups against the channels) on a probe input.
-        self.geometry(self._probe_shape())
+        self.geometry(self._probe_shape(length))
+
+    def _check_weight_size(self) -> None:
+        """Refuses a weight MLX cannot hold (an element count past 32 bits) or this machine cannot, before
+        the initializer tries to make it (which crashed the process)."""
+        shape = self.weight_shape
+        elements = int(np.prod(shape, dtype=object))
+        culprits = f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size={self.kernel_size}"
+        if self.groups != 1:
+            culprits += f", groups={self.groups}"
+        if elements > MAX_AXIS:
+            raise ValueError(f"{culprits} make a weight of shape {shape} (C_out, K, C_in/groups): {elements} "
+                             f"elements, past MLX's 32-bit limit of {MAX_AXIS} per array")
+        _check_size("the weight", max(shape), elements, culprits, FLOAT32_BYTES)  # the initializers' float32
+
+    def _size_culprits(self) -> str:
+        parts = [f"kernel_size={self.kernel_size}", f"stride={self.stride}", f"dilation={self.dilation}",
+                 f"padding={self.padding!r}"]
+        if self.output_padding is not None:
+            parts.append(f"output_padding={self.output_padding!r}")
+        return ", ".join(parts)
+
+    def _shortest_input(self) -> Tuple[int, List[Tuple[str, int, int]]]:
+        """The length of the shortest input with an output, and ``(what, length, elements)`` of each array
+        a call on it makes (batch 1): if these are too large, so is every call's."""
+        c_in, c_out, span = self.in_channels or self.groups, self.out_channels, self.span
+        shortest = "the shortest input that has an output"
+        if self.transposed:
+            # Padding may crop more than one input row's output gives.
+            left, right = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.output_padding)
+            length = 1 + max(0, -(-(left + right + 1 - span) // self.stride))
+            full = (length - 1) * self.stride + span
+            return length, [(shortest, length, length * c_in),
+                            (f"the full (uncropped) output of {shortest}", full, full * c_out),
+                            (f"the output of {shortest}", full - left - right, (full - left - right) * c_out)]
+        if isinstance(self.padding, str) and self.padding.lower() == "same":
+            length = 1  # "same" gives an output for every length
+        else:  # every other form pads the same whatever the length
+            left, right = conv1d_padding(self.padding, span, self.kernel_size, self.stride, self.dilation)
+            length = max(1, span - left - right)
+        left, right = conv1d_padding(self.padding, length, self.kernel_size, self.stride, self.dilation)
+        padded = length + left + right
+        out_len = max(0, padded - span) // self.stride + 1
+        return length, [(shortest, length, length * c_in),
+                        (f"the padded input of {shortest}", padded, padded * c_in),
+                        (f"the output of {shortest}", out_len, out_len * c_out)]
 
     def with_in_channels(self, in_channels: int) -> "ConvConfig":
         """This configuration with ``in_channels`` set (validated anew)."""
@@ -103,13 +164,7 @@ class ConvConfig:
         """The length axis of a batched input."""
         return 1 if self.data_format == "NLC" else 2
 
-    def _probe_shape(self) -> Tuple[int, int, int]:
-        if self.transposed:
-            # The shortest input whose output is non-empty: padding may crop more than one row gives.
-            left, right = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, self.output_padding)
-            length = 1 + max(0, -(-(left + right + 1 - self.span) // self.stride))
-        else:
-            length = self.span  # a direct convolution of span samples has an output for any padding
+    def _probe_shape(self, length: int) -> Tuple[int, int, int]:
         channels = self.in_channels or self.groups
         return (1, length, channels) if self.data_format == "NLC" else (1, channels, length)
 

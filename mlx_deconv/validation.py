@@ -143,18 +143,23 @@ def _memory_bytes() -> Optional[int]:
         return None
 
 
-def _check_size(what: str, length: int, elements: int, culprits: str) -> None:
+#: Bytes per element of the arrays the size check counts: float32, which the ops compute in on the CPU
+#: even for half inputs (the check sees shapes only, so a half call on a GPU is counted the same).
+FLOAT32_BYTES = 4
+
+
+def _check_size(what: str, length: int, elements: int, culprits: str, itemsize: int = FLOAT32_BYTES) -> None:
     """Refuses at once an array no backend could make: an axis past MLX's
-    32-bit shape limit, or more bytes (at 2 per element, float16) than the
+    32-bit shape limit, or more bytes (``itemsize`` per element) than the
     machine has. MLX would hang or be killed building it."""
     if length > MAX_AXIS:
         raise ValueError(
             f"{culprits} make {what} {length} samples long, past MLX's 32-bit shape limit of {MAX_AXIS}"
         )
     memory = _memory_bytes()
-    if memory is not None and 2 * elements > memory:
+    if memory is not None and itemsize * elements > memory:
         raise ValueError(
-            f"{culprits} make {what} {elements} elements, more than this machine's "
+            f"{culprits} make {what} {elements} elements ({itemsize} bytes each), more than this machine's "
             f"{memory} bytes of memory can hold"
         )
 

@@ -531,11 +531,10 @@ def test_empty_batch(op, backend):
     assert gw.shape == w.shape and not np.array(gw).any()
 
 
-@pytest.mark.xfail(strict=True, reason="bug reported: a layer whose weight would pass 2**31 elements (each axis "
-                                       "within MLX's limit) is not refused; MLX's initializer then crashes the process")
 @pytest.mark.parametrize("args", [(10**6, 3, 10**6), (4, 3, 2**31 - 1)], ids=["wide", "long kernel"])
 def test_layer_with_an_impossible_weight_is_refused(args):
-    """Run in a subprocess: today the process dies with SIGSEGV."""
+    """Found by fuzzing: a weight past 2**31 elements (each axis within MLX's limit) was not refused, and MLX's
+    initializer killed the process with SIGSEGV; run in a subprocess so that this test survives the bug."""
     code = textwrap.dedent(f"""
         import mlx_deconv as md
         try:
@@ -545,7 +544,41 @@ def test_layer_with_an_impossible_weight_is_refused(args):
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"the process died with status {result.returncode}"
-    assert "ValueError:" in result.stdout and names_one_of(result.stdout, ("in_channels", "kernel_size"))
+    c_in, c_out, k = args
+    assert "ValueError:" in result.stdout, result.stdout
+    for name, value in (("in_channels", c_in), ("out_channels", c_out), ("kernel_size", k)):
+        assert f"{name}={value}" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("cls", [md.ConvTranspose1d, md.Conv1d, lambda *a, **k: md.Conv1DTranspose(*a[1:], **k)],
+                         ids=["ConvTranspose1d", "Conv1d", "Conv1DTranspose"])
+@pytest.mark.parametrize("c_in, c_out, k, groups", [(2**16, 2**16, 1, 1), (2**11, 2**11, 2**10, 2),
+                                                    (1, 2**31 - 1, 2, 1)])
+def test_weight_past_32_bit_elements_is_refused_before_it_is_made(cls, c_in, c_out, k, groups):
+    """Each axis within MLX's limit, the whole past it: refused naming the arguments (in process: the
+    check comes before any array is made). The Keras spelling refuses it at its first call."""
+    if cls is md.Conv1d or cls is md.ConvTranspose1d:
+        call = lambda: cls(c_in, c_out, k, groups=groups)  # noqa: E731
+    else:
+        layer = md.Conv1DTranspose(c_out, k)
+        call = lambda: layer(mx.zeros((1, 1, c_in)))  # noqa: E731
+        if groups != 1:
+            pytest.skip("the Keras spelling has no groups")
+    with pytest.raises(ValueError, match=rf"in_channels={c_in}, out_channels={c_out}, kernel_size={k}.*32-bit"):
+        call()
+
+
+def test_weight_that_fits_32_bits_but_not_memory_is_refused(monkeypatch):
+    """Below 2**31 elements, a float32 weight larger than the machine's memory is refused too (geometry's
+    memory check, 4 bytes an element)."""
+    from mlx_deconv import validation
+
+    monkeypatch.setattr(validation, "_memory_bytes", lambda: 4 * 10**6 - 4)
+    with pytest.raises(ValueError, match=r"in_channels=1000, out_channels=1000, kernel_size=1 make the weight "
+                                         r"1000000 elements \(4 bytes each\), more than"):
+        md.Conv1d(1000, 1000, 1)
+    monkeypatch.setattr(validation, "_memory_bytes", lambda: 4 * 10**6)
+    assert md.Conv1d(1000, 1000, 1, bias=False).weight.size == 10**6
 
 
 @pytest.mark.parametrize("cls", [md.ConvTranspose1d, md.Conv1d], ids=["ConvTranspose1d", "Conv1d"])
@@ -578,16 +611,46 @@ def test_layer_without_in_channels(cls):
     assert not md.Conv1DTranspose(3, 2).built  # the spelling that does infer it still may
 
 
-@pytest.mark.xfail(strict=True, reason="reported: the layers check their arguments on a probe input sized from "
-                                       "them, and a size error names the probe's length (which the caller never "
-                                       "gave), not the padding or dilation that made it")
-@pytest.mark.parametrize("cls, kwargs", [(md.ConvTranspose1d, dict(padding=2**31 - 1)),
-                                         (md.Conv1d, dict(dilation=2**31 - 1))],
-                         ids=["ConvTranspose1d padding", "Conv1d dilation"])
-def test_layer_names_the_argument_behind_a_size(cls, kwargs):
-    name = next(iter(kwargs))
-    got = outcome(lambda: cls(2, 2, 2, **kwargs), name, (name,))
-    assert got is None
+@pytest.mark.parametrize("cls, kwargs, probe", [
+    (md.ConvTranspose1d, dict(padding=2**31 - 1), 4294967295),
+    (md.Conv1d, dict(dilation=2**31 - 1), 2147483648),
+    (md.Conv1d, dict(padding=2**31 - 1), 2),
+    (md.ConvTranspose1d, dict(dilation=2**31 - 1), 1),
+    (md.ConvTranspose1d, dict(padding=(1, 1), stride=2**31 - 1), 2),
+], ids=["ConvTranspose1d padding", "Conv1d dilation", "Conv1d padding", "ConvTranspose1d dilation",
+        "ConvTranspose1d stride"])
+def test_layer_names_the_argument_behind_a_size(cls, kwargs, probe):
+    """Found by fuzzing: the layers check their arguments on a probe input sized from them, and a size error
+    named the probe's length ("length 4294967295", which the caller never gave), not the argument."""
+    with pytest.raises(ValueError) as err:
+        cls(2, 2, 2, **kwargs)
+    message = str(err.value)
+    for name, value in kwargs.items():
+        assert f"{name}={value!r}" in message, message
+    assert f"length {probe}" not in message and "32-bit" in message, message
+
+
+@pytest.mark.parametrize("cls", [md.ConvTranspose1d, md.Conv1d], ids=["ConvTranspose1d", "Conv1d"])
+@pytest.mark.parametrize("name, bad", [("bias", "yes"), ("bias", 1), ("bias", None), ("weight_norm", "no")])
+def test_layer_flags_must_be_bools(cls, name, bad):
+    """Found by fuzzing: bias="yes" was taken as True (and "no" would be too)."""
+    with pytest.raises(TypeError, match=rf"{name} must be a bool, got {re.escape(repr(bad))}"):
+        cls(2, 2, 2, **{name: bad})
+    assert ("bias" in cls(2, 2, 2, bias=np.bool_(False))) is False
+
+
+@pytest.mark.parametrize("op, weight", [("conv_transpose1d", (100, 1, 1)), ("conv1d", (100, 1, 1))])
+def test_output_memory_counts_4_bytes_an_element(monkeypatch, op, weight):
+    """The ops compute in float32 (on the CPU even for half inputs): an output of more bytes than the machine
+    has is refused at 4 bytes an element; it was counted at 2, so up to twice the memory passed."""
+    from mlx_deconv import validation
+
+    x = mx.zeros((1, 1000, 1))
+    monkeypatch.setattr(validation, "_memory_bytes", lambda: 3 * 100 * 1000)  # 3 bytes an output element
+    with pytest.raises(ValueError, match=r"100000 elements \(4 bytes each\), more than this machine's 300000 bytes"):
+        getattr(md, op)(x, mx.zeros(weight), mx.zeros((100,)))
+    monkeypatch.setattr(validation, "_memory_bytes", lambda: 4 * 100 * 1000)
+    assert getattr(md, op)(x, mx.zeros(weight), mx.ones((100,))).shape == (1, 1000, 100)  # 4 bytes each: fits
 
 
 @pytest.mark.parametrize("op", ["conv_transpose1d", "conv1d"])
