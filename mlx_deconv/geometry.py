@@ -75,6 +75,18 @@ def _check_output_padding(output_padding: int, stride: int, dilation: int) -> in
     return output_padding
 
 
+def _padding_amounts(padding) -> Tuple[int, int]:
+    """``(left, right)`` of the forms both ops read alike: ``p``, ``(p,)`` or ``(left, right)``."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        return as_int("padding[0]", padding[0]), as_int("padding[1]", padding[1])
+    left = as_int("padding", padding)
+    return left, left
+
+
+def _unknown_padding_form(padding) -> ValueError:
+    return ValueError(f"padding must be an int, a (left, right) pair or one of {PADDING_STRINGS}, got {padding!r}")
+
+
 def resolve_padding(
     padding: Padding,
     kernel_size: int,
@@ -125,17 +137,10 @@ def resolve_padding(
         if form == "causal":
             op = 0 if output_padding is None else output_padding
             return 0, span - stride - op
-        raise ValueError(
-            f"padding must be an int, a (left, right) pair or one of "
-            f"{PADDING_STRINGS}, got {padding!r}"
-        )
+        raise _unknown_padding_form(padding)
 
     op = 0 if output_padding is None else output_padding
-    if isinstance(padding, (tuple, list)) and len(padding) == 2:
-        left = as_int("padding[0]", padding[0])
-        right = as_int("padding[1]", padding[1])
-    else:
-        left = right = as_int("padding", padding)
+    left, right = _padding_amounts(padding)
     return left, right - op
 
 
@@ -314,14 +319,8 @@ def conv1d_padding(padding: Padding, length: int, kernel_size: int, stride: int 
             return total // 2, total - total // 2
         if form == "causal":
             return span - 1, 0
-        raise ValueError(
-            f"padding must be an int, a (left, right) pair or one of "
-            f"{PADDING_STRINGS}, got {padding!r}"
-        )
-    if isinstance(padding, (tuple, list)) and len(padding) == 2:
-        return as_int("padding[0]", padding[0]), as_int("padding[1]", padding[1])
-    left = as_int("padding", padding)
-    return left, left
+        raise _unknown_padding_form(padding)
+    return _padding_amounts(padding)
 
 
 def conv1d_output_length(length: int, kernel_size: int, stride: int = 1, padding: Padding = 0, dilation: int = 1) -> int:
