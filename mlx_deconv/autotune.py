@@ -38,9 +38,11 @@ from .autotune_cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: p
 )
 from .autotune_timing import Timer, median_timer, runners, timed_calls
 from .devices import cpu_blas
+from .geometry import dilated_kernel_size, full_length
 
 ENV_AUTOTUNE = "MLX_DECONV_AUTOTUNE"
 OPS = ("conv_transpose1d", "conv1d")
+
 #: Longer signals share one choice and are timed at this length: past it every backend runs in the
 #: same steady blocks, and timing MLX's naive CPU loop on a minute of audio would take minutes.
 TUNE_MAX_LENGTH = 1 << 15
@@ -120,12 +122,11 @@ def timing_geometry(geom):
     if geom.length <= TUNE_MAX_LENGTH:
         return geom
     length = TUNE_MAX_LENGTH
-    span = geom.dilation * (geom.kernel_size - 1) + 1
+    left, right = _sides(geom)
     if hasattr(geom, "crop"):  # transposed: the same crops of a shorter full output
-        right = geom.full_length - geom.crop - geom.output_length
-        out = (length - 1) * geom.stride + span - geom.crop - right
+        out = full_length(length, geom.kernel_size, geom.stride, geom.dilation) - left - right
     else:  # direct: the same zero pads around a shorter input
-        out = (length + geom.pad_left + geom.pad_right - span) // geom.stride + 1
+        out = (length + left + right - dilated_kernel_size(geom.kernel_size, geom.dilation)) // geom.stride + 1
     return replace(geom, length=length, output_length=out)
 
 
