@@ -16,7 +16,7 @@ import numpy as np
 from . import activations
 from . import weight_norm as wn
 from .geometry import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
-from .validation import FLOAT32_BYTES, _check_size, conv1d_geometry, conv_geometry
+from .validation import FLOAT32_BYTES, check_size, conv1d_geometry, conv_geometry
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
 
@@ -90,7 +90,7 @@ class ConvConfig:
         # Sizes every input would pass, named by the arguments behind them (the probe's would name its length).
         length, arrays = self._shortest_input()
         for what, size, elements in arrays:
-            _check_size(what, size, elements, self._size_culprits())
+            check_size(what, size, elements, self._size_culprits())
         # The op's own checks (padding forms, output padding, groups against the channels) on a probe input.
         self.geometry(self._probe_shape(length))
 
@@ -105,7 +105,7 @@ class ConvConfig:
         if elements > MAX_AXIS:
             raise ValueError(f"{culprits} make a weight of shape {shape} (C_out, K, C_in/groups): {elements} "
                              f"elements, past MLX's 32-bit limit of {MAX_AXIS} per array")
-        _check_size("the weight", max(shape), elements, culprits, FLOAT32_BYTES)  # the initializers' float32
+        check_size("the weight", max(shape), elements, culprits, FLOAT32_BYTES)  # the initializers' float32
 
     def _size_culprits(self) -> str:
         parts = [f"kernel_size={self.kernel_size}", f"stride={self.stride}", f"dilation={self.dilation}",

@@ -148,10 +148,21 @@ def _memory_bytes() -> Optional[int]:
 FLOAT32_BYTES = 4
 
 
-def _check_size(what: str, length: int, elements: int, culprits: str, itemsize: int = FLOAT32_BYTES) -> None:
+def check_size(what: str, length: int, elements: int, culprits: str, itemsize: int = FLOAT32_BYTES) -> None:
     """Refuses at once an array no backend could make: an axis past MLX's
     32-bit shape limit, or more bytes (``itemsize`` per element) than the
-    machine has. MLX would hang or be killed building it."""
+    machine has. MLX would hang or be killed building it.
+
+    Args:
+        what (str): the array, as the message names it (``"the output"``).
+        length (int): its longest axis, checked against :data:`~mlx_deconv.geometry.MAX_AXIS`.
+        elements (int): its element count, checked against the machine's memory.
+        culprits (str): the arguments that made it so large, as the message names them.
+        itemsize (int): bytes per element. Default: :data:`FLOAT32_BYTES`.
+
+    Raises:
+        ValueError: naming ``culprits``, ``what`` and the limit passed.
+    """
     if length > MAX_AXIS:
         raise ValueError(
             f"{culprits} make {what} {length} samples long, past MLX's 32-bit shape limit of {MAX_AXIS}"
@@ -232,7 +243,7 @@ def _transposed_geometry(input_shape, weight_shape, *, bias_shape, stride, paddi
                                                     shape.dilation)
     culprits = f"length {length}, stride={stride}, dilation={dilation}, kernel_size={kernel_size}"
     full = full_length(length, kernel_size, stride, dilation)
-    _check_size("the full (uncropped) output", full, batch * full * shape.out_channels, culprits)
+    check_size("the full (uncropped) output", full, batch * full * shape.out_channels, culprits)
     if output_size is not None:
         if output_padding is not None:
             raise ValueError(
@@ -250,8 +261,8 @@ def _transposed_geometry(input_shape, weight_shape, *, bias_shape, stride, paddi
             f"(kernel_size={kernel_size}, stride={stride}, dilation={dilation}): "
             f"output length would be {out_len}"
         )
-    _check_size("the output", out_len, batch * out_len * shape.out_channels,
-                f"{culprits}, padding={padding!r}, output_padding={output_padding!r}")
+    check_size("the output", out_len, batch * out_len * shape.out_channels,
+               f"{culprits}, padding={padding!r}, output_padding={output_padding!r}")
     return Geometry(**vars(shape), crop=left, output_length=out_len), batched
 
 
@@ -297,7 +308,7 @@ def _direct_geometry(input_shape, weight_shape, *, bias_shape, stride, padding, 
     left, right = conv1d_padding(padding, length, kernel_size, stride, dilation)
     padded = left + length + right
     culprits = f"length {length}, padding={padding!r}"
-    _check_size("the padded input", padded, batch * padded * shape.in_channels, culprits)
+    check_size("the padded input", padded, batch * padded * shape.in_channels, culprits)
     span = dilated_kernel_size(kernel_size, dilation)
     if span > padded:
         raise ValueError(
@@ -306,5 +317,5 @@ def _direct_geometry(input_shape, weight_shape, *, bias_shape, stride, padding, 
             f"(length {length}, padding={padding!r}: {padded} samples), so there is no output"
         )
     out_len = (padded - span) // stride + 1
-    _check_size("the output", out_len, batch * out_len * shape.out_channels, f"{culprits}, stride={stride}")
+    check_size("the output", out_len, batch * out_len * shape.out_channels, f"{culprits}, stride={stride}")
     return Conv1dGeometry(**vars(shape), pad_left=left, pad_right=right, output_length=out_len), batched
