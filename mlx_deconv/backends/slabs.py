@@ -131,22 +131,48 @@ def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int, axi
 
 @lru_cache(maxsize=512)
 def _multiplied(shifts: Tuple[int, ...], lo: int, count: int, rows_padded: int, empty: Tuple[Tuple[bool, ...], ...]):
+    """Compiled rows ``[lo, lo + count)`` of ``sum_j x[m - q_j + P] * w_j``, leaving out the products of
+    padding rows and of empty slots: zero by definition, even for a NaN or Inf factor.
+
+    A mask over every row would cost the fused pass three times its time, so only
+    the few rows at each end that read padding are recomputed with one and written
+    over the unmasked sum in place; empty slots are masked by phase.
+    """
     pad = max(shifts)
     signal = rows_padded - 2 * pad
+    # Rows [inner_lo, inner_hi) read no padding row through any slab.
+    inner_lo = min(count, max(0, max(q - lo for q in shifts)))
+    inner_hi = max(inner_lo, min(count, min(signal + q - lo for q in shifts)))
+
+    def products(x, w, j, r0, r1):
+        q = shifts[j]
+        return x[:, lo + r0 - q + pad : lo + r1 - q + pad, None, :] * w[j : j + 1]  # a slice, not a gather
+
+    def unmasked(x, w, r0, r1):
+        acc = None
+        for j in range(len(shifts)):
+            view = products(x, w, j, r0, r1)
+            if any(empty[j]):  # a static mask over the phases: about as fast as adding the filled ones alone
+                view = mx.where(mx.array([not e for e in empty[j]]).reshape(1, -1, 1), view, mx.zeros((), x.dtype))
+            acc = view if acc is None else acc + view
+        return acc
+
+    def masked(x, w, r0, r1):
+        acc = None
+        row = mx.arange(r0, r1).reshape(-1, 1, 1)
+        for j, q in enumerate(shifts):
+            keep = mx.logical_and(row >= q - lo, row < signal + q - lo)
+            keep = mx.logical_and(keep, mx.array([not e for e in empty[j]]).reshape(1, -1, 1))
+            view = mx.where(keep, products(x, w, j, r0, r1), mx.zeros((), x.dtype))
+            acc = view if acc is None else acc + view
+        return acc
 
     def total(x, w):
-        acc = None
-        for j, q in enumerate(shifts):
-            view = x[:, lo - q + pad : lo - q + pad + count, None, :] * w[j : j + 1]  # a slice, not a gather
-            # Products of padding rows or empty slots are zero by definition, even for a NaN
-            # or Inf factor: masked in the same fused pass (a static mask, none where all exist).
-            rows_exist = q - lo <= 0 and signal + q - lo >= count
-            if not rows_exist or any(empty[j]):
-                row = mx.arange(count).reshape(count, 1, 1)
-                keep = mx.logical_and(row >= q - lo, row < signal + q - lo)
-                keep = mx.logical_and(keep, mx.array([not e for e in empty[j]]).reshape(1, -1, 1))
-                view = mx.where(keep, view, mx.zeros((), view.dtype))
-            acc = view if acc is None else acc + view
+        acc = unmasked(x, w, 0, count)
+        if inner_lo > 0:
+            acc[:, :inner_lo] = masked(x, w, 0, inner_lo)
+        if inner_hi < count:
+            acc[:, inner_hi:] = masked(x, w, inner_hi, count)
         return acc
 
     return compile_per_thread(total)
