@@ -42,11 +42,14 @@ and every device come for free.
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from typing import Optional
 
 import mlx.core as mx
 
 from ..geometry import Geometry
+from ..compiling import compile_per_thread
 from . import paths, schedule
 from .direct import conv1d  # noqa: F401  (conv1d on the adjoint paths: see direct.py)
 from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)
@@ -113,20 +116,40 @@ def winograd_conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.a
     (so this backend is not compiled); inside ``mx.compile`` or ``mx.vmap``,
     where values cannot be looked at, minimal filtering runs regardless.
     """
-    path = paths.choose(geom, minimal_filtering=True)
-    if isinstance(path, paths.WinogradSlabs) and values_finite(x, weight) is False:
-        path = paths.choose(geom)
-    return run_path(x, weight, bias, geom, path, policy)
+    minimal = winograd_applies(geom) and values_finite(x, weight) is not False
+    return _prepared_run(geom, minimal, bias is not None, policy)(x, weight, bias)
+
+
+#: Calls with at most this many output elements are compiled (as ``functional`` compiles the others).
+COMPILE_MAX_OUTPUT = 1 << 24
+
+
+@lru_cache(maxsize=256)
+def _prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, policy: BlockPolicy):
+    """The path's run for ``geom``, compiled when small: the winograd backend looks at its values
+    first, so it cannot be compiled whole by ``functional``; what follows the look can."""
+    path = paths.choose(geom, minimal_filtering=minimal_filtering)
+
+    def run(x, weight, bias):
+        return run_path(x, weight, bias, geom, path, policy)
+
+    if geom.batch * geom.output_length * geom.out_channels > COMPILE_MAX_OUTPUT:
+        return run
+    compiled = compile_per_thread(run if with_bias else (lambda x, weight: run(x, weight, None)))
+    return compiled if with_bias else (lambda x, weight, bias: compiled(x, weight))
 
 
 def values_finite(*arrays: mx.array) -> Optional[bool]:
     """Whether every value of ``arrays`` is finite; None inside a transformation
-    (``mx.compile``, ``mx.vmap``) that forbids evaluating them."""
-    flag = mx.all(mx.isfinite(arrays[0]))
-    for a in arrays[1:]:
-        flag = mx.logical_and(flag, mx.all(mx.isfinite(a)))
+    (``mx.compile``, ``mx.vmap``) that forbids evaluating them.
+
+    A sum is NaN or Inf when a term is, and is a third the cost of ``isfinite``
+    and ``all``; a finite sum that overflows only says "not finite" wrongly,
+    which costs speed (the gemm path), never exactness.
+    """
+    total = sum(mx.sum(a if a.dtype == mx.float32 else a.astype(mx.float32)) for a in arrays)  # half sums overflow
     try:
-        return bool(flag.item())
+        return math.isfinite(total.item())
     except ValueError:
         return None
 
