@@ -12,6 +12,9 @@ from typing import Callable, Dict, List, Mapping
 
 import mlx.core as mx
 
+from . import backends
+from .compiling import COMPILE_MAX_OUTPUT
+
 #: After the first timed run, a backend this many times slower than the fastest is not timed again:
 #: MLX's naive CPU loop can take seconds where the best takes milliseconds.
 DROP_FACTOR = 4.0
@@ -71,10 +74,8 @@ def timed_calls(op: str, geom, stream: mx.Stream, dtype, mode: str,
 
 def runners(geom, stream: mx.Stream, names: List[str]) -> Dict[str, Callable]:
     """``{name: fn(x, w) -> y}`` for the backends ``names``, compiled as ``functional`` compiles a real call."""
-    from . import backends, functional  # late: functional imports autotune, which imports this module
-
     op = backends.op_of(geom)
-    small = geom.batch * geom.output_length * geom.out_channels <= functional.COMPILE_MAX_OUTPUT
+    small = geom.batch * geom.output_length * geom.out_channels <= COMPILE_MAX_OUTPUT
     found = {}
     for name in names:
         record = backends.BACKENDS[name]

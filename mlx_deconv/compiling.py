@@ -22,6 +22,10 @@ from typing import Callable
 
 import mlx.core as mx
 
+#: Calls with at most this many output elements are compiled; larger ones are left to MLX's graph
+#: as built, since tracing a long signal's many blocks costs more than the Python it saves.
+COMPILE_MAX_OUTPUT = 1 << 24
+
 
 class PerThreadCompiled:
     """``mx.compile(fun)``, compiled separately in each calling thread.

@@ -14,19 +14,16 @@ from typing import Callable, List, Optional, Sequence, Union
 import mlx.core as mx
 
 from . import autotune, backends
+from .compiling import COMPILE_MAX_OUTPUT
 from .devices import StreamLike, resolve_stream
 from .geometry import Padding
-from .interop import torch_to_mlx_weight
+from .layouts import torch_to_mlx_weight
 from .validation import conv1d_geometry, conv_geometry
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]
 #: Prepared calls kept per thread, one per signature (shapes, arguments, backend, stream).
 PREPARED_CALLS = 256
-#: Calls with at most this many output elements are compiled. Larger ones are
-#: left to MLX's graph as built: tracing and fusing a long signal's thousands of
-#: blocks cost more than the Python it saves (figures: docs/performance.md).
-COMPILE_MAX_OUTPUT = 1 << 24
 # Prepared calls are per thread: MLX's default stream and compile cache are per thread, and a
 # compiled function shared between threads aborts the process at exit (see compiling.py). A
 # thread's calls are freed, with the GIL, when it ends.

@@ -22,39 +22,8 @@ from typing import Any, Dict, Optional, Tuple
 import mlx.core as mx
 import numpy as np
 
-
-def torch_to_mlx_weight(weight, groups: int = 1):
-    """``(C_in, C_out/G, K)`` -> ``(C_out, K, C_in/G)`` for a transposed convolution.
-
-    Args:
-        weight: a PyTorch-layout transposed-conv weight.
-        groups (int): the number of groups ``G``. Default: ``1``.
-
-    Returns:
-        The same weight in MLX layout, of the input's array type.
-    """
-    in_channels, out_per_group, taps = weight.shape
-    in_per_group = in_channels // groups
-    w = weight.reshape(groups, in_per_group, out_per_group, taps).transpose(0, 2, 3, 1)
-    return w.reshape(groups * out_per_group, taps, in_per_group)
-
-
-def mlx_to_torch_weight(weight, groups: int = 1):
-    """``(C_out, K, C_in/G)`` -> ``(C_in, C_out/G, K)``; the inverse of :func:`torch_to_mlx_weight`."""
-    out_channels, taps, in_per_group = weight.shape
-    out_per_group = out_channels // groups
-    w = weight.reshape(groups, out_per_group, taps, in_per_group).transpose(0, 3, 1, 2)
-    return w.reshape(groups * in_per_group, out_per_group, taps)
-
-
-def to_torch_layout(weight, groups: int = 1, transposed: bool = True):
-    """An MLX-layout weight in PyTorch's layout for the transposed (default) or the direct convolution."""
-    return mlx_to_torch_weight(weight, groups) if transposed else weight.transpose(0, 2, 1)
-
-
-def from_torch_layout(weight, groups: int = 1, transposed: bool = True):
-    """A PyTorch-layout weight in MLX's layout; the inverse of :func:`to_torch_layout`."""
-    return torch_to_mlx_weight(weight, groups) if transposed else weight.transpose(0, 2, 1)
+from . import weight_norm as wn
+from .layouts import from_torch_layout, mlx_to_torch_weight, to_torch_layout, torch_to_mlx_weight  # noqa: F401 (re-exported)
 
 
 def keras_to_mlx_weight(kernel):
@@ -234,7 +203,6 @@ def load_torch_weights(layer, tensors: TorchWeights) -> None:
     Raises:
         ValueError: naming the tensor whose shape does not fit the layer.
     """
-    from . import weight_norm as wn  # weight_norm imports this module's layout functions
 
     c = layer.config
     expected = c.torch_weight_shape

@@ -41,7 +41,7 @@ import mlx.core as mx
 
 from ..devices import cpu_blas, is_metal
 from ..geometry import Conv1dGeometry, Geometry
-from . import builtin, gemm, metal
+from . import builtin, direct, gemm, metal
 
 Run = Callable[..., mx.array]
 AnyGeometry = Union[Geometry, Conv1dGeometry]
@@ -99,7 +99,7 @@ def _winograd_applies(geom: AnyGeometry) -> bool:
 
 BACKENDS: Dict[str, Backend] = {
     "builtin": Backend("builtin", builtin.conv_transpose1d, getattr(builtin, "conv1d", None)),
-    "gemm": Backend("gemm", gemm.conv_transpose1d, getattr(gemm, "conv1d", None)),
+    "gemm": Backend("gemm", gemm.conv_transpose1d, direct.conv1d),
     # winograd looks at its input's values (non-finite ones take the gemm path): no compiling.
     "winograd": Backend("winograd", gemm.winograd_conv_transpose1d, applies=_winograd_applies, compilable=False),
     "metal": Backend("metal", metal.conv_transpose1d, available=_on_metal, compilable=False),

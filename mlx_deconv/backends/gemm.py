@@ -49,9 +49,8 @@ from typing import Optional
 import mlx.core as mx
 
 from ..geometry import Geometry
-from ..compiling import compile_per_thread
+from ..compiling import COMPILE_MAX_OUTPUT, compile_per_thread
 from . import paths, schedule
-from .direct import conv1d  # noqa: F401  (conv1d on the adjoint paths: see direct.py)
 from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)
 from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams  # noqa: F401
 
@@ -118,10 +117,6 @@ def winograd_conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.a
     """
     minimal = winograd_applies(geom) and values_finite(x, weight) is not False
     return _prepared_run(geom, minimal, bias is not None, policy)(x, weight, bias)
-
-
-#: Calls with at most this many output elements are compiled (as ``functional`` compiles the others).
-COMPILE_MAX_OUTPUT = 1 << 24
 
 
 @lru_cache(maxsize=256)
