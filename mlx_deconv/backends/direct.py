@@ -41,7 +41,7 @@ import mlx.core as mx
 
 from ..compiling import compile_per_thread
 from ..geometry import Conv1dGeometry, Geometry
-from . import schedule, slabs
+from . import gemm, schedule, slabs
 from .layout import slab_shifts, slot_weight
 from .schedule import DEFAULT_POLICY, BlockPolicy
 
@@ -235,8 +235,6 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     Returns:
         array: ``(N, L_out, C_out)`` in the dtype of ``x``.
     """
-    from . import gemm  # the transposed op, this op's adjoint (gemm imports this module)
-
     dtype = x.dtype
     inner = gemm.compute_dtype(x, mx.default_stream(mx.default_device()))
     if inner != dtype:
