@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import backends
-from .bench_timing import Clock, Progress, slow_note, timed_medians, torch_phase, tuned_choice
+from .bench_timing import Clock, Progress, slow_note, timed_medians, torch_conv, torch_phase, tuned_choice
 from .functional import conv1d
 from .validation import conv1d_geometry
 
@@ -121,18 +121,7 @@ def _torch_fn(shape: Conv1dShape, dtype, backward: bool) -> Callable[[], None]:
     x, w = _data(shape, dtype)
     tx = torch.from_numpy(np.array(x.astype(mx.float32))).permute(0, 2, 1).contiguous()
     tw = torch.from_numpy(np.array(w.astype(mx.float32))).permute(0, 2, 1).contiguous()
-    kwargs = shape.kwargs()
-    if backward:
-        tx.requires_grad_(True)
-        tw.requires_grad_(True)
-
-        def fn():
-            torch.nn.functional.conv1d(tx, tw, **kwargs).sum().backward()
-    else:
-        def fn():
-            with torch.no_grad():
-                torch.nn.functional.conv1d(tx, tw, **kwargs)
-    return fn
+    return torch_conv(torch.nn.functional.conv1d, tx, tw, shape.kwargs(), backward)
 
 
 def add_torch(rows: List[Dict], dtype=mx.float32, warmup: int = 2, repeat: int = 5, backward: bool = False) -> bool:

@@ -161,6 +161,21 @@ def tuned_choice(geom, stream: mx.Stream, dtype, backward: bool) -> str:
     return tuned_backend(geom, stream, dtype, backward=backward)["choice"]
 
 
+def torch_conv(op: Callable, tx, tw, kwargs: Dict, backward: bool) -> Callable[[], None]:
+    """A call of PyTorch's ``op`` (``torch.nn.functional.conv1d`` or ``conv_transpose1d``) on ``tx, tw``,
+    or of its gradients w.r.t. both with ``backward``."""
+    if backward:
+        tx.requires_grad_(True)
+        tw.requires_grad_(True)
+        return lambda: op(tx, tw, **kwargs).sum().backward()
+    import torch
+
+    def fn():
+        with torch.no_grad():
+            op(tx, tw, **kwargs)
+    return fn
+
+
 def split_copy(a: mx.array, workers: List[mx.Stream]) -> List[mx.array]:
     """A copy of ``a`` (read + write) with its parts shared by ``workers``."""
     bounds = [a.shape[0] * i // len(workers) for i in range(len(workers) + 1)]

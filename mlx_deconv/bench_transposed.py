@@ -16,7 +16,8 @@ import numpy as np
 
 from . import backends
 from .backends import gemm
-from .bench_timing import Progress, peak_bytes, split_copy, split_matmul, timed_medians, torch_phase, tuned_choice
+from .bench_timing import (Progress, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv, torch_phase,
+                           tuned_choice)
 from .functional import conv_transpose1d
 from .validation import conv_geometry
 
@@ -85,17 +86,7 @@ def _torch_op(shape: Shape, x: mx.array, w: mx.array, backward: bool):
     tw = torch.from_numpy(np.array(mlx_to_torch_weight(w.astype(mx.float32), shape.groups)))
     kwargs = dict(stride=shape.stride, padding=shape.padding, output_padding=shape.output_padding,
                   groups=shape.groups, dilation=shape.dilation)
-    if backward:
-        tx.requires_grad_(True)
-        tw.requires_grad_(True)
-
-        def fn():
-            torch.nn.functional.conv_transpose1d(tx, tw, **kwargs).sum().backward()
-    else:
-        def fn():
-            with torch.no_grad():
-                torch.nn.functional.conv_transpose1d(tx, tw, **kwargs)
-    return fn
+    return torch_conv(torch.nn.functional.conv_transpose1d, tx, tw, kwargs, backward)
 
 
 def run_mlx(shapes: Sequence[Shape] = SHAPES, stream=None, dtype=mx.float32, warmup: int = 2, repeat: int = 5,
