@@ -116,8 +116,9 @@ WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
 #: measured: the same balance is reached about 8x deeper.
 WINOGRAD_MIN_DEPTH = 512
 #: Behind the optimized BLAS that :mod:`mlx_deconv.blas` loads on Linux, gemm
-#: was faster than winograd on every benchmark shape (depths 64 to 8192):
-#: with a fast matmul the transforms cost more than the FLOPs they save.
+#: was faster than winograd on the benchmark shapes of depth 64 to 4096 and
+#: within 10% either way at 8192: with a fast matmul the transforms cost about
+#: what the FLOPs they save do (figures: docs/performance.md).
 WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS: Optional[int] = None
 
 
