@@ -11,7 +11,8 @@ spectrogram ``(n_mels, frames)`` (``.npy`` or ``.pt``) into a WAV file:
 The first run converts the weights (torch is needed to read the ``.pt``) and
 saves them with MLX's ``save_weights`` next to the output as
 ``<checkpoint name>-<hash>.mlx.safetensors`` (the hash of the checkpoint and the config);
-later runs read that file and need no torch, unless other users could have rewritten it.
+later runs read that file and need no torch. A converted file is only read or written when it and its folder
+are ours alone (no symlink, not writable by group or others); otherwise the weights are converted in memory.
 ``--stream`` synthesises chunk by chunk through the layers' own streams
 (equal to the offline waveform to float32 rounding; the difference is printed).
 
@@ -22,11 +23,13 @@ one (``generator.pt``, ``config.json``, ``mel.npy``) to try the rest with.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import stat
 import sys
+import tempfile
 import time
 import wave
 from pathlib import Path
@@ -85,25 +88,58 @@ def load_mel(path: Path, num_mels: int) -> np.ndarray:
 def converted_path(folder: Path, checkpoint: Path, config: hifigan.HiFiGANConfig) -> Path:
     """Where the converted weights of this checkpoint and config go: named by a hash of both, so a
     different checkpoint under the same name (or a changed one) is never mistaken for it."""
-    digest = hashlib.sha256(checkpoint.read_bytes())
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:  # in chunks: checkpoints can be hundreds of megabytes
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
     digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     return folder / f"{checkpoint.stem}-{digest.hexdigest()[:16]}.mlx.safetensors"
 
 
-def trusted(path: Path) -> bool:
-    """True when ``path`` is ours and neither it nor its folder can be rewritten by other local users."""
+def _mine(info: os.stat_result) -> bool:
+    return not hasattr(os, "getuid") or info.st_uid == os.getuid()
+
+
+def private_folder(folder: Path) -> bool:
+    """True when only we (or root) can add, remove or rename files in ``folder``."""
     try:
-        file, folder = path.stat(), path.parent.stat()
+        info = os.stat(folder)
     except OSError:
         return False
-    mine = not hasattr(os, "getuid") or file.st_uid == os.getuid()
-    open_file = file.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    open_folder = folder.st_mode & stat.S_IWOTH and not folder.st_mode & stat.S_ISVTX
-    return mine and not open_file and not open_folder
+    # A sticky bit does not help: a group or other user could still have planted the file first.
+    owner = _mine(info) or info.st_uid == 0
+    return stat.S_ISDIR(info.st_mode) and owner and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def trusted(path: Path) -> bool:
+    """True when ``path`` is a regular file (not a symlink) of ours that neither other local users nor
+    the folder it is in let anyone else rewrite."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    open_file = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return stat.S_ISREG(info.st_mode) and _mine(info) and not open_file and private_folder(path.parent)
+
+
+def save_atomically(model: hifigan.HiFiGAN, path: Path) -> None:
+    """Save the weights under a temporary name in ``path``'s folder, then rename: a reader never sees half a
+    file, and a failed save leaves nothing behind."""
+    # MLX picks the format by the name's ending, so the temporary name ends in .safetensors too.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".safetensors")
+    os.close(handle)
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path, backend: str) -> hifigan.HiFiGAN:
-    """The generator from the converted weights if present and trusted, else converted from the checkpoint and saved."""
+    """The generator from the converted weights if present and trusted, else converted from the checkpoint
+    (and saved for next time, when the folder is private to us)."""
     model = hifigan.HiFiGAN(config, backend=backend)
     if trusted(converted):
         model.load_weights(str(converted))
@@ -111,8 +147,13 @@ def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path,
     else:
         start = time.perf_counter()
         model.load_torch_state_dict(hifigan.load_torch_checkpoint(checkpoint))
-        model.save_weights(str(converted))
-        print(f"weights: converted {checkpoint} in {time.perf_counter() - start:.1f} s, saved to {converted}")
+        seconds = time.perf_counter() - start
+        if private_folder(converted.parent):
+            save_atomically(model, converted)
+            print(f"weights: converted {checkpoint} in {seconds:.1f} s, saved to {converted}")
+        else:
+            print(f"weights: converted {checkpoint} in {seconds:.1f} s, kept in memory only: other users can write "
+                  f"to {converted.parent}, so no converted copy is saved or read there")
     mx.eval(model.parameters())
     return model
 

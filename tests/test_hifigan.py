@@ -211,6 +211,69 @@ def test_example_reuses_converted_weights_only_of_the_same_checkpoint_and_config
     assert example.trusted(converted)
     out.chmod(0o777)  # another local user could swap the file
     assert not example.trusted(converted)
+    out.chmod(0o775)  # group-writable: a sticky bit or not, someone else could have planted the file
+    assert not example.trusted(converted)
+    out.chmod(0o1777)
+    assert not example.trusted(converted)
     out.chmod(0o755)
     converted.chmod(0o666)
     assert not example.trusted(converted)
+
+
+def test_example_does_not_trust_a_symlink_named_like_the_converted_file(tmp_path):
+    example = _vocoder_example()
+    config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
+    checkpoint = tmp_path / "g.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o755)
+    elsewhere = tmp_path / "planted.safetensors"  # a file that would pass every other check
+    elsewhere.write_bytes(b"weights")
+    elsewhere.chmod(0o644)
+    converted = example.converted_path(out, checkpoint, config)
+    converted.symlink_to(elsewhere)
+    assert example.trusted(elsewhere) and not example.trusted(converted)
+
+
+def _random_checkpoint(example, tmp_path):
+    pytest.importorskip("torch")
+    example.make_random_checkpoint(tmp_path / "ck", frames=8)
+    config = hifigan.HiFiGANConfig.from_dict(json.loads((tmp_path / "ck" / "config.json").read_text()))
+    return tmp_path / "ck" / "generator.pt", config
+
+
+def test_example_writes_converted_weights_through_a_temporary_file(tmp_path, monkeypatch):
+    example = _vocoder_example()
+    checkpoint, config = _random_checkpoint(example, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o700)
+    converted = example.converted_path(out, checkpoint, config)
+
+    def save_then_fail(model, file):
+        Path(file).write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(hifigan.HiFiGAN, "save_weights", save_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        example.load_model(checkpoint, config, converted, "builtin")
+    assert list(out.iterdir()) == []  # neither the converted name nor a temporary file is left
+    monkeypatch.undo()
+    model = example.load_model(checkpoint, config, converted, "builtin")
+    assert [p.name for p in out.iterdir()] == [converted.name] and example.trusted(converted)
+    again = example.load_model(checkpoint, config, converted, "builtin")
+    for (name, value), (_, reloaded) in zip(tree_flatten(model.parameters()), tree_flatten(again.parameters())):
+        np.testing.assert_array_equal(np.array(value), np.array(reloaded), err_msg=name)
+
+
+def test_example_neither_reads_nor_writes_a_cache_in_a_folder_others_can_write(tmp_path, capsys):
+    example = _vocoder_example()
+    checkpoint, config = _random_checkpoint(example, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o775)
+    converted = example.converted_path(out, checkpoint, config)
+    capsys.readouterr()
+    example.load_model(checkpoint, config, converted, "builtin")
+    assert list(out.iterdir()) == [] and "memory only" in capsys.readouterr().out
