@@ -30,12 +30,14 @@ from typing import Dict, List, Optional, Tuple
 
 #: Environment switch: a library path, or ``0`` to leave MLX's own BLAS alone.
 ENV = "MLX_DECONV_BLAS"
-#: Wheels whose libraries export unprefixed CBLAS symbols: (distribution, file name prefix).
+#: Wheels whose libraries export unprefixed CBLAS symbols: (distribution, file name prefix). cmeel's
+#: OpenBLAS loads only where a ``libgfortran.so.5`` is installed; where it is not, the next is tried.
 WHEELS: Tuple[Tuple[str, str], ...] = (("mkl", "libmkl_rt.so"), ("cmeel-openblas", "libopenblas.so"))
 #: System OpenBLAS, by soname (the loader's search path finds it).
 SYSTEM: Tuple[str, ...] = ("libopenblas.so.0", "libopenblas.so")
 #: Thread-count variables a user may set; when one is, we set no count ourselves.
-THREAD_VARIABLES: Tuple[str, ...] = ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+THREAD_VARIABLES: Tuple[str, ...] = ("MKL_NUM_THREADS", "MKL_DOMAIN_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                     "OMP_NUM_THREADS")
 #: ``MKL_DOMAIN_BLAS`` of mkl_types.h.
 MKL_DOMAIN_BLAS = 1
 
@@ -54,13 +56,21 @@ _STATE = _State()
 
 
 def _private_enough(path: str) -> bool:
-    """False when ``path`` or its folder can be written by other local users (then it could be swapped)."""
-    for p in (path, os.path.dirname(os.path.abspath(path))):
+    """True when neither the library ``path`` resolves to nor its folder could be swapped by another local user.
+
+    Both must belong to this user or to root, and neither may be writable by group or others
+    (a sticky folder such as ``/tmp`` lets another user own, and so replace, a file in it).
+    """
+    real = os.path.realpath(path)
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for p in (real, os.path.dirname(real)):
         try:
-            mode = os.stat(p).st_mode
+            info = os.stat(p)
         except OSError:
             return False
-        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+        if uid is not None and info.st_uid not in (uid, 0):
             return False
     return True
 
@@ -110,9 +120,8 @@ def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
     # MKL: the BLAS domain only. PyTorch sizes its own thread pool from mkl_get_max_threads(),
     # which resolves to this library once it is global: a global count of 1 would make it single-threaded.
     domain_setter = getattr(handle, "MKL_Domain_Set_Num_Threads", None)
-    if domain_setter is not None:
-        domain_setter(ctypes.c_int(1), ctypes.c_int(MKL_DOMAIN_BLAS))
-        return 1
+    if domain_setter is not None:  # returns 1 when the setting took
+        return 1 if domain_setter(ctypes.c_int(1), ctypes.c_int(MKL_DOMAIN_BLAS)) == 1 else None
     setter = getattr(handle, "openblas_set_num_threads", None)
     if setter is not None:
         setter(ctypes.c_int(1))
@@ -126,7 +135,8 @@ def threads() -> Optional[int]:
         return None
     if _STATE.threads is not None:
         return _STATE.threads
-    for name in THREAD_VARIABLES:
+    own = ("OPENBLAS_NUM_THREADS",) if "openblas" in os.path.basename(_STATE.loaded) else ("MKL_NUM_THREADS",)
+    for name in own + ("OMP_NUM_THREADS",):  # the library's own variable first, then OpenMP's
         value = os.environ.get(name, "").strip()
         if value.isdigit():
             return int(value)
@@ -155,7 +165,7 @@ def load() -> Optional[str]:
         return None
     for origin, path in _candidates():
         if os.sep in path and not _private_enough(path):
-            _STATE.notes.append(f"{origin} {path}: skipped, other users can write it or its folder")
+            _STATE.notes.append(f"{origin} {path}: skipped, other users can write or own it or its folder")
             continue
         try:
             handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
@@ -269,5 +279,5 @@ def warn_if_too_late() -> None:
         return  # nothing we could have loaded: no noise
     warnings.warn(
         "mlx_deconv: mlx.core was imported before mlx_deconv, so MLX's CPU matmul keeps the reference "
-        "BLAS its wheel bundles (tens of times slower). Import mlx_deconv first, or start Python with "
+        "BLAS its wheel bundles (its matmuls measured 2-23x slower). Import mlx_deconv first, or start Python with "
         f"{ENV}=0 to silence this.", RuntimeWarning, stacklevel=3)

@@ -31,7 +31,7 @@ def resolve_stream(stream: StreamLike = None) -> mx.Stream:
     if isinstance(stream, str):
         kinds = {"cpu": mx.cpu, "gpu": mx.gpu}
         if stream.lower() not in kinds:
-            raise ValueError(f"stream must be 'cpu', 'gpu', an mx.Device or an mx.Stream, got {stream!r}")
+            raise ValueError(f"stream must be 'cpu', 'gpu', an mx.Device, an mx.Stream or an mx.ThreadLocalStream, got {stream!r}")
         stream = kinds[stream.lower()]
     if isinstance(stream, mx.DeviceType):
         stream = mx.Device(stream)
@@ -62,11 +62,6 @@ def cpu_blas(stream: mx.Stream) -> Optional[str]:
     if not sys.platform.startswith("linux"):
         return "platform"
     return "optimized" if blas.optimized() else "reference"
-
-
-def has_reference_blas(stream: mx.Stream) -> bool:
-    """True for a CPU stream whose matmuls run on MLX's bundled reference BLAS."""
-    return cpu_blas(stream) == "reference"
 
 
 def serial_blas(stream: mx.Stream) -> bool:
