@@ -146,3 +146,37 @@ def test_fewer_matmul_flops_than_gemm():
     assert isinstance(path, paths.WinogradSlabs) and path.tile == 3
     ws = path.arrange(mx.zeros((8, 16, 8)))
     assert len(ws) == 4 and all(u.shape == (8, 64) for u in ws)  # 2-D when groups == 1
+
+
+@pytest.mark.parametrize("poison", [None, "x", "weight"])
+def test_minimal_filtering_runs_on_finite_values_only(poison, monkeypatch):
+    """The look at the values must not silently turn the backend into gemm: a finite call computes
+    WinogradSlabs' blocks, a call with a NaN in x or the weight does not (and lands as the definition)."""
+    calls = []
+    block = paths.WinogradSlabs.block
+    monkeypatch.setattr(paths.WinogradSlabs, "block", lambda self, *a: calls.append(1) or block(self, *a))
+    rng = np.random.default_rng(7)
+    length = 37 + 2 * (poison is not None) + (poison == "weight")  # a signature of its own: nothing cached
+    x = rng.standard_normal((1, length, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 8)).astype(np.float32)
+    if poison == "x":
+        x[0, 5, 0] = np.nan
+    elif poison == "weight":
+        w[0, 0, 0] = np.nan
+    y = np.array(md.conv_transpose1d(mx.array(x), mx.array(w), stride=2, padding=1, backend="winograd"))
+    assert bool(calls) == (poison is None)
+    expected = ref.conv_transpose1d(x.astype(np.float64), w.astype(np.float64), None, 2, 1, 1, 1, 1)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+
+
+def test_values_finite_says_true_false_or_cannot_tell():
+    from mlx_deconv.backends import gemm
+
+    finite, poisoned = mx.ones((3, 4)), mx.array([1.0, float("inf")])
+    assert gemm.values_finite(finite, finite) is True
+    assert gemm.values_finite(finite, poisoned) is False
+    assert gemm.values_finite(mx.array([float("nan")], mx.float16)) is False
+    assert gemm.values_finite(mx.full((4,), 60000.0, mx.float16)) is True  # a half-precision sum does not overflow
+    seen = []
+    mx.compile(lambda a: seen.append(gemm.values_finite(a)) or a)(finite)
+    assert seen == [None]  # inside mx.compile the values cannot be looked at
