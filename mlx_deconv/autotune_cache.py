@@ -294,11 +294,14 @@ class TuningCache:
                 self._warn("write " + str(path), f"mlx_deconv autotune: could not write {path} ({err})")
 
     def remove(self) -> List[Path]:
-        """Deletes this folder's tuning files (and stray temporary ones); returns those deleted."""
+        """Deletes this folder's tuning files (and stray temporary ones); returns those deleted.
+
+        The ``.lock`` files stay: deleting one that another process holds would let a third lock a new
+        file of the same name while the second still writes."""
         folder = self.folder()
         removed = []
         if folder is not None and folder.is_dir():
-            for path in sorted([*folder.glob("autotune-*"), *folder.glob(".autotune-*.tmp")]):
+            for path in sorted([*folder.glob("autotune-*.json"), *folder.glob(".autotune-*.tmp")]):
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed.append(path)

@@ -269,8 +269,14 @@ def test_clear_forgets_memory_and_disk(tuner, tmp_path):
     t = tuner(timer)
     tune(geometry())
     assert len(cache_files(tmp_path / "cache")) == 1
-    assert any(p.suffix == ".json" for p in t.clear())
+    locks = sorted((tmp_path / "cache").glob("autotune-*.lock"))
+    stray = tmp_path / "cache" / ".autotune-stray.tmp"  # a writer that died before its rename
+    stray.write_text("{")
+    removed = t.clear()
+    assert any(p.suffix == ".json" for p in removed) and stray in removed and not stray.exists()
     assert cache_files(tmp_path / "cache") == []
+    # Another process may hold a lock right now: deleting its file would let a third lock a fresh one.
+    assert locks and all(p.exists() for p in locks) and not set(locks) & set(removed)
     tune(geometry())
     assert len(timer.calls) == 2
 
@@ -470,6 +476,19 @@ def test_tune_command_on_bench_shapes_and_clear(tuner, tmp_path, capsys):
     main(["tune", "--clear"])
     assert "removed" in capsys.readouterr().out
     assert cache_files(tmp_path / "cache") == []
+
+
+def test_tune_command_refuses_unknown_shape_names(tuner, tmp_path):
+    from mlx_deconv import bench
+    from mlx_deconv.__main__ import main
+
+    timer = FakeTimer({})
+    tuner(timer)
+    with pytest.raises(SystemExit) as err:
+        main(["tune", "--shapes", "grouped", "bogus", "nonsense"])
+    message = str(err.value)
+    assert "bogus" in message and "nonsense" in message and "grouped," not in message.split(";")[0]
+    assert all(s.name in message for s in bench.SHAPES) and timer.calls == []  # nothing tuned before refusing
 
 
 # --- through the public op: backend="auto" with autotuning on ---
