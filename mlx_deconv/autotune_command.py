@@ -97,9 +97,11 @@ def main(args) -> None:
         from . import bench
         from .validation import conv_geometry
 
+        valid = [s.name for s in bench.SHAPES]
+        unknown = [name for name in args.shapes or () if name not in valid]
+        if unknown:
+            raise SystemExit(f"--shapes: unknown {', '.join(unknown)}; the bench shapes are {', '.join(valid)}")
         shapes = bench.SHAPES if not args.shapes else [s for s in bench.SHAPES if s.name in args.shapes]
-        if not shapes:
-            raise SystemExit(f"--shapes: none of {args.shapes} is one of {[s.name for s in bench.SHAPES]}")
         entries = []
         for s in shapes:
             geom, _ = conv_geometry((s.batch, s.length, s.in_channels),
