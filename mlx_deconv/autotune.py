@@ -300,8 +300,22 @@ def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fa
     return tune(backends.op_of(geom), geom, stream, dtype, names=names, rule=rule,
                 runners=runners(timing_geometry(geom), stream, names), mode=mode)
 
+
 def tune_model(model, sample: mx.array, backward: bool = False) -> List[dict]:
-    """Runs ``model(sample)`` (and its gradients if ``backward``) with autotuning on; returns the entries met."""
+    """Runs ``model(sample)`` (and its gradients if ``backward``) with autotuning on; returns the entries met.
+
+    It switches autotuning on for the whole process while it runs (restoring the setting after) and collects
+    the entries on the process's tuner, so it is not for concurrent use: calls from other threads in the
+    meantime are tuned too, and their entries may be counted as this model's.
+
+    Args:
+        model: a callable (usually an ``mlx.nn.Module``) whose ``backend="auto"`` conv layers get tuned.
+        sample (array): an input of the shape to tune for.
+        backward (bool): also tune the gradients' calls (and time each backend forward plus backward).
+
+    Returns:
+        list(dict): one tuning entry per distinct call signature met (its choice, the rule, the timings).
+    """
     global _override
     old_override = _override
     met: List[dict] = []
