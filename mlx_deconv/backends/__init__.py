@@ -17,7 +17,9 @@ The ``"auto"`` rule for ``conv_transpose1d``:
       and each output sums enough products to pay for its extra passes
       (:data:`WINOGRAD_MIN_DEPTH_REFERENCE_BLAS` on a Linux CPU behind MLX's
       bundled BLAS, never behind the optimized BLAS of :mod:`mlx_deconv.blas`,
-      :data:`WINOGRAD_MIN_DEPTH` elsewhere); else ``"gemm"`` (matmul +
+      :data:`WINOGRAD_MIN_DEPTH` behind other CPU BLAS such as Accelerate, never
+      on a GPU stream, where its look at the values would wait for the GPU on
+      every call); else ``"gemm"`` (matmul +
       overlap-add; matmul-free when every output channel reads one input
       channel, as in depthwise). MLX's CPU op takes a naive loop for every
       stride or dilation > 1; on GPUs a matmul is hard to beat with a gather
@@ -39,7 +41,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 import mlx.core as mx
 
-from ..devices import cpu_blas, is_metal
+from ..devices import cpu_blas, is_gpu, is_metal
 from ..geometry import Conv1dGeometry, Geometry
 from . import builtin, direct, gemm, metal
 
@@ -112,13 +114,12 @@ METAL_MAX_IN_PER_GROUP = 32
 #: (``C_in/groups * K``); behind the reference BLAS it breaks even at 64
 #: (figures: ``docs/performance.md``).
 WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
-#: Behind Accelerate or a GPU (15-40 FLOP per byte of bandwidth) reasoned, not
-#: measured: the same balance is reached about 8x deeper.
+#: Behind Accelerate (15-40 FLOP per byte of bandwidth) reasoned, not measured:
+#: the same balance is reached about 8x deeper.
 WINOGRAD_MIN_DEPTH = 512
-#: Behind the optimized BLAS that :mod:`mlx_deconv.blas` loads on Linux, gemm
-#: was faster than winograd on the benchmark shapes of depth 64 to 4096 and
-#: within 10% either way at 8192: with a fast matmul the transforms cost about
-#: what the FLOPs they save do (figures: docs/performance.md).
+#: Behind the optimized BLAS that :mod:`mlx_deconv.blas` loads on Linux, gemm was
+#: as fast or faster at every benchmark depth (figures: docs/performance.md): the
+#: transforms cost about what the FLOPs they save do.
 WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS: Optional[int] = None
 
 
@@ -134,6 +135,8 @@ def usable_backends(geom: AnyGeometry, stream: mx.Stream) -> List[str]:
 
 
 def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
+    if is_gpu(stream):
+        return False  # its look at the values (non-finite ones take gemm) would wait for the GPU each call
     least = {"reference": WINOGRAD_MIN_DEPTH_REFERENCE_BLAS,
              "optimized": WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS}.get(cpu_blas(stream), WINOGRAD_MIN_DEPTH)
     return least is not None and BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
@@ -141,7 +144,7 @@ def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
 
 def _auto(geom: AnyGeometry, stream: mx.Stream) -> str:
     if op_of(geom) == "conv1d":
-        return "builtin" if stream.device.type == mx.DeviceType.gpu else "gemm"
+        return "builtin" if is_gpu(stream) else "gemm"
     if BACKENDS["metal"].available(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
         return "metal"
     return "winograd" if _winograd_pays(geom, stream) else "gemm"
