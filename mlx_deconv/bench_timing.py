@@ -2,7 +2,8 @@
 
 Each part of ``bench`` (transposed rows, ``conv1d`` rows, the end-to-end
 decoder) times MLX first and PyTorch afterwards in its own phase: PyTorch
-calls interleaved with MLX's in one process ran up to 4x slower.
+calls interleaved with MLX's in one process ran markedly slower than alone
+(the figures are in ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ def slow_note(timings: Mapping[str, Mapping[str, int]], repeat: int, slow: Optio
 def torch_default_threads() -> Optional[int]:
     """PyTorch's intra-op threads in a fresh process with this environment, or None without torch.
 
-    Asked of a fresh process because ``import mlx_deconv`` before torch may
-    leave torch one thread (the optimized BLAS is set to one thread per matmul).
+    Asked of a fresh process so that PyTorch's phase runs at the thread count a
+    user's own PyTorch process would have, whatever this process set it to
+    (``import mlx_deconv`` leaves it alone: it sets only MKL's BLAS-domain threads).
     """
     try:
         out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
