@@ -64,8 +64,8 @@ def available_backends(stream: StreamLike = None, op: str = "conv_transpose1d") 
     """Names of the backends usable on a stream.
 
     Args:
-        stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, an
-            ``mx.Device`` or an ``mx.Stream``.
+        stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, ``mx.cpu``/``mx.gpu``, an
+            ``mx.Device``, an ``mx.Stream`` or an ``mx.ThreadLocalStream`` (the calling thread's stream of it).
         op (str): ``"conv_transpose1d"`` or ``"conv1d"``. Default: ``"conv_transpose1d"``.
 
     Returns:
@@ -120,7 +120,8 @@ def conv_transpose1d(
             padding that gives it is chosen (PyTorch's ``output_size``).
         backend (str): ``"auto"``, ``"builtin"``, ``"gemm"``, ``"winograd"`` or
             ``"metal"`` (Metal GPU streams only). Default: ``"auto"``.
-        stream: ``None``, ``"cpu"``, ``"gpu"``, an ``mx.Device`` or an ``mx.Stream``.
+        stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, ``mx.cpu``/``mx.gpu``, an ``mx.Device``,
+            an ``mx.Stream`` or an ``mx.ThreadLocalStream`` (the calling thread's stream of it).
 
     Returns:
         array: ``(N, L_out, C_out)`` (or ``(N, C_out, L_out)``; unbatched for an
@@ -172,7 +173,8 @@ def conv1d(
         weight_format (str): ``"mlx"`` or ``"torch"``. Default: ``"mlx"``.
         backend (str): ``"auto"`` or a name from
             ``available_backends(stream, op="conv1d")``. Default: ``"auto"``.
-        stream: ``None``, ``"cpu"``, ``"gpu"``, an ``mx.Device`` or an ``mx.Stream``.
+        stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, ``mx.cpu``/``mx.gpu``, an ``mx.Device``,
+            an ``mx.Stream`` or an ``mx.ThreadLocalStream`` (the calling thread's stream of it).
 
     Returns:
         array: ``(N, L_out, C_out)`` (or ``(N, C_out, L_out)``; unbatched for an
@@ -215,7 +217,7 @@ def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: 
     calls = _prepared_calls()
     try:
         call = calls.pop(key, None)
-    except TypeError:  # an unhashable argument (a list as padding): prepared afresh each call
+    except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
         key, call = None, None
     if call is None:
         call = prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream,

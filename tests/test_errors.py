@@ -30,6 +30,9 @@ CASES = [
     ("float stride", dict(stride=2.0), TypeError, ["stride", "2.0"]),
     ("bool dilation", dict(dilation=True), TypeError, ["dilation", "True"]),
     ("string groups", dict(groups="2"), TypeError, ["groups", "'2'"]),
+    # Unhashable, so no cache key: still refused by the checks, not by the key's hash.
+    ("numpy array stride", dict(stride=np.array([2])), TypeError, ["stride", "array([2])"]),
+    ("set padding", dict(padding={1}), TypeError, ["padding", "{1}"]),
     ("bias shape", dict(bias=mx.zeros((5,))), ValueError, ["bias", "(6,)", "(5,)"]),
     ("bias 2-D", dict(bias=mx.zeros((1, 6))), ValueError, ["bias", "(1, 6)"]),
     ("no output left", dict(padding=9), ValueError, ["padding=9", "output length would be"]),
