@@ -169,7 +169,6 @@ def _path_of(backend, name):
 def _transposed_params():
     for backend in ("builtin", "gemm", "winograd"):
         for name in TRANSPOSED:
-            path = None if backend == "builtin" else _path_of(backend, name)
             for where in PLACES:
                 yield pytest.param(backend, name, where, id=f"{backend}-{name}-{where}")
 
