@@ -159,11 +159,6 @@ class ConvConfig:
         """The dilated kernel's span in samples."""
         return dilated_kernel_size(self.kernel_size, self.dilation)
 
-    @property
-    def time_axis(self) -> int:
-        """The length axis of a batched input."""
-        return 1 if self.data_format == "NLC" else 2
-
     def _probe_shape(self, length: int) -> Tuple[int, int, int]:
         channels = self.in_channels or self.groups
         return (1, length, channels) if self.data_format == "NLC" else (1, channels, length)

@@ -275,10 +275,6 @@ class Conv1dGeometry(ConvShape):
     output_length: int
 
     @property
-    def padded_length(self) -> int:
-        return self.pad_left + self.length + self.pad_right
-
-    @property
     def flops(self) -> int:
         """Multiply-adds times two, padding zeros included: ``2*N*L_out*C_in/G*C_out*K``."""
         return 2 * self.batch * self.output_length * self.in_per_group * self.out_channels * self.kernel_size
