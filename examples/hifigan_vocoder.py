@@ -152,8 +152,8 @@ def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path,
             save_atomically(model, converted)
             print(f"weights: converted {checkpoint} in {seconds:.1f} s, saved to {converted}")
         else:
-            print(f"weights: converted {checkpoint} in {seconds:.1f} s, kept in memory only: other users can write "
-                  f"to {converted.parent}, so no converted copy is saved or read there")
+            print(f"weights: converted {checkpoint} in {seconds:.1f} s, kept in memory only: {converted.parent} is "
+                  f"not ours alone (writable by group or others), so no converted copy is read or saved there")
     mx.eval(model.parameters())
     return model
 
@@ -227,7 +227,7 @@ def main(argv=None) -> dict:
     mx.eval(audio)
     elapsed = time.perf_counter() - start
     summary = dict(samples=int(audio.shape[1]), sampling_rate=config.sampling_rate, seconds=elapsed,
-                   real_time_factor=elapsed / seconds, converted=str(converted))
+                   real_time_factor=elapsed / seconds, converted=str(converted) if trusted(converted) else None)
     print(f"synthesis: {elapsed:.2f} s for {seconds:.2f} s of audio, real-time factor {elapsed / seconds:.3f}")
     if args.stream:
         offline = model(x)

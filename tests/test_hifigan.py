@@ -160,6 +160,8 @@ def test_backend_reaches_every_layer():
 def test_example_end_to_end(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "out" / "v.wav"
+    out.parent.mkdir()
+    out.parent.chmod(0o755)  # private enough to keep the converted weights, whatever the umask
     cmd = [sys.executable, str(EXAMPLE), "--make-random-checkpoint", str(tmp_path / "ck"), "--frames", "40",
            "--out", str(out), "--stream", "--chunk-frames", "7"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
