@@ -112,8 +112,8 @@ def private_folder(folder: Path) -> bool:
 
 
 def trusted(path: Path) -> bool:
-    """True when ``path`` is a regular file (not a symlink) of ours that neither other local users nor
-    the folder it is in let anyone else rewrite."""
+    """True when ``path`` is a regular file of ours (a symlink is not), writable by no one else, in a
+    folder only we (or root) can change."""
     try:
         info = os.lstat(path)
     except OSError:
