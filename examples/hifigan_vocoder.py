@@ -200,7 +200,9 @@ def main(argv=None) -> dict:
     if args.output_padding:
         values["upsample_output_padding"] = True
     config = hifigan.HiFiGANConfig.from_dict(values)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.out.parent.exists():  # ours: private to this user whatever the umask, so the cache can be kept there
+        args.out.parent.mkdir(parents=True)
+        args.out.parent.chmod(0o755)
     converted = converted_path(args.out.parent, args.checkpoint, config)
     model = load_model(args.checkpoint, config, converted, args.backend)
     mel = load_mel(args.mel, config.num_mels)
