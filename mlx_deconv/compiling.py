@@ -1,4 +1,4 @@
-"""``mx.compile`` for functions called from any thread.
+"""``mx.compile`` from any thread: caches of compiled functions kept per thread.
 
 MLX keeps one compile cache per thread, and a compiled function remembers
 only the cache of the thread that called it last: it erases its entries
@@ -8,53 +8,71 @@ entries hold Python objects. When such a thread ends while the interpreter
 is shutting down, freeing them needs the GIL that the finalizing interpreter
 no longer hands out: the thread is torn down inside a C++ destructor and the
 process aborts ("terminate called without an active exception", status 134).
-Sharing one compiled function is also a data race on that remembered cache.
+Sharing one compiled function, or freeing it on another thread than the one
+that called it, is also a data race on that remembered cache.
 
-Here every thread gets its own compiled function, held in a
-``threading.local``: Python frees it while the thread ends, with the GIL,
-which empties that thread's cache before MLX's thread-exit cleanup runs.
+So a compiled function must be made, called and freed by one thread.
+:func:`per_thread_cache` keeps a table of its own for each thread, in a
+``threading.local``: an entry, and the compiled functions inside it, is
+made by the thread that asks for it, dropped from that thread's table when
+the table is full, and freed there; whatever remains is freed, with the GIL,
+while the thread ends, which empties that thread's compile cache before
+MLX's thread-exit cleanup runs. ``functional`` keeps its prepared calls per
+thread for the same reason.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import Callable
-
-import mlx.core as mx
+from typing import Callable, Optional
 
 #: Calls with at most this many output elements are compiled; larger ones are left to MLX's graph
 #: as built, since tracing a long signal's many blocks costs more than the Python it saves.
 COMPILE_MAX_OUTPUT = 1 << 24
 
 
-class PerThreadCompiled:
-    """``mx.compile(fun)``, compiled separately in each calling thread.
+def per_thread_cache(maxsize: Optional[int] = 128) -> Callable[[Callable], Callable]:
+    """``functools.lru_cache(maxsize)`` with one table per thread.
+
+    For functions that return compiled functions (``mx.compile``) or values
+    holding them: each thread gets, keeps, evicts and frees its own (see the
+    module docstring). A returned value must therefore not be handed to
+    another thread. Arguments are hashed and compared as by ``lru_cache``.
 
     Args:
-        fun (Callable): the function to compile, as for ``mx.compile``.
-    """
-
-    __slots__ = ("fun", "_local", "__weakref__")
-
-    def __init__(self, fun: Callable):
-        self.fun = fun
-        self._local = threading.local()
-
-    def __call__(self, *args, **kwargs):
-        try:
-            compiled = self._local.compiled
-        except AttributeError:
-            compiled = self._local.compiled = mx.compile(self.fun)
-        return compiled(*args, **kwargs)
-
-
-def compile_per_thread(fun: Callable) -> PerThreadCompiled:
-    """``mx.compile`` that is safe to share between threads (see the module docstring).
-
-    Args:
-        fun (Callable): the function to compile.
+        maxsize (int, optional): entries kept per thread, the least recently
+            used dropped first; ``None`` keeps every one. Default: ``128``.
 
     Returns:
-        PerThreadCompiled: callable like ``mx.compile(fun)``.
+        Callable: a decorator. The decorated function has ``cache_info()`` and
+        ``cache_clear()`` for the calling thread's table, ``cache_parameters()``
+        and ``__wrapped__`` as ``lru_cache``'s do.
     """
-    return PerThreadCompiled(fun)
+    if maxsize is not None and (not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0):
+        raise TypeError(f"maxsize must be None or an int >= 0, got {maxsize!r}")
+
+    def decorate(fun: Callable) -> Callable:
+        local = threading.local()
+
+        def table() -> Callable:
+            try:
+                return local.table
+            except AttributeError:
+                local.table = functools.lru_cache(maxsize)(fun)  # the C lookup: a hit costs one attribute read more
+                return local.table
+
+        @functools.wraps(fun)
+        def cached(*args, **kwargs):
+            try:
+                lookup = local.table
+            except AttributeError:
+                lookup = table()
+            return lookup(*args, **kwargs)
+
+        cached.cache_info = lambda: table().cache_info()
+        cached.cache_clear = lambda: table().cache_clear()
+        cached.cache_parameters = lambda: {"maxsize": maxsize, "typed": False}
+        return cached
+
+    return decorate

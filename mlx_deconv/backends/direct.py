@@ -34,12 +34,11 @@ of signal and cotangent swapped, so one VJP of the ``gemm`` transposed op
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import List, Optional, Tuple
 
 import mlx.core as mx
 
-from ..compiling import compile_per_thread
+from ..compiling import per_thread_cache
 from ..geometry import Conv1dGeometry, Geometry
 from . import gemm, schedule, slabs
 from .layout import slab_shifts, slot_weight
@@ -66,7 +65,7 @@ class _DirectPath:
         return (g.out_channels,) if g.groups == 1 else (g.groups, g.out_per_group)
 
 
-@lru_cache(maxsize=512)
+@per_thread_cache(maxsize=512)  # compiled functions: made, kept and freed by each thread
 def _depthwise_taps(taps: int, stride: int, dilation: int, count: int):
     last = (count - 1) * stride + 1
 
@@ -77,7 +76,7 @@ def _depthwise_taps(taps: int, stride: int, dilation: int, count: int):
             acc = view if acc is None else acc + view
         return acc
 
-    return compile_per_thread(total)
+    return mx.compile(total)
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,12 @@ and every device come for free.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Optional
 
 import mlx.core as mx
 
 from ..geometry import Geometry
-from ..compiling import COMPILE_MAX_OUTPUT, compile_per_thread
+from ..compiling import COMPILE_MAX_OUTPUT, per_thread_cache
 from . import paths, schedule
 from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)
 from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams  # noqa: F401
@@ -119,7 +118,7 @@ def winograd_conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.a
     return _prepared_run(geom, minimal, bias is not None, policy)(x, weight, bias)
 
 
-@lru_cache(maxsize=256)
+@per_thread_cache(maxsize=256)  # compiled functions: made, kept and freed by each thread
 def _prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, policy: BlockPolicy):
     """The path's run for ``geom``, compiled when small: the winograd backend looks at its values
     first, so it cannot be compiled whole by ``functional``; what follows the look can."""
@@ -130,7 +129,7 @@ def _prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, poli
 
     if geom.batch * geom.output_length * geom.out_channels > COMPILE_MAX_OUTPUT:
         return run
-    compiled = compile_per_thread(run if with_bias else (lambda x, weight: run(x, weight, None)))
+    compiled = mx.compile(run if with_bias else (lambda x, weight: run(x, weight, None)))
     return compiled if with_bias else (lambda x, weight, bias: compiled(x, weight))
 
 

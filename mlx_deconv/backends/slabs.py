@@ -15,12 +15,11 @@ the cotangent back with ``S`` shifted views, once.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from ..compiling import compile_per_thread
+from ..compiling import per_thread_cache
 
 
 def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
@@ -81,7 +80,7 @@ def _cotangent_views(ct: mx.array, shifts: Tuple[int, ...], rows_padded: int, lo
     return views
 
 
-@lru_cache(maxsize=512)
+@per_thread_cache(maxsize=512)  # compiled functions: made, kept and freed by each thread
 def _summed(shifts: Tuple[int, ...], lo: int, count: int, axis: int):
     pad = max(shifts)
 
@@ -92,7 +91,7 @@ def _summed(shifts: Tuple[int, ...], lo: int, count: int, axis: int):
             acc = view if acc is None else acc + view
         return acc
 
-    return compile_per_thread(total)
+    return mx.compile(total)
 
 
 def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int, axis: int = -3) -> mx.array:
@@ -129,7 +128,7 @@ def slab_sum(cols: mx.array, shifts: Tuple[int, ...], first: int, last: int, axi
     return forward(cols)
 
 
-@lru_cache(maxsize=512)
+@per_thread_cache(maxsize=512)
 def _multiplied(shifts: Tuple[int, ...], lo: int, count: int, rows_padded: int, empty: Tuple[Tuple[bool, ...], ...]):
     """Compiled rows ``[lo, lo + count)`` of ``sum_j x[m - q_j + P] * w_j``, leaving out the products of
     padding rows and of empty slots: zero by definition, even for a NaN or Inf factor.
@@ -175,10 +174,10 @@ def _multiplied(shifts: Tuple[int, ...], lo: int, count: int, rows_padded: int, 
             acc[:, inner_hi:] = masked(x, w, inner_hi, count)
         return acc
 
-    return compile_per_thread(total)
+    return mx.compile(total)
 
 
-@lru_cache(maxsize=512)
+@per_thread_cache(maxsize=512)
 def _depthwise_grads(shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int, first: int, broadcast_x: bool):
     """Compiled VJP of :func:`depthwise_slab_sum`: ``dx`` reads the cotangent through shifted views."""
     pad = max(shifts)
@@ -197,7 +196,7 @@ def _depthwise_grads(shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int
         dw = mx.stack([mx.sum(valid * x[:, lo - q + pad : hi - q + pad, None, :], axis=(0, 1)) for q in shifts])
         return dx, dw
 
-    return compile_per_thread(grads)
+    return mx.compile(grads)
 
 
 def depthwise_slab_sum(x: mx.array, w: mx.array, shifts: Tuple[int, ...], first: int, last: int,

@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 
-from ..compiling import compile_per_thread
+from ..compiling import per_thread_cache
 from . import slabs
 
 #: Output rows per tile for each count of consecutive row shifts; the points
@@ -115,7 +115,7 @@ def _combine(coefficients: Sequence[Fraction], arrays: Sequence[mx.array]) -> mx
     return total
 
 
-@lru_cache(maxsize=None)
+@per_thread_cache(maxsize=None)  # compiled functions: made, kept and freed by each thread
 def _fused_combination(coefficients: Tuple[Fraction, ...]):
     # The common denominator is applied once, after the sum: ``(a + b) / 2`` and
     # ``(a - b) / 2`` share no ``a / 2`` that MLX's compile would merge and keep
@@ -127,7 +127,7 @@ def _fused_combination(coefficients: Tuple[Fraction, ...]):
         total = _combine(numerators, arrays)
         return total if scale == 1 else total * (1.0 / scale)
 
-    return compile_per_thread(combination)
+    return mx.compile(combination)
 
 
 def transform_weight(slabs: Sequence[mx.array], tile: int) -> List[mx.array]:
@@ -151,7 +151,7 @@ def _input_transform(x_ext: mx.array, tile: int, taps: int) -> List[mx.array]:
     return [_combine(row, views) for row in b_t]
 
 
-@lru_cache(maxsize=None)
+@per_thread_cache(maxsize=None)
 def _output_transform(tile: int, taps: int, dtype: mx.Dtype):
     a_t, _, _ = transforms(tile, taps)
     # Column j of A^T shaped to broadcast over (N, T, tile, stride, G, D); made once, so
@@ -168,7 +168,7 @@ def _output_transform(tile: int, taps: int, dtype: mx.Dtype):
             total = term if total is None else total + term
         return total
 
-    return compile_per_thread(apply)
+    return mx.compile(apply)
 
 
 def samples(
