@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import mlx.core as mx
@@ -23,8 +24,8 @@ import pytest
 import mlx_deconv as md
 import reference as ref
 from helpers import atol
-from mlx_deconv import functional
-from mlx_deconv.backends import paths, schedule
+from mlx_deconv import compiling, functional
+from mlx_deconv.backends import direct, gemm, paths, schedule, slabs, winograd
 from mlx_deconv.validation import conv_geometry
 
 CPU_BACKENDS = ["builtin", "gemm", "winograd"]
@@ -76,6 +77,25 @@ def _check(op, backend, case, seed, stream=None):
     got = np.array(y, np.float64)
     np.testing.assert_allclose(got, _expected(op, x, w, b, kwargs, crops), rtol=0,
                                atol=atol(w_shape[1] * w_shape[2]))
+
+
+def _check_grads(op, backend, case, seed):
+    """``x`` and weight gradients of ``sum(op(x, w) * ct)`` against the reference's VJP."""
+    x_shape, w_shape, kwargs, crops = case
+    x, w, _ = _arrays(x_shape, w_shape, seed)
+    f = md.conv_transpose1d if op == "transposed" else md.conv1d
+    ct = mx.array(np.random.default_rng(seed + 1).standard_normal(
+        f(mx.zeros(x_shape), mx.zeros(w_shape), **kwargs, backend="builtin").shape), mx.float32)
+    loss = lambda xa, wa: mx.sum(f(xa, wa, **kwargs, backend=backend) * ct)  # noqa: E731
+    dx, dw = mx.grad(loss, argnums=(0, 1))(mx.array(x, mx.float32), mx.array(w, mx.float32))
+    vjp = ref.conv_transpose1d_vjp if op == "transposed" else ref.conv1d_vjp
+    want_dx, want_dw, _ = vjp(x, w, np.array(ct, np.float64), kwargs.get("stride", 1), *crops,
+                              kwargs.get("dilation", 1), kwargs.get("groups", 1))
+    groups = kwargs.get("groups", 1)
+    # dx sums taps * C_out/G products, dw one per input (transposed) or output (direct) row of the batch.
+    np.testing.assert_allclose(np.array(dx, np.float64), want_dx, rtol=0, atol=atol(w_shape[1] * w_shape[0] // groups))
+    rows = x_shape[1] if op == "transposed" else ct.shape[1]
+    np.testing.assert_allclose(np.array(dw, np.float64), want_dw, rtol=1e-6, atol=atol(x_shape[0] * rows))
 
 
 def _work(op, backend, cases, worker, barrier, rounds=2):
@@ -254,3 +274,212 @@ def test_process_exits_cleanly_after_calls_from_threads(tmp_path):
         assert "failures: []" in out, (order, mode, out, err[-2000:])
         assert proc.returncode == 0, (order, mode, proc.returncode, err[-2000:])
         assert "terminate called" not in err
+
+
+# The caches of compiled helpers, and a signature of each that no call makes, by index: enough of them
+# fill a cache with entries the thread never calls.
+def _unused_geometry(i):
+    return conv_geometry((1, 10_000 + i, 4), (4, 3, 4), stride=2, padding=1)[0]
+
+
+HELPER_CACHES = {
+    "gemm._prepared_run": (lambda: gemm._prepared_run,
+                           lambda i: (_unused_geometry(i), False, False, schedule.DEFAULT_POLICY)),
+    "slabs._summed": (lambda: slabs._summed, lambda i: ((0, 1), 0, 10**6 + i, 1)),
+    "slabs._multiplied": (lambda: slabs._multiplied,
+                          lambda i: ((0, 1), 0, 10**6 + i, 10**6 + i + 2, ((False,), (False,)))),
+    "slabs._depthwise_grads": (lambda: slabs._depthwise_grads, lambda i: ((0, 1), 10**6 + i, 1, 2, 0, False)),
+    "direct._depthwise_taps": (lambda: direct._depthwise_taps, lambda i: (3, 2, 1, 10**6 + i)),
+    "winograd._fused_combination": (lambda: winograd._fused_combination, None),  # unbounded: never evicts
+    "winograd._output_transform": (lambda: winograd._output_transform, None),
+}
+
+
+def _use_every_helper(seed):
+    """Calls that make each cache of compiled helpers an entry, checked against the reference."""
+    for backend in ("gemm", "winograd"):  # dense, grouped, depthwise and dilated paths; minimal filtering
+        for case in transposed_cases()[:5]:
+            _check("transposed", backend, case, seed)
+    _check("conv1d", "gemm", ((1, 30, 5), (5, 3, 1), dict(stride=2, groups=5), (0, 0)), seed)  # direct depthwise
+    for case in (transposed_cases()[1], transposed_cases()[3]):  # the wide and the depthwise VJPs
+        _check_grads("transposed", "gemm", case, seed)
+
+
+def test_compiled_helpers_are_made_evicted_and_freed_by_their_own_thread(monkeypatch):
+    """A thread that fills the caches of compiled helpers evicts none of another thread's entries, and
+    frees no compiled function another thread made (that would be a data race on the maker's compile
+    cache, see compiling.py); the maker's results stay right. Every compiled function is tracked by a
+    weak reference whose callback notes the thread that drops it."""
+    real_compile = mx.compile
+    freed = []  # (maker thread, freeing thread)
+    made = []
+    references = []
+
+    class Tracked:
+        __slots__ = ("compiled", "__weakref__")
+
+        def __init__(self, compiled):
+            self.compiled = compiled
+
+        def __call__(self, *args, **kwargs):
+            return self.compiled(*args, **kwargs)
+
+    def tracking_compile(fun, *args, **kwargs):
+        tracked = Tracked(real_compile(fun, *args, **kwargs))
+        maker = threading.get_ident()
+        made.append(maker)
+        references.append(weakref.ref(tracked, lambda _, maker=maker: freed.append((maker, threading.get_ident()))))
+        return tracked
+
+    monkeypatch.setattr(mx, "compile", tracking_compile)
+    filled, evicted, finish = threading.Event(), threading.Event(), threading.Event()
+    owner = {}
+    errors = []
+
+    def maker():  # its own thread, so its tables start empty whatever earlier tests did on the main thread
+        try:
+            owner["maker"] = threading.get_ident()
+            _use_every_helper(seed=1)
+            owner["sizes"] = {name: get().cache_info().currsize for name, (get, _) in HELPER_CACHES.items()}
+        except BaseException as err:
+            errors.append(err)
+        filled.set()
+        evicted.wait(120)
+        try:  # after the other thread's evictions: the same calls, still right
+            owner["after"] = {name: get().cache_info().currsize for name, (get, _) in HELPER_CACHES.items()}
+            _use_every_helper(seed=2)
+        except BaseException as err:
+            errors.append(err)
+        finish.wait(120)
+
+    def evictor():
+        try:
+            for get, signature in HELPER_CACHES.values():
+                if signature is not None:
+                    cached = get()
+                    for i in range(cached.cache_parameters()["maxsize"] + 1):
+                        cached(*signature(i))
+        except BaseException as err:
+            errors.append(err)
+
+    a = threading.Thread(target=maker)
+    a.start()
+    filled.wait(120)
+    b = threading.Thread(target=evictor)
+    b.start()
+    b.join()
+    evicted.set()
+    finish.set()
+    a.join()
+    assert not errors, errors
+    assert owner["maker"] in made
+    assert all(size > 0 for size in owner["sizes"].values()), owner["sizes"]  # every cache was used
+    assert owner["after"] == owner["sizes"]  # nothing of the maker's was evicted by the other thread
+    assert freed, "no compiled function was freed"  # the evictor's, at least
+    wrong = [(m, f) for m, f in freed if m != f]
+    assert not wrong, f"{len(wrong)} compiled functions freed by another thread than their maker"
+
+
+def test_per_thread_cache_keeps_a_table_per_thread():
+    calls = []
+
+    @compiling.per_thread_cache(maxsize=2)
+    def square(n):
+        calls.append((threading.get_ident(), n))
+        return [n * n]  # a new object per entry
+
+    first = square(3)
+    assert square(3) is first and square.cache_info().hits == 1
+    with ThreadPoolExecutor(1) as pool:
+        other, info = pool.submit(lambda: (square(3), square.cache_info())).result()
+    assert other == first and other is not first  # made again in the other thread
+    assert (info.hits, info.misses, info.currsize) == (0, 1, 1)
+    square(4)
+    square(3)  # 3 most recent: 5 evicts 4
+    square(5)
+    assert square(3) is first
+    assert len([c for c in calls if c[1] == 4]) == 1
+    square(4)
+    assert len([c for c in calls if c[1] == 4]) == 2
+    assert square.cache_info().currsize == 2 and square.cache_parameters() == {"maxsize": 2, "typed": False}
+    square.cache_clear()
+    assert square.cache_info().currsize == 0 and square.__wrapped__(2) == [4]
+    for bad in (-1, 2.5, "8", True):
+        with pytest.raises(TypeError, match="maxsize"):
+            compiling.per_thread_cache(bad)
+
+
+STRESS = textwrap.dedent(
+    """
+    import sys, threading
+    import mlx_deconv as md  # first, as in the test suite's conftest (BLAS set-up)
+    sys.path.insert(0, {tests!r})
+    import numpy as np
+    import test_threads as tt
+    from mlx_deconv import compiling, functional
+    from mlx_deconv.backends import direct, gemm, slabs, winograd
+
+    # Caches of a few entries, so the random signatures below evict all the time in every thread.
+    caches = [(gemm, "_prepared_run"), (slabs, "_summed"), (slabs, "_multiplied"), (slabs, "_depthwise_grads"),
+              (direct, "_depthwise_taps"), (winograd, "_fused_combination"), (winograd, "_output_transform")]
+    for module, name in caches:
+        setattr(module, name, compiling.per_thread_cache(2)(getattr(module, name).__wrapped__))
+    functional.PREPARED_CALLS = 2
+    failures, evictions = [], []
+
+    def random_case(rng):  # aimed at the cached helpers: slab and minimal-filtering paths, depthwise, any
+        kind = int(rng.integers(3))
+        if kind == 0:  # taps a multiple of the stride (vocoder-like)
+            stride = int(rng.choice([1, 2, 3, 4, 8]))
+            taps, dilation, groups = stride * int(rng.integers(1, 4)), 1, int(rng.choice([1, 2]))
+            cin, cout = groups * int(rng.integers(1, 5)), groups * int(rng.integers(1, 5))
+        elif kind == 1:  # depthwise, with a channel multiplier
+            cin = groups = int(rng.integers(1, 6))
+            cout = cin * int(rng.integers(1, 3))
+            taps, stride, dilation = int(rng.integers(1, 9)), int(rng.integers(1, 5)), int(rng.integers(1, 3))
+        else:
+            groups = int(rng.choice([1, 2, 4]))
+            cin, cout = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 4))
+            taps, stride, dilation = int(rng.integers(1, 9)), int(rng.integers(1, 5)), int(rng.integers(1, 3))
+        reach = (taps - 1) * dilation
+        crops = (int(rng.integers(0, reach // 2 + 1)), int(rng.integers(0, reach // 2 + 1)))
+        return ((int(rng.integers(1, 3)), int(rng.integers(reach + 1, reach + 40)), cin), (cout, taps, cin // groups),
+                dict(stride=stride, padding=crops, dilation=dilation, groups=groups), crops)
+
+    def work(worker):
+        rng = np.random.default_rng(worker)
+        try:
+            for i in range(int(sys.argv[1])):
+                case = random_case(rng)
+                op = "conv1d" if rng.random() < 0.25 else "transposed"
+                backend = "gemm" if op == "conv1d" else str(rng.choice(["gemm", "winograd"]))
+                if rng.random() < 0.3:
+                    tt._check_grads(op, backend, case, seed=i)
+                else:
+                    tt._check(op, backend, case, seed=i)
+        except BaseException as err:
+            failures.append(repr(err))
+        infos = [getattr(module, name).cache_info() for module, name in caches]
+        evictions.append(sum(info.misses - info.currsize for info in infos))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("failures:", failures)
+    print("evictions:", min(evictions))
+    sys.stdout.flush()
+    """
+)
+
+
+def test_process_exits_cleanly_after_threads_evict_compiled_helpers(tmp_path):
+    """Four threads, random signatures, caches of two entries: results right, exit status 0."""
+    script = tmp_path / "evicting_threads.py"
+    script.write_text(STRESS.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, str(script), "12"], capture_output=True, text=True, timeout=300)
+    assert "failures: []" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+    assert int(proc.stdout.split("evictions:")[1]) >= 5, proc.stdout  # in every thread
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "terminate called" not in proc.stderr
