@@ -16,7 +16,7 @@ The ``"auto"`` rule for ``conv_transpose1d``:
       (taps on 2 or 3 consecutive input rows, as ``K = 2*stride`` in vocoders)
       and each output sums enough products to pay for its extra passes
       (:data:`WINOGRAD_MIN_DEPTH_REFERENCE_BLAS` on a Linux CPU behind MLX's
-      bundled BLAS, :data:`WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS` behind the optimized BLAS of :mod:`mlx_deconv.blas`,
+      bundled BLAS, never behind the optimized BLAS of :mod:`mlx_deconv.blas`,
       :data:`WINOGRAD_MIN_DEPTH` behind other CPU BLAS such as Accelerate, never
       on a GPU stream, where its look at the values would wait for the GPU on
       every call); else ``"gemm"`` (matmul +
@@ -119,8 +119,9 @@ WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
 WINOGRAD_MIN_DEPTH = 512
 #: Behind the optimized BLAS that :mod:`mlx_deconv.blas` loads on Linux, the
 #: transforms cost about what the FLOPs they save do: gemm was faster up to depth
-#: 4096, winograd only at 8192 (figures: docs/performance.md).
-WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS: Optional[int] = 8192
+#: 4096, either could win at 8192, and gemm's forward+backward was much faster
+#: there (figures: docs/performance.md). Autotuning takes winograd where it wins.
+WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS: Optional[int] = None
 
 
 def available_backends(stream: mx.Stream, op: str = "conv_transpose1d") -> List[str]:
