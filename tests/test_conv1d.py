@@ -325,3 +325,22 @@ def test_same_matches_torch_at_stride_1(taps, dilation):
     y = md.conv1d(mx.array(x, mx.float32), mx.array(w, mx.float32), padding="same", dilation=dilation,
                   data_format="NCL", weight_format="torch")
     np.testing.assert_allclose(np.array(y), expected.numpy(), atol=atol(3 * taps))
+
+
+@pytest.mark.parametrize("backend", md.available_backends(op="conv1d"))
+def test_grouped_asymmetric_padding_weight_gradient(backend):
+    """Found by hypothesis: MLX's own grouped conv with (left, right) padding, left != right, returned a weight
+    gradient of the wrong shape; builtin now pads with zeros first."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 2))
+    w = rng.standard_normal((2, 1, 1))
+    ct = rng.standard_normal((1, 1, 2))
+
+    def loss(xa, wa):
+        return (md.conv1d(xa, wa, stride=3, padding=(2, 0), groups=2, backend=backend) * mx.array(ct, mx.float32)).sum()
+
+    got_x, got_w = mx.grad(loss, argnums=(0, 1))(mx.array(x, mx.float32), mx.array(w, mx.float32))
+    ex, ew, _ = ref.conv1d_vjp(x, w, ct, 3, 2, 0, 1, 2)
+    assert got_w.shape == w.shape
+    np.testing.assert_allclose(np.array(got_x), ex, atol=1e-6)
+    np.testing.assert_allclose(np.array(got_w), ew, atol=1e-6)

@@ -38,14 +38,19 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     """Direct conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says.
 
     ``mx.conv_general`` takes ``([left], [right])`` padding, so asymmetric
-    ("same" with an even span, "causal") needs no copy of the input, but for
-    ``dilation > 1``: there MLX's CPU convolution leaves out the products of
-    padding rows, so a NaN or Inf weight tap that reads only padding would give
-    a finite output where zero padding gives NaN (0 * NaN); the input is padded
-    with real zeros first.
+    ("same" with an even span, "causal") needs no copy of the input, except:
+
+    * ``dilation > 1``: MLX's CPU convolution leaves out the products of
+      padding rows, so a NaN or Inf weight tap that reads only padding would
+      give a finite output where zero padding gives NaN (0 * NaN);
+    * grouped with ``left != right``: the weight gradient of MLX's op
+      (mlx 0.32.4) can come out in the wrong shape.
+
+    There the input is padded with real zeros first.
     """
     padding = ([geom.pad_left], [geom.pad_right])
-    if geom.dilation > 1 and (geom.pad_left or geom.pad_right):
+    asymmetric_groups = geom.groups > 1 and geom.pad_left != geom.pad_right
+    if (geom.dilation > 1 or asymmetric_groups) and (geom.pad_left or geom.pad_right):
         x = mx.pad(x, [(0, 0), (geom.pad_left, geom.pad_right), (0, 0)])
         padding = 0
     y = mx.conv_general(x, weight, stride=geom.stride, padding=padding, kernel_dilation=geom.dilation, groups=geom.groups)
