@@ -234,11 +234,6 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     Returns:
         array: ``(N, L_out, C_out)`` in the dtype of ``x``.
     """
-    dtype = x.dtype
-    inner = gemm.compute_dtype(x, mx.default_stream(mx.default_device()))
-    if inner != dtype:
-        x, weight = x.astype(inner), weight.astype(inner)
-        bias = None if bias is None else bias.astype(inner)
     adjoint = adjoint_geometry(geom)
 
     @mx.custom_function
@@ -253,7 +248,4 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
                                       [adjoint_weight(weight, geom.groups)], [x])
         return dx, adjoint_weight(dw_adjoint, geom.groups)
 
-    y = direct(x, weight)
-    if bias is not None:
-        y = y + bias
-    return y.astype(dtype)
+    return gemm.in_compute_dtype(direct, x, weight, bias)

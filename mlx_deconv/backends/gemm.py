@@ -54,35 +54,36 @@ from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path
 from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams  # noqa: F401
 
 
-def compute_dtype(x: mx.array, stream: mx.Stream) -> mx.Dtype:
-    """float32 for half-precision on a CPU stream: x86 and the Linux wheel have no fast
-    half-precision arithmetic, and float32 inside rounds once, at the end."""
-    if stream.device.type == mx.DeviceType.cpu and x.dtype in (mx.float16, mx.bfloat16):
-        return mx.float32
-    return x.dtype
+def in_compute_dtype(run, x: mx.array, weight: mx.array, bias: Optional[mx.array]) -> mx.array:
+    """``run(x, weight) + bias``, computed in float32 for half precision on a CPU stream and
+    returned in ``x``'s dtype: x86 and the Linux wheel have no fast half-precision arithmetic,
+    and float32 inside rounds once, at the end."""
+    dtype = x.dtype
+    stream = mx.default_stream(mx.default_device())
+    if stream.device.type == mx.DeviceType.cpu and dtype in (mx.float16, mx.bfloat16):
+        x, weight = x.astype(mx.float32), weight.astype(mx.float32)
+        bias = None if bias is None else bias.astype(mx.float32)
+    y = run(x, weight)
+    if bias is not None:
+        y = y + bias
+    return y.astype(dtype)
 
 
 def run_path(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry, path,
              policy: BlockPolicy = DEFAULT_POLICY) -> mx.array:
     """Transposed conv of NLC ``x`` by ``path`` (from :func:`.paths.choose`), in blocks as ``policy`` says."""
-    stream = mx.default_stream(mx.default_device())
-    dtype = x.dtype
-    inner = compute_dtype(x, stream)
-    if inner != dtype:
-        x, weight = x.astype(inner), weight.astype(inner)
-        bias = None if bias is None else bias.astype(inner)
-    workers = worker_streams(stream, policy.max_workers)
-    count = schedule.block_count(geom, path.per_row, len(workers), False, policy)
-    vjp_count = schedule.block_count(geom, path.per_row, len(workers), True, policy)
-    plan = schedule.Schedule(schedule.bounds(geom.output_length, count),
-                             schedule.bounds(geom.output_length, vjp_count), workers)
-    if count == vjp_count == 1 and not path.own_vjp:
-        y = schedule.concatenated(x, path, path.arrange(weight), geom, plan.cuts, workers)
-    else:
-        y = schedule.written_in_place(x, weight, path, geom, plan)
-    if bias is not None:
-        y = y + bias
-    return y.astype(dtype)
+
+    def run(x, weight):
+        workers = worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
+        count = schedule.block_count(geom, path.per_row, len(workers), False, policy)
+        vjp_count = schedule.block_count(geom, path.per_row, len(workers), True, policy)
+        plan = schedule.Schedule(schedule.bounds(geom.output_length, count),
+                                 schedule.bounds(geom.output_length, vjp_count), workers)
+        if count == vjp_count == 1 and not path.own_vjp:
+            return schedule.concatenated(x, path, path.arrange(weight), geom, plan.cuts, workers)
+        return schedule.written_in_place(x, weight, path, geom, plan)
+
+    return in_compute_dtype(run, x, weight, bias)
 
 
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry,
