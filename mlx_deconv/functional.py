@@ -17,7 +17,7 @@ from . import autotune, backends
 from .compiling import COMPILE_MAX_OUTPUT
 from .devices import StreamLike, resolve_stream
 from .geometry import Padding
-from .layouts import torch_to_mlx_weight
+from .layouts import from_torch_layout
 from .validation import conv1d_geometry, conv_geometry
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
@@ -130,7 +130,7 @@ def conv_transpose1d(
     """
     args = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
                 data_format=data_format, weight_format=weight_format, output_size=output_size, backend=backend)
-    return _prepared_call("conv_transpose1d", _prepare, x, weight, bias, stream, args)
+    return _prepared_call("conv_transpose1d", x, weight, bias, stream, args)
 
 
 def conv1d(
@@ -184,7 +184,7 @@ def conv1d(
     """
     args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                 data_format=data_format, weight_format=weight_format, backend=backend)
-    return _prepared_call("conv1d", _prepare_conv1d, x, weight, bias, stream, args)
+    return _prepared_call("conv1d", x, weight, bias, stream, args)
 
 
 def _typed(value):
@@ -199,7 +199,7 @@ def _typed(value):
     return (kind, value)
 
 
-def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
+def _prepared_call(op: str, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
     """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
     x = as_float_array("x", x)
     weight = as_float_array("weight", weight)
@@ -220,7 +220,7 @@ def _prepared_call(op: str, prepare, x, weight, bias, stream: StreamLike, args: 
     except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
         key, call = None, None
     if call is None:
-        call = prepare(x.shape, weight.shape, None if bias is None else bias.shape, stream,
+        call = _prepare(op, x.shape, weight.shape, None if bias is None else bias.shape, stream,
                        tuned=None if tuning is None else (x.dtype, tuning), **args)
     if key is not None:
         calls[key] = call  # most recently used last
@@ -237,31 +237,20 @@ def _resolve(backend: str, geom, stream: mx.Stream, tuned) -> str:
     return autotune.tuned_backend(geom, stream, dtype, backward=mode == "train")["choice"]
 
 
-def _prepare(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str, weight_format: str,
-             backend: str, tuned=None, **args) -> Callable[..., mx.array]:
-    """Validates a transposed-conv call signature and returns the function computing it."""
-    geom, batched = conv_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
+#: How each op validates its arguments into a geometry.
+_GEOMETRY = {"conv_transpose1d": conv_geometry, "conv1d": conv1d_geometry}
+
+
+def _prepare(op: str, x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,
+             weight_format: str, backend: str, tuned=None, **args) -> Callable[..., mx.array]:
+    """Validates a call signature of ``op`` and returns the function computing it."""
+    geom, batched = _GEOMETRY[op](x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
                                   weight_format=weight_format, **args)
     name = _resolve(backend, geom, stream, tuned)
-    to_mlx = (lambda w: torch_to_mlx_weight(w, geom.groups)) if weight_format == "torch" else None
+    transposed = op == "conv_transpose1d"
+    to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if weight_format == "torch" else None
     record = backends.BACKENDS[name]
-    return _wrap(record.conv_transpose1d, geom, batched, data_format, to_mlx, stream, compile=record.compilable)
-
-
-def _prepare_conv1d(x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,
-                    weight_format: str, backend: str, tuned=None, **args) -> Callable[..., mx.array]:
-    """Validates a conv1d call signature and returns the function computing it."""
-    geom, batched = conv1d_geometry(x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
-                                    weight_format=weight_format, **args)
-    try:
-        name = _resolve(backend, geom, stream, tuned)
-    except ValueError:
-        if backend != "auto":
-            raise
-        name = "builtin"  # auto's pick has no conv1d path yet: MLX's own op
-    record = backends.BACKENDS[name]
-    to_mlx = (lambda w: w.transpose(0, 2, 1)) if weight_format == "torch" else None
-    return _wrap(record.conv1d, geom, batched, data_format, to_mlx, stream, compile=record.compilable)
+    return _wrap(record.run(op), geom, batched, data_format, to_mlx, stream, compile=record.compilable)
 
 
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):
