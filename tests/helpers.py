@@ -136,3 +136,33 @@ def peak_above(f):
     out = f()
     mx.eval(out)
     return mx.get_peak_memory() - base, out
+
+
+#: PyTorch's state-dict names of a weight-normed weight, ``(g, v)``, in its two styles.
+WEIGHT_NORM_NAMES = {"legacy": ("weight_g", "weight_v"),
+                     "parametrizations": ("parametrizations.weight.original0", "parametrizations.weight.original1")}
+
+
+def torch_norm(v, dim):
+    """PyTorch's weight-norm norm of ``v``: over every axis but ``dim`` (all of them for ``dim=None``)."""
+    axes = tuple(a for a in range(v.ndim) if a != dim) if dim is not None else tuple(range(v.ndim))
+    return np.sqrt((v ** 2).sum(axis=axes, keepdims=dim is not None))
+
+
+def weight_state(v, style, dim, rng):
+    """The weight entries of a PyTorch state dict holding ``v``: plain, or weight-normed in ``style``
+    with a random ``g`` (so the effective weight is not ``v`` itself)."""
+    if style == "plain":
+        return {"weight": v}
+    norm = torch_norm(v, dim)
+    g = (norm * rng.uniform(0.5, 2, norm.shape)).astype(np.float32)
+    g_name, v_name = WEIGHT_NORM_NAMES[style]
+    return {g_name: g, v_name: v}
+
+
+def effective_torch_weight(state, dim=0):
+    """The weight a PyTorch state dict computes with: ``weight``, or ``g * v / ||v||``."""
+    if "weight" in state:
+        return state["weight"]
+    g, v = (state.get(a, state.get(b)) for a, b in zip(*WEIGHT_NORM_NAMES.values()))
+    return g * v / torch_norm(v, dim)

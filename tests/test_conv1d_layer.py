@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
-from helpers import atol
+from helpers import atol, effective_torch_weight, torch_norm, weight_state
 
 
 @st.composite
@@ -106,11 +106,6 @@ def test_argument_errors(kwargs, words):
 
 
 # -- weight norm and state dicts (numpy only) ------------------------------------------------------
-def torch_norm(v, dim):
-    axes = tuple(a for a in range(3) if a != dim) if dim is not None else (0, 1, 2)
-    return np.sqrt((v ** 2).sum(axis=axes, keepdims=dim is not None))
-
-
 @pytest.mark.parametrize("dim", [0, 1, 2, None])
 def test_weight_norm_is_pytorch_conv1d_semantics(dim):
     layer = md.Conv1d(4, 6, 5, groups=2, weight_norm=True, weight_norm_dim=dim)
@@ -130,25 +125,10 @@ def test_weight_norm_is_pytorch_conv1d_semantics(dim):
 def conv_state(style, dim=0, bias=True, seed=0):
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((6, 2, 5)).astype(np.float32)  # (C_out, C_in/groups, K), groups=2, C_in=4
-    state = {}
-    if style == "plain":
-        state["weight"] = v
-    else:
-        g = (torch_norm(v, dim) * rng.uniform(0.5, 2, torch_norm(v, dim).shape)).astype(np.float32)
-        names = ("weight_g", "weight_v") if style == "legacy" else ("parametrizations.weight.original0",
-                                                                     "parametrizations.weight.original1")
-        state[names[0]], state[names[1]] = g, v
+    state = weight_state(v, style, dim, rng)
     if bias:
         state["bias"] = rng.standard_normal(6).astype(np.float32)
     return state
-
-
-def effective(state, dim=0):
-    if "weight" in state:
-        return state["weight"]
-    g = state.get("weight_g", state.get("parametrizations.weight.original0"))
-    v = state.get("weight_v", state.get("parametrizations.weight.original1"))
-    return g * v / torch_norm(v, dim)
 
 
 @pytest.mark.parametrize("style,dim", [("plain", 0), ("legacy", 0), ("legacy", 1), ("parametrizations", 0),
@@ -158,7 +138,7 @@ def test_state_dict_round_trip_against_reference(style, dim):
     layer = md.Conv1d.from_torch(state, stride=2, padding=3, dilation=2, groups=2, data_format="NCL")
     assert layer.uses_weight_norm == (style != "plain")
     x = np.random.default_rng(2).standard_normal((2, 4, 17)).astype(np.float32)
-    w_mlx = np.asarray(effective(state, dim)).transpose(0, 2, 1)
+    w_mlx = np.asarray(effective_torch_weight(state, dim)).transpose(0, 2, 1)
     want = ref.conv1d(x.transpose(0, 2, 1), w_mlx, state["bias"], 2, 3, 3, 2, 2).transpose(0, 2, 1)
     np.testing.assert_allclose(np.array(layer(mx.array(x))), want, atol=1e-4)
     exported = layer.torch_state_dict(style="legacy" if style == "legacy" else "parametrizations")
@@ -173,7 +153,7 @@ def test_load_converts_between_weight_norm_and_plain_and_failures_change_nothing
     normed = md.Conv1d(4, 6, 5, groups=2, weight_norm=True, weight_norm_dim=1).load_torch_state_dict(state)
     x = mx.random.normal((1, 9, 4), key=mx.random.key(0))
     assert mx.allclose(plain(x), normed(x), atol=1e-5)
-    np.testing.assert_allclose(plain.torch_state_dict()["weight"], effective(state), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plain.torch_state_dict()["weight"], effective_torch_weight(state), rtol=1e-5, atol=1e-6)
     before = {k: np.array(v) for k, v in plain.parameters().items()}
     broken = dict(conv_state("plain", seed=5), bias=np.zeros(7, np.float32))  # a good weight, a bad bias
     with pytest.raises(ValueError, match="bias"):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import mlx_deconv as md
 from mlx_deconv import interop
 import reference as ref
-from helpers import mlx_weight_from_torch
+from helpers import effective_torch_weight, mlx_weight_from_torch, weight_state
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3])
@@ -28,26 +28,10 @@ def test_layout_conversions_roundtrip_and_match_element_by_element(groups):
 def torch_like_state(groups=2, style="plain", dim=0, bias=True, seed=0):
     rng = np.random.default_rng(seed)
     weight = rng.standard_normal((4, 6 // groups, 5)).astype(np.float32)  # (C_in, C_out/groups, K)
-    state = {}
-    if style == "plain":
-        state["weight"] = weight
-    else:
-        axes = tuple(a for a in range(3) if a != dim)
-        g = np.sqrt((weight ** 2).sum(axis=axes, keepdims=True)) * rng.uniform(0.5, 2, 1).astype(np.float32)
-        keys = ("weight_g", "weight_v") if style == "legacy" else ("parametrizations.weight.original0", "parametrizations.weight.original1")
-        state[keys[0]], state[keys[1]] = g, weight
+    state = weight_state(weight, style, dim, rng)
     if bias:
         state["bias"] = rng.standard_normal(6).astype(np.float32)
     return state
-
-
-def effective_torch_weight(state, dim=0):
-    if "weight" in state:
-        return state["weight"]
-    g = state.get("weight_g", state.get("parametrizations.weight.original0"))
-    v = state.get("weight_v", state.get("parametrizations.weight.original1"))
-    axes = tuple(a for a in range(3) if a != dim)
-    return g * v / np.sqrt((v ** 2).sum(axis=axes, keepdims=True))
 
 
 @pytest.mark.parametrize("style,dim", [("plain", 0), ("legacy", 0), ("legacy", 1), ("parametrizations", 0),
