@@ -1,8 +1,9 @@
-"""Small helpers the example scripts share: output folder, progress bar, optional figures."""
+"""Small helpers the example scripts share: output folder, progress bar, optional figures, WAV files."""
 
 from __future__ import annotations
 
 import sys
+import wave
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, TypeVar
 
@@ -43,3 +44,15 @@ def pyplot() -> Optional[object]:
     except ImportError:
         print("matplotlib is not installed (from the repository: .venv/bin/python -m pip install -e '.[examples]'): figures skipped")
         return None
+
+
+def write_wav(path, audio, rate: int) -> None:
+    """Mono 16-bit PCM of ``audio`` (a 1-D float array, clipped to [-1, 1]) at ``rate`` Hz."""
+    import numpy as np
+
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(pcm.tobytes())

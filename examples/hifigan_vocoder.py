@@ -31,7 +31,6 @@ import stat
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ import mlx.core as mx
 from mlx_deconv import hifigan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import progress  # noqa: E402
+from common import progress, write_wav  # noqa: E402
 
 SMALL_CONFIG = dict(resblock="1", upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8], upsample_initial_channel=32,
                     resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 3]], num_mels=20,
@@ -156,15 +155,6 @@ def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path,
                   f"not ours alone (writable by group or others), so no converted copy is read or saved there")
     mx.eval(model.parameters())
     return model
-
-
-def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(pcm.tobytes())
 
 
 def main(argv=None) -> dict:

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import time
-import wave
 from functools import partial
 from typing import List
 
@@ -32,7 +31,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from common import output_dir, progress, pyplot
+from common import output_dir, progress, pyplot, write_wav
 
 SAMPLE_RATE = 8000
 HOP = 64  # samples per mel frame = the generator's total upsampling (8 * 8)
@@ -222,15 +221,6 @@ class GeneratorStream:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def write_wav(path, audio: np.ndarray) -> None:
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(SAMPLE_RATE)
-        f.writeframes(pcm.tobytes())
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
@@ -279,8 +269,8 @@ def main(argv=None) -> dict:
     rtf = seconds / (audio.shape[1] / SAMPLE_RATE)
     print(f"synthesis: {audio.shape[1]} samples in {seconds * 1e3:.1f} ms, real-time factor {rtf:.4f} "
           f"({1 / rtf:.0f}x faster than real time) on {mx.default_device()}")
-    write_wav(out / "vocoded.wav", np.array(generated[0]))
-    write_wav(out / "target.wav", np.array(audio[0]))
+    write_wav(out / "vocoded.wav", np.array(generated[0]), SAMPLE_RATE)
+    write_wav(out / "target.wav", np.array(audio[0]), SAMPLE_RATE)
 
     # The same generator, chunk by chunk.
     stream = GeneratorStream(g)
