@@ -44,6 +44,8 @@ def _print_blas() -> None:
     found = blas_info()
     state = "optimized (loaded by mlx_deconv)" if found["optimized"] else "MLX's own"
     print(f"CPU matmul BLAS: {state}: {found['provider'] or 'cannot be told on this platform'}")
+    if found["library"]:
+        print(f"  library: {found['library']}")
     threads = found["threads"] if found["threads"] is not None else "left to the library / environment"
     print(f"  threads: {threads}; MLX matmul (2048x512 @ 512x2048, float32): {found['matmul_gflops']} GFLOP/s")
     for note in found["notes"]:

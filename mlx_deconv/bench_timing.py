@@ -257,7 +257,7 @@ def machine_details() -> Dict[str, object]:
         system=platform.system(), arch=platform.machine(), cpu=cpu_model(), cores=os.cpu_count(),
         mlx=mx.__version__, python=platform.python_version(),
         blas=os.path.basename(provider) if provider else None, blas_optimized=bool(blas["optimized"]),
-        blas_threads=blas["threads"])
+        blas_threads=blas["threads"], blas_library=blas["library"])
     try:
         import torch
 
@@ -273,4 +273,5 @@ def machine() -> str:
     cpu = f" ({d['cpu']}, {d['cores']} cores)" if d["cpu"] else ""
     blas = d["blas"] or "platform"
     blas += " (optimized, loaded by mlx_deconv)" if d["blas_optimized"] else ""
+    blas += f" [{d['blas_library']}]" if d.get("blas_library") else ""
     return f"{d['system']} {d['arch']}{cpu}, mlx {d['mlx']}, python {d['python']}, CPU BLAS {blas}"

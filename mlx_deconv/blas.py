@@ -11,7 +11,9 @@ Where the library comes from, first found first:
     1. ``MLX_DECONV_BLAS=/path/to/lib.so`` (``MLX_DECONV_BLAS=0`` turns all of this off);
     2. a wheel in the environment that exports an unprefixed ``cblas_sgemm``
        (``pip install "mlx-deconv[blas]"`` brings Intel MKL's);
-    3. the system's OpenBLAS.
+    3. the system's OpenBLAS (Debian and Ubuntu: ``libopenblas0-pthread``).
+On a CPU that is not Intel's, MKL runs its slower generic kernels, so there the
+system OpenBLAS is tried before MKL.
 
 On macOS MLX multiplies with Accelerate and nothing is loaded. A library
 that is missing or fails to load changes nothing: MLX keeps its own BLAS.
@@ -50,6 +52,7 @@ class _State:
     notes: List[str] = field(default_factory=list)  # why nothing was loaded, or what went wrong
     too_late: bool = False
     threads: Optional[int] = None  # BLAS threads we set, or None when left alone
+    library: Optional[str] = None  # the library's own account of itself: version, kernels
 
 
 _STATE = _State()
@@ -100,12 +103,42 @@ def _wheel_candidates() -> List[str]:
     return found
 
 
+def cpu_vendor() -> Optional[str]:
+    """The CPU's vendor as Linux reports it (``"GenuineIntel"``, ``"AuthenticAMD"``...), or None."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _is_mkl(path: str) -> bool:
+    return "mkl" in os.path.basename(path)
+
+
+def order_candidates(wheels: List[str], system: Tuple[str, ...], vendor: Optional[str]) -> List[Tuple[str, str]]:
+    """``(origin, path or soname)`` in the order they are tried: wheels, then the system's OpenBLAS.
+
+    MKL picks its kernels by CPU vendor and runs generic ones on other vendors' CPUs
+    (docs/performance.md), so there the system OpenBLAS goes before MKL.
+    """
+    first = [("wheel", p) for p in wheels]
+    last = [("system", s) for s in system]
+    if vendor is not None and vendor != "GenuineIntel":
+        mkl = [c for c in first if _is_mkl(c[1])]
+        return [c for c in first if not _is_mkl(c[1])] + last + mkl
+    return first + last
+
+
 def _candidates() -> List[Tuple[str, str]]:
     """``(origin, path or soname)`` in the order they are tried."""
     chosen = os.environ.get(ENV, "").strip()
     if chosen:
         return [(f"{ENV}", chosen)]
-    return [("wheel", p) for p in _wheel_candidates()] + [("system", s) for s in SYSTEM]
+    return order_candidates(_wheel_candidates(), SYSTEM, cpu_vendor())
 
 
 def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
@@ -127,6 +160,40 @@ def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
         setter(ctypes.c_int(1))
         return 1
     return None
+
+
+def _describe(handle: ctypes.CDLL) -> Optional[str]:
+    """The loaded library's version and kernels, as it reports them (OpenBLAS and MKL), or None."""
+    config = getattr(handle, "openblas_get_config", None)
+    if config is not None:
+        config.restype = ctypes.c_char_p
+        core = getattr(handle, "openblas_get_corename", None)
+        text = (config() or b"").decode(errors="replace").strip()
+        if core is not None:
+            core.restype = ctypes.c_char_p
+            name = (core() or b"?").decode(errors="replace")
+            text += "" if name.lower() in text.lower() else f" (kernels: {name})"
+        return text
+    version = getattr(handle, "MKL_Get_Version_String", None)
+    if version is not None:
+        buffer = ctypes.create_string_buffer(256)
+        version(buffer, ctypes.c_int(len(buffer)))
+        return buffer.value.decode(errors="replace").strip()
+    return None
+
+
+def _advice(path: str) -> List[str]:
+    """Notes a user can act on about the library just loaded."""
+    notes = []
+    forced = os.environ.get("OPENBLAS_CORETYPE", "").strip()
+    if forced and not _is_mkl(path):
+        notes.append(f"OPENBLAS_CORETYPE={forced} in the environment chooses OpenBLAS's kernels; "
+                     "unset it to let OpenBLAS detect this CPU")
+    vendor = cpu_vendor()
+    if _is_mkl(path) and vendor not in (None, "GenuineIntel"):
+        notes.append(f"MKL runs generic kernels on this {vendor} CPU; a system OpenBLAS "
+                     "(Debian/Ubuntu: apt install libopenblas0-pthread) is faster here and is loaded first when present")
+    return notes
 
 
 def threads() -> Optional[int]:
@@ -176,8 +243,12 @@ def load() -> Optional[str]:
         if not _exports_sgemm(handle):
             _STATE.notes.append(f"{origin} {path}: exports no cblas_sgemm")
             continue
-        _STATE.loaded, _STATE.handle = getattr(handle, "_name", path), handle
+        # A soname (the system's library) is named by the file it resolved to.
+        address = ctypes.cast(handle.cblas_sgemm, ctypes.c_void_p).value
+        _STATE.loaded, _STATE.handle = (address and _file_of(address)) or os.path.realpath(path), handle
         _STATE.threads = _set_threads(handle)
+        _STATE.library = _describe(handle)
+        _STATE.notes.extend(_advice(_STATE.loaded))
         return _STATE.loaded
     if os.environ.get(ENV, "").strip():
         warnings.warn(f"{ENV}={os.environ[ENV]!r} could not be used ({'; '.join(_STATE.notes)}); "
@@ -185,9 +256,25 @@ def load() -> Optional[str]:
     return None
 
 
+def _system_blas_present() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("openblas") is not None
+
+
 class _DlInfo(ctypes.Structure):
     _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
                 ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _file_of(address: int) -> Optional[str]:
+    """The real path of the mapped file that holds ``address``, or None."""
+    info = _DlInfo()
+    libc = ctypes.CDLL(None)
+    libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    if libc.dladdr(address, ctypes.byref(info)) and info.dli_fname:
+        return os.path.realpath(info.dli_fname.decode())
+    return None
 
 
 def sgemm_provider() -> Optional[str]:
@@ -207,11 +294,9 @@ def sgemm_provider() -> Optional[str]:
     except AttributeError:
         address = None
     if address:
-        info = _DlInfo()
-        libc = ctypes.CDLL(None)
-        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-        if libc.dladdr(address, ctypes.byref(info)) and info.dli_fname:
-            return os.path.realpath(info.dli_fname.decode())
+        found = _file_of(address)
+        if found is not None:
+            return found
     # Nothing global: MLX binds the BLAS its wheel bundles, a dependency of its own library.
     try:
         with open("/proc/self/maps") as maps:
@@ -252,7 +337,8 @@ def blas_info(measure: bool = True) -> Dict[str, object]:
         dict: ``provider`` (the file whose ``cblas_sgemm`` MLX calls, resolved
         from the symbol scope, or None where that cannot be told),
         ``optimized`` (True when it is a library we loaded), ``loaded`` (what
-        :func:`load` loaded, or None), ``threads`` (BLAS threads we set, None
+        :func:`load` loaded, or None), ``library`` (its version and kernels as
+        it reports them, or None), ``threads`` (BLAS threads we set, None
         when left to the library or the environment), ``notes`` (why nothing
         was loaded, or what failed) and, when measured, ``matmul_gflops``.
     """
@@ -260,7 +346,7 @@ def blas_info(measure: bool = True) -> Dict[str, object]:
     loaded = _STATE.loaded
     optimized = bool(loaded and provider and os.path.realpath(provider) == os.path.realpath(loaded))
     out: Dict[str, object] = dict(provider=provider, optimized=optimized, loaded=loaded,
-                                  threads=_STATE.threads, notes=list(_STATE.notes))
+                                  library=_STATE.library if optimized else None, threads=_STATE.threads, notes=list(_STATE.notes))
     if measure:
         out["matmul_gflops"] = round(matmul_rate(), 1)
     return out
@@ -275,7 +361,7 @@ def warn_if_too_late() -> None:
     """One warning, when MLX came first on Linux and an optimized BLAS was to be had."""
     if not _STATE.too_late or os.environ.get(ENV, "").strip() == "0":
         return
-    if not _wheel_candidates() and not os.environ.get(ENV):
+    if not _wheel_candidates() and not os.environ.get(ENV) and not _system_blas_present():
         return  # nothing we could have loaded: no noise
     warnings.warn(
         "mlx_deconv: mlx.core was imported before mlx_deconv, so MLX's CPU matmul keeps the reference "

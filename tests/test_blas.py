@@ -49,7 +49,19 @@ def _probe(env_extra=None, *args):
 def _optimized_available() -> bool:
     from mlx_deconv import blas
 
+    return bool(blas._wheel_candidates()) or blas._system_blas_present()
+
+
+def _wheel_available() -> bool:
+    from mlx_deconv import blas
+
     return bool(blas._wheel_candidates())
+
+
+def _system_openblas() -> bool:
+    from mlx_deconv import blas
+
+    return blas._system_blas_present()
 
 
 def _is_mlx_bundled(path) -> bool:
@@ -63,7 +75,7 @@ def test_switched_off_keeps_mlx_own_blas():
     assert any("MLX_DECONV_BLAS=0" in n for n in info["notes"])
 
 
-@pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
+@pytest.mark.skipif(not _optimized_available(), reason="no optimized BLAS (pip install '.[blas]', or a system OpenBLAS)")
 def test_symbol_mlx_resolves_comes_from_the_loaded_library_and_results_agree():
     fast = _probe()
     assert fast["loaded"] and fast["optimized"], fast
@@ -76,7 +88,7 @@ def test_symbol_mlx_resolves_comes_from_the_loaded_library_and_results_agree():
     assert not fast["warnings"]
 
 
-@pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
+@pytest.mark.skipif(not _wheel_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
 def test_explicit_path_is_used():
     from mlx_deconv import blas
 
@@ -182,3 +194,44 @@ def test_pytorch_keeps_its_threads():
 
     # Our one-thread BLAS setting is not PyTorch's: the same count as a process without mlx_deconv.
     assert torch_threads("import mlx_deconv; ") == torch_threads("")
+
+
+def test_order_puts_the_system_openblas_before_mkl_on_other_vendors_cpus():
+    from mlx_deconv import blas
+
+    wheels = ["/v/lib/libmkl_rt.so.2", "/v/cmeel/libopenblas.so.0"]
+    system = ("libopenblas.so.0",)
+    as_issued = [("wheel", wheels[0]), ("wheel", wheels[1]), ("system", "libopenblas.so.0")]
+    assert blas.order_candidates(wheels, system, "GenuineIntel") == as_issued
+    assert blas.order_candidates(wheels, system, None) == as_issued  # unknown: the documented order
+    assert blas.order_candidates(wheels, system, "AuthenticAMD") == [
+        ("wheel", wheels[1]), ("system", "libopenblas.so.0"), ("wheel", wheels[0])]
+    assert blas.order_candidates([], system, "AuthenticAMD") == [("system", "libopenblas.so.0")]
+
+
+def test_advice_names_what_a_user_can_change(monkeypatch):
+    from mlx_deconv import blas
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "AuthenticAMD")
+    notes = blas._advice("/usr/lib/libopenblasp-r0.3.21.so")
+    assert len(notes) == 1 and "OPENBLAS_CORETYPE=Haswell" in notes[0]
+    notes = blas._advice("/v/lib/libmkl_rt.so.2")
+    assert len(notes) == 1 and "AuthenticAMD" in notes[0] and "libopenblas0-pthread" in notes[0]
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "GenuineIntel")
+    assert blas._advice("/v/lib/libmkl_rt.so.2") == [] and blas._advice("/usr/lib/libopenblas.so.0") == []
+
+
+@pytest.mark.skipif(not _system_openblas(), reason="no system OpenBLAS (Debian: apt install libopenblas0-pthread)")
+def test_system_openblas_by_soname_is_reported_as_the_file_it_resolved_to():
+    import ctypes.util
+
+    soname = ctypes.util.find_library("openblas")
+    info = _probe({"MLX_DECONV_BLAS": soname})
+    assert info["optimized"] and os.path.isabs(info["loaded"]), info
+    assert os.path.realpath(info["provider"]) == info["loaded"]
+    assert info["library"].startswith("OpenBLAS"), info["library"]
+    slow = _probe({"MLX_DECONV_BLAS": "0"})
+    np.testing.assert_allclose(info["product"], slow["product"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(info["y"], slow["y"], rtol=1e-5, atol=1e-4)
