@@ -76,6 +76,8 @@ TRANSPOSED = {
     "grouped empty slot": ((2, 9, 4), (4, 5, 2), 2, (2, 2), 1, 2),
     "depthwise sparse": ((1, 9, 2), (2, 2, 1), 5, (1, 1), 1, 2),
     "depthwise empty slot": ((1, 10, 2), (2, 3, 1), 2, (1, 1), 1, 2),
+    "vocoder, long signal": ((1, 40, 4), (3, 4, 4), 2, (1, 1), 1, 1),
+    "vocoder, short signal": ((1, 6, 24), (3, 4, 24), 2, (1, 1), 1, 1),
 }
 CONV1D = {
     "dense": ((1, 14, 3), (4, 3, 3), 1, (1, 1), 1, 1),
@@ -209,8 +211,14 @@ def test_metal_kernel_nonfinite_lands_as_defined(name, where):
     assert_lands_as_defined(np.array(y, np.float64), transposed_definition(x, w, b, s, left, right, d, g))
 
 
+def test_cases_cover_both_dense_slab_paths():
+    """The two vocoder cases take the two dense slab paths, so both are poisoned above."""
+    assert isinstance(_path_of("gemm", "vocoder, long signal"), paths.DenseSlabs)
+    assert isinstance(_path_of("gemm", "vocoder, short signal"), paths.WeightOrderSlabs)
+
+
 @pytest.mark.parametrize("where", ["x nan", "x inf meets -inf", "w nan", "w inf"])
-@pytest.mark.parametrize("name", ["vocoder", "three rows", "one empty slot", "grouped empty slot", "depthwise",
+@pytest.mark.parametrize("name", ["vocoder", "vocoder, long signal", "vocoder, short signal", "three rows", "one empty slot", "grouped empty slot", "depthwise",
                                   "depthwise empty slot", "K < stride"])
 @pytest.mark.parametrize("backend", ["gemm", "winograd"])
 def test_nonfinite_across_block_edges(backend, name, where):

@@ -24,6 +24,9 @@ empty slot per tap (``K = 2*stride``: BigVGAN)
 dense (``G == 1``), taps in slabs (vocoder       ``DenseSlabs``: one matmul per slab,        ``WideSlabs``: one wide matmul
 upsampling ``K = 2*stride``; every               summed in place (``mx.addmm``)              and the fused overlap-add
 ``stride == 1``, dilated or not)
+dense, dilation 1, ``K`` a multiple of stride,   ``WeightOrderSlabs``: one wide matmul       the same, differentiated
+short signal (``N*L <= 4*C_in``: the weight      against the weight as stored, the
+outweighs the signal, a decoder's first layer)   overlap-add reads it transposed
 grouped (``G > 1``, ``C_in/G > 1``), taps in     ``GroupedSlabs``: one batched matmul        ``WideSlabs`` (grouped)
 slabs                                            per slab over the groups, in place
 dense or grouped, slabs on row shifts ``0, 1``   ``WinogradSlabs``: minimal filtering        the same, differentiated

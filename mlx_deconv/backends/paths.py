@@ -177,6 +177,39 @@ class WideSlabs(_Path):
         return y.reshape(batch, count * g.stride, g.out_channels)[:, offset : offset + length]
 
 
+@dataclass(frozen=True)
+class WeightOrderSlabs(_Path):
+    """Dense, dilation 1, ``K`` a multiple of the stride: one wide matmul against the weight as it is stored.
+
+    Tap ``k = q*stride + r`` is slab ``q``, phase ``r``, so the weight's own
+    ``(C_out, K, C_in)`` order already holds every slab: ``x @ weight.reshape(C_out*K, C_in).T``
+    is a transposed operand, no copy, and the overlap-add reads its columns
+    in ``(C_out, slab, phase)`` order through a transposed view. For weights
+    larger than the signal (a decoder's first layer on a short mel), where
+    laying the weight out per call costs more than the matmul.
+    """
+
+    shifts: Tuple[int, ...] = ()
+    name = "weight-order slabs"
+
+    def arrange(self, weight: mx.array) -> List[mx.array]:
+        g = self.geom
+        return [weight.reshape(g.out_channels * g.kernel_size, g.in_channels)]  # a view
+
+    def block(self, x, lo, hi, ws, crop, length):
+        g = self.geom
+        first, count, offset = _slab_rows(g.stride, crop, length)
+        pad = self.shifts[-1]
+        x = slabs.zero_extended(x[:, lo:hi], 1, pad, pad)
+        batch, rows, _ = x.shape
+        cols = (x.reshape(batch * rows, g.in_channels) @ ws[0].T).reshape(batch, rows, g.out_channels, -1)
+        if pad:  # padding rows have no product: zero, even where a weight is NaN or Inf
+            cols = slabs.zero_ends(cols, 1, pad)
+        cols = cols.reshape(batch, rows, g.out_channels, len(self.shifts), g.stride).transpose(0, 1, 3, 4, 2)
+        y = slabs.slab_sum(cols, self.shifts, first, first + count, axis=1)
+        return y.reshape(batch, count * g.stride, g.out_channels)[:, offset : offset + length]
+
+
 Runs = Tuple[Optional[Tuple[Tuple[int, int], ...]], ...]
 
 
@@ -349,6 +382,16 @@ class WinogradSlabs(_Path):
                                 crop - first * g.stride, length)
 
 
+#: :class:`WeightOrderSlabs` is taken up to this many signal rows (``N * L``) per input channel: up to
+#: there, laying the weight out per call costs more than reading the product through a transposed view.
+WEIGHT_ORDER_MAX_ROWS_PER_CHANNEL = 4
+
+
+def weight_order_applies(geom: Geometry) -> bool:
+    """True where the weight's own order holds every slab: dense, dilation 1, ``K`` a multiple of the stride."""
+    return geom.groups == 1 and geom.dilation == 1 and geom.kernel_size % geom.stride == 0
+
+
 def winograd_tile(geom: Geometry) -> Optional[int]:
     """Rows per tile of :class:`WinogradSlabs` for ``geom``, or None where minimal filtering does not apply."""
     return winograd.tile_rows(slab_shifts(geom.kernel_size, geom.stride, geom.dilation), geom.in_per_group)
@@ -366,4 +409,8 @@ def choose(geom: Geometry, minimal_filtering: bool = False) -> _Path:
     tile = winograd.tile_rows(shifts, geom.in_per_group) if minimal_filtering else None
     if tile is not None:
         return WinogradSlabs(geom, shifts, tile)
-    return DenseSlabs(geom, shifts) if geom.groups == 1 else GroupedSlabs(geom, shifts)
+    if geom.groups > 1:
+        return GroupedSlabs(geom, shifts)
+    if weight_order_applies(geom) and geom.batch * geom.length <= WEIGHT_ORDER_MAX_ROWS_PER_CHANNEL * geom.in_channels:
+        return WeightOrderSlabs(geom, shifts)
+    return DenseSlabs(geom, shifts)

@@ -39,6 +39,16 @@ def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
     return mx.concatenate(parts, axis=axis)
 
 
+def zero_ends(a: mx.array, axis: int, rows: int) -> mx.array:
+    """``a`` with its first and last ``rows`` rows on ``axis`` set to zero, written in place."""
+    index = [slice(None)] * a.ndim
+    zeros = mx.zeros((), dtype=a.dtype)
+    for part in (slice(0, rows), slice(a.shape[axis] - rows, a.shape[axis])):
+        index[axis] = part
+        a[tuple(index)] = zeros
+    return a
+
+
 def signal_rows(x: mx.array, start: int, count: int) -> mx.array:
     """Rows ``[start, start + count)`` of ``x (…, L, C)``, zero where they fall outside ``[0, L)``.
 
