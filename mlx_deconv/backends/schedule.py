@@ -50,7 +50,7 @@ class BlockPolicy:
     chunk_elements: int = 1 << 20
     parallel_min_flops: int = 20_000_000
     depthwise_parallel_min_output: int = 1 << 22
-    min_blocks: int = 16
+    min_blocks: int = 4
     min_block_rows: int = 96
     max_workers: int = 8
 
