@@ -1,7 +1,8 @@
 """The autotuning cache on disk: one JSON file of tuned entries per device context.
 
 A file holds the entries tuned for one device context (device kind and name,
-platform, BLAS, MLX version, package version: :func:`device_context`), keyed by
+platform, BLAS library, MLX and package versions, the package's code:
+:func:`device_context`), keyed by
 :meth:`Signature.key`, in :func:`cache_dir`. Writes merge with what other
 processes wrote, under an advisory lock, into a temporary file renamed over the
 old one. A corrupt or foreign file is ignored with one warning and rewritten; a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +31,7 @@ from typing import Dict, Iterator, List, Mapping, Optional
 
 import mlx.core as mx
 
+from . import blas
 from .devices import cpu_blas
 
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
@@ -60,10 +63,29 @@ def device_context(stream: mx.Stream) -> Dict[str, str]:
         info = mx.device_info(device)
     except Exception:  # older MLX: the name is a refinement, the kind and platform still separate devices
         info = {}
-    # The CPU's BLAS moves matmul rates 20x: a choice made behind one is not valid behind another.
+    # The CPU's BLAS moves matmul rates 20x, and one optimized library or its kernels 2.5x more:
+    # a choice made behind one is not valid behind another. Nor is it for other code of ours.
+    kind_of_blas = cpu_blas(stream) or ""
     return dict(format=FORMAT, kind=kind, name=str(info.get("device_name", "")),
                 architecture=str(info.get("architecture", platform.machine())), platform=sys.platform,
-                blas=cpu_blas(stream) or "", mlx=mx.__version__, mlx_deconv=__version__)
+                blas=kind_of_blas, blas_library=blas.identity() if kind_of_blas == "optimized" else "",
+                mlx=mx.__version__, mlx_deconv=__version__, code=code_fingerprint())
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A digest of the package's own source: choices timed on other code are timed again."""
+    return source_digest(Path(__file__).resolve().parent)
+
+
+def source_digest(root: Path) -> str:
+    """A digest of the names and contents of the ``.py`` and ``.metal`` files under ``root``."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".metal") and path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -352,6 +352,13 @@ def blas_info(measure: bool = True) -> Dict[str, object]:
     return out
 
 
+def identity() -> str:
+    """The loaded library, its version and kernels, and its threads per matmul ("" when none is loaded)."""
+    if _STATE.loaded is None:
+        return ""
+    return f"{os.path.basename(_STATE.loaded)} [{_STATE.library or '?'}] threads={threads()}"
+
+
 def optimized() -> bool:
     """True when this process's MLX CPU matmul runs on a library :func:`load` loaded."""
     return _STATE.loaded is not None

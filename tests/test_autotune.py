@@ -239,6 +239,38 @@ def test_a_cache_of_another_mlx_version_is_not_reused(tuner, tmp_path):
     assert len(timer.calls) == 1
 
 
+def test_choices_made_behind_another_blas_or_other_code_are_timed_again(tuner, tmp_path, monkeypatch):
+    """MKL and OpenBLAS differ 2.5x on one CPU, and a new path changes what is fastest."""
+    from mlx_deconv import autotune_cache, blas
+
+    timer = FakeTimer({"a": 3.0, "b": 1.0, "c": 2.0})
+    tuner(timer)
+    tune(geometry())
+    if autotune.device_context(CPU)["blas"] == "optimized":  # the library is part of the context
+        monkeypatch.setattr(blas, "identity", lambda: "libother.so [Other 1.0] threads=1")
+        tuner(timer)
+        tune(geometry())
+        monkeypatch.undo()
+    monkeypatch.setattr(autotune_cache, "code_fingerprint", lambda: "0" * 16)
+    tuner(timer)
+    tune(geometry())
+    expected = 3 if autotune.device_context(CPU)["blas"] == "optimized" else 2
+    assert len(timer.calls) == expected and len(cache_files(tmp_path / "cache")) == expected
+
+
+def test_the_source_digest_follows_the_code_only(tmp_path):
+    from mlx_deconv.autotune_cache import source_digest
+
+    (tmp_path / "backends").mkdir()
+    (tmp_path / "backends" / "gemm.py").write_text("a = 1\n")
+    (tmp_path / "notes.txt").write_text("x")
+    first = source_digest(tmp_path)
+    (tmp_path / "notes.txt").write_text("y")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "backends" / "gemm.py").write_text("a = 2\n")
+    assert source_digest(tmp_path) != first
+
+
 def test_one_signature_met_by_two_threads_is_timed_once(tuner):
     calls = []
 
