@@ -20,7 +20,7 @@ import mlx.core as mx
 
 from . import bench_conv1d, bench_decoder
 from .bench_decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
-from .bench_timing import machine, machine_details  # noqa: F401  (re-exported)
+from .bench_timing import machine, machine_details, medians_phrase  # noqa: F401  (re-exported)
 from .bench_transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 
@@ -90,8 +90,7 @@ def main(args) -> None:
         if dec is not None:
             bench_decoder.add_torch(dec, args.warmup, args.repeat)
     kind = "forward+backward" if args.backward else "forward"
-    settings = (f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; "
-                f"median of {args.repeat} after {args.warmup} warm-up")
+    settings = f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; {medians_phrase(args.repeat, args.warmup)}"
     tuned = (" \"tuned\": autotuning's choice (cached from an earlier run on this machine, or timed now), "
              "timed in this run." if with_tuned else "")
     details = machine_details()

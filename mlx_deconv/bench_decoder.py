@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import mlx.core as mx
 import numpy as np
 
-from .bench_timing import Clock, timed_medians, torch_phase
+from .bench_timing import Clock, medians_phrase, timed_medians, torch_phase
 
 #: The variants, in the table's order: name -> what the row says.
 VARIANTS = {"builtin": "MLX ops (`backend=\"builtin\"`)", "auto": "mlx_deconv (`backend=\"auto\"`)",
@@ -168,7 +168,7 @@ def caption(result: Dict, repeat: int, warmup: int, slow: Optional[float]) -> st
     once = ", ".join(f"`{n}` {'once' if r == 1 else f'{r} times'}" for n, r in counts.items())
     return (f"{result['frames']} mel frames of {result['config']['num_mels']} bands -> "
             f"{result['audio_seconds']:.3f} s of {result['config']['sampling_rate']} Hz audio, random weights, "
-            f"batch 1; median of {repeat} after {warmup} warm-up"
+            f"batch 1; {medians_phrase(repeat, warmup)}"
             + (f" (\\* {once}: its first call took over {slow:g} s)" if once else "")
             + "; real-time factor = wall time / audio duration.")
 

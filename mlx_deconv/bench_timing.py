@@ -58,6 +58,11 @@ def timed_medians(
 ) -> Dict[str, Timing]:
     """Median seconds of each function, timed round-robin so that load on a shared machine falls on all alike.
 
+    With warm-up, each timed call comes right after an untimed call of the same
+    function, so it is timed in steady state (its worker threads awake, its
+    buffers in MLX's cache), as a decoder calls its layers one after another and
+    as PyTorch's calls, timed in a phase of their own, are.
+
     Each function's first call is timed. If it took more than ``slow``
     seconds (MLX's naive loops take seconds per call), the function is timed
     ``slow_runs`` times in all, that first call included, and is left out of the
@@ -99,8 +104,15 @@ def timed_medians(
     for _ in range(rounds):
         for name, fn in fns.items():
             if name not in slow_names:
+                if warmup:
+                    evaluate(fn())
                 times[name].append(timed(fn))
     return {name: Timing(statistics.median(t), len(t), name in slow_names) for name, t in times.items()}
+
+
+def medians_phrase(repeat: int, warmup: int) -> str:
+    """How the cells were timed, for captions (:func:`timed_medians` times each call right after an untimed one)."""
+    return f"median of {repeat} after {warmup} warm-up" + (", each timed call right after an untimed one" if warmup else "")
 
 
 def slow_note(timings: Mapping[str, Mapping[str, int]], repeat: int, slow: Optional[float]) -> str:

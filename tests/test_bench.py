@@ -54,10 +54,27 @@ def test_adaptive_timing_counts_with_an_injected_clock():
     clock = FakeClock()
     fns = {"fast": clock.fn("fast", 0.01), "slow": clock.fn("slow", 1.0), "limit": clock.fn("limit", 0.5)}
     t = bench_timing.timed_medians(fns, warmup=2, repeat=5, slow=0.5, slow_runs=2, clock=clock)
-    # Fast: first call + one more warm-up + 5 timed; slow: its first call and one more, both timed.
-    assert clock.calls == {"fast": 7, "slow": 2, "limit": 7}  # "over 0.5 s" is strict
+    # Fast: first call + one more warm-up + 5 timed, each right after an untimed call of its own;
+    # slow: its first call and one more, both timed.
+    assert clock.calls == {"fast": 12, "slow": 2, "limit": 12}  # "over 0.5 s" is strict
     assert (t["fast"].runs, t["fast"].slow, t["slow"].runs, t["slow"].slow) == (5, False, 2, True)
     assert t["fast"].seconds == pytest.approx(0.01) and t["slow"].seconds == pytest.approx(1.0)
+
+
+def test_each_timed_call_follows_an_untimed_call_of_its_own():
+    """Round-robin, but in steady state: a call right after another function's is cold and slow here,
+    and the medians are of warm calls only."""
+    clock, last = FakeClock(), []
+
+    def fn(name, warm):
+        def run():
+            clock.now += warm if last[-1:] == [name] else 5.0
+            last.append(name)
+        return run
+
+    t = bench_timing.timed_medians({"a": fn("a", 1.0), "b": fn("b", 2.0)}, warmup=1, repeat=3, clock=clock)
+    assert (t["a"].seconds, t["b"].seconds) == (1.0, 2.0)
+    assert last == ["a", "b"] + ["a", "a", "b", "b"] * 3
 
 
 def test_adaptive_timing_without_warmup_or_threshold():

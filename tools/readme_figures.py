@@ -185,11 +185,17 @@ def _tuned_note(rows: List[Dict]) -> str:
             "tuned backend's.")
 
 
+def _medians(repeat: int, warmup: int) -> str:
+    from mlx_deconv.bench_timing import medians_phrase
+
+    return medians_phrase(repeat, warmup)
+
+
 def caption(result: Dict, machine: Optional[str]) -> str:
     """The caption of a ``conv_transpose1d`` table."""
     repeat, warmup = _settings(result)
     return (f"{result['kind'].capitalize()}, measured on {_where(result, machine)}, "
-            f"{result['dtype']}, {_stream(result)}, median of {repeat} after {warmup} warm-up "
+            f"{result['dtype']}, {_stream(result)}, {_medians(repeat, warmup)} "
             f"(a dash: the backend would compute as `gemm` there).{_tuned_note(result['rows'])}"
             f"{_torch_note(result)}\n")
 
@@ -208,8 +214,8 @@ def conv1d_region(result: Dict, machine: Optional[str]) -> str:
     rows = result["conv1d_rows"]
     return (f"`conv1d`, {result['kind']}, HiFi-GAN V1's residual-block convolutions (\"same\" padding, "
             f"{bench_conv1d.FRAMES} mel frames: one second of 22.05 kHz audio at each stage's rate), measured on "
-            f"{_where(result, machine)}, {result['dtype']}, {_stream(result)}, median of {repeat} after {warmup} "
-            f"warm-up. \"auto / builtin\": the speed-up over `mx.conv1d` in the same run.{_tuned_note(rows)}"
+            f"{_where(result, machine)}, {result['dtype']}, {_stream(result)}, {_medians(repeat, warmup)}. "
+            f"\"auto / builtin\": the speed-up over `mx.conv1d` in the same run.{_tuned_note(rows)}"
             f"{_torch_note(result)}\n\n" + bench_conv1d.table(rows, repeat, result.get("slow_seconds")) + "\n")
 
 
@@ -287,7 +293,7 @@ def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str
              "decoder": "the HiFi-GAN V1 generator"}
     said += [f"{names[kind]} ran {span(values)} faster" for kind, values in speedups.items()]
     where = machine or optimized["machine"].split(", CPU BLAS")[0]
-    return (f"Measured on {where}, forward, {optimized['dtype']}, median of {repeat} after {warmup} warm-up: the "
+    return (f"Measured on {where}, forward, {optimized['dtype']}, {_medians(repeat, warmup)}: the "
             f"same benchmark behind MLX's bundled {_blas_name(reference)} (`MLX_DECONV_BLAS=0`) and behind "
             f"{_blas_name(optimized)} loaded by `import mlx_deconv`. Behind the optimized BLAS, " + "; ".join(said) + ".\n\n"
             + "\n".join(lines) + "\n")
