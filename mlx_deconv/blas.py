@@ -12,8 +12,8 @@ Where the library comes from, first found first:
     2. a wheel in the environment that exports an unprefixed ``cblas_sgemm``
        (``pip install "mlx-deconv[blas]"`` brings Intel MKL's);
     3. the system's OpenBLAS (Debian and Ubuntu: ``libopenblas0-pthread``).
-On a CPU that is not Intel's, MKL runs its slower generic kernels, so there the
-system OpenBLAS is tried before MKL.
+On a CPU that is not Intel's, MKL runs its AVX2 kernels, not its AVX-512 ones, so
+there the system OpenBLAS is tried before MKL.
 
 On macOS MLX multiplies with Accelerate and nothing is loaded. A library
 that is missing or fails to load changes nothing: MLX keeps its own BLAS.
@@ -35,7 +35,8 @@ ENV = "MLX_DECONV_BLAS"
 #: Wheels whose libraries export unprefixed CBLAS symbols: (distribution, file name prefix). cmeel's
 #: OpenBLAS loads only where a ``libgfortran.so.5`` is installed; where it is not, the next is tried.
 WHEELS: Tuple[Tuple[str, str], ...] = (("mkl", "libmkl_rt.so"), ("cmeel-openblas", "libopenblas.so"))
-#: System OpenBLAS, by soname (the loader's search path finds it).
+#: System OpenBLAS, by soname, looked for in the system's own library folders only: the loader's
+#: search path would also read ``LD_LIBRARY_PATH``, whose empty entries mean the current folder.
 SYSTEM: Tuple[str, ...] = ("libopenblas.so.0", "libopenblas.so")
 #: Thread-count variables a user may set; when one is, we set no count ourselves.
 THREAD_VARIABLES: Tuple[str, ...] = ("MKL_NUM_THREADS", "MKL_DOMAIN_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -104,7 +105,12 @@ def _wheel_candidates() -> List[str]:
 
 
 def cpu_vendor() -> Optional[str]:
-    """The CPU's vendor as Linux reports it (``"GenuineIntel"``, ``"AuthenticAMD"``...), or None."""
+    """The CPU's vendor, as Linux reports it.
+
+    Returns:
+        str or None: ``"GenuineIntel"``, ``"AuthenticAMD"``, ...; None where
+        ``/proc/cpuinfo`` has no ``vendor_id`` (not Linux, or an ARM CPU).
+    """
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
@@ -119,18 +125,47 @@ def _is_mkl(path: str) -> bool:
     return "mkl" in os.path.basename(path)
 
 
-def order_candidates(wheels: List[str], system: Tuple[str, ...], vendor: Optional[str]) -> List[Tuple[str, str]]:
-    """``(origin, path or soname)`` in the order they are tried: wheels, then the system's OpenBLAS.
+def order_candidates(wheels: List[str], system: List[str], vendor: Optional[str]) -> List[Tuple[str, str]]:
+    """The order in which libraries are tried: wheels, then the system's OpenBLAS.
 
-    MKL picks its kernels by CPU vendor and runs generic ones on other vendors' CPUs
-    (docs/performance.md), so there the system OpenBLAS goes before MKL.
+    MKL picks its kernels by CPU vendor and runs its AVX2 ones, not its AVX-512
+    ones, on other vendors' CPUs (docs/performance.md), so there the system
+    OpenBLAS goes before MKL.
+
+    Args:
+        wheels: paths of the libraries wheels carry.
+        system: paths of the system's OpenBLAS.
+        vendor: :func:`cpu_vendor`.
+
+    Returns:
+        list: ``(origin, path)``, origin ``"wheel"`` or ``"system"``.
     """
-    first = [("wheel", p) for p in wheels]
-    last = [("system", s) for s in system]
+    wheel_items = [("wheel", p) for p in wheels]
+    system_items = [("system", p) for p in system]
     if vendor is not None and vendor != "GenuineIntel":
-        mkl = [c for c in first if _is_mkl(c[1])]
-        return [c for c in first if not _is_mkl(c[1])] + last + mkl
-    return first + last
+        mkl = [c for c in wheel_items if _is_mkl(c[1])]
+        return [c for c in wheel_items if not _is_mkl(c[1])] + system_items + mkl
+    return wheel_items + system_items
+
+
+def system_library_folders() -> List[str]:
+    """The folders the system installs shared libraries in (Debian's multiarch folder first)."""
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    folders = [f"/usr/lib/{multiarch}", f"/lib/{multiarch}"] if multiarch else []
+    return folders + ["/usr/lib64", "/lib64", "/usr/lib", "/lib", "/usr/local/lib"]
+
+
+def system_openblas() -> List[str]:
+    """Paths of the system's OpenBLAS, found by soname in :func:`system_library_folders` (a few ``stat`` calls)."""
+    found = []
+    for folder in system_library_folders():
+        for soname in SYSTEM:
+            path = os.path.join(folder, soname)
+            if os.path.isfile(path) and os.path.realpath(path) not in {os.path.realpath(p) for p in found}:
+                found.append(path)
+    return found
 
 
 def _candidates() -> List[Tuple[str, str]]:
@@ -138,7 +173,7 @@ def _candidates() -> List[Tuple[str, str]]:
     chosen = os.environ.get(ENV, "").strip()
     if chosen:
         return [(f"{ENV}", chosen)]
-    return order_candidates(_wheel_candidates(), SYSTEM, cpu_vendor())
+    return order_candidates(_wheel_candidates(), system_openblas(), cpu_vendor())
 
 
 def _set_threads(handle: ctypes.CDLL) -> Optional[int]:
@@ -183,7 +218,15 @@ def _describe(handle: ctypes.CDLL) -> Optional[str]:
 
 
 def _advice(path: str) -> List[str]:
-    """Notes a user can act on about the library just loaded."""
+    """Notes a user can act on about the library just loaded.
+
+    Args:
+        path: the library's file.
+
+    Returns:
+        list of str: an ``OPENBLAS_CORETYPE`` that overrides OpenBLAS's own choice of
+        kernels, and MKL on a CPU that is not Intel's.
+    """
     notes = []
     forced = os.environ.get("OPENBLAS_CORETYPE", "").strip()
     if forced and not _is_mkl(path):
@@ -191,8 +234,8 @@ def _advice(path: str) -> List[str]:
                      "unset it to let OpenBLAS detect this CPU")
     vendor = cpu_vendor()
     if _is_mkl(path) and vendor not in (None, "GenuineIntel"):
-        notes.append(f"MKL runs generic kernels on this {vendor} CPU; a system OpenBLAS "
-                     "(Debian/Ubuntu: apt install libopenblas0-pthread) is faster here and is loaded first when present")
+        notes.append(f"MKL runs its AVX2 kernels, not its AVX-512 ones, on this {vendor} CPU; a system OpenBLAS "
+                     "(Debian/Ubuntu: apt install libopenblas0-pthread) may be faster here and is loaded first when present")
     return notes
 
 
@@ -237,15 +280,14 @@ def load() -> Optional[str]:
         try:
             handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
         except OSError as err:
-            if origin != "system":  # a missing system library is the common case, not news
-                _STATE.notes.append(f"{origin} {path}: {err}")
+            _STATE.notes.append(f"{origin} {path}: {err}")
             continue
         if not _exports_sgemm(handle):
             _STATE.notes.append(f"{origin} {path}: exports no cblas_sgemm")
             continue
-        # A soname (the system's library) is named by the file it resolved to.
+        # A soname (given in the environment) is named by the file it resolved to.
         address = ctypes.cast(handle.cblas_sgemm, ctypes.c_void_p).value
-        _STATE.loaded, _STATE.handle = (address and _file_of(address)) or os.path.realpath(path), handle
+        _STATE.loaded, _STATE.handle = _file_of(address) or (os.path.realpath(path) if os.sep in path else path), handle
         _STATE.threads = _set_threads(handle)
         _STATE.library = _describe(handle)
         _STATE.notes.extend(_advice(_STATE.loaded))
@@ -256,23 +298,22 @@ def load() -> Optional[str]:
     return None
 
 
-def _system_blas_present() -> bool:
-    import ctypes.util
-
-    return ctypes.util.find_library("openblas") is not None
-
-
 class _DlInfo(ctypes.Structure):
     _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
                 ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
 
 
-def _file_of(address: int) -> Optional[str]:
-    """The real path of the mapped file that holds ``address``, or None."""
+def _file_of(address: Optional[int]) -> Optional[str]:
+    """The real path of the mapped file that holds ``address``, or None where that cannot be told."""
+    if not address:
+        return None
     info = _DlInfo()
-    libc = ctypes.CDLL(None)
-    libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-    if libc.dladdr(address, ctypes.byref(info)) and info.dli_fname:
+    try:
+        dladdr = ctypes.CDLL(None).dladdr  # in libc from glibc 2.34, in libdl before
+    except (AttributeError, OSError):
+        return None
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    if dladdr(address, ctypes.byref(info)) and info.dli_fname:
         return os.path.realpath(info.dli_fname.decode())
     return None
 
@@ -293,10 +334,9 @@ def sgemm_provider() -> Optional[str]:
         address = ctypes.cast(ctypes.CDLL(None).cblas_sgemm, ctypes.c_void_p).value
     except AttributeError:
         address = None
-    if address:
-        found = _file_of(address)
-        if found is not None:
-            return found
+    found = _file_of(address)
+    if found is not None:
+        return found
     # Nothing global: MLX binds the BLAS its wheel bundles, a dependency of its own library.
     try:
         with open("/proc/self/maps") as maps:
@@ -353,7 +393,12 @@ def blas_info(measure: bool = True) -> Dict[str, object]:
 
 
 def identity() -> str:
-    """The loaded library, its version and kernels, and its threads per matmul ("" when none is loaded)."""
+    """What a measurement behind the loaded library is valid for.
+
+    Returns:
+        str: the library's file name, version and kernels, and its threads per
+        matmul; ``""`` when none is loaded.
+    """
     if _STATE.loaded is None:
         return ""
     return f"{os.path.basename(_STATE.loaded)} [{_STATE.library or '?'}] threads={threads()}"
@@ -368,7 +413,7 @@ def warn_if_too_late() -> None:
     """One warning, when MLX came first on Linux and an optimized BLAS was to be had."""
     if not _STATE.too_late or os.environ.get(ENV, "").strip() == "0":
         return
-    if not _wheel_candidates() and not os.environ.get(ENV) and not _system_blas_present():
+    if not _wheel_candidates() and not os.environ.get(ENV) and not system_openblas():
         return  # nothing we could have loaded: no noise
     warnings.warn(
         "mlx_deconv: mlx.core was imported before mlx_deconv, so MLX's CPU matmul keeps the reference "

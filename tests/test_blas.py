@@ -49,7 +49,7 @@ def _probe(env_extra=None, *args):
 def _optimized_available() -> bool:
     from mlx_deconv import blas
 
-    return bool(blas._wheel_candidates()) or blas._system_blas_present()
+    return bool(blas._wheel_candidates()) or bool(blas.system_openblas())
 
 
 def _wheel_available() -> bool:
@@ -61,7 +61,7 @@ def _wheel_available() -> bool:
 def _system_openblas() -> bool:
     from mlx_deconv import blas
 
-    return blas._system_blas_present()
+    return bool(blas.system_openblas())
 
 
 def _is_mlx_bundled(path) -> bool:
@@ -200,13 +200,25 @@ def test_order_puts_the_system_openblas_before_mkl_on_other_vendors_cpus():
     from mlx_deconv import blas
 
     wheels = ["/v/lib/libmkl_rt.so.2", "/v/cmeel/libopenblas.so.0"]
-    system = ("libopenblas.so.0",)
-    as_issued = [("wheel", wheels[0]), ("wheel", wheels[1]), ("system", "libopenblas.so.0")]
+    system = ["/usr/lib/libopenblas.so.0"]
+    as_issued = [("wheel", wheels[0]), ("wheel", wheels[1]), ("system", system[0])]
     assert blas.order_candidates(wheels, system, "GenuineIntel") == as_issued
     assert blas.order_candidates(wheels, system, None) == as_issued  # unknown: the documented order
     assert blas.order_candidates(wheels, system, "AuthenticAMD") == [
-        ("wheel", wheels[1]), ("system", "libopenblas.so.0"), ("wheel", wheels[0])]
-    assert blas.order_candidates([], system, "AuthenticAMD") == [("system", "libopenblas.so.0")]
+        ("wheel", wheels[1]), ("system", system[0]), ("wheel", wheels[0])]
+    assert blas.order_candidates([], system, "AuthenticAMD") == [("system", system[0])]
+
+
+def test_system_openblas_is_looked_for_in_system_folders_only(tmp_path, monkeypatch):
+    """Not through LD_LIBRARY_PATH, where an empty entry is the current folder."""
+    from mlx_deconv import blas
+
+    (tmp_path / "libopenblas.so.0").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LD_LIBRARY_PATH", f":{tmp_path}")
+    assert all(os.path.dirname(p) in blas.system_library_folders() for p in blas.system_openblas())
+    monkeypatch.setattr(blas, "system_library_folders", lambda: [str(tmp_path)])
+    assert blas.system_openblas() == [str(tmp_path / "libopenblas.so.0")]
 
 
 def test_advice_names_what_a_user_can_change(monkeypatch):
@@ -218,6 +230,7 @@ def test_advice_names_what_a_user_can_change(monkeypatch):
     assert len(notes) == 1 and "OPENBLAS_CORETYPE=Haswell" in notes[0]
     notes = blas._advice("/v/lib/libmkl_rt.so.2")
     assert len(notes) == 1 and "AuthenticAMD" in notes[0] and "libopenblas0-pthread" in notes[0]
+    assert "AVX2" in notes[0]
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     monkeypatch.setattr(blas, "cpu_vendor", lambda: "GenuineIntel")
     assert blas._advice("/v/lib/libmkl_rt.so.2") == [] and blas._advice("/usr/lib/libopenblas.so.0") == []
@@ -225,10 +238,7 @@ def test_advice_names_what_a_user_can_change(monkeypatch):
 
 @pytest.mark.skipif(not _system_openblas(), reason="no system OpenBLAS (Debian: apt install libopenblas0-pthread)")
 def test_system_openblas_by_soname_is_reported_as_the_file_it_resolved_to():
-    import ctypes.util
-
-    soname = ctypes.util.find_library("openblas")
-    info = _probe({"MLX_DECONV_BLAS": soname})
+    info = _probe({"MLX_DECONV_BLAS": "libopenblas.so.0"})
     assert info["optimized"] and os.path.isabs(info["loaded"]), info
     assert os.path.realpath(info["provider"]) == info["loaded"]
     assert info["library"].startswith("OpenBLAS"), info["library"]
