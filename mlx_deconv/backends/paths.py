@@ -202,7 +202,7 @@ class WeightOrderSlabs(_Path):
         pad = self.shifts[-1]
         x = slabs.zero_extended(x[:, lo:hi], 1, pad, pad)
         batch, rows, _ = x.shape
-        cols = (x.reshape(batch * rows, g.in_channels) @ ws[0].T).reshape(batch, rows, g.out_channels, -1)
+        cols = (x.reshape(batch * rows, g.in_channels) @ ws[0].T).reshape(batch, rows, g.out_channels, g.kernel_size)
         if pad:  # padding rows have no product: zero, even where a weight is NaN or Inf
             cols = slabs.zero_ends(cols, 1, pad)
         cols = cols.reshape(batch, rows, g.out_channels, len(self.shifts), g.stride).transpose(0, 1, 3, 4, 2)

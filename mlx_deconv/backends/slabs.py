@@ -40,7 +40,16 @@ def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
 
 
 def zero_ends(a: mx.array, axis: int, rows: int) -> mx.array:
-    """``a`` with its first and last ``rows`` rows on ``axis`` set to zero, written in place."""
+    """``a`` with its first and last ``rows`` rows on ``axis`` set to zero, written in place.
+
+    Args:
+        a: any array; ``rows`` at most half its length on ``axis``.
+        axis: the row axis.
+        rows: rows to zero at each end.
+
+    Returns:
+        array: ``a`` with those rows zero (MLX writes into ``a``'s buffer when nothing else holds it).
+    """
     index = [slice(None)] * a.ndim
     zeros = mx.zeros((), dtype=a.dtype)
     for part in (slice(0, rows), slice(a.shape[axis] - rows, a.shape[axis])):
