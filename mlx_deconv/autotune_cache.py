@@ -63,8 +63,8 @@ def device_context(stream: mx.Stream) -> Dict[str, str]:
         info = mx.device_info(device)
     except Exception:  # older MLX: the name is a refinement, the kind and platform still separate devices
         info = {}
-    # The CPU's BLAS moves matmul rates 20x, and one optimized library or its kernels 2.5x more:
-    # a choice made behind one is not valid behind another. Nor is it for other code of ours.
+    # The BLAS under MLX, down to the library and its kernels, sets the matmul rate (docs/performance.md):
+    # a choice made behind one is not valid behind another. Nor is one timed on other code of ours.
     kind_of_blas = cpu_blas(stream) or ""
     return dict(format=FORMAT, kind=kind, name=str(info.get("device_name", "")),
                 architecture=str(info.get("architecture", platform.machine())), platform=sys.platform,
@@ -74,17 +74,25 @@ def device_context(stream: mx.Stream) -> Dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A digest of the package's own source: choices timed on other code are timed again."""
+    """The package's :func:`source_digest`, once per process: choices timed on other code are timed again."""
     return source_digest(Path(__file__).resolve().parent)
 
 
 def source_digest(root: Path) -> str:
-    """A digest of the names and contents of the ``.py`` and ``.metal`` files under ``root``."""
+    """A digest of the ``.py`` and ``.metal`` files under ``root``.
+
+    Args:
+        root: a folder.
+
+    Returns:
+        str: 16 hex digits of a SHA-256 over each file's relative path, length and content, in path order.
+    """
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
         if path.suffix in (".py", ".metal") and path.is_file():
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
+            content = path.read_bytes()
+            digest.update(f"{path.relative_to(root)}\0{len(content)}\0".encode())
+            digest.update(content)
     return digest.hexdigest()[:16]
 
 

@@ -23,9 +23,31 @@ DROP_FACTOR = 4.0
 Timer = Callable[[Mapping[str, Callable[[], object]]], Dict[str, float]]
 
 
+def time_primed(fn: Callable[[], object], clock: Callable[[], float], evaluate: Callable[[object], None]) -> float:
+    """Seconds of one call of ``fn`` made right after an untimed call of its own.
+
+    Timed so, a call is in steady state (MLX's worker threads busy, its buffers
+    in MLX's cache), as a model calls its layers one after another; right after
+    another function's call or a pause it can take longer (docs/performance.md).
+
+    Args:
+        fn: the call; what it returns is passed to ``evaluate``.
+        clock: seconds as a float.
+        evaluate: waits for ``fn``'s result.
+
+    Returns:
+        float: seconds.
+    """
+    evaluate(fn())
+    start = clock()
+    evaluate(fn())
+    return clock() - start
+
+
 def median_timer(fns: Mapping[str, Callable[[], object]], warmup: int = 1, repeat: int = 5,
                  clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
-    """Median seconds of each function after ``warmup`` untimed runs, timed round-robin.
+    """Median seconds of each function after ``warmup`` untimed runs, timed round-robin,
+    each call right after an untimed one (:func:`time_primed`).
 
     A function that raises is left out; one :data:`DROP_FACTOR` times slower
     than the fastest after the first timed round is not timed again.
@@ -41,9 +63,7 @@ def median_timer(fns: Mapping[str, Callable[[], object]], warmup: int = 1, repea
     times: Dict[str, List[float]] = {name: [] for name in live}
     for rnd in range(repeat):
         for name in live:
-            start = clock()
-            mx.eval(fns[name]())
-            times[name].append(clock() - start)
+            times[name].append(time_primed(fns[name], clock, mx.eval))
         if rnd == 0 and live:
             best = min(times[n][0] for n in live)
             live = [n for n in live if times[n][0] <= DROP_FACTOR * best]

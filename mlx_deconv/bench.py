@@ -20,7 +20,7 @@ import mlx.core as mx
 
 from . import bench_conv1d, bench_decoder
 from .bench_decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
-from .bench_timing import machine, machine_details, medians_phrase  # noqa: F401  (re-exported)
+from .bench_timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
 from .bench_transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 

@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import mlx.core as mx
 
+from .autotune_timing import time_primed
+
 Clock = Callable[[], float]
 
 
@@ -59,9 +61,8 @@ def timed_medians(
     """Median seconds of each function, timed round-robin so that load on a shared machine falls on all alike.
 
     With warm-up, each timed call comes right after an untimed call of the same
-    function, so it is timed in steady state (its worker threads awake, its
-    buffers in MLX's cache), as a decoder calls its layers one after another and
-    as PyTorch's calls, timed in a phase of their own, are.
+    function (:func:`~mlx_deconv.autotune_timing.time_primed`), as autotuning
+    times them and as PyTorch's calls, timed in a phase of their own, are.
 
     Each function's first call is timed. If it took more than ``slow``
     seconds (MLX's naive loops take seconds per call), the function is timed
@@ -104,9 +105,7 @@ def timed_medians(
     for _ in range(rounds):
         for name, fn in fns.items():
             if name not in slow_names:
-                if warmup:
-                    evaluate(fn())
-                times[name].append(timed(fn))
+                times[name].append(time_primed(fn, clock, evaluate) if warmup else timed(fn))
     return {name: Timing(statistics.median(t), len(t), name in slow_names) for name, t in times.items()}
 
 
