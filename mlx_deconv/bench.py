@@ -110,7 +110,7 @@ def main(args) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine(), machine_details=details, kind=kind, dtype=args.dtype,
-                           stream=args.stream or "default", repeat=args.repeat, warmup=args.warmup,
+                           stream=args.stream or "default", repeat=args.repeat, warmup=args.warmup, timing="primed",
                            slow_seconds=slow, decoder_slow_seconds=bench_decoder.SLOW, rows=rows,
                            conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec)),
                       f, indent=2)

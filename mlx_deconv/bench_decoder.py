@@ -162,13 +162,13 @@ def table(result: Dict, repeat: int) -> str:
     return "\n".join(lines)
 
 
-def caption(result: Dict, repeat: int, warmup: int, slow: Optional[float]) -> str:
+def caption(result: Dict, repeat: int, warmup: int, slow: Optional[float], primed: bool = True) -> str:
     """The table's caption: input, audio, timing counts (which variant ran once, and why), how RTF is defined."""
     counts = {n: r for n, r in result["runs"].items() if r < repeat}
     once = ", ".join(f"`{n}` {'once' if r == 1 else f'{r} times'}" for n, r in counts.items())
     return (f"{result['frames']} mel frames of {result['config']['num_mels']} bands -> "
             f"{result['audio_seconds']:.3f} s of {result['config']['sampling_rate']} Hz audio, random weights, "
-            f"batch 1; {medians_phrase(repeat, warmup)}"
+            f"batch 1; {medians_phrase(repeat, warmup, primed)}"
             + (f" (\\* {once}: its first call took over {slow:g} s)" if once else "")
             + "; real-time factor = wall time / audio duration.")
 

@@ -109,9 +109,20 @@ def timed_medians(
     return {name: Timing(statistics.median(t), len(t), name in slow_names) for name, t in times.items()}
 
 
-def medians_phrase(repeat: int, warmup: int) -> str:
-    """How the cells were timed, for captions (:func:`timed_medians` times each call right after an untimed one)."""
-    return f"median of {repeat} after {warmup} warm-up" + (", each timed call right after an untimed one" if warmup else "")
+def medians_phrase(repeat: int, warmup: int, primed: bool = True) -> str:
+    """How the cells were timed, for captions.
+
+    Args:
+        repeat: timed calls per cell.
+        warmup: untimed calls before them.
+        primed: each timed call came right after an untimed one (:func:`timed_medians`
+            with warm-up; JSON files of older runs say ``False``).
+
+    Returns:
+        str: e.g. ``"median of 5 after 2 warm-up, each timed call right after an untimed one"``.
+    """
+    return f"median of {repeat} after {warmup} warm-up" + (", each timed call right after an untimed one"
+                                                           if warmup and primed else "")
 
 
 def slow_note(timings: Mapping[str, Mapping[str, int]], repeat: int, slow: Optional[float]) -> str:

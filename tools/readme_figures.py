@@ -185,17 +185,21 @@ def _tuned_note(rows: List[Dict]) -> str:
             "tuned backend's.")
 
 
-def _medians(repeat: int, warmup: int) -> str:
+def _primed(result: Dict) -> bool:
+    """Whether the run timed each call right after an untimed one (``bench --json`` records it)."""
+    return result.get("timing") == "primed"
+
+
+def _medians(result: Dict) -> str:
     from mlx_deconv.bench_timing import medians_phrase
 
-    return medians_phrase(repeat, warmup)
+    return medians_phrase(*_settings(result), _primed(result))
 
 
 def caption(result: Dict, machine: Optional[str]) -> str:
     """The caption of a ``conv_transpose1d`` table."""
-    repeat, warmup = _settings(result)
     return (f"{result['kind'].capitalize()}, measured on {_where(result, machine)}, "
-            f"{result['dtype']}, {_stream(result)}, {_medians(repeat, warmup)} "
+            f"{result['dtype']}, {_stream(result)}, {_medians(result)} "
             f"(a dash: the backend would compute as `gemm` there).{_tuned_note(result['rows'])}"
             f"{_torch_note(result)}\n")
 
@@ -210,11 +214,11 @@ def table_region(result: Dict, machine: Optional[str]) -> str:
 def conv1d_region(result: Dict, machine: Optional[str]) -> str:
     from mlx_deconv import bench_conv1d
 
-    repeat, warmup = _settings(result)
+    repeat, _ = _settings(result)
     rows = result["conv1d_rows"]
     return (f"`conv1d`, {result['kind']}, HiFi-GAN V1's residual-block convolutions (\"same\" padding, "
             f"{bench_conv1d.FRAMES} mel frames: one second of 22.05 kHz audio at each stage's rate), measured on "
-            f"{_where(result, machine)}, {result['dtype']}, {_stream(result)}, {_medians(repeat, warmup)}. "
+            f"{_where(result, machine)}, {result['dtype']}, {_stream(result)}, {_medians(result)}. "
             f"\"auto / builtin\": the speed-up over `mx.conv1d` in the same run.{_tuned_note(rows)}"
             f"{_torch_note(result)}\n\n" + bench_conv1d.table(rows, repeat, result.get("slow_seconds")) + "\n")
 
@@ -230,7 +234,7 @@ def decoder_region(result: Dict, machine: Optional[str]) -> str:
             f"{join(c['upsample_rates'])}, kernels {join(c['upsample_kernel_sizes'])}, resblock \"{c['resblock']}\" "
             f"with kernels {join(c['resblock_kernel_sizes'])}), float32, {_stream(result)}, measured on "
             f"{_where(result, machine)}: "
-            + bench_decoder.caption(dec, repeat, warmup, result.get("decoder_slow_seconds"))
+            + bench_decoder.caption(dec, repeat, warmup, result.get("decoder_slow_seconds"), _primed(result))
             + _torch_note(result) + "\n\n" + bench_decoder.table(dec, repeat) + "\n")
 
 
@@ -250,7 +254,7 @@ def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str
                              f"(MLX_DECONV_BLAS{'' if want else '=0'}), got {details.get('blas')!r}")
         if result.get("kind") != "forward":
             raise ValueError(f"{flag} expects a forward run, got {result.get('kind')!r}")
-    repeat, warmup = _settings(optimized)
+    _settings(optimized)  # fails early on a JSON without them
     lines = ["| row | matmul GFLOP/s, reference BLAS | matmul GFLOP/s, optimized | auto ms, reference BLAS "
              "| auto ms, optimized | speed-up |",
              "|---|---|---|---|---|---|"]
@@ -293,7 +297,7 @@ def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str
              "decoder": "the HiFi-GAN V1 generator"}
     said += [f"{names[kind]} ran {span(values)} faster" for kind, values in speedups.items()]
     where = machine or optimized["machine"].split(", CPU BLAS")[0]
-    return (f"Measured on {where}, forward, {optimized['dtype']}, {_medians(repeat, warmup)}: the "
+    return (f"Measured on {where}, forward, {optimized['dtype']}, {_medians(optimized)}: the "
             f"same benchmark behind MLX's bundled {_blas_name(reference)} (`MLX_DECONV_BLAS=0`) and behind "
             f"{_blas_name(optimized)} loaded by `import mlx_deconv`. Behind the optimized BLAS, " + "; ".join(said) + ".\n\n"
             + "\n".join(lines) + "\n")
