@@ -90,7 +90,10 @@ def source_digest(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
         if path.suffix in (".py", ".metal") and path.is_file():
-            content = path.read_bytes()
+            try:
+                content = path.read_bytes()
+            except OSError:  # unreadable: its name still counts
+                content = b""
             digest.update(f"{path.relative_to(root)}\0{len(content)}\0".encode())
             digest.update(content)
     return digest.hexdigest()[:16]

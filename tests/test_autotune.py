@@ -274,6 +274,21 @@ def test_the_source_digest_follows_the_code_only(tmp_path):
     assert source_digest(tmp_path) != first
 
 
+def test_an_unreadable_source_file_does_not_stop_tuning(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mlx_deconv.autotune_cache import source_digest
+
+    (tmp_path / "gemm.py").write_text("a = 1\n")
+    readable = source_digest(tmp_path)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert len(source_digest(tmp_path)) == 16 and source_digest(tmp_path) != readable
+
+
 def test_one_signature_met_by_two_threads_is_timed_once(tuner):
     calls = []
 
