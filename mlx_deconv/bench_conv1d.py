@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import backends
-from .bench_timing import Clock, Progress, slow_note, timed_medians, torch_conv, torch_phase, tuned_choice
+from .bench_timing import Clock, Progress, add_torch_seconds, slow_note, timed_medians, torch_conv, tuned_choice
 from .functional import conv1d
 from .validation import conv1d_geometry
 
@@ -126,15 +126,7 @@ def _torch_fn(shape: Conv1dShape, dtype, backward: bool) -> Callable[[], None]:
 
 def add_torch(rows: List[Dict], dtype=mx.float32, warmup: int = 2, repeat: int = 5, backward: bool = False) -> bool:
     """PyTorch's ``conv1d`` on the rows' data, in its own phase after MLX's; False without torch."""
-    try:
-        import torch  # noqa: F401  (not a dependency)
-    except ImportError:
-        return False
-    with torch_phase():
-        for row in rows:
-            row["torch_seconds"] = timed_medians({"torch": _torch_fn(Conv1dShape(**row["shape"]), dtype, backward)},
-                                                 warmup, repeat)["torch"].seconds
-    return True
+    return add_torch_seconds(rows, lambda row: _torch_fn(Conv1dShape(**row["shape"]), dtype, backward), warmup, repeat)
 
 
 def table(rows: List[Dict], repeat: int, slow: Optional[float] = None) -> str:

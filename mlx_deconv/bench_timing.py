@@ -173,6 +173,28 @@ def torch_phase() -> Iterator[Optional[int]]:
         torch.set_num_threads(old)
 
 
+def add_torch_seconds(rows: List[Dict], torch_fn: Callable[[Dict], Callable[[], None]], warmup: int,
+                      repeat: int) -> bool:
+    """Each row's ``"torch_seconds"``, timed in a phase of PyTorch's own (after every MLX timing).
+
+    Args:
+        rows: the benchmark's rows; each gets ``"torch_seconds"``.
+        torch_fn: for a row, the zero-argument PyTorch call to time.
+        warmup, repeat: as for :func:`timed_medians`.
+
+    Returns:
+        bool: False without torch (the rows are left as they were).
+    """
+    try:
+        import torch  # noqa: F401  (not a dependency)
+    except ImportError:
+        return False
+    with torch_phase():
+        for row in rows:
+            row["torch_seconds"] = timed_medians({"torch": torch_fn(row)}, warmup, repeat)["torch"].seconds
+    return True
+
+
 def tuned_choice(geom, stream: mx.Stream, dtype, backward: bool) -> str:
     """The backend autotuning chooses for a call (the "tuned" column): from its cache, else timed now.
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import backends
 from .backends import gemm
-from .bench_timing import (Progress, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv, torch_phase,
+from .bench_timing import (Progress, add_torch_seconds, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv,
                            tuned_choice)
 from .functional import conv_transpose1d
 from .validation import conv_geometry
@@ -144,16 +144,12 @@ def run_mlx(shapes: Sequence[Shape] = SHAPES, stream=None, dtype=mx.float32, war
 
 def add_torch(rows: List[Dict], dtype=mx.float32, warmup: int = 2, repeat: int = 5, backward: bool = False) -> bool:
     """PyTorch's times for the rows of :func:`run_mlx`, in a phase of their own; False without torch."""
-    try:
-        import torch  # noqa: F401  (not a dependency)
-    except ImportError:
-        return False
-    with torch_phase():
-        for row in rows:
-            shape = Shape(**row["shape"])
-            fn = _torch_op(shape, *_data(shape, dtype), backward)
-            row["torch_seconds"] = timed_medians({"torch": fn}, warmup, repeat)["torch"].seconds
-    return True
+
+    def torch_fn(row):
+        shape = Shape(**row["shape"])
+        return _torch_op(shape, *_data(shape, dtype), backward)
+
+    return add_torch_seconds(rows, torch_fn, warmup, repeat)
 
 
 def run(shapes: Sequence[Shape] = SHAPES, stream=None, dtype=mx.float32, warmup: int = 2, repeat: int = 5,

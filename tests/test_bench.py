@@ -206,7 +206,7 @@ def test_cli_runs_every_part_mlx_first_then_torch(monkeypatch, tmp_path, capsys,
     monkeypatch.setattr(bench_conv1d, "CONV1D_SHAPES", TINY_CONV)
     monkeypatch.setattr(bench_decoder, "v1_config", lambda: TINY_DECODER)
     order = []
-    for module in (bench_transposed, bench_conv1d, bench_decoder):
+    for module in (bench_transposed, bench_conv1d, bench_decoder, bench_timing):  # bench_timing: the rows' PyTorch
         def recorder(fns, *args, real=bench_timing.timed_medians, **kwargs):
             order.append("torch" if "torch" in fns else "mlx")
             return real(fns, *args, **kwargs)
