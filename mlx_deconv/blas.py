@@ -159,11 +159,12 @@ def system_library_folders() -> List[str]:
 
 def system_openblas() -> List[str]:
     """Paths of the system's OpenBLAS, found by soname in :func:`system_library_folders` (a few ``stat`` calls)."""
-    found = []
+    found, seen = [], set()
     for folder in system_library_folders():
         for soname in SYSTEM:
             path = os.path.join(folder, soname)
-            if os.path.isfile(path) and os.path.realpath(path) not in {os.path.realpath(p) for p in found}:
+            if os.path.isfile(path) and os.path.realpath(path) not in seen:  # one file, several links to it
+                seen.add(os.path.realpath(path))
                 found.append(path)
     return found
 
