@@ -125,6 +125,10 @@ def _is_mkl(path: str) -> bool:
     return "mkl" in os.path.basename(path)
 
 
+def _is_openblas(path: str) -> bool:
+    return "openblas" in os.path.basename(path)
+
+
 def order_candidates(wheels: List[str], system: List[str], vendor: Optional[str]) -> List[Tuple[str, str]]:
     """The order in which libraries are tried: wheels, then the system's OpenBLAS.
 
@@ -230,7 +234,7 @@ def _advice(path: str) -> List[str]:
     """
     notes = []
     forced = os.environ.get("OPENBLAS_CORETYPE", "").strip()
-    if forced and not _is_mkl(path):
+    if forced and _is_openblas(path):
         notes.append(f"OPENBLAS_CORETYPE={forced} in the environment chooses OpenBLAS's kernels; "
                      "unset it to let OpenBLAS detect this CPU")
     vendor = cpu_vendor()
@@ -246,7 +250,7 @@ def threads() -> Optional[int]:
         return None
     if _STATE.threads is not None:
         return _STATE.threads
-    own = ("OPENBLAS_NUM_THREADS",) if "openblas" in os.path.basename(_STATE.loaded) else ("MKL_NUM_THREADS",)
+    own = ("OPENBLAS_NUM_THREADS",) if _is_openblas(_STATE.loaded) else ("MKL_NUM_THREADS",)
     for name in own + ("OMP_NUM_THREADS",):  # the library's own variable first, then OpenMP's
         value = os.environ.get(name, "").strip()
         if value.isdigit():

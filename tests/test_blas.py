@@ -228,6 +228,7 @@ def test_advice_names_what_a_user_can_change(monkeypatch):
     monkeypatch.setattr(blas, "cpu_vendor", lambda: "AuthenticAMD")
     notes = blas._advice("/usr/lib/libopenblasp-r0.3.21.so")
     assert len(notes) == 1 and "OPENBLAS_CORETYPE=Haswell" in notes[0]
+    assert blas._advice("/opt/blis/libblis.so.4") == []  # OPENBLAS_CORETYPE means nothing to another library
     notes = blas._advice("/v/lib/libmkl_rt.so.2")
     assert len(notes) == 1 and "AuthenticAMD" in notes[0] and "libopenblas0-pthread" in notes[0]
     assert "AVX2" in notes[0]
