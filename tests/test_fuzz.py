@@ -280,7 +280,8 @@ TRANSPOSED_CORRUPTIONS = {
 }
 
 
-def _check_transposed_output(got, expected_info):
+def _check_output(got, expected_info):
+    """Either op's output against the float64 value the call's strategy computed."""
     expected, data_format, batched, dtype, terms = expected_info
     if not batched:
         got = got[None]
@@ -296,7 +297,7 @@ def _check_transposed_output(got, expected_info):
 def test_conv_transpose1d_valid_calls(call):
     kwargs, expected_info, corrupted, allowed = call
     got = outcome(lambda: md.conv_transpose1d(**kwargs), corrupted, allowed)
-    _check_transposed_output(got, expected_info)
+    _check_output(got, expected_info)
 
 
 @pytest.mark.parametrize("bad", list(TRANSPOSED_CORRUPTIONS))
@@ -306,7 +307,7 @@ def test_conv_transpose1d_bad_argument(bad, data):
     kwargs, expected_info, corrupted, allowed = data.draw(transposed_calls(bad))
     got = outcome(lambda: md.conv_transpose1d(**kwargs), corrupted, allowed)
     if got is not None:
-        _check_transposed_output(got, expected_info)
+        _check_output(got, expected_info)
 
 
 # ---- conv1d -------------------------------------------------------------------------------------------
@@ -391,7 +392,7 @@ CONV1D_CORRUPTIONS = {
 def test_conv1d_valid_calls(call):
     kwargs, expected_info, corrupted, allowed = call
     got = outcome(lambda: md.conv1d(**kwargs), corrupted, allowed)
-    _check_transposed_output(got, expected_info)
+    _check_output(got, expected_info)
 
 
 @pytest.mark.parametrize("bad", list(CONV1D_CORRUPTIONS))
@@ -401,7 +402,7 @@ def test_conv1d_bad_argument(bad, data):
     kwargs, expected_info, corrupted, allowed = data.draw(conv1d_calls(bad))
     got = outcome(lambda: md.conv1d(**kwargs), corrupted, allowed)
     if got is not None:
-        _check_transposed_output(got, expected_info)
+        _check_output(got, expected_info)
 
 
 # ---- layers -------------------------------------------------------------------------------------------
