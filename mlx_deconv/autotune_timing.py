@@ -24,11 +24,13 @@ Timer = Callable[[Mapping[str, Callable[[], object]]], Dict[str, float]]
 
 
 def time_primed(fn: Callable[[], object], clock: Callable[[], float], evaluate: Callable[[object], None]) -> float:
-    """Seconds of one call of ``fn`` made right after an untimed call of its own.
+    """Seconds of one call of ``fn`` made right after an untimed call of its own, from MLX's buffer cache emptied first.
 
-    Timed so, a call is in steady state (MLX's worker threads busy, its buffers
-    in MLX's cache), as a model calls its layers one after another; right after
-    another function's call or a pause it can take longer (docs/performance.md).
+    Timed so, a call is in steady state (MLX's worker threads busy, its own
+    buffers in MLX's cache), as a model calls its layers one after another;
+    right after another function's call or a pause it can take longer, and
+    the buffers another function left in the cache slowed it for good
+    (docs/performance.md).
 
     Args:
         fn: the call; what it returns is passed to ``evaluate``.
@@ -38,6 +40,7 @@ def time_primed(fn: Callable[[], object], clock: Callable[[], float], evaluate: 
     Returns:
         float: seconds.
     """
+    mx.clear_cache()
     evaluate(fn())
     start = clock()
     evaluate(fn())

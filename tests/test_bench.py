@@ -77,6 +77,17 @@ def test_each_timed_call_follows_an_untimed_call_of_its_own():
     assert last == ["a", "b"] + ["a", "a", "b", "b"] * 3
 
 
+def test_a_timed_call_starts_from_an_empty_buffer_cache(monkeypatch):
+    """Buffers another backend left in MLX's cache slowed the next one for good (MLX's own op leaves large ones)."""
+    from mlx_deconv import autotune_timing
+
+    events = []
+    monkeypatch.setattr(autotune_timing.mx, "clear_cache", lambda: events.append("clear"))
+    clock = FakeClock()
+    autotune_timing.time_primed(lambda: events.append("call"), clock, lambda out: None)
+    assert events == ["clear", "call", "call"]
+
+
 def test_adaptive_timing_without_warmup_or_threshold():
     clock = FakeClock()
     costs = iter([3.0, 1.0, 2.0])  # successive calls of one function
