@@ -17,7 +17,7 @@ import mlx_deconv as md  # before mlx: on Linux it puts an optimized BLAS under 
 import mlx.core as mx
 
 from common import output_dir, progress
-from mlx_deconv.bench import interleaved_medians
+from mlx_deconv.bench.runner import interleaved_medians
 
 LAYERS = {
     # name: (N, L, C_in, C_out, K, op kwargs)

@@ -1,26 +1,44 @@
-"""mlx_deconv: complete and fast 1-D transposed convolution for Apple MLX."""
+"""mlx_deconv: complete and fast 1-D transposed convolution and convolution for Apple MLX.
 
-# First, before anything imports mlx.core: an optimized CBLAS under MLX's matmul on Linux (blas.py).
-from . import blas as _blas
+The data's way through the package, one folder each: :mod:`.ops` (the calls, their validated
+geometry) -> :mod:`.backends` (the rule that picks one, and each backend) -> arrays. Around
+them: :mod:`.nn` (layers), :mod:`.models` (whole decoders), :mod:`.tuning`, :mod:`.bench` and
+:mod:`.runtime` (the BLAS, streams, compiled helpers, the Metal emulator).
+"""
+
+# First, before anything imports mlx.core: an optimized CBLAS under MLX's matmul on Linux (runtime/blas.py).
+from .runtime import blas as _blas
 
 _blas.load()
 _blas.warn_if_too_late()
-from .blas import blas_info  # noqa: E402
+from .runtime.blas import blas_info  # noqa: E402
 
-from . import autotune, initializers, interop
-from .autotune import set_autotune
-from .activations import Snake
-from .functional import available_backends, conv1d, conv_transpose1d
-from .geometry import conv1d_output_length, output_length, resolve_padding
-from .keras import Conv1DTranspose
-from .conv_config import ConvConfig
-from .layers import Conv1d, ConvTranspose1d
-from .streaming import StreamingConv1d, StreamingConvTranspose1d
+from . import _moved  # noqa: E402
+from .models import hifigan  # noqa: E402
+from .nn import initializers, interop, keras  # noqa: E402
+from .nn.activations import Snake  # noqa: E402
+from .nn.config import ConvConfig  # noqa: E402
+from .nn.keras import Conv1DTranspose  # noqa: E402
+from .nn.layers import Conv1d, ConvTranspose1d  # noqa: E402
+from .nn.streaming import StreamingConv1d, StreamingConvTranspose1d  # noqa: E402
+from .ops.functional import available_backends, conv1d, conv_transpose1d  # noqa: E402
+from .ops.geometry import conv1d_output_length, output_length, resolve_padding  # noqa: E402
+from .tuning import tuner as autotune  # noqa: E402
+from .tuning.tuner import set_autotune  # noqa: E402
 
 __version__ = "0.1.0"
+
+# ``import mlx_deconv.geometry`` and the other flat names from before the folders keep working.
+_moved.install(__name__)
+
+
+def __getattr__(name: str):
+    """The package's old flat module names (``mlx_deconv.geometry``, ``mlx_deconv.blas``, ...), loaded on first use."""
+    return _moved.attribute(__name__, name)
+
 
 __all__ = [
     "available_backends", "blas_info", "conv1d", "conv1d_output_length", "conv_transpose1d", "output_length", "resolve_padding",
     "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d", "StreamingConv1d", "Snake",
-    "initializers", "interop", "autotune", "set_autotune", "__version__",
+    "initializers", "interop", "autotune", "hifigan", "keras", "set_autotune", "__version__",
 ]

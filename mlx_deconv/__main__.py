@@ -10,10 +10,13 @@ from typing import List, Optional
 import mlx.core as mx
 import numpy as np
 
-from . import __version__, autotune, autotune_command, backends, bench, reference
-from .devices import is_metal, resolve_stream
-from .functional import conv_transpose1d
-from .validation import conv_geometry
+from . import __version__, backends
+from .tuning import tuner as autotune, command as autotune_command
+from .bench import runner as bench
+from .ops import reference
+from .runtime.devices import is_metal, resolve_stream
+from .ops.functional import conv_transpose1d
+from .ops.validation import conv_geometry
 
 
 def streams() -> List[mx.Stream]:
@@ -39,7 +42,7 @@ def info(_args=None) -> None:
 
 def _print_blas() -> None:
     """Which library serves MLX's CPU matmul, whether it is the optimized one, and its measured rate."""
-    from .blas import blas_info
+    from .runtime.blas import blas_info
 
     found = blas_info()
     state = "optimized (loaded by mlx_deconv)" if found["optimized"] else "MLX's own"
@@ -88,7 +91,7 @@ def check(_args=None) -> int:
     Without Metal (Linux), the Metal kernel runs in the CPU emulator instead,
     from the exact source MLX generates, when a C++ compiler is present.
     """
-    from . import metal_emulator
+    from .runtime import metal_emulator
 
     emulate = not mx.metal.is_available() and metal_emulator.compiler() is not None
     rng = np.random.default_rng(0)

@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import mlx_deconv as md
-from mlx_deconv import autotune, autotune_command
-from mlx_deconv.validation import conv_geometry
+from mlx_deconv import autotune
+from mlx_deconv.tuning import command as autotune_command
+from mlx_deconv.ops.validation import conv_geometry
 
 import reference as ref
 from helpers import atol, forward_atol, run
@@ -163,7 +164,7 @@ def test_padding_class_of_the_transposed_op(kwargs, expected):
 
 
 def test_padding_class_of_conv1d():
-    from mlx_deconv.geometry import Conv1dGeometry
+    from mlx_deconv.ops.geometry import Conv1dGeometry
 
     def g(left, right):
         return Conv1dGeometry(1, 10, 2, 2, 3, 1, 1, 1, left, right, 10)
@@ -241,7 +242,8 @@ def test_a_cache_of_another_mlx_version_is_not_reused(tuner, tmp_path):
 
 def test_choices_made_behind_another_blas_or_other_code_are_timed_again(tuner, tmp_path, monkeypatch):
     """Another library under MLX's matmul, or another version of the package's code, times again."""
-    from mlx_deconv import autotune_cache, blas
+    from mlx_deconv.tuning import cache as autotune_cache
+    from mlx_deconv.runtime import blas
 
     monkeypatch.setattr(autotune_cache, "cpu_blas", lambda stream: "optimized")
     monkeypatch.setattr(blas, "identity", lambda: "libopenblas.so.0 [OpenBLAS 0.3.21 Cooperlake] threads=1")
@@ -262,7 +264,7 @@ def test_choices_made_behind_another_blas_or_other_code_are_timed_again(tuner, t
 
 
 def test_the_source_digest_follows_the_code_only(tmp_path):
-    from mlx_deconv.autotune_cache import source_digest
+    from mlx_deconv.tuning.cache import source_digest
 
     (tmp_path / "backends").mkdir()
     (tmp_path / "backends" / "gemm.py").write_text("a = 1\n")
@@ -277,7 +279,7 @@ def test_the_source_digest_follows_the_code_only(tmp_path):
 def test_an_unreadable_source_file_does_not_stop_tuning(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from mlx_deconv.autotune_cache import source_digest
+    from mlx_deconv.tuning.cache import source_digest
 
     (tmp_path / "gemm.py").write_text("a = 1\n")
     readable = source_digest(tmp_path)
@@ -423,7 +425,7 @@ WORKER = textwrap.dedent("""
     import json, sys, time
     import mlx.core as mx
     from mlx_deconv import autotune
-    from mlx_deconv.validation import conv_geometry
+    from mlx_deconv.ops.validation import conv_geometry
 
     mode, start, first, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     calls = []
@@ -626,7 +628,7 @@ def test_conv1d_with_tuning_on(tuned):
     timer = tuned(("gemm", "builtin", "winograd"))
     tuned_y = md.conv1d(x, w, **kwargs)
     np.testing.assert_allclose(np.array(tuned_y), np.array(untuned), rtol=0, atol=2 * atol(9))
-    usable = backends.usable_backends(md.validation.conv1d_geometry(x.shape, w.shape, **kwargs)[0], CPU)
+    usable = backends.usable_backends(md.ops.validation.conv1d_geometry(x.shape, w.shape, **kwargs)[0], CPU)
     assert len(timer.calls) == (1 if len(usable) > 1 else 0)  # one candidate: nothing to time
 
 
@@ -712,7 +714,7 @@ def test_long_signals_are_timed_cut_to_the_longest_tuned_length(monkeypatch, kwa
 
 @pytest.mark.parametrize("padding", [0, 3, "same", "causal", (2, 5)])
 def test_long_conv1d_signals_are_timed_cut_with_the_same_pads(monkeypatch, padding):
-    from mlx_deconv.validation import conv1d_geometry
+    from mlx_deconv.ops.validation import conv1d_geometry
 
     monkeypatch.setattr(autotune, "TUNE_MAX_LENGTH", 16)
     long, _ = conv1d_geometry((1, 41, 4), (2, 3, 4), stride=2, padding=padding, dilation=2)

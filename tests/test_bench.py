@@ -8,9 +8,13 @@ import json
 import mlx.core as mx
 import pytest
 
-from mlx_deconv import autotune, backends, bench, bench_conv1d, bench_decoder, bench_timing, bench_transposed
+from mlx_deconv import autotune, backends, bench
+from mlx_deconv.bench import conv1d as bench_conv1d
+from mlx_deconv.bench import decoder as bench_decoder
+from mlx_deconv.bench import timing as bench_timing
+from mlx_deconv.bench import transposed as bench_transposed
 from mlx_deconv.__main__ import main
-from mlx_deconv.bench_conv1d import Conv1dShape
+from mlx_deconv.bench.conv1d import Conv1dShape
 from mlx_deconv.hifigan import HiFiGANConfig
 
 TINY_CONV = [Conv1dShape("tiny-k3d2", 1, 40, 8, 3, 2), Conv1dShape("tiny-k5d1", 2, 24, 6, 5, 1)]
@@ -79,7 +83,7 @@ def test_each_timed_call_follows_an_untimed_call_of_its_own():
 
 def test_a_timed_call_starts_from_an_empty_buffer_cache(monkeypatch):
     """Buffers another backend left in MLX's cache slowed the next one for good (MLX's own op leaves large ones)."""
-    from mlx_deconv import autotune_timing
+    from mlx_deconv.tuning import timing as autotune_timing
 
     events = []
     monkeypatch.setattr(autotune_timing.mx, "clear_cache", lambda: events.append("clear"))

@@ -47,19 +47,19 @@ def _probe(env_extra=None, *args):
 
 
 def _optimized_available() -> bool:
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     return bool(blas._wheel_candidates()) or bool(blas.system_openblas())
 
 
 def _wheel_available() -> bool:
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     return bool(blas._wheel_candidates())
 
 
 def _system_openblas() -> bool:
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     return bool(blas.system_openblas())
 
@@ -90,7 +90,7 @@ def test_symbol_mlx_resolves_comes_from_the_loaded_library_and_results_agree():
 
 @pytest.mark.skipif(not _wheel_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
 def test_explicit_path_is_used():
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     path = blas._wheel_candidates()[0]
     info = _probe({"MLX_DECONV_BLAS": path})
@@ -118,7 +118,7 @@ def test_library_that_is_no_blas_is_refused(tmp_path):
 
 
 def test_library_in_a_folder_others_can_write_is_not_loaded(tmp_path):
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     folder = tmp_path / "open"
     folder.mkdir(mode=0o755)
@@ -158,7 +158,7 @@ def test_mlx_imported_first_is_said_once():
 
 
 def test_user_thread_count_is_not_overridden():
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     class Handle:
         calls = []
@@ -197,7 +197,7 @@ def test_pytorch_keeps_its_threads():
 
 
 def test_order_puts_the_system_openblas_before_mkl_on_other_vendors_cpus():
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     wheels = ["/v/lib/libmkl_rt.so.2", "/v/cmeel/libopenblas.so.0"]
     system = ["/usr/lib/libopenblas.so.0"]
@@ -211,7 +211,7 @@ def test_order_puts_the_system_openblas_before_mkl_on_other_vendors_cpus():
 
 def test_system_openblas_is_looked_for_in_system_folders_only(tmp_path, monkeypatch):
     """Not through LD_LIBRARY_PATH, where an empty entry is the current folder."""
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     (tmp_path / "libopenblas.so.0").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
@@ -222,7 +222,7 @@ def test_system_openblas_is_looked_for_in_system_folders_only(tmp_path, monkeypa
 
 
 def test_advice_names_what_a_user_can_change(monkeypatch):
-    from mlx_deconv import blas
+    from mlx_deconv.runtime import blas
 
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setattr(blas, "cpu_vendor", lambda: "AuthenticAMD")

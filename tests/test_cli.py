@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from mlx_deconv import metal_emulator
-from mlx_deconv import reference as package_reference
+from mlx_deconv.runtime import metal_emulator
+from mlx_deconv.ops import reference as package_reference
 from mlx_deconv.__main__ import CHECKS, build_parser, main, program_name
-from mlx_deconv.validation import conv_geometry
+from mlx_deconv.ops.validation import conv_geometry
 from strategies import cases
 
 
 @given(case=cases(max_length=8))
 def test_package_oracle_agrees_with_test_reference(case):
-    """``check`` and ``demo`` trust mlx_deconv.reference; it must agree with the tests' own."""
+    """``check`` and ``demo`` trust mlx_deconv.ops.reference; it must agree with the tests' own."""
     x, w, b = case.arrays()
     geom, _ = conv_geometry(x.shape, w.shape, **case.kwargs())
     np.testing.assert_allclose(package_reference.conv_transpose1d(x, w, b, geom), case.expected(x, w, b), atol=1e-10)
@@ -122,7 +122,7 @@ def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
         pytest.skip("no C++ compiler: the emulator cannot run")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     x, w = mx.ones((1, 3, 2)), mx.ones((2, 2, 2))
-    geom, _ = mlx_deconv.validation.conv_geometry(x.shape, w.shape, stride=2)
+    geom, _ = mlx_deconv.ops.validation.conv_geometry(x.shape, w.shape, stride=2)
     y = metal_emulator.run(x, w, None, geom)
     np.testing.assert_allclose(np.array(y), np.full((1, 6, 2), 2.0))
     built = list((tmp_path / "mlx_deconv" / mlx_deconv.__version__ / "emulator").glob("kernel_*"))

@@ -76,7 +76,7 @@ def test_thread_local_stream_is_accepted_from_any_thread(backend):
     a stream of its own); both ops take it too, from two threads at once, with the reference's results."""
     import threading
 
-    from mlx_deconv.devices import resolve_stream
+    from mlx_deconv.runtime.devices import resolve_stream
 
     shared = mx.new_thread_local_stream(mx.cpu)
     rng = np.random.default_rng(0)
@@ -270,7 +270,7 @@ SIZE_CASES = [
 
 @pytest.mark.parametrize("op,kwargs,words", SIZE_CASES)
 def test_impossible_sizes_are_refused(op, kwargs, words):
-    from mlx_deconv.validation import _memory_bytes
+    from mlx_deconv.ops.validation import _memory_bytes
 
     if "memory" in words and (_memory_bytes() is None or _memory_bytes() > 2**36):
         pytest.skip("needs a machine with under 64 GiB to be sure the array cannot fit")

@@ -140,7 +140,8 @@ def test_streaming_equals_offline(resblock):
 
 
 def test_stream_and_torch_twin_reachable_from_hifigan():
-    from mlx_deconv import hifigan_streaming, hifigan_torch
+    from mlx_deconv.models.hifigan import streaming as hifigan_streaming
+    from mlx_deconv.models.hifigan import pytorch as hifigan_torch
 
     assert hifigan.StreamingHiFiGAN is hifigan_streaming.StreamingHiFiGAN
     assert hifigan.torch_generator is hifigan_torch.torch_generator

@@ -24,9 +24,10 @@ import pytest
 import mlx_deconv as md
 import reference as ref
 from helpers import atol
-from mlx_deconv import compiling, functional
+from mlx_deconv.runtime import compiling
+from mlx_deconv.ops import functional
 from mlx_deconv.backends import direct, gemm, paths, schedule, slabs, winograd
-from mlx_deconv.validation import conv_geometry
+from mlx_deconv.ops.validation import conv_geometry
 
 CPU_BACKENDS = ["builtin", "gemm", "winograd"]
 THREADS = 4
@@ -219,7 +220,7 @@ SCRIPT = textwrap.dedent(
     import sys, threading
     import mlx_deconv as md  # first, as in the test suite's conftest (BLAS set-up)
     sys.path.insert(0, {tests!r})
-    from mlx_deconv import functional
+    from mlx_deconv.ops import functional
     import test_threads as tt
 
     order, mode = sys.argv[1], sys.argv[2]
@@ -416,7 +417,8 @@ STRESS = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import numpy as np
     import test_threads as tt
-    from mlx_deconv import compiling, functional
+    from mlx_deconv.runtime import compiling
+    from mlx_deconv.ops import functional
     from mlx_deconv.backends import direct, gemm, slabs, winograd
 
     # Caches of a few entries, so the random signatures below evict all the time in every thread.

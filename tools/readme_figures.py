@@ -191,7 +191,7 @@ def _primed(result: Dict) -> bool:
 
 
 def _medians(result: Dict) -> str:
-    from mlx_deconv.bench_timing import medians_phrase
+    from mlx_deconv.bench.timing import medians_phrase
 
     return medians_phrase(*_settings(result), _primed(result))
 
@@ -212,7 +212,7 @@ def table_region(result: Dict, machine: Optional[str]) -> str:
 
 
 def conv1d_region(result: Dict, machine: Optional[str]) -> str:
-    from mlx_deconv import bench_conv1d
+    from mlx_deconv.bench import conv1d as bench_conv1d
 
     repeat, _ = _settings(result)
     rows = result["conv1d_rows"]
@@ -224,7 +224,7 @@ def conv1d_region(result: Dict, machine: Optional[str]) -> str:
 
 
 def decoder_region(result: Dict, machine: Optional[str]) -> str:
-    from mlx_deconv import bench_decoder
+    from mlx_deconv.bench import decoder as bench_decoder
 
     repeat, warmup = _settings(result)
     dec = result["decoder"]

@@ -4,8 +4,8 @@ Every backend is a :class:`Backend` record in :data:`BACKENDS`; the rest of
 the package (``functional``, ``bench``, the CLI) asks the record and never
 tests a backend's name. A run function is ``(x, weight, bias, geometry) -> y``
 on NLC input and an MLX-layout weight; it trusts the geometry and validates
-nothing. The geometry's type says the op: :class:`~mlx_deconv.geometry.Geometry`
-for ``conv_transpose1d``, :class:`~mlx_deconv.geometry.Conv1dGeometry` for ``conv1d``.
+nothing. The geometry's type says the op: :class:`~mlx_deconv.ops.geometry.Geometry`
+for ``conv_transpose1d``, :class:`~mlx_deconv.ops.geometry.Conv1dGeometry` for ``conv1d``.
 
 The ``"auto"`` rule for ``conv_transpose1d``:
     * Metal GPU stream, layers where each output channel reads at most
@@ -16,7 +16,7 @@ The ``"auto"`` rule for ``conv_transpose1d``:
       (taps on 2 or 3 consecutive input rows, as ``K = 2*stride`` in vocoders)
       and each output sums enough products to pay for its extra passes
       (:data:`WINOGRAD_MIN_DEPTH_REFERENCE_BLAS` on a Linux CPU behind MLX's
-      bundled BLAS, never behind the optimized BLAS of :mod:`mlx_deconv.blas`,
+      bundled BLAS, never behind the optimized BLAS of :mod:`mlx_deconv.runtime.blas`,
       :data:`WINOGRAD_MIN_DEPTH` behind other CPU BLAS such as Accelerate, never
       on a GPU stream, where its look at the values would wait for the GPU on
       every call); else ``"gemm"`` (matmul +
@@ -41,8 +41,8 @@ from typing import Callable, Dict, List, Optional, Union
 
 import mlx.core as mx
 
-from ..devices import cpu_blas, is_gpu, is_metal
-from ..geometry import Conv1dGeometry, Geometry
+from ..runtime.devices import cpu_blas, is_gpu, is_metal
+from ..ops.geometry import Conv1dGeometry, Geometry
 from . import builtin, direct, gemm, metal
 
 Run = Callable[..., mx.array]
@@ -117,7 +117,7 @@ WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
 #: Behind Accelerate (15-40 FLOP per byte of bandwidth) reasoned, not measured:
 #: the same balance is reached about 8x deeper.
 WINOGRAD_MIN_DEPTH = 512
-#: Behind the optimized BLAS that :mod:`mlx_deconv.blas` loads on Linux, the
+#: Behind the optimized BLAS that :mod:`mlx_deconv.runtime.blas` loads on Linux, the
 #: transforms cost about what the FLOPs they save do: gemm was faster up to depth
 #: 4096, either could win at 8192, and gemm's forward+backward was much faster
 #: there (figures: docs/performance.md). Autotuning takes winograd where it wins.

@@ -50,8 +50,8 @@ from typing import Optional
 
 import mlx.core as mx
 
-from ..geometry import Geometry
-from ..compiling import COMPILE_MAX_OUTPUT, per_thread_cache
+from ..ops.geometry import Geometry
+from ..runtime.compiling import COMPILE_MAX_OUTPUT, per_thread_cache
 from . import paths, schedule
 from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)
 from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams  # noqa: F401

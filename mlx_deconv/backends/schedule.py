@@ -17,8 +17,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import mlx.core as mx
 
-from ..devices import serial_blas
-from ..geometry import Geometry
+from ..runtime.devices import serial_blas
+from ..ops.geometry import Geometry
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def worker_streams(stream: mx.Stream, max_workers: int = DEFAULT_POLICY.max_work
     """The streams that share one call's blocks: the caller's, plus one per extra core behind a serial BLAS.
 
     Where each matmul runs on one thread (MLX's Linux wheel, or the optimized
-    BLAS kept at one thread: :func:`~mlx_deconv.devices.serial_blas`), ops on
+    BLAS kept at one thread: :func:`~mlx_deconv.runtime.devices.serial_blas`), ops on
     different CPU streams run on different threads, so blocks spread over
     streams use every core. On macOS, Accelerate already threads each matmul,
     and a GPU stream is parallel by itself: one stream there.
@@ -218,7 +218,7 @@ def write_in_place(parts, shape: Tuple[int, ...], dtype: mx.Dtype, writer: mx.St
 
 
 def direct_block_count(geom, per_row: Optional[int], workers: int, policy: BlockPolicy = DEFAULT_POLICY) -> int:
-    """:func:`block_count` for ``conv1d`` (a :class:`~mlx_deconv.geometry.Conv1dGeometry`), whose
+    """:func:`block_count` for ``conv1d`` (a :class:`~mlx_deconv.ops.geometry.Conv1dGeometry`), whose
     blocks are cut in output rows; ``per_row`` is per output row (None: fused, no intermediate)."""
     rows_out = geom.output_length
     count = 1

@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 
-from ..compiling import per_thread_cache
+from ..runtime.compiling import per_thread_cache
 from . import slabs
 
 #: Output rows per tile for each count of consecutive row shifts; the points

@@ -14,12 +14,12 @@ from typing import Callable, Dict, List, Sequence
 import mlx.core as mx
 import numpy as np
 
-from . import backends
-from .backends import gemm
-from .bench_timing import (Progress, add_torch_seconds, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv,
+from .. import backends
+from ..backends import gemm
+from .timing import (Progress, add_torch_seconds, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv,
                            tuned_choice)
-from .functional import conv_transpose1d
-from .validation import conv_geometry
+from ..ops.functional import conv_transpose1d
+from ..ops.validation import conv_geometry
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _torch_op(shape: Shape, x: mx.array, w: mx.array, backward: bool):
         import torch
     except ImportError:
         return None
-    from .interop import mlx_to_torch_weight
+    from ..nn.interop import mlx_to_torch_weight
 
     tx = torch.from_numpy(np.array(x.astype(mx.float32))).permute(0, 2, 1).contiguous()
     tw = torch.from_numpy(np.array(mlx_to_torch_weight(w.astype(mx.float32), shape.groups)))
@@ -92,7 +92,7 @@ def _torch_op(shape: Shape, x: mx.array, w: mx.array, backward: bool):
 def run_mlx(shapes: Sequence[Shape] = SHAPES, stream=None, dtype=mx.float32, warmup: int = 2, repeat: int = 5,
             backward: bool = False, with_tuned: bool = True) -> List[Dict]:
     """The MLX phase of :func:`run`: every backend, the references, ``auto``'s and autotuning's choices."""
-    from .devices import resolve_stream
+    from ..runtime.devices import resolve_stream
 
     stream = resolve_stream(stream)
     names = backends.available_backends(stream)

@@ -1,6 +1,6 @@
 """``StreamingHiFiGAN``: a :class:`~mlx_deconv.hifigan.HiFiGAN` run on mel frames that arrive in chunks.
 
-Every convolution runs through its layer's own stream (:mod:`mlx_deconv.streaming`);
+Every convolution runs through its layer's own stream (:mod:`mlx_deconv.nn.streaming`);
 the generator's graph around them (residual sums, the mean of the blocks) is
 rebuilt from small stream combinators that hold samples until every branch
 has produced them.
@@ -13,7 +13,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-from .hifigan import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGAN, ResBlock1
+from .model import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGAN, ResBlock1
 
 
 class _Queue:

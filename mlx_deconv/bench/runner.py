@@ -5,7 +5,7 @@ the ``conv1d`` rows (:mod:`.bench_conv1d`) and the end-to-end HiFi-GAN V1
 generator (:mod:`.bench_decoder`). Each figure is the median of ``repeat``
 timed runs after ``warmup`` untimed ones, the backends timed in turn within
 each repetition; calls of MLX's naive loops, seconds each, are timed fewer
-times (:func:`~mlx_deconv.bench_timing.timed_medians`). Ratios compare
+times (:func:`~mlx_deconv.bench.timing.timed_medians`). Ratios compare
 backends measured in the same run on the same stream, so a noisy machine
 moves them less than it moves the times. PyTorch is timed in its own phase
 after every MLX timing of the run: calls of both interleaved in one process
@@ -18,10 +18,10 @@ import json
 
 import mlx.core as mx
 
-from . import bench_conv1d, bench_decoder
-from .bench_decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
-from .bench_timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
-from .bench_transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
+from . import conv1d as bench_conv1d, decoder as bench_decoder
+from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
+from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
+from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 
 #: The parts of a run, in the order they run.

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import mlx.core as mx
 import numpy as np
 
-from .bench_timing import Clock, medians_phrase, timed_medians, torch_phase
+from .timing import Clock, medians_phrase, timed_medians, torch_phase
 
 #: The variants, in the table's order: name -> what the row says.
 VARIANTS = {"builtin": "MLX ops (`backend=\"builtin\"`)", "auto": "mlx_deconv (`backend=\"auto\"`)",
@@ -32,7 +32,7 @@ SLOW = 10.0
 
 def v1_config():
     """HiFi-GAN V1 (Kong et al., 2020): 512 channels, rates 8, 8, 2, 2, kernels 16, 16, 4, 4, resblock "1"."""
-    from .hifigan import V1
+    from ..models.hifigan import V1
 
     return V1
 
@@ -44,7 +44,7 @@ def frames_for(seconds: float, config) -> int:
 
 def _models(config, with_torch: bool, seed: int):
     """The two MLX generators with one set of random weights, and the PyTorch one (or None) with the same."""
-    from .hifigan import HiFiGAN, torch_generator
+    from ..models.hifigan import HiFiGAN, torch_generator
 
     auto, builtin = HiFiGAN(config, backend="auto"), HiFiGAN(config, backend="builtin")
     torch_model = None
@@ -82,7 +82,7 @@ def run(config=None, seconds: float = 1.0, stream=None, warmup: int = 2, repeat:
         per variant, ``max_abs_diff`` (``builtin`` vs ``auto``), and in private
         ``_audio``/``_torch`` what :func:`add_torch` needs (left out of JSON).
     """
-    from .devices import resolve_stream
+    from ..runtime.devices import resolve_stream
 
     config = v1_config() if config is None else config
     stream = resolve_stream(stream)
@@ -186,7 +186,7 @@ def long_signal(seconds: float, sample_rate: int = 24000, stream=None) -> Dict:
         its blocks into the output one by one, so the peak stays near input +
         output plus the few blocks in flight, whatever the length.
     """
-    from .functional import conv_transpose1d
+    from ..ops.functional import conv_transpose1d
 
     frames = int(seconds * sample_rate) // 256
     h = mx.random.normal((1, frames, HIFIGAN_STACK[0][0]), key=mx.random.key(0))

@@ -31,8 +31,8 @@ from typing import Dict, Iterator, List, Mapping, Optional
 
 import mlx.core as mx
 
-from . import blas
-from .devices import cpu_blas
+from ..runtime import blas
+from ..runtime.devices import cpu_blas
 
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
 FORMAT = "mlx_deconv-autotune-1"
@@ -52,7 +52,7 @@ def cache_dir() -> Path:
 
 def device_context(stream: mx.Stream) -> Dict[str, str]:
     """What a tuned choice is only valid for: device kind and name, platform, MLX and package versions."""
-    from . import __version__  # late: this module is imported while the package initialises
+    from .. import __version__  # late: this module is imported while the package initialises
 
     device = stream.device
     if device.type == mx.DeviceType.cpu:
@@ -75,7 +75,7 @@ def device_context(stream: mx.Stream) -> Dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """The package's :func:`source_digest`, once per process: choices timed on other code are timed again."""
-    return source_digest(Path(__file__).resolve().parent)
+    return source_digest(Path(__file__).resolve().parent.parent)  # the whole package
 
 
 def source_digest(root: Path) -> str:

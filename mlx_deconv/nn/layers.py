@@ -1,8 +1,8 @@
 """``ConvTranspose1d`` and ``Conv1d``: the ops as ``mlx.nn`` Modules, sharing one frozen configuration.
 
-:class:`~mlx_deconv.conv_config.ConvConfig` holds everything that is not a
+:class:`~mlx_deconv.nn.config.ConvConfig` holds everything that is not a
 parameter; the layers, the Keras spelling (:mod:`mlx_deconv.keras`) and the
-streaming wrappers (:mod:`mlx_deconv.streaming`) all read it. What happens
+streaming wrappers (:mod:`mlx_deconv.nn.streaming`) all read it. What happens
 after the convolution (bias, layout, activation) is :meth:`ConvLayer.finish`,
 which the streaming wrappers reuse. PyTorch import/export is in
 :mod:`mlx_deconv.interop`.
@@ -18,9 +18,9 @@ import numpy as np
 
 from . import activations, initializers, interop
 from . import weight_norm as wn
-from .conv_config import ConvConfig
-from .functional import conv1d, conv_transpose1d
-from .geometry import Padding
+from .config import ConvConfig
+from ..ops.functional import conv1d, conv_transpose1d
+from ..ops.geometry import Padding
 from .interop import read_torch_state_dict
 from .streaming import StreamingConv1d, StreamingConvTranspose1d
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import mlx.core as mx
 
-from .autotune_timing import time_primed
+from ..tuning.timing import time_primed
 
 Clock = Callable[[], float]
 
@@ -61,7 +61,7 @@ def timed_medians(
     """Median seconds of each function, timed round-robin so that load on a shared machine falls on all alike.
 
     With warm-up, each timed call comes right after an untimed call of the same
-    function (:func:`~mlx_deconv.autotune_timing.time_primed`), as autotuning
+    function (:func:`~mlx_deconv.tuning.timing.time_primed`), as autotuning
     times them and as PyTorch's calls, timed in a phase of their own, are.
 
     Each function's first call is timed. If it took more than ``slow``
@@ -202,7 +202,7 @@ def tuned_choice(geom, stream: mx.Stream, dtype, backward: bool) -> str:
         geom: the call's geometry (either op). stream: where it runs. dtype: the input's.
         backward (bool): tuned for forward + backward.
     """
-    from .autotune import tuned_backend
+    from ..tuning.tuner import tuned_backend
 
     return tuned_backend(geom, stream, dtype, backward=backward)["choice"]
 
@@ -293,7 +293,7 @@ def cpu_model() -> Optional[str]:
 
 def machine_details() -> Dict[str, object]:
     """The machine a run was measured on: OS, CPU, cores, versions, and the BLAS under MLX's CPU matmul."""
-    from .blas import blas_info
+    from ..runtime.blas import blas_info
 
     blas = blas_info(measure=False)
     provider = blas["provider"]

@@ -13,9 +13,10 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import mlx.core as mx
 
-from . import autotune, backends
-from .compiling import COMPILE_MAX_OUTPUT
-from .devices import StreamLike, resolve_stream
+from ..tuning import tuner as autotune
+from .. import backends
+from ..runtime.compiling import COMPILE_MAX_OUTPUT
+from ..runtime.devices import StreamLike, resolve_stream
 from .geometry import Padding
 from .layouts import from_torch_layout
 from .validation import conv1d_geometry, conv_geometry

@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import mlx.core as mx
 
-from . import autotune
-from .autotune_cache import Signature
+from . import tuner as autotune
+from .cache import Signature
 
 
 def speedup(entry: dict) -> Optional[float]:
@@ -38,7 +38,7 @@ def table(entries: List[dict]) -> str:
 
 def _hifigan_v1():
     """HiFi-GAN V1's generator (random weights): the shapes are what tuning needs."""
-    from .hifigan import HiFiGAN, HiFiGANConfig
+    from ..models.hifigan import HiFiGAN, HiFiGANConfig
 
     return HiFiGAN(HiFiGANConfig(resblock="1", upsample_rates=(8, 8, 2, 2), upsample_kernel_sizes=(16, 16, 4, 4),
                                  upsample_initial_channel=512, resblock_kernel_sizes=(3, 7, 11),
@@ -66,7 +66,7 @@ def _model(spec: str):
 
 def main(args) -> None:
     """``python -m mlx_deconv tune``: tune the bench shapes or a model's layers and print the table."""
-    from .devices import resolve_stream
+    from ..runtime.devices import resolve_stream
 
     tuner = autotune.tuner()
     if args.clear:
@@ -94,8 +94,8 @@ def main(args) -> None:
             mx.set_default_device(device)
         what = f"the conv layers of {args.model} on an input of shape {shape}"
     else:
-        from . import bench
-        from .validation import conv_geometry
+        from ..bench import runner as bench
+        from ..ops.validation import conv_geometry
 
         valid = [s.name for s in bench.SHAPES]
         unknown = [name for name in args.shapes or () if name not in valid]

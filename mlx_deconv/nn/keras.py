@@ -17,7 +17,7 @@ import numpy as np
 from . import initializers
 from .activations import Activation
 from .interop import keras_to_mlx_weight, mlx_to_keras_weight, to_numpy
-from .conv_config import ConvConfig
+from .config import ConvConfig
 from .layers import ConvLayer
 
 _EPSILON = 1e-7  # Keras' backend epsilon
@@ -88,7 +88,7 @@ def _resolve(kind: str, value, table) -> Optional[Callable]:
 class Conv1DTranspose(ConvLayer):
     """Keras' ``Conv1DTranspose``: the input channel count is taken from the first call.
 
-    Its :class:`~mlx_deconv.conv_config.ConvConfig` is complete but for ``in_channels``,
+    Its :class:`~mlx_deconv.nn.config.ConvConfig` is complete but for ``in_channels``,
     validated at construction as Keras does; :meth:`build` sets the channels and
     draws the parameters exactly as :class:`~mlx_deconv.ConvTranspose1d` does.
 

@@ -5,7 +5,7 @@ run "same"-length convolutions at 256, 128, 64 and 32 channels, on 8, 64, 128
 and 256 samples per mel frame. The rows take one second of 22.05 kHz audio
 (86 mel frames) and spread the (kernel, dilation) pairs over the stages.
 MLX's CPU ``conv1d`` loops naively for a dilation > 1 (seconds per call):
-``builtin`` is timed adaptively (see :func:`~mlx_deconv.bench_timing.timed_medians`).
+``builtin`` is timed adaptively (see :func:`~mlx_deconv.bench.timing.timed_medians`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from . import backends
-from .bench_timing import Clock, Progress, add_torch_seconds, slow_note, timed_medians, torch_conv, tuned_choice
-from .functional import conv1d
-from .validation import conv1d_geometry
+from .. import backends
+from .timing import Clock, Progress, add_torch_seconds, slow_note, timed_medians, torch_conv, tuned_choice
+from ..ops.functional import conv1d
+from ..ops.validation import conv1d_geometry
 
 #: Mel frames of one second of 22.05 kHz audio at HiFi-GAN V1's hop of 256 samples.
 FRAMES = 86
@@ -89,7 +89,7 @@ def run(shapes: Sequence[Conv1dShape] = CONV1D_SHAPES, stream=None, dtype=mx.flo
         ``tuned`` (autotuning's choice, or None), ``seconds`` and ``runs`` per
         backend, ``gflop``, ``torch_seconds`` (None until :func:`add_torch`).
     """
-    from .devices import resolve_stream
+    from ..runtime.devices import resolve_stream
 
     stream = resolve_stream(stream)
     names = backends.available_backends(stream, "conv1d")

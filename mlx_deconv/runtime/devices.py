@@ -51,7 +51,7 @@ def cpu_blas(stream: mx.Stream) -> Optional[str]:
     """What multiplies matrices on a CPU stream: ``"reference"``, ``"optimized"`` or ``"platform"``.
 
     ``"reference"``: MLX's Linux wheel's bundled reference BLAS, one thread per
-    matmul. ``"optimized"``: the CBLAS :mod:`mlx_deconv.blas` loaded under MLX.
+    matmul. ``"optimized"``: the CBLAS :mod:`mlx_deconv.runtime.blas` loaded under MLX.
     ``"platform"``: MLX's own platform BLAS elsewhere (Accelerate on macOS).
 
     Returns:
@@ -67,7 +67,7 @@ def cpu_blas(stream: mx.Stream) -> Optional[str]:
 def serial_blas(stream: mx.Stream) -> bool:
     """True for a CPU stream whose every matmul runs on one thread, so work spread over
     several streams is what uses the other cores (the reference BLAS, or the optimized
-    one when it runs one thread, as :mod:`mlx_deconv.blas` sets it unless the user chose)."""
+    one when it runs one thread, as :mod:`mlx_deconv.runtime.blas` sets it unless the user chose)."""
     kind = cpu_blas(stream)
     return kind == "reference" or (kind == "optimized" and blas.threads() == 1)
 

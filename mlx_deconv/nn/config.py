@@ -1,8 +1,8 @@
 """``ConvConfig``: everything about a convolution layer that is not a parameter, frozen and validated once.
 
-The layers (:mod:`mlx_deconv.layers`), the Keras spelling (:mod:`mlx_deconv.keras`)
-and the streaming wrappers (:mod:`mlx_deconv.streaming`) all read one of these;
-it asks :mod:`mlx_deconv.validation` for every check the op itself makes.
+The layers (:mod:`mlx_deconv.nn.layers`), the Keras spelling (:mod:`mlx_deconv.keras`)
+and the streaming wrappers (:mod:`mlx_deconv.nn.streaming`) all read one of these;
+it asks :mod:`mlx_deconv.ops.validation` for every check the op itself makes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 from . import activations
 from . import weight_norm as wn
-from .geometry import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
-from .validation import FLOAT32_BYTES, check_size, conv1d_geometry, conv_geometry
+from ..ops.geometry import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
+from ..ops.validation import FLOAT32_BYTES, check_size, conv1d_geometry, conv_geometry
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
 
@@ -47,7 +47,7 @@ class ConvConfig:
         dilation, groups: as the ops take them (``output_padding`` only when transposed).
         bias (bool): the layer learns a bias.
         data_format (str): ``"NLC"`` or ``"NCL"`` (aliases accepted, stored normalised).
-        activation: None, a name or a callable (see :mod:`mlx_deconv.activations`).
+        activation: None, a name or a callable (see :mod:`mlx_deconv.nn.activations`).
         weight_norm (bool), weight_norm_dim: PyTorch's weight norm and its ``dim``.
         backend (str): passed to the op.
     """

@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Mapping
 
 import mlx.core as mx
 
-from . import backends
-from .compiling import COMPILE_MAX_OUTPUT
+from .. import backends
+from ..runtime.compiling import COMPILE_MAX_OUTPUT
 
 #: After the first timed run, a backend this many times slower than the fastest is not timed again:
 #: MLX's naive CPU loop can take seconds where the best takes milliseconds.

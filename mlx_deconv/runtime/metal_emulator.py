@@ -30,8 +30,8 @@ from typing import List, Optional
 import mlx.core as mx
 import numpy as np
 
-from .backends import metal
-from .geometry import Geometry
+from ..backends import metal
+from ..ops.geometry import Geometry
 
 SHIM_FILE = "emulator_shim.h"
 _UNSUPPORTED = ("threadgroup_barrier", "simd_", "atomic_", "threadgroup ")
@@ -169,7 +169,7 @@ def _driver(kernel: GeneratedKernel) -> str:
 
 
 def shim_path() -> Path:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the package's root
     for folder in (here / "metal", here.parent / "metal"):
         if (folder / SHIM_FILE).is_file():
             return folder / SHIM_FILE
@@ -192,7 +192,7 @@ def cache_dir() -> Path:
             it belongs to another user or other users may write to it: an
             executable found there could have been planted.
     """
-    from . import __version__
+    from .. import __version__
 
     base = os.environ.get("XDG_CACHE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .hifigan import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGANConfig, same_padding
+from .model import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGANConfig, same_padding
 
 
 def torch_generator(config: HiFiGANConfig, weight_norm: Optional[str] = "legacy"):

@@ -17,7 +17,7 @@ context, fewer than ``span`` of them plus the left padding at the start).
 The right padding is appended at :meth:`~StreamingConv1d.flush`.
 
 Both run the layer's own op on the chunk and then the layer's own
-:meth:`~mlx_deconv.layers.ConvLayer.finish` (bias, layout, activation). A
+:meth:`~mlx_deconv.nn.layers.ConvLayer.finish` (bias, layout, activation). A
 ``step`` that raises (wrong rank, channels, dtype or batch size) leaves the
 stream as it was.
 """
@@ -28,8 +28,8 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from .functional import as_float_array
-from .geometry import conv1d_padding, resolve_padding
+from ..ops.functional import as_float_array
+from ..ops.geometry import conv1d_padding, resolve_padding
 
 
 class _Stream:

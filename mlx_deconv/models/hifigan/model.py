@@ -22,16 +22,10 @@ reads them as they are. Forks whose upsampling layers have an odd
 ``kernel - rate`` and ``output_padding=1`` are ``upsample_output_padding=True``.
 
 torch is imported only to read a ``.pt`` file (:func:`load_torch_checkpoint`).
-Two neighbours import this module and are reachable from it under their
-names: :class:`StreamingHiFiGAN` (:mod:`mlx_deconv.hifigan_streaming`), the
-generator chunk by chunk, and :func:`torch_generator`
-(:mod:`mlx_deconv.hifigan_torch`), the same network in PyTorch for tests and
-benchmarks.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from dataclasses import MISSING, dataclass, fields
@@ -41,7 +35,7 @@ from typing import Dict, List, Sequence, Tuple
 import mlx.core as mx
 import mlx.nn as nn
 
-from .layers import Conv1d, ConvTranspose1d
+from ...nn.layers import Conv1d, ConvTranspose1d
 
 LRELU_SLOPE = 0.1
 #: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
@@ -288,16 +282,3 @@ def from_checkpoint(checkpoint, config: HiFiGANConfig, *, backend: str = "auto")
     model = HiFiGAN(config, backend=backend)
     return model.load_torch_state_dict(state)
 
-
-#: Names defined in the neighbouring modules, which import this one; loaded on first use.
-_NEIGHBOURS = {"StreamingHiFiGAN": "hifigan_streaming", "torch_generator": "hifigan_torch"}
-
-
-def __getattr__(name: str):
-    if name in _NEIGHBOURS:
-        return getattr(importlib.import_module(f".{_NEIGHBOURS[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_NEIGHBOURS))

@@ -12,9 +12,9 @@ timed pass is chosen by the user: forward only (default) or forward +
 backward (``set_autotune(True, backward=True)``, for training).
 
 Apart from this module: the disk cache (one JSON file per device context,
-shared safely between processes) in :mod:`mlx_deconv.autotune_cache`, how the
-backends are timed in :mod:`mlx_deconv.autotune_timing`, and the ``tune``
-command that prints the choices in :mod:`mlx_deconv.autotune_command`.
+shared safely between processes) in :mod:`mlx_deconv.tuning.cache`, how the
+backends are timed in :mod:`mlx_deconv.tuning.timing`, and the ``tune``
+command that prints the choices in :mod:`mlx_deconv.tuning.command`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import mlx.core as mx
 
-from .autotune_cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: part of this module's face)
+from .cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: part of this module's face)
     AutotuneCacheWarning,
     Signature,
     TuningCache,
@@ -36,9 +36,9 @@ from .autotune_cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: p
     device_context,
     file_name,
 )
-from .autotune_timing import Timer, median_timer, runners, timed_calls
-from .devices import cpu_blas
-from .geometry import dilated_kernel_size, full_length
+from .timing import Timer, median_timer, runners, timed_calls
+from ..runtime.devices import cpu_blas
+from ..ops.geometry import dilated_kernel_size, full_length
 
 ENV_AUTOTUNE = "MLX_DECONV_AUTOTUNE"
 OPS = ("conv_transpose1d", "conv1d")
@@ -276,8 +276,8 @@ def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fa
     """The tuned entry for one call, timing it now unless it is cached (``bench``'s "tuned" column).
 
     Args:
-        geom: a :class:`~mlx_deconv.geometry.Geometry` (``conv_transpose1d``) or
-            :class:`~mlx_deconv.geometry.Conv1dGeometry` (``conv1d``).
+        geom: a :class:`~mlx_deconv.ops.geometry.Geometry` (``conv_transpose1d``) or
+            :class:`~mlx_deconv.ops.geometry.Conv1dGeometry` (``conv1d``).
         stream (mx.Stream): where it runs.
         dtype: the input's dtype. Default: ``mx.float32``.
         backward (bool): time forward + backward. Default: ``False``.
@@ -286,7 +286,7 @@ def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fa
         dict: ``choice`` (the tuned backend), ``rule`` (what the rule picks),
         ``seconds`` (median per timed backend), ``signature``.
     """
-    from . import backends
+    from .. import backends
 
     names = backends.usable_backends(geom, stream)
     mode = "train" if backward else "forward"
