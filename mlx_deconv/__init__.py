@@ -1,9 +1,9 @@
 """mlx_deconv: complete and fast 1-D transposed convolution and convolution for Apple MLX.
 
-The data's way through the package, one folder each: :mod:`.ops` (the calls, their validated
-geometry) -> :mod:`.backends` (the rule that picks one, and each backend) -> arrays. Around
-them: :mod:`.nn` (layers), :mod:`.models` (whole decoders), :mod:`.tuning`, :mod:`.bench` and
-:mod:`.runtime` (the BLAS, streams, compiled helpers, the Metal emulator).
+The data's way through the package, one folder each: :mod:`.ops` (the calls) -> :mod:`.geometry`
+(arguments validated into a geometry, no arrays) -> :mod:`.backends` (the rule that picks one, and
+each backend) -> arrays. Around them: :mod:`.nn` (layers), :mod:`.models` (whole decoders),
+:mod:`.tuning`, :mod:`.bench` and :mod:`.runtime` (the BLAS, streams, compiled helpers).
 """
 
 # First, before anything imports mlx.core: an optimized CBLAS under MLX's matmul on Linux (runtime/blas.py).
@@ -12,8 +12,8 @@ from .runtime import blas as _blas
 _blas.load()
 _blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
+from .runtime import old_names as _old_names  # noqa: E402
 
-from . import _moved  # noqa: E402
 from .models import hifigan  # noqa: E402
 from .nn import initializers, interop, keras  # noqa: E402
 from .nn.activations import Snake  # noqa: E402
@@ -22,19 +22,19 @@ from .nn.keras import Conv1DTranspose  # noqa: E402
 from .nn.layers import Conv1d, ConvTranspose1d  # noqa: E402
 from .nn.streaming import StreamingConv1d, StreamingConvTranspose1d  # noqa: E402
 from .ops.functional import available_backends, conv1d, conv_transpose1d  # noqa: E402
-from .ops.geometry import conv1d_output_length, output_length, resolve_padding  # noqa: E402
+from .geometry.records import conv1d_output_length, output_length, resolve_padding  # noqa: E402
 from .tuning import tuner as autotune  # noqa: E402
 from .tuning.tuner import set_autotune  # noqa: E402
 
 __version__ = "0.1.0"
 
 # ``import mlx_deconv.geometry`` and the other flat names from before the folders keep working.
-_moved.install(__name__)
+_old_names.install(__name__)
 
 
 def __getattr__(name: str):
     """The package's old flat module names (``mlx_deconv.geometry``, ``mlx_deconv.blas``, ...), loaded on first use."""
-    return _moved.attribute(__name__, name)
+    return _old_names.attribute(__name__, name)
 
 
 __all__ = [

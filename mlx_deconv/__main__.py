@@ -16,7 +16,7 @@ from .bench import runner as bench
 from .ops import reference
 from .runtime.devices import is_metal, resolve_stream
 from .ops.functional import conv_transpose1d
-from .ops.validation import conv_geometry
+from .geometry.validation import conv_geometry
 
 
 def streams() -> List[mx.Stream]:
@@ -91,7 +91,7 @@ def check(_args=None) -> int:
     Without Metal (Linux), the Metal kernel runs in the CPU emulator instead,
     from the exact source MLX generates, when a C++ compiler is present.
     """
-    from .runtime import metal_emulator
+    from .backends import metal_emulator
 
     emulate = not mx.metal.is_available() and metal_emulator.compiler() is not None
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import mlx_deconv as md
 import reference as ref
 from mlx_deconv import backends
 from mlx_deconv.backends.schedule import BlockPolicy
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 
 # Rounding error of one product-and-add in each dtype (a little over its unit roundoff).
 EPS = {mx.float32: 2e-7, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}

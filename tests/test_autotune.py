@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 import mlx_deconv as md
 from mlx_deconv import autotune
 from mlx_deconv.tuning import command as autotune_command
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 
 import reference as ref
 from helpers import atol, forward_atol, run
@@ -164,7 +164,7 @@ def test_padding_class_of_the_transposed_op(kwargs, expected):
 
 
 def test_padding_class_of_conv1d():
-    from mlx_deconv.ops.geometry import Conv1dGeometry
+    from mlx_deconv.geometry.records import Conv1dGeometry
 
     def g(left, right):
         return Conv1dGeometry(1, 10, 2, 2, 3, 1, 1, 1, left, right, 10)
@@ -425,7 +425,7 @@ WORKER = textwrap.dedent("""
     import json, sys, time
     import mlx.core as mx
     from mlx_deconv import autotune
-    from mlx_deconv.ops.validation import conv_geometry
+    from mlx_deconv.geometry.validation import conv_geometry
 
     mode, start, first, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     calls = []
@@ -628,7 +628,7 @@ def test_conv1d_with_tuning_on(tuned):
     timer = tuned(("gemm", "builtin", "winograd"))
     tuned_y = md.conv1d(x, w, **kwargs)
     np.testing.assert_allclose(np.array(tuned_y), np.array(untuned), rtol=0, atol=2 * atol(9))
-    usable = backends.usable_backends(md.ops.validation.conv1d_geometry(x.shape, w.shape, **kwargs)[0], CPU)
+    usable = backends.usable_backends(md.geometry.validation.conv1d_geometry(x.shape, w.shape, **kwargs)[0], CPU)
     assert len(timer.calls) == (1 if len(usable) > 1 else 0)  # one candidate: nothing to time
 
 
@@ -714,7 +714,7 @@ def test_long_signals_are_timed_cut_to_the_longest_tuned_length(monkeypatch, kwa
 
 @pytest.mark.parametrize("padding", [0, 3, "same", "causal", (2, 5)])
 def test_long_conv1d_signals_are_timed_cut_with_the_same_pads(monkeypatch, padding):
-    from mlx_deconv.ops.validation import conv1d_geometry
+    from mlx_deconv.geometry.validation import conv1d_geometry
 
     monkeypatch.setattr(autotune, "TUNE_MAX_LENGTH", 16)
     long, _ = conv1d_geometry((1, 41, 4), (2, 3, 4), stride=2, padding=padding, dilation=2)

@@ -14,7 +14,7 @@ from helpers import backend_call, forward_atol, grad_atols, peak_above, tiny_blo
 from mlx_deconv import bench
 from mlx_deconv.backends import gemm, paths, schedule
 from mlx_deconv.backends.schedule import DEFAULT_POLICY, BlockPolicy
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from mlx_deconv.runtime import metal_emulator
+from mlx_deconv.backends import metal_emulator
 from mlx_deconv.ops import reference as package_reference
 from mlx_deconv.__main__ import CHECKS, build_parser, main, program_name
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
 
 
@@ -122,7 +122,7 @@ def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
         pytest.skip("no C++ compiler: the emulator cannot run")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     x, w = mx.ones((1, 3, 2)), mx.ones((2, 2, 2))
-    geom, _ = mlx_deconv.ops.validation.conv_geometry(x.shape, w.shape, stride=2)
+    geom, _ = mlx_deconv.geometry.validation.conv_geometry(x.shape, w.shape, stride=2)
     y = metal_emulator.run(x, w, None, geom)
     np.testing.assert_allclose(np.array(y), np.full((1, 6, 2), 2.0))
     built = list((tmp_path / "mlx_deconv" / mlx_deconv.__version__ / "emulator").glob("kernel_*"))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import mlx_deconv as md
 import reference as ref
 from helpers import atol
-from mlx_deconv.ops.validation import conv1d_geometry
+from mlx_deconv.geometry.validation import conv1d_geometry
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 

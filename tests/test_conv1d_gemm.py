@@ -17,7 +17,7 @@ from helpers import atol, peak_above, tiny_blocks
 from mlx_deconv import backends
 from mlx_deconv.backends import direct, schedule
 from mlx_deconv.backends.schedule import DEFAULT_POLICY, BlockPolicy
-from mlx_deconv.ops.validation import conv1d_geometry
+from mlx_deconv.geometry.validation import conv1d_geometry
 
 POLICIES = st.sampled_from([DEFAULT_POLICY, tiny_blocks(16), tiny_blocks(64), tiny_blocks(1)])
 

@@ -270,7 +270,7 @@ SIZE_CASES = [
 
 @pytest.mark.parametrize("op,kwargs,words", SIZE_CASES)
 def test_impossible_sizes_are_refused(op, kwargs, words):
-    from mlx_deconv.ops.validation import _memory_bytes
+    from mlx_deconv.geometry.validation import _memory_bytes
 
     if "memory" in words and (_memory_bytes() is None or _memory_bytes() > 2**36):
         pytest.skip("needs a machine with under 64 GiB to be sure the array cannot fit")

@@ -572,7 +572,7 @@ def test_weight_past_32_bit_elements_is_refused_before_it_is_made(cls, c_in, c_o
 def test_weight_that_fits_32_bits_but_not_memory_is_refused(monkeypatch):
     """Below 2**31 elements, a float32 weight larger than the machine's memory is refused too (geometry's
     memory check, 4 bytes an element)."""
-    from mlx_deconv.ops import validation
+    from mlx_deconv.geometry import validation
 
     monkeypatch.setattr(validation, "_memory_bytes", lambda: 4 * 10**6 - 4)
     with pytest.raises(ValueError, match=r"in_channels=1000, out_channels=1000, kernel_size=1 make the weight "
@@ -645,7 +645,7 @@ def test_output_memory_counts_4_bytes_an_element(monkeypatch, op, weight):
     """The ops compute in float32 (on the CPU even for half inputs): an output of more bytes than the machine
     has is refused at 4 bytes an element; it was counted at 2, so up to twice the memory passed."""
     from mlx_deconv.ops import functional
-    from mlx_deconv.ops import validation
+    from mlx_deconv.geometry import validation
 
     functional._prepared_calls().clear()  # the check runs when a call signature is prepared, not on a cached one
     x = mx.zeros((1, 1000, 1))
@@ -683,7 +683,7 @@ def test_gemm_blocks_of_a_signal_past_2_31_elements_keep_32_bit_axes(dims, minim
     are 32-bit: batch * rows of a block (a matmul's row axis) and every block length stay below 2**31,
     and the blocks tile the output exactly, for signals whose elements pass 2**31 (never allocated)."""
     from mlx_deconv.backends import paths, schedule
-    from mlx_deconv.ops.geometry import MAX_AXIS, Geometry, full_length
+    from mlx_deconv.geometry.records import MAX_AXIS, Geometry, full_length
 
     out_len = full_length(dims["length"], dims["kernel_size"], dims["stride"], dims["dilation"]) - 2
     geom = Geometry(**dims, crop=1, output_length=out_len)

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 import mlx_deconv as md
 import reference as ref
-from mlx_deconv.ops.geometry import output_padding_for_size
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.records import output_padding_for_size
+from mlx_deconv.geometry.validation import conv_geometry
 
 small = st.integers(1, 9)
 

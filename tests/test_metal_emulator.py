@@ -12,9 +12,9 @@ from hypothesis import given, settings
 import reference as ref
 from helpers import atol, forward_atol
 from mlx_deconv import backends
-from mlx_deconv.runtime import metal_emulator
+from mlx_deconv.backends import metal_emulator
 from mlx_deconv.backends import metal
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 from strategies import Case, cases
 
 pytestmark = pytest.mark.skipif(

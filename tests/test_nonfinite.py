@@ -15,9 +15,9 @@ import pytest
 import mlx_deconv as md
 import reference as ref
 from helpers import atol, backend_call, tiny_blocks
-from mlx_deconv.runtime import metal_emulator
+from mlx_deconv.backends import metal_emulator
 from mlx_deconv.backends import paths
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 
 NAN, INF = float("nan"), float("inf")
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN made on purpose

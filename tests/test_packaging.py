@@ -30,12 +30,16 @@ def test_metal_sources_ship_in_the_wheel(wheel, tmp_path):
     assert "mlx_deconv/metal/conv_transpose1d.metal" in names
     assert "mlx_deconv/metal/emulator_shim.h" in names
     assert "mlx_deconv/backends/metal.py" in names
+    # Every folder of the package ships (pyproject lists them one by one).
+    root = Path(__file__).resolve().parents[1]
+    folders = [str(p.relative_to(root)) for p in (root / "mlx_deconv").rglob("__init__.py")]
+    assert not [f for f in folders if f not in names], folders
     assert not any(name.startswith(("tests/", "tools/", "examples/")) for name in names), names
     # Installed layout: the package finds them next to itself.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); from mlx_deconv.backends import metal; "
-             "from mlx_deconv.runtime import metal_emulator as e; import mlx_deconv; "
+             "from mlx_deconv.backends import metal_emulator as e; import mlx_deconv; "
              "assert mlx_deconv.__file__.startswith(sys.argv[1]), mlx_deconv.__file__; "
              "assert 'thread_position_in_grid' in metal.kernel_source(); print(e.shim_path())")
     out = subprocess.run([sys.executable, "-c", probe, str(target)], check=True, capture_output=True, text=True, cwd=tmp_path)

@@ -27,7 +27,7 @@ from helpers import atol
 from mlx_deconv.runtime import compiling
 from mlx_deconv.ops import functional
 from mlx_deconv.backends import direct, gemm, paths, schedule, slabs, winograd
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 
 CPU_BACKENDS = ["builtin", "gemm", "winograd"]
 THREADS = 4

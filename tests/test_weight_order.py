@@ -13,7 +13,7 @@ import reference as ref
 from helpers import EPS, atol, backend_call, tiny_blocks
 from mlx_deconv.backends import paths
 from mlx_deconv.backends.schedule import DEFAULT_POLICY
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 
 # name: (N, L, C_in, C_out, K, stride, (left, right) crop, output_padding)
 CASES = {

@@ -13,7 +13,7 @@ import reference as ref
 from helpers import atol, backend_call, forward_atol, grad_atols, grads, run, tiny_blocks
 from mlx_deconv import backends
 from mlx_deconv.backends import BACKENDS, paths, resolve_backend, winograd
-from mlx_deconv.ops.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
 
 ROW_SHIFTS = st.sampled_from([2, 3])

@@ -4,8 +4,8 @@ Every backend is a :class:`Backend` record in :data:`BACKENDS`; the rest of
 the package (``functional``, ``bench``, the CLI) asks the record and never
 tests a backend's name. A run function is ``(x, weight, bias, geometry) -> y``
 on NLC input and an MLX-layout weight; it trusts the geometry and validates
-nothing. The geometry's type says the op: :class:`~mlx_deconv.ops.geometry.Geometry`
-for ``conv_transpose1d``, :class:`~mlx_deconv.ops.geometry.Conv1dGeometry` for ``conv1d``.
+nothing. The geometry's type says the op: :class:`~mlx_deconv.geometry.records.Geometry`
+for ``conv_transpose1d``, :class:`~mlx_deconv.geometry.records.Conv1dGeometry` for ``conv1d``.
 
 The ``"auto"`` rule for ``conv_transpose1d``:
     * Metal GPU stream, layers where each output channel reads at most
@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional, Union
 import mlx.core as mx
 
 from ..runtime.devices import cpu_blas, is_gpu, is_metal
-from ..ops.geometry import Conv1dGeometry, Geometry
+from ..geometry.records import Conv1dGeometry, Geometry
 from . import builtin, direct, gemm, metal
 
 Run = Callable[..., mx.array]

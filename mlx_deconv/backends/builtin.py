@@ -11,7 +11,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from ..ops.geometry import Conv1dGeometry, Geometry
+from ..geometry.records import Conv1dGeometry, Geometry
 
 
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:

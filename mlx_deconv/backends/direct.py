@@ -39,7 +39,7 @@ from typing import List, Optional, Tuple
 import mlx.core as mx
 
 from ..runtime.compiling import per_thread_cache
-from ..ops.geometry import Conv1dGeometry, Geometry
+from ..geometry.records import Conv1dGeometry, Geometry
 from . import gemm, schedule, slabs
 from .layout import slab_shifts, slot_weight
 from .schedule import DEFAULT_POLICY, BlockPolicy

@@ -50,7 +50,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from ..ops.geometry import Geometry
+from ..geometry.records import Geometry
 from ..runtime.compiling import COMPILE_MAX_OUTPUT, per_thread_cache
 from . import paths, schedule
 from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)

@@ -9,7 +9,7 @@ computes the same map (``mx.custom_function``), so training works.
 
 On this project's machines (Linux, no GPU) the kernel cannot run; it is
 verified by running MLX's generated Metal source on the CPU
-(``mlx_deconv/runtime/metal_emulator.py``, tested by ``tests/test_metal_emulator.py``).
+(``mlx_deconv/backends/metal_emulator.py``, tested by ``tests/test_metal_emulator.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import mlx.core as mx
 
-from ..ops.geometry import Geometry
+from ..geometry.records import Geometry
 from . import gemm
 
 KERNEL_FILE = "conv_transpose1d.metal"

@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 import mlx.core as mx
 import numpy as np
 
-from ..ops.geometry import Geometry
+from ..geometry.records import Geometry
 from . import slabs, winograd
 from .layout import slab_shifts, slab_weights, slot_weight, squeezed_groups
 from .planes import phase_overlap_add

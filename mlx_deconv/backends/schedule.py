@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional, Tuple
 import mlx.core as mx
 
 from ..runtime.devices import serial_blas
-from ..ops.geometry import Geometry
+from ..geometry.records import Geometry
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def write_in_place(parts, shape: Tuple[int, ...], dtype: mx.Dtype, writer: mx.St
 
 
 def direct_block_count(geom, per_row: Optional[int], workers: int, policy: BlockPolicy = DEFAULT_POLICY) -> int:
-    """:func:`block_count` for ``conv1d`` (a :class:`~mlx_deconv.ops.geometry.Conv1dGeometry`), whose
+    """:func:`block_count` for ``conv1d`` (a :class:`~mlx_deconv.geometry.records.Conv1dGeometry`), whose
     blocks are cut in output rows; ``per_row`` is per output row (None: fused, no intermediate)."""
     rows_out = geom.output_length
     count = 1

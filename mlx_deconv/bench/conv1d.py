@@ -19,7 +19,7 @@ import numpy as np
 from .. import backends
 from .timing import Clock, Progress, add_torch_seconds, slow_note, timed_medians, torch_conv, tuned_choice
 from ..ops.functional import conv1d
-from ..ops.validation import conv1d_geometry
+from ..geometry.validation import conv1d_geometry
 
 #: Mel frames of one second of 22.05 kHz audio at HiFi-GAN V1's hop of 256 samples.
 FRAMES = 86

@@ -19,7 +19,7 @@ from ..backends import gemm
 from .timing import (Progress, add_torch_seconds, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv,
                            tuned_choice)
 from ..ops.functional import conv_transpose1d
-from ..ops.validation import conv_geometry
+from ..geometry.validation import conv_geometry
 
 
 @dataclass(frozen=True)

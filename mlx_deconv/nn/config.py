@@ -2,7 +2,7 @@
 
 The layers (:mod:`mlx_deconv.nn.layers`), the Keras spelling (:mod:`mlx_deconv.keras`)
 and the streaming wrappers (:mod:`mlx_deconv.nn.streaming`) all read one of these;
-it asks :mod:`mlx_deconv.ops.validation` for every check the op itself makes.
+it asks :mod:`mlx_deconv.geometry.validation` for every check the op itself makes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 from . import activations
 from . import weight_norm as wn
-from ..ops.geometry import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
-from ..ops.validation import FLOAT32_BYTES, check_size, conv1d_geometry, conv_geometry
+from ..geometry.records import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
+from ..geometry.validation import FLOAT32_BYTES, check_size, conv1d_geometry, conv_geometry
 
 _FORMAT_ALIASES = {"NLC": "NLC", "NCL": "NCL", "channels_last": "NLC", "channels_first": "NCL"}
 

@@ -20,7 +20,7 @@ from . import activations, initializers, interop
 from . import weight_norm as wn
 from .config import ConvConfig
 from ..ops.functional import conv1d, conv_transpose1d
-from ..ops.geometry import Padding
+from ..geometry.records import Padding
 from .interop import read_torch_state_dict
 from .streaming import StreamingConv1d, StreamingConvTranspose1d
 

@@ -29,7 +29,7 @@ from typing import Optional, Tuple
 import mlx.core as mx
 
 from ..ops.functional import as_float_array
-from ..ops.geometry import conv1d_padding, resolve_padding
+from ..geometry.records import conv1d_padding, resolve_padding
 
 
 class _Stream:

@@ -1,2 +1,2 @@
-"""The two ops: :mod:`.functional` (the calls), :mod:`.validation` and :mod:`.geometry` (arguments into a
-validated geometry, no arrays), :mod:`.layouts` (PyTorch's weight layout) and :mod:`.reference` (the float64 oracle)."""
+"""The two ops: :mod:`.functional` (``conv_transpose1d``, ``conv1d``: validate, pick a backend, run it) and
+:mod:`.reference` (the float64 oracle written from the definition)."""

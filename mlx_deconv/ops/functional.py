@@ -17,9 +17,9 @@ from ..tuning import tuner as autotune
 from .. import backends
 from ..runtime.compiling import COMPILE_MAX_OUTPUT
 from ..runtime.devices import StreamLike, resolve_stream
-from .geometry import Padding
-from .layouts import from_torch_layout
-from .validation import conv1d_geometry, conv_geometry
+from ..geometry.records import Padding
+from ..geometry.layouts import from_torch_layout
+from ..geometry.validation import conv1d_geometry, conv_geometry
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Geometry
+from ..geometry.records import Geometry
 
 
 def conv_transpose1d(x: np.ndarray, weight: np.ndarray, bias, geom: Geometry) -> np.ndarray:

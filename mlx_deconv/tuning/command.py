@@ -95,7 +95,7 @@ def main(args) -> None:
         what = f"the conv layers of {args.model} on an input of shape {shape}"
     else:
         from ..bench import runner as bench
-        from ..ops.validation import conv_geometry
+        from ..geometry.validation import conv_geometry
 
         valid = [s.name for s in bench.SHAPES]
         unknown = [name for name in args.shapes or () if name not in valid]

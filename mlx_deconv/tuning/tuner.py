@@ -38,7 +38,7 @@ from .cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: part of th
 )
 from .timing import Timer, median_timer, runners, timed_calls
 from ..runtime.devices import cpu_blas
-from ..ops.geometry import dilated_kernel_size, full_length
+from ..geometry.records import dilated_kernel_size, full_length
 
 ENV_AUTOTUNE = "MLX_DECONV_AUTOTUNE"
 OPS = ("conv_transpose1d", "conv1d")
@@ -276,8 +276,8 @@ def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fa
     """The tuned entry for one call, timing it now unless it is cached (``bench``'s "tuned" column).
 
     Args:
-        geom: a :class:`~mlx_deconv.ops.geometry.Geometry` (``conv_transpose1d``) or
-            :class:`~mlx_deconv.ops.geometry.Conv1dGeometry` (``conv1d``).
+        geom: a :class:`~mlx_deconv.geometry.records.Geometry` (``conv_transpose1d``) or
+            :class:`~mlx_deconv.geometry.records.Conv1dGeometry` (``conv1d``).
         stream (mx.Stream): where it runs.
         dtype: the input's dtype. Default: ``mx.float32``.
         backward (bool): time forward + backward. Default: ``False``.

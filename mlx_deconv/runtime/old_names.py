@@ -14,8 +14,8 @@ import sys
 
 #: Old flat name -> where the module lives now (relative to the package).
 MOVED = {
-    "functional": "ops.functional", "geometry": "ops.geometry", "validation": "ops.validation",
-    "layouts": "ops.layouts", "reference": "ops.reference",
+    "functional": "ops.functional", "validation": "geometry.validation", "layouts": "geometry.layouts",
+    "reference": "ops.reference",
     "layers": "nn.layers", "conv_config": "nn.config", "streaming": "nn.streaming", "keras": "nn.keras",
     "weight_norm": "nn.weight_norm", "initializers": "nn.initializers", "activations": "nn.activations",
     "interop": "nn.interop",
@@ -25,7 +25,7 @@ MOVED = {
     "bench_conv1d": "bench.conv1d", "bench_decoder": "bench.decoder", "bench_timing": "bench.timing",
     "bench_transposed": "bench.transposed",
     "blas": "runtime.blas", "devices": "runtime.devices", "compiling": "runtime.compiling",
-    "metal_emulator": "runtime.metal_emulator",
+    "metal_emulator": "backends.metal_emulator",
 }
 
 

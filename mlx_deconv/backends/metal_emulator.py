@@ -30,8 +30,8 @@ from typing import List, Optional
 import mlx.core as mx
 import numpy as np
 
-from ..backends import metal
-from ..ops.geometry import Geometry
+from . import metal
+from ..geometry.records import Geometry
 
 SHIM_FILE = "emulator_shim.h"
 _UNSUPPORTED = ("threadgroup_barrier", "simd_", "atomic_", "threadgroup ")

@@ -13,7 +13,7 @@ see the normal form, so "same", "causal", asymmetric padding and
 
 The direct convolution (:class:`Conv1dGeometry`) has its own normal form, the
 zero padding ``(pad_left, pad_right)`` of the input. Checking a call's shapes
-and building these records is :mod:`mlx_deconv.ops.validation`'s job; this module
+and building these records is :mod:`mlx_deconv.geometry.validation`'s job; this module
 knows nothing of it (backends import only this one).
 """
 

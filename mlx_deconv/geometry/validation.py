@@ -3,10 +3,10 @@
 :func:`conv_geometry` (for ``conv_transpose1d``) and :func:`conv1d_geometry`
 (for ``conv1d``) read the input, weight and bias shapes in either data format
 and weight layout, check every argument, refuse sizes no backend could build,
-and return a :class:`~mlx_deconv.ops.geometry.Geometry` or
-:class:`~mlx_deconv.ops.geometry.Conv1dGeometry`. Both ops share the checks
+and return a :class:`~mlx_deconv.geometry.records.Geometry` or
+:class:`~mlx_deconv.geometry.records.Conv1dGeometry`. Both ops share the checks
 below, so every rule (formats, channels, groups, sizes) is written once. The
-arithmetic itself lives in :mod:`mlx_deconv.ops.geometry`, which never imports
+arithmetic itself lives in :mod:`mlx_deconv.geometry.records`, which never imports
 this module.
 """
 
@@ -16,7 +16,7 @@ import os
 from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
-from .geometry import (
+from .records import (
     MAX_AXIS,
     Conv1dGeometry,
     ConvShape,
@@ -155,7 +155,7 @@ def check_size(what: str, length: int, elements: int, culprits: str, itemsize: i
 
     Args:
         what (str): the array, as the message names it (``"the output"``).
-        length (int): its longest axis, checked against :data:`~mlx_deconv.ops.geometry.MAX_AXIS`.
+        length (int): its longest axis, checked against :data:`~mlx_deconv.geometry.records.MAX_AXIS`.
         elements (int): its element count, checked against the machine's memory.
         culprits (str): the arguments that made it so large, as the message names them.
         itemsize (int): bytes per element. Default: :data:`FLOAT32_BYTES`.
