@@ -5,6 +5,11 @@ PY := $(VENV)/bin/python
 # PyTorch is not a dependency; when it installs, the PyTorch parity tests run
 # (they skip otherwise). `make test TORCH=` leaves it out.
 TORCH ?= torch==2.13.0
+# Real clients, code others wrote, for the optional tests and bench parts (they skip without it):
+# mlx-audio's decoders and NVIDIA's BigVGAN. Their own dependencies are large, so they install
+# without them, plus the few their modules import. `make test CLIENTS=` leaves them out.
+CLIENTS ?= mlx-audio==0.6.2 bigvgan==2.4.1
+CLIENT_DEPS := huggingface_hub pyyaml scipy tokenizers typing_extensions tqdm
 
 .PHONY: demo test bench check clean
 
@@ -20,6 +25,7 @@ $(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install --quiet -e ".[test,examples,blas]"
 	@if [ -n "$(TORCH)" ]; then echo "make: installing $(TORCH) for the PyTorch parity tests (optional; a large download on Linux; skip it with: make test TORCH=)"; else echo "make: TORCH is empty: PyTorch not installed, its parity tests will skip"; fi
 	if [ -n "$(TORCH)" ]; then $(PY) -m pip install --quiet "$(TORCH)" || echo "$(TORCH) not installed: PyTorch parity tests will skip"; fi
+	if [ -n "$(CLIENTS)" ]; then $(PY) -m pip install --quiet --no-deps $(CLIENTS) && $(PY) -m pip install --quiet $(CLIENT_DEPS) || echo "$(CLIENTS) not installed: their tests will skip"; fi
 	touch $@
 
 # The main job: device info, a checked upsampling stack, then the vocoder example
