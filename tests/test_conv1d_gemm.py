@@ -118,11 +118,22 @@ def test_tiny_policy_cuts_many_blocks():
 
 
 def test_auto_picks_gemm_on_the_cpu():
-    geom, _ = conv1d_geometry((1, 100, 8), (8, 3, 8), dilation=3)
+    """MLX's CPU op loops naively for a dilation > 1: from a few hundred kFLOP on, the matmul path wins."""
+    geom, _ = conv1d_geometry((1, 1000, 32), (32, 3, 32), dilation=3)
     assert backends.resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
     assert "winograd" not in backends.available_backends(mx.default_stream(mx.cpu), "conv1d")
     with pytest.raises(ValueError, match="winograd"):
         backends.resolve_backend("winograd", geom, mx.default_stream(mx.cpu))
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 100, 8), (8, 3, 8), dict(dilation=3)),          # a tiny dilated call: MLX's loop is cheaper
+    ((1, 16, 512), (512, 7, 512), dict(padding=3)),     # MLX's op is one matmul on a short signal
+    ((1, 1, 1), (1, 1, 1), {}),
+])
+def test_auto_keeps_mlx_op_where_it_is_faster(x_shape, w_shape, kwargs):
+    geom, _ = conv1d_geometry(x_shape, w_shape, **kwargs)
+    assert backends.resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "builtin"
 
 
 @pytest.mark.parametrize("groups", [1, 4])

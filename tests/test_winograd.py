@@ -46,17 +46,24 @@ def test_tile_rows(shifts, in_per_group, tile):
 
 
 @pytest.mark.parametrize("shape, kwargs, chosen", [
-    (((1, 20, 512), (256, 16, 512)), dict(stride=8, padding=4), "winograd"),  # HiFi-GAN
-    (((1, 20, 64), (16, 5, 32)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
-    (((1, 20, 8), (8, 4, 4)), dict(stride=2, groups=2), "gemm"),  # too shallow to pay: 4 x 4 products
-    (((1, 20, 16), (16, 12, 1)), dict(stride=2, groups=16), "gemm"),  # depthwise
-    (((1, 20, 16), (16, 7, 16)), dict(stride=1, dilation=3), "gemm"),  # dilated
+    (((1, 200, 512), (256, 16, 512)), dict(stride=8, padding=4), "winograd"),  # HiFi-GAN
+    (((1, 200, 64), (16, 5, 32)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
+    (((1, 2000, 8), (8, 4, 4)), dict(stride=2, groups=2), "gemm"),  # too shallow to pay: 4 x 4 products
+    (((1, 2000, 16), (16, 12, 1)), dict(stride=2, groups=16), "gemm"),  # depthwise
+    (((1, 2000, 16), (16, 7, 16)), dict(stride=1, dilation=3), "gemm"),  # dilated
 ])
 def test_auto_picks_winograd_where_it_applies(shape, kwargs, chosen, monkeypatch):
     geom, _ = conv_geometry(*shape, **kwargs)
     monkeypatch.setattr(backends, "cpu_blas", lambda stream: "reference")  # MLX's bundled BLAS
     assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == chosen
     monkeypatch.setattr(backends, "cpu_blas", lambda stream: "optimized")  # gemm measured as fast or faster there
+    assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
+
+
+def test_no_winograd_on_a_short_input(monkeypatch):
+    """Its transforms' fixed cost outweighs the FLOPs saved below WINOGRAD_MIN_INPUT_ROWS input samples."""
+    geom, _ = conv_geometry((1, 16, 512), (256, 4, 512), stride=2, padding=1)
+    monkeypatch.setattr(backends, "cpu_blas", lambda stream: "reference")
     assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
 
 

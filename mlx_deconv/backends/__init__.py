@@ -122,6 +122,8 @@ WINOGRAD_MIN_DEPTH = 512
 #: 4096, either could win at 8192, and gemm's forward+backward was much faster
 #: there (figures: docs/performance.md). Autotuning takes winograd where it wins.
 WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS: Optional[int] = None
+#: On shorter inputs (``batch * length``) the transforms' fixed cost outweighs the FLOPs saved.
+WINOGRAD_MIN_INPUT_ROWS = 32
 
 
 def available_backends(stream: mx.Stream, op: str = "conv_transpose1d") -> List[str]:
@@ -140,14 +142,63 @@ def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
         return False  # its look at the values (non-finite ones take gemm) would wait for the GPU each call
     least = {"reference": WINOGRAD_MIN_DEPTH_REFERENCE_BLAS,
              "optimized": WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS}.get(cpu_blas(stream), WINOGRAD_MIN_DEPTH)
-    return least is not None and BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
+    return (least is not None and BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
+            and geom.batch * geom.length >= WINOGRAD_MIN_INPUT_ROWS)
+
+
+#: Below this much work (FLOPs of MLX's naive loop, see :func:`naive_work`) MLX's own op is
+#: faster: its loop costs less than the few MLX ops of a matmul path (grid: docs/performance.md).
+BUILTIN_MAX_NAIVE_WORK = 100_000
+#: Grouped transposed layers, and upsampling layers of few channels (``C_in/G * C_out < 256``),
+#: pay more per FLOP on the matmul path: thin matmuls and a longer overlap-add.
+BUILTIN_MAX_NAIVE_WORK_THIN = 1_000_000
+#: Where MLX's CPU op is a matmul itself, the package's path wins only on long, wide signals:
+#: from this many output rows (``batch * output_length``) and input channels per group on.
+GEMM_MIN_ROWS_WHERE_MLX_MATMULS = 512
+GEMM_MIN_DEPTH_WHERE_MLX_MATMULS = 64
+#: On an input of at most this many samples (``batch * length``) MLX's loop visits only real taps,
+#: so the thin limit applies to every layer; behind the reference BLAS, whose matmul runs at
+#: about that loop's rate, MLX's op wins there at any width.
+SHORT_INPUT_ROWS = 4
+
+
+def mlx_matmuls(geom: AnyGeometry) -> bool:
+    """Whether MLX's CPU op computes this call by one unfolded matmul, not its naive loop:
+    ``conv1d`` without dilation and not depthwise, the transposed op only for stride 1, no dilation, no groups."""
+    if op_of(geom) == "conv1d":
+        return geom.dilation == 1 and geom.in_per_group > 1
+    return geom.stride == 1 and geom.dilation == 1 and geom.groups == 1
+
+
+def naive_work(geom: AnyGeometry) -> int:
+    """FLOPs of MLX's naive loop: the call's own, times the stride for the transposed op,
+    whose loop visits every tap of the zero-stuffed input."""
+    return geom.flops * (geom.stride if op_of(geom) == "conv_transpose1d" else 1)
+
+
+def builtin_is_faster(geom: AnyGeometry, blas: str) -> bool:
+    """Where MLX's own op beats every path of the package on a CPU stream behind ``blas``
+    (``cpu_blas``'s kind; measured over the short-calls grid: docs/performance.md)."""
+    if mlx_matmuls(geom):
+        return (geom.batch * geom.output_length < GEMM_MIN_ROWS_WHERE_MLX_MATMULS
+                or geom.in_per_group < GEMM_MIN_DEPTH_WHERE_MLX_MATMULS)
+    short = geom.batch * geom.length <= SHORT_INPUT_ROWS
+    if short and blas == "reference":
+        return True
+    transposed = op_of(geom) == "conv_transpose1d"
+    thin = short or (transposed and (geom.groups > 1 or (geom.stride > 1 and geom.in_per_group * geom.out_channels < 256)))
+    return naive_work(geom) < (BUILTIN_MAX_NAIVE_WORK_THIN if thin else BUILTIN_MAX_NAIVE_WORK)
 
 
 def _auto(geom: AnyGeometry, stream: mx.Stream) -> str:
     if op_of(geom) == "conv1d":
-        return "builtin" if is_gpu(stream) else "gemm"
+        if is_gpu(stream):
+            return "builtin"
+        return "builtin" if builtin_is_faster(geom, cpu_blas(stream)) else "gemm"
     if BACKENDS["metal"].available(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
         return "metal"
+    if not is_gpu(stream) and builtin_is_faster(geom, cpu_blas(stream)):
+        return "builtin"
     return "winograd" if _winograd_pays(geom, stream) else "gemm"
 
 

@@ -18,14 +18,14 @@ import json
 
 import mlx.core as mx
 
-from . import conv1d as bench_conv1d, decoder as bench_decoder
+from . import conv1d as bench_conv1d, decoder as bench_decoder, short_calls
 from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
 from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
 from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 
 #: The parts of a run, in the order they run.
-PARTS = ("transposed", "conv1d", "decoder")
+PARTS = ("transposed", "conv1d", "decoder", "short")
 
 
 def select(args) -> tuple:
@@ -68,6 +68,14 @@ def _long_signal(args) -> None:
             json.dump(dict(machine=machine(), machine_details=machine_details(), **result), f, indent=2)
 
 
+def _short_calls_selected(args) -> bool:
+    """The short-calls grid runs unless ``--only`` leaves it out, or ``--shapes``/``--backward`` narrow the run."""
+    only = getattr(args, "only", None)
+    if only:
+        return "short" in only
+    return not args.shapes and not args.backward and not getattr(args, "no_decoder", False)
+
+
 def main(args) -> None:
     """``bench``: the MLX phase of every selected part, then PyTorch's, then the tables (and JSON, plot)."""
     if args.long_signal:
@@ -83,6 +91,7 @@ def main(args) -> None:
                                  slow=slow, **common) if conv_shapes else []
     dec = bench_decoder.run(seconds=getattr(args, "decoder_seconds", 1.0), with_torch=with_torch,
                             slow=bench_decoder.SLOW, **common) if decoder else None
+    short_rows = short_calls.run(dtype=dtype, stream=args.stream) if _short_calls_selected(args) else []
     # PyTorch phase.
     if with_torch:
         add_torch(rows, dtype, args.warmup, args.repeat, args.backward)
@@ -107,12 +116,17 @@ def main(args) -> None:
         print(f"\nHiFi-GAN V1 generator end to end, float32, stream {args.stream or 'default'}; {machine()}; "
               + bench_decoder.caption(dec, args.repeat, args.warmup, bench_decoder.SLOW) + torch_note + "\n")
         print(bench_decoder.table(dec, args.repeat))
+    if short_rows:
+        print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {settings}; "
+              "the 25 lowest ratios, then every cell's summary\n")
+        print(short_calls.table(short_rows, worst=25))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine(), machine_details=details, kind=kind, dtype=args.dtype,
                            stream=args.stream or "default", repeat=args.repeat, warmup=args.warmup, timing="primed",
                            slow_seconds=slow, decoder_slow_seconds=bench_decoder.SLOW, rows=rows,
-                           conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec)),
+                           conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec),
+                           short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows)),
                       f, indent=2)
     if args.plot and rows:
         try:
