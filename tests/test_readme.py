@@ -1,4 +1,11 @@
-"""The README and docs run as written: code blocks, commands, paths and links, and figures that agree."""
+"""The README and docs run as written: code blocks, commands, paths and links, and figures that agree.
+
+``README.md`` is the front door; the reference is in ``docs/*.md``, one page per subject. Every
+``python`` block of either is a whole program and runs; a block not meant to run is not ``python``
+(a signature is ``text``), and one that needs PyTorch follows a ``<!-- readme-test: needs torch -->``
+line. The benchmark tables sit in the docs pages and the headline in the README, between the
+``<!-- bench:NAME -->`` markers that ``tools/readme_figures.py`` writes.
+"""
 
 import dataclasses
 import importlib.util
@@ -12,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-DOCS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "metal" / "README.md"]
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # whose python blocks run
+DOCS = [*PAGES, ROOT / "metal" / "README.md"]  # whose links and paths resolve
 NEEDS_TORCH = "<!-- readme-test: needs torch -->"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
 
@@ -35,7 +43,20 @@ def blocks(text, language):
     return found
 
 
-PYTHON_BLOCKS = blocks(README.read_text(), "python")
+def name(doc):
+    return doc.relative_to(ROOT).as_posix()
+
+
+def all_blocks(language, docs=PAGES):
+    """``(page, line, code, needs_torch)`` of every block in ``language`` of the given pages."""
+    return [(name(doc), *block) for doc in docs for block in blocks(doc.read_text(), language)]
+
+
+def pages_text():
+    return "\n".join(doc.read_text() for doc in PAGES)
+
+
+PYTHON_BLOCKS = all_blocks("python")
 
 
 def has_torch():
@@ -43,44 +64,48 @@ def has_torch():
 
 
 def test_readme_has_python_blocks():
-    assert len(PYTHON_BLOCKS) >= 3
+    assert len([b for b in PYTHON_BLOCKS if b[0] == "README.md"]) >= 3
+    assert {"docs/ops.md", "docs/layers.md", "docs/vocoders.md"} <= {b[0] for b in PYTHON_BLOCKS}
 
 
-@pytest.mark.parametrize("line, code, needs_torch", PYTHON_BLOCKS, ids=[f"line{b[0]}" for b in PYTHON_BLOCKS])
-def test_python_block_runs_in_a_fresh_process(line, code, needs_torch, tmp_path):
+@pytest.mark.parametrize("doc, line, code, needs_torch", PYTHON_BLOCKS,
+                         ids=[f"{b[0]}:line{b[1]}" for b in PYTHON_BLOCKS])
+def test_python_block_runs_in_a_fresh_process(doc, line, code, needs_torch, tmp_path):
     """Each block is a whole program: run alone, outside the repository, it finishes and prints what it says."""
     if needs_torch and not has_torch():
-        pytest.skip("this README block needs PyTorch, which is not installed")
+        pytest.skip(f"this {doc} block needs PyTorch, which is not installed")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"README.md block at line {line}:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{doc} block at line {line}:\n{result.stderr[-3000:]}"
     # A print line's trailing comment (up to a colon) is what that line prints.
     prints = [l for l in code.splitlines() if l.startswith("print(")]
     printed = result.stdout.splitlines()
     assert len(printed) == len(prints), result.stdout
     for source, got in zip(prints, printed):
-        assert "#" in source, f"README.md line {line}: say what {source!r} prints"
+        assert "#" in source, f"{doc} line {line}: say what {source!r} prints"
         want = source.split("#", 1)[1].split(":")[0]
-        assert got.replace(" ", "") == want.replace(" ", ""), f"README.md line {line}: {source!r} printed {got!r}"
+        assert got.replace(" ", "") == want.replace(" ", ""), f"{doc} line {line}: {source!r} printed {got!r}"
 
 
 def test_signatures_are_not_python_blocks():
     """Only programs go in ``python`` blocks; a signature is ``text``."""
-    for _, code, _ in PYTHON_BLOCKS:
-        compile(code, "README.md", "exec")
-    assert "conv_transpose1d(x, weight, bias=None" in "".join(code for _, code, _ in blocks(README.read_text(), "text"))
+    for doc, line, code, _ in PYTHON_BLOCKS:
+        compile(code, f"{doc}:{line}", "exec")
+    signatures = "".join(code for _, _, code, _ in all_blocks("text"))
+    assert "conv_transpose1d(x, weight, bias=None" in signatures and "conv1d(x, weight, bias=None" in signatures
 
 
 COMMAND = re.compile(r"^(make( \w+)*( TORCH=)?|\.venv/bin/\S+|python -m pip install \S+)( |$)")
 
 
-def test_every_shell_command_works_after_its_setup_step():
+@pytest.mark.parametrize("doc", PAGES, ids=[name(d) for d in PAGES])
+def test_every_shell_command_works_after_its_setup_step(doc):
     """Commands go through ``make`` or name ``.venv/bin/...``; only Install's pip lines use your own python."""
-    text = README.read_text()
+    text = doc.read_text()
     for line, code, _ in blocks(text, "sh"):
         for command in code.splitlines():
             command = command.split("#")[0].strip()
             if command:
-                assert COMMAND.match(command), f"README.md line {line}: {command!r}"
+                assert COMMAND.match(command), f"{name(doc)} line {line}: {command!r}"
     for line, code, _ in blocks(text, "text"):
         for command in code.splitlines():
             if command.startswith(("python", "mlx-deconv", ".venv")):
@@ -94,7 +119,7 @@ def test_bench_defaults_match_the_cli():
     from mlx_deconv.__main__ import build_parser
 
     args = build_parser().parse_args(["bench"])
-    text = README.read_text()
+    text = pages_text()
     assert f"[--repeat {args.repeat}]" in text and f"[--warmup {args.warmup}]" in text
     assert f"[--slow {args.slow:g}]" in text and f"[--decoder-seconds {args.decoder_seconds:g}]" in text
     from mlx_deconv import bench
@@ -111,14 +136,43 @@ def test_examples_install_hints_work_from_a_clone():
             assert run.startswith(".venv/bin/"), (path.name, run)
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])
+def slug(heading):
+    """GitHub's anchor of a heading: lower case, every character but letters, digits, ``_``, ``-`` and
+    spaces dropped, spaces made hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(doc):
+    """The anchors of ``doc``'s headings (outside code blocks), repeated ones numbered as GitHub does."""
+    found, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} (.+?)#*$", FENCE.sub("", doc.read_text()), re.M):
+        base = slug(heading)
+        found.add(base if base not in seen else f"{base}-{seen[base]}")
+        seen[base] = seen.get(base, 0) + 1
+    return found
+
+
+def test_slugs_are_githubs():
+    assert slug("The `auto` rule") == "the-auto-rule"
+    assert slug("Moved from code comments (backends) — 2026-11-30") == "moved-from-code-comments-backends--2026-11-30"
+    assert slug("The benchmark's decoder shapes (`bench.SHAPES`)") == "the-benchmarks-decoder-shapes-benchshapes"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[name(d) for d in DOCS])
 def test_links_and_paths_resolve(doc):
-    """Every relative link, every repository path in backticks and every test it names exists."""
+    """Every relative link and the heading it points to, every repository path in backticks and every test it
+    names exists."""
     text = doc.read_text()
     missing = []
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
-        if not re.match(r"[a-z]+://", target) and not (doc.parent / target).exists():
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", FENCE.sub("", text)):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path = (doc.parent / target) if target else doc
+        if not path.exists():
             missing.append(target)
+        elif anchor and (path.suffix != ".md" or anchor not in anchors(path)):
+            missing.append(f"{target}#{anchor}")
+    assert "../shared" not in text, f"{name(doc)} points outside the repository"
     for path in re.findall(r"`((?:mlx_deconv|tests|docs|metal|examples|tools)/[\w./-]*\w)`", text):
         if not (ROOT / path).exists():
             missing.append(path)
@@ -146,10 +200,42 @@ def _number(cell):
     return float(cell.rstrip("x*"))
 
 
-def expected_headline_figures(text, figures):
+def read_pages(root=ROOT):
+    """``{path: text}`` of README.md and docs/*.md under ``root``, read here independently of the script."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): p.read_text()
+            for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))]}
+
+
+def copy_pages(tmp_path):
+    """A copy of README.md and docs/*.md under ``tmp_path``, for the script to rewrite."""
+    (tmp_path / "docs").mkdir(parents=True, exist_ok=True)
+    for page, text in read_pages().items():
+        (tmp_path / page).write_text(text)
+    return tmp_path
+
+
+def in_pages(pages, name):
+    """Region ``name``'s text, from the one page that holds it."""
+    holders = [text for text in pages.values() if f"<!-- bench:{name} -->" in text]
+    assert len(holders) == 1, f"{len(holders)} pages hold region {name}"
+    return re.search(rf"<!-- bench:{name} -->\n(.*?)<!-- /bench:{name} -->", holders[0], re.S).group(1)
+
+
+def test_regions_sit_where_the_docs_say():
+    """The headline in the README; the benchmark tables in docs/performance.md, the BLAS table in docs/blas.md."""
+    pages = read_pages()
+    for region, page in (("headline", "README.md"), ("forward", "docs/performance.md"),
+                         ("backward", "docs/performance.md"), ("conv1d", "docs/performance.md"),
+                         ("decoder", "docs/performance.md"), ("blas", "docs/blas.md")):
+        assert [p for p, text in pages.items() if f"<!-- bench:{region} -->" in text] == [page], region
+    assert "(docs/performance.md#the-benchmark)" in in_pages(pages, "headline")
+
+
+def expected_headline_figures(pages):
     """Every figure the headline should say, in order, as ``(low, high)`` (``(v, v)`` for one value)."""
-    forward = {r["shape"]: r for r in _table(figures.region(text, "forward"))}
-    backward = {r["shape"]: r for r in _table(figures.region(text, "backward"))}
+    forward = {r["shape"]: r for r in _table(in_pages(pages, "forward"))}
+    backward = {r["shape"]: r for r in _table(in_pages(pages, "backward"))}
     hifi = [s for s in forward if s.startswith("hifigan")]
     span = lambda values: (min(values), max(values))
     ratio = lambda rows, s: _number(rows[s]["auto / builtin"])
@@ -158,12 +244,12 @@ def expected_headline_figures(text, figures):
     if all(forward[s].get("torch ms") for s in hifi):
         figures_.append(span([round(_number(forward[s][forward[s]["auto"] + " ms"]) / _number(forward[s]["torch ms"]), 2)
                               for s in hifi]))
-    conv = _table(figures.region(text, "conv1d"))
+    conv = _table(in_pages(pages, "conv1d"))
     if conv:
         for dilated in (True, False):
             values = [_number(r["auto / builtin"]) for r in conv if (int(r["dilation"]) > 1) == dilated]
             figures_ += [span(values)] if values else []
-    decoder = _table(figures.region(text, "decoder"))
+    decoder = _table(in_pages(pages, "decoder"))
     if decoder:
         rows = {r["HiFi-GAN V1 generator"].split()[0]: r for r in decoder}
         ours = rows["mlx_deconv"]
@@ -180,12 +266,13 @@ def headline_figures(headline):
 
 
 def test_headline_agrees_with_the_tables():
+    """The README's headline says what the tables in docs/ say."""
     figures = load_figures()
-    agrees, written, computed = figures.headline_agrees(README.read_text())
+    agrees, written, computed = figures.headline_agrees(figures.read_pages())
     assert agrees, f"README: {written!r}\ntables: {computed!r}"
     # And it says what the tables say, read independently here.
-    text = README.read_text()
-    assert headline_figures(figures.region(text, "headline")) == expected_headline_figures(text, figures)
+    pages = read_pages()
+    assert headline_figures(in_pages(pages, "headline")) == expected_headline_figures(pages)
 
 
 def fake_run(kind, scale, *, optimized=True, slower=1.0, torch=False, conv1d=False, decoder=False):
@@ -237,30 +324,30 @@ def test_figures_script_rewrites_tables_and_headline(tmp_path):
     from mlx_deconv import bench
 
     figures = load_figures()
-    readme = tmp_path / "README.md"
-    readme.write_text(README.read_text())
+    root = copy_pages(tmp_path / "repo")
     forward = write(tmp_path, "f.json", fake_run("forward", 10))
     backward = write(tmp_path, "b.json", fake_run("forward+backward", 20))
-    assert figures.main(["--forward", forward, "--backward", backward, "--readme", str(readme),
+    assert figures.main(["--forward", forward, "--backward", backward, "--root", str(root),
                          "--machine", "a test box"]) == 0
-    text = readme.read_text()
-    assert bench.table(fake_run("forward", 10)["rows"]) in figures.region(text, "forward")
-    assert bench.table(fake_run("forward+backward", 20)["rows"], True) in figures.region(text, "backward")
-    assert "median of 9 after 3 warm-up" in figures.region(text, "forward") and "a test box" in text
+    pages = read_pages(root)
+    assert bench.table(fake_run("forward", 10)["rows"]) in in_pages(pages, "forward")
+    assert bench.table(fake_run("forward+backward", 20)["rows"], True) in in_pages(pages, "backward")
+    assert "median of 9 after 3 warm-up" in in_pages(pages, "forward")
+    assert "a test box" in pages["docs/performance.md"]
     # hifigan-1..4 are shapes 0..3: builtin/auto = scale * (1 + i/10).
-    assert figures.region(text, "headline").startswith(
+    assert in_pages(pages, "headline").startswith(
         "On the CPU stream `conv_transpose1d` ran 10.0-13.0x faster than `mx.conv_transpose1d` on the HiFi-GAN "
         "shapes, 20.0-26.0x with the backward pass, and 14.0x on BigVGAN")
-    assert figures.main(["--check", "--readme", str(readme)]) == 0
-    assert headline_figures(figures.region(text, "headline")) == expected_headline_figures(text, figures)
-    # Outside the regions nothing changed; running again changes nothing.
+    assert figures.main(["--check", "--root", str(root)]) == 0
+    assert headline_figures(in_pages(pages, "headline")) == expected_headline_figures(pages)
+    # Outside the regions nothing changed, in any page; running again changes nothing.
     strip = lambda t: re.sub(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", "", t, flags=re.S)
-    assert strip(text) == strip(README.read_text())
-    figures.main(["--forward", forward, "--backward", backward, "--readme", str(readme), "--machine", "a test box"])
-    assert readme.read_text() == text
+    assert {p: strip(t) for p, t in pages.items()} == {p: strip(t) for p, t in read_pages().items()}
+    figures.main(["--forward", forward, "--backward", backward, "--root", str(root), "--machine", "a test box"])
+    assert read_pages(root) == pages
     # A headline edited by hand is caught.
-    readme.write_text(text.replace("10.0-13.0x", "10.0-14.0x"))
-    assert figures.main(["--check", "--readme", str(readme)]) == 1
+    (root / "README.md").write_text(pages["README.md"].replace("10.0-13.0x", "10.0-14.0x"))
+    assert figures.main(["--check", "--root", str(root)]) == 1
 
 
 def test_figures_script_writes_conv1d_decoder_and_their_headline(tmp_path):
@@ -270,47 +357,44 @@ def test_figures_script_writes_conv1d_decoder_and_their_headline(tmp_path):
     from mlx_deconv.bench import decoder as bench_decoder
 
     figures = load_figures()
-    readme = tmp_path / "README.md"
-    readme.write_text(README.read_text())
+    root = copy_pages(tmp_path / "repo")
     run = fake_run("forward", 10, torch=True, conv1d=True, decoder=True)
-    assert figures.main(["--forward", write(tmp_path, "f.json", run), "--readme", str(readme)]) == 0
-    text = readme.read_text()
-    assert bench_conv1d.table(run["conv1d_rows"], 9, 0.5) in figures.region(text, "conv1d")
-    assert bench_decoder.table(run["decoder"], 9) in figures.region(text, "decoder")
+    assert figures.main(["--forward", write(tmp_path, "f.json", run), "--root", str(root)]) == 0
+    pages = read_pages(root)
+    assert bench_conv1d.table(run["conv1d_rows"], 9, 0.5) in in_pages(pages, "conv1d")
+    assert bench_decoder.table(run["decoder"], 9) in in_pages(pages, "decoder")
     assert ("(512 initial channels, rates 8, 8, 2, 2, kernels 16, 16, 4, 4, resblock \"1\" with kernels 3, 7, 11)"
-            in figures.region(text, "decoder"))
-    assert "TODO(lead)" not in figures.region(text, "conv1d") + figures.region(text, "decoder")
-    assert "PyTorch 2.0 was timed after every MLX timing" in figures.region(text, "conv1d")
-    headline = figures.region(text, "headline")
+            in in_pages(pages, "decoder"))
+    assert "TODO(lead)" not in in_pages(pages, "conv1d") + in_pages(pages, "decoder")
+    assert "PyTorch 2.0 was timed after every MLX timing" in in_pages(pages, "conv1d")
+    headline = in_pages(pages, "headline")
     # Shapes 1, 2, 4, 5 are dilated (30 + j); 0 and 3 are not (2 + j/10).
     for said in ("on the HiFi-GAN shapes it took 2.00x PyTorch's CPU time",
                  "`conv1d` ran 31.0-35.0x faster than `mx.conv1d` on HiFi-GAN's dilated residual-block "
                  "convolutions and 2.0-2.3x on the undilated ones",
                  "real-time factor of 4, 50.0x faster than on MLX's ops and in 2.00x PyTorch's time"):
         assert said in headline, headline
-    assert headline_figures(headline) == expected_headline_figures(text, figures)
-    assert figures.main(["--check", "--readme", str(readme)]) == 0
+    assert headline_figures(headline) == expected_headline_figures(pages)
+    assert figures.main(["--check", "--root", str(root)]) == 0
     # The parts of separate runs (bench --only ...) are taken each from the file that has it.
-    parts = tmp_path / "README2.md"
-    parts.write_text(README.read_text())
+    parts = copy_pages(tmp_path / "parts")
     only_transposed = dict(run, conv1d_rows=[], decoder=None)
     only_rest = dict(run, rows=[])
     assert figures.main(["--forward", write(tmp_path, "t.json", only_transposed), write(tmp_path, "r.json", only_rest),
-                         "--readme", str(parts)]) == 0
-    assert parts.read_text() == text
+                         "--root", str(parts)]) == 0
+    assert read_pages(parts) == pages
     with pytest.raises(ValueError, match="two --forward files"):
-        figures.rewrite(README.read_text(), forward=[run, only_rest])
+        figures.rewrite(figures.read_pages(), forward=[run, only_rest])
 
 
 def test_figures_script_writes_the_blas_effect(tmp_path):
     figures = load_figures()
-    readme = tmp_path / "README.md"
-    readme.write_text(README.read_text())
+    root = copy_pages(tmp_path / "repo")
     fast = fake_run("forward", 10, conv1d=True, decoder=True)
     slow = fake_run("forward", 10, optimized=False, slower=4.0, conv1d=True, decoder=True)
     assert figures.main(["--forward", write(tmp_path, "f.json", fast), "--reference-blas",
-                         write(tmp_path, "r.json", slow), "--readme", str(readme)]) == 0
-    blas = figures.region(readme.read_text(), "blas")
+                         write(tmp_path, "r.json", slow), "--root", str(root)]) == 0
+    blas = in_pages(read_pages(root), "blas")
     assert "TODO(lead)" not in blas and "`libblas.so.3` (`MLX_DECONV_BLAS=0`)" in blas and "`libmkl_rt.so.2`" in blas
     assert ("Behind the optimized BLAS, MLX's own matmul (the FLOPs of each dense shape, on the same worker streams) "
             "ran 4.0x faster; `conv_transpose1d`'s `auto` ran 4.0x faster; `conv1d`'s `auto` ran 4.0x faster; the "
@@ -321,11 +405,11 @@ def test_figures_script_writes_the_blas_effect(tmp_path):
     assert "| HiFi-GAN V1 end to end |  |  | 8.00 s | 2.00 s | 4.0x |" in blas
     # The two runs must be what their flags say.
     with pytest.raises(ValueError, match="--reference-blas expects a run without"):
-        figures.rewrite(README.read_text(), forward=fast, reference_blas=fast)
+        figures.rewrite(figures.read_pages(), forward=fast, reference_blas=fast)
     with pytest.raises(ValueError, match="--forward expects a run with"):
-        figures.rewrite(README.read_text(), forward=slow, reference_blas=slow)
+        figures.rewrite(figures.read_pages(), forward=slow, reference_blas=slow)
     with pytest.raises(ValueError, match="give both"):
-        figures.rewrite(README.read_text(), reference_blas=slow)
+        figures.rewrite(figures.read_pages(), reference_blas=slow)
 
 
 def test_figures_script_refuses_a_json_without_its_settings(tmp_path):
@@ -333,11 +417,11 @@ def test_figures_script_refuses_a_json_without_its_settings(tmp_path):
     run = fake_run("forward", 10)
     del run["repeat"]
     with pytest.raises(ValueError, match="repeat"):
-        figures.rewrite(README.read_text(), forward=run)
+        figures.rewrite(figures.read_pages(), forward=run)
     with pytest.raises(ValueError, match="forward"):
-        figures.rewrite(README.read_text(), forward=fake_run("forward+backward", 2))
+        figures.rewrite(figures.read_pages(), forward=fake_run("forward+backward", 2))
     with pytest.raises(ValueError, match="forward\\+backward"):
-        figures.rewrite(README.read_text(), backward=fake_run("forward", 2))
+        figures.rewrite(figures.read_pages(), backward=fake_run("forward", 2))
 
 
 def test_design_tables_list_the_bench_shapes():
@@ -360,8 +444,9 @@ def test_design_tables_list_the_bench_shapes():
 
 def test_no_todo_is_left_for_the_lead():
     """Fails while a figure still waits for a measurement: each TODO(lead) says the command that fills it."""
-    todos = [line.strip()[:120] for line in README.read_text().splitlines() if "TODO(lead)" in line]
-    assert not todos, "README still has TODO(lead):\n" + "\n".join(todos)
+    todos = [f"{page}: {line.strip()[:120]}" for page, text in read_pages().items() for line in text.splitlines()
+             if "TODO(lead)" in line]
+    assert not todos, "README or docs still have TODO(lead):\n" + "\n".join(todos)
 
 
 def test_make_says_what_it_installs_before_installing():

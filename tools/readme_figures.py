@@ -1,4 +1,4 @@
-"""Writes the README's benchmark tables and headline figures from ``mlx-deconv bench --json`` output.
+"""Writes the benchmark tables of the docs and the README's headline figures from ``mlx-deconv bench --json``.
 
 From the repository root (the runs take minutes; the MLX-ops decoder alone
 takes minutes behind the reference BLAS)::
@@ -11,12 +11,14 @@ takes minutes behind the reference BLAS)::
 
 The reference-BLAS run leaves out the end-to-end decoder (its MLX-ops variant takes minutes
 there); without ``--no-decoder`` the ``blas`` region gets the generator's row too. The
-``conv1d`` rows of a ``--backward`` run are not written into the README.
+``conv1d`` rows of a ``--backward`` run are not written anywhere.
 
 ``--forward`` takes one or more JSON files of forward runs (``bench --only
 PART`` runs the parts separately); each part is taken from the file that
 has it. Each region sits between ``<!-- bench:NAME -->`` and
-``<!-- /bench:NAME -->``:
+``<!-- /bench:NAME -->``, in whichever of ``README.md`` and ``docs/*.md`` holds
+it (exactly one page must): today the headline in ``README.md``, the ``blas``
+table in ``docs/blas.md`` and the other tables in ``docs/performance.md``.
 
 * ``forward`` and ``backward``: the ``conv_transpose1d`` table of a forward
   and of a ``--backward`` run, with a caption (machine, dtype, stream,
@@ -26,24 +28,26 @@ has it. Each region sits between ``<!-- bench:NAME -->`` and
 * ``blas``: the forward run (optimized BLAS, loaded by ``import mlx_deconv``)
   against ``--reference-blas``, the same benchmark with ``MLX_DECONV_BLAS=0``
   (MLX's bundled reference BLAS): MLX's matmul rate and ``auto``'s times;
-* ``headline``: the introduction's figures, always recomputed from the
-  tables now in the README, so the words cannot disagree with the tables.
+* ``headline``: the README introduction's figures, always recomputed from
+  the tables now in the docs, so the words cannot disagree with the tables;
+  it ends with a link to the page and section of the ``forward`` table.
 
 A region without JSON is left as it is. ``--check`` rewrites nothing and
-exits with status 1 if the headline disagrees with the tables.
+exits with status 1 if the headline disagrees with the tables. ``--root``
+names another copy of the repository's pages (the tests use one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
 HIFIGAN = ("hifigan-1", "hifigan-2", "hifigan-3", "hifigan-4")
 DEPTHWISE = "bigvgan-aa"
 RATIO_COLUMN = "auto / builtin"
@@ -56,7 +60,7 @@ def region(text: str, name: str) -> str:
     """The text between ``<!-- bench:name -->`` and ``<!-- /bench:name -->``."""
     match = re.search(rf"<!-- bench:{name} -->\n(.*?)<!-- /bench:{name} -->", text, re.S)
     if not match:
-        raise ValueError(f"README has no <!-- bench:{name} --> ... <!-- /bench:{name} --> region")
+        raise ValueError(f"no <!-- bench:{name} --> ... <!-- /bench:{name} --> region in this page")
     return match.group(1)
 
 
@@ -66,7 +70,45 @@ def replace_region(text: str, name: str, body: str) -> str:
                   lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text, count=1, flags=re.S)
 
 
-# -- reading the README's tables --------------------------------------------------------------------
+# -- the pages: README.md and docs/*.md -----------------------------------------------------------
+def read_pages(root=ROOT) -> Dict[str, str]:
+    """``{path relative to root: text}`` of ``README.md`` and ``docs/*.md`` under ``root``."""
+    root = Path(root)
+    paths = [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+    return {path.relative_to(root).as_posix(): path.read_text() for path in paths if path.exists()}
+
+
+def locate(pages: Mapping[str, str], name: str) -> str:
+    """The page that holds region ``name``: exactly one must."""
+    holders = [page for page, text in pages.items() if f"<!-- bench:{name} -->" in text]
+    if len(holders) != 1:
+        raise ValueError(f"{len(holders)} pages hold a <!-- bench:{name} --> region"
+                         f"{': ' + ', '.join(holders) if holders else ''}; exactly one must")
+    return holders[0]
+
+
+def page_region(pages: Mapping[str, str], name: str) -> str:
+    """The text of region ``name``, from the page that holds it."""
+    return region(pages[locate(pages, name)], name)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _link_to_region(pages: Mapping[str, str], name: str, source: str) -> str:
+    """A Markdown link, relative to page ``source``, to the section that holds region ``name``."""
+    page = locate(pages, name)
+    text = pages[page]
+    before = re.sub(r"^```.*?^```$", "", text[:text.index(f"<!-- bench:{name} -->")], flags=re.S | re.M)
+    headings = re.findall(r"^#{1,6} (.+)$", before, re.M)  # outside code blocks, whose comments start with #
+    target = Path(os.path.relpath(page, os.path.dirname(source) or ".")).as_posix()
+    anchor = f"#{slug(headings[-1])}" if headings else ""
+    return f"[{page}]({target}{anchor})"
+
+
+# -- reading the tables ----------------------------------------------------------------------------
 def _cells(line: str) -> List[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
@@ -107,18 +149,18 @@ def _times_torch(row: Dict[str, str]) -> Optional[float]:
     return _value(row[f"{row['auto']} ms"]) / _value(torch)
 
 
-def _optional_table(text: str, name: str) -> Optional[List[Dict[str, str]]]:
+def _optional_table(pages: Mapping[str, str], name: str) -> Optional[List[Dict[str, str]]]:
     try:
-        return table_rows(region(text, name))
+        return table_rows(page_region(pages, name))
     except ValueError:
         return None
 
 
-def headline(text: str) -> str:
-    """The headline computed from the README's tables (a sentence per table that is filled in)."""
-    forward_rows = table_rows(region(text, "forward"))
-    forward = table_ratios(region(text, "forward"))
-    backward = table_ratios(region(text, "backward"))
+def headline(pages: Mapping[str, str]) -> str:
+    """The headline computed from the tables in ``pages`` (a sentence per table that is filled in)."""
+    forward_rows = table_rows(page_region(pages, "forward"))
+    forward = table_ratios(page_region(pages, "forward"))
+    backward = table_ratios(page_region(pages, "backward"))
     for name, table in (("forward", forward), ("backward", backward)):
         missing = [s for s in HIFIGAN + (DEPTHWISE,) if s not in table]
         if missing:
@@ -130,7 +172,7 @@ def headline(text: str) -> str:
     if all(v is not None for v in vs_torch):
         parts[-1] += (f"; on the HiFi-GAN shapes it took {_span([f'{v:.2f}' for v in vs_torch])} PyTorch's "
                       f"CPU time")
-    conv = _optional_table(text, "conv1d")
+    conv = _optional_table(pages, "conv1d")
     if conv:
         dilated = [r[RATIO_COLUMN] for r in conv if int(r["dilation"]) > 1]
         plain = [r[RATIO_COLUMN] for r in conv if int(r["dilation"]) == 1]
@@ -141,7 +183,7 @@ def headline(text: str) -> str:
         if plain:
             said.append(f"{_span(plain)} on the undilated ones")
         parts.append("`conv1d` ran " + " and ".join(said))
-    decoder = _optional_table(text, "decoder")
+    decoder = _optional_table(pages, "decoder")
     if decoder:
         rows = {r["HiFi-GAN V1 generator"].split(" ")[0]: r for r in decoder}
         ours = rows[MLX_DECONV_ROW]
@@ -150,7 +192,8 @@ def headline(text: str) -> str:
         if TORCH_ROW in rows:
             sentence += f" and in {_value(ours['seconds']) / _value(rows[TORCH_ROW]['seconds']):.2f}x PyTorch's time"
         parts.append(sentence)
-    return "; ".join(parts) + " (one `bench` run of each kind, tables below).\n"
+    where = _link_to_region(pages, "forward", locate(pages, "headline"))
+    return "; ".join(parts) + f" (one `bench` run of each kind; tables in {where}).\n"
 
 
 # -- writing the regions from JSON ---------------------------------------------------------------
@@ -317,63 +360,77 @@ def _parts(results: Sequence[Dict]) -> Dict[str, Dict]:
     return found
 
 
-def rewrite(text: str, forward=None, backward: Optional[Dict] = None, machine: Optional[str] = None,
-            reference_blas: Optional[Dict] = None) -> str:
-    """The README text with the given regions rewritten and the headline recomputed.
+def rewrite(pages: Mapping[str, str], forward=None, backward: Optional[Dict] = None, machine: Optional[str] = None,
+            reference_blas: Optional[Dict] = None) -> Dict[str, str]:
+    """The pages (``{path: text}``, as ``read_pages`` gives) with the given regions rewritten, wherever
+    each is, and the headline recomputed.
 
     Args:
         forward: one forward ``bench --json`` result, or a list of them (each part from the one that has it).
         backward: a ``bench --backward --json`` result.
         reference_blas: a forward result run with ``MLX_DECONV_BLAS=0``, for the ``blas`` region.
     """
+    pages = dict(pages)
+
+    def put(name: str, body: str) -> None:
+        page = locate(pages, name)
+        pages[page] = replace_region(pages[page], name, body)
+
     forwards = [] if forward is None else [forward] if isinstance(forward, dict) else list(forward)
     parts = _parts(forwards)
     if "rows" in parts:
-        text = replace_region(text, "forward", table_region(parts["rows"], machine))
+        put("forward", table_region(parts["rows"], machine))
     if "conv1d_rows" in parts:
-        text = replace_region(text, "conv1d", conv1d_region(parts["conv1d_rows"], machine))
+        put("conv1d", conv1d_region(parts["conv1d_rows"], machine))
     if "decoder" in parts:
-        text = replace_region(text, "decoder", decoder_region(parts["decoder"], machine))
+        put("decoder", decoder_region(parts["decoder"], machine))
     if backward is not None:
         if backward.get("kind") != "forward+backward":
             raise ValueError(f"--backward expects a forward+backward run, got {backward.get('kind')!r}")
-        text = replace_region(text, "backward", table_region(backward, machine))
+        put("backward", table_region(backward, machine))
     if reference_blas is not None:
         if not forwards:
             raise ValueError("--reference-blas is compared with --forward: give both")
         merged = dict(forwards[0])
         for part, result in parts.items():
             merged[part] = result[part]
-        text = replace_region(text, "blas", blas_region(merged, reference_blas, machine))
-    return replace_region(text, "headline", headline(text))
+        put("blas", blas_region(merged, reference_blas, machine))
+    put("headline", headline(pages))
+    return pages
 
 
-def headline_agrees(text: str) -> Tuple[bool, str, str]:
-    """``(agrees, in README, from its tables)``."""
-    written, computed = region(text, "headline"), headline(text)
+def headline_agrees(pages: Mapping[str, str]) -> Tuple[bool, str, str]:
+    """``(agrees, the headline written, the headline its tables give)``."""
+    written, computed = page_region(pages, "headline"), headline(pages)
     return written == computed, written, computed
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Rewrite the README's benchmark regions from bench --json output.")
+    parser = argparse.ArgumentParser(description="Rewrite the benchmark regions of README.md and docs/*.md "
+                                                 "from bench --json output.")
     parser.add_argument("--forward", nargs="+", help="JSON of forward `mlx-deconv bench --json PATH` runs")
     parser.add_argument("--backward", help="JSON of `mlx-deconv bench --backward --json PATH`")
     parser.add_argument("--reference-blas", help="JSON of the forward run with MLX_DECONV_BLAS=0 (the blas region)")
     parser.add_argument("--machine", help="how to name the machine in the captions (default: the JSON's)")
-    parser.add_argument("--readme", default=str(README))
+    parser.add_argument("--root", default=str(ROOT), help="the folder of README.md and docs/ (default: this "
+                                                          "repository)")
     parser.add_argument("--check", action="store_true", help="only check that the headline agrees with the tables")
     args = parser.parse_args(argv)
-    path = Path(args.readme)
-    text = path.read_text()
+    root = Path(args.root)
+    pages = read_pages(root)
     if args.check:
-        agrees, written, computed = headline_agrees(text)
+        agrees, written, computed = headline_agrees(pages)
         if not agrees:
-            print(f"headline disagrees with the tables:\n  README: {written}  tables: {computed}")
+            print(f"headline disagrees with the tables:\n  {locate(pages, 'headline')}: {written}  "
+                  f"tables: {computed}")
         return 0 if agrees else 1
     load = lambda p: json.loads(Path(p).read_text()) if p else None
     forward = [load(p) for p in args.forward] if args.forward else None
-    path.write_text(rewrite(text, forward, load(args.backward), args.machine, load(args.reference_blas)))
-    print(f"rewrote {path}")
+    new = rewrite(pages, forward, load(args.backward), args.machine, load(args.reference_blas))
+    for page, text in new.items():
+        if text != pages[page]:
+            (root / page).write_text(text)
+            print(f"rewrote {root / page}")
     return 0
 
 
