@@ -9,7 +9,7 @@ import pytest
 #: ``from mlx_deconv import <name>`` for each, as the README and earlier releases spell them.
 PUBLIC = ["available_backends", "blas_info", "conv1d", "conv1d_output_length", "conv_transpose1d", "output_length",
           "resolve_padding", "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d",
-          "StreamingConv1d", "Snake", "initializers", "interop", "autotune", "set_autotune", "hifigan", "keras",
+          "StreamingConv1d", "Snake", "initializers", "interop", "autotune", "set_autotune", "hifigan", "bigvgan", "keras",
           "__version__"]
 #: Modules by their old flat names, and a name each must hold.
 OLD_MODULES = {
@@ -46,6 +46,14 @@ def test_old_module_names_are_the_modules_themselves(old):
 
 def test_hifigan_namespace_has_its_neighbours():
     from mlx_deconv.hifigan import HiFiGAN, HiFiGANConfig, StreamingHiFiGAN, V1, from_checkpoint, torch_generator  # noqa: F401
+
+
+def test_submodules_below_an_old_package_name_are_the_new_modules():
+    code = ("import mlx_deconv.hifigan.streaming as s, mlx_deconv.models.hifigan.streaming as n; "
+            "assert s is n, (s, n); print(s.__name__)")
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "mlx_deconv.models.hifigan.streaming"
 
 
 def test_unknown_names_raise_attribute_and_import_errors():

@@ -39,14 +39,23 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.package = package
         self._own = {}  # by alias name: imports of different names may run at once
 
+    def target(self, fullname: str):
+        """The new name of ``<package>.<old>[.<submodule>...]``, or None for any other name."""
+        prefix = self.package + "."
+        if not fullname.startswith(prefix):
+            return None
+        old, _, rest = fullname[len(prefix):].partition(".")
+        if old not in MOVED:
+            return None
+        return f"{prefix}{MOVED[old]}" + (f".{rest}" if rest else "")
+
     def find_spec(self, fullname, path=None, target=None):
-        head, _, leaf = fullname.rpartition(".")
-        if head != self.package or leaf not in MOVED:
+        if self.target(fullname) is None:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        module = importlib.import_module(f"{self.package}.{MOVED[spec.name.rpartition('.')[2]]}")
+        module = importlib.import_module(self.target(spec.name))
         self._own[spec.name] = {key: getattr(module, key) for key in _IDENTITY}
         return module
 
@@ -59,7 +68,9 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install(package: str) -> None:
     """Registers the finder of ``package``'s old names (once)."""
     if not any(isinstance(f, _Alias) and f.package == package for f in sys.meta_path):
-        sys.meta_path.append(_Alias(package))
+        # First: below an old package name (``mlx_deconv.hifigan.streaming``) the path finder
+        # would load a second copy of the module under the old name.
+        sys.meta_path.insert(0, _Alias(package))
 
 
 def attribute(package: str, name: str):
