@@ -7,21 +7,29 @@ from typing import Callable, Optional, Union
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..runtime.compiling import per_thread_compile
+
 Activation = Union[None, str, Callable[[mx.array], mx.array]]
+
+# mlx.nn's activations are compiled functions shared by every thread: pool threads calling them
+# abort the process at exit (docs/threads-exit.md), so each thread calls its own compiled copy.
+relu, gelu, silu, leaky_relu, elu, selu, softplus, mish = (
+    per_thread_compile(f, shapeless=True) for f in (nn.relu, nn.gelu, nn.silu, nn.leaky_relu, nn.elu, nn.selu,
+                                                    nn.softplus, nn.mish))
 
 _ELEMENTWISE = {
     "linear": lambda x: x,
-    "relu": nn.relu,
-    "gelu": nn.gelu,
-    "silu": nn.silu,
-    "swish": nn.silu,
+    "relu": relu,
+    "gelu": gelu,
+    "silu": silu,
+    "swish": silu,
     "tanh": mx.tanh,
     "sigmoid": mx.sigmoid,
-    "leaky_relu": nn.leaky_relu,
-    "elu": nn.elu,
-    "selu": nn.selu,
-    "softplus": nn.softplus,
-    "mish": nn.mish,
+    "leaky_relu": leaky_relu,
+    "elu": elu,
+    "selu": selu,
+    "softplus": softplus,
+    "mish": mish,
 }
 
 NAMES = tuple(_ELEMENTWISE) + ("snake",)

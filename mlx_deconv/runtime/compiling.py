@@ -76,3 +76,28 @@ def per_thread_cache(maxsize: Optional[int] = 128) -> Callable[[Callable], Calla
         return cached
 
     return decorate
+
+
+def per_thread_compile(fun: Callable, *, shapeless: bool = False) -> Callable:
+    """``fun`` compiled once per calling thread: each thread calls, keeps and frees its own ``mx.compile(fun)``.
+
+    For compiled functions that MLX shares between threads, such as ``mlx.nn.leaky_relu`` and the
+    other activations of ``mlx.nn`` (module-level ``mx.compile``): called from a pool's threads, each
+    leaves an entry holding a Python object in that thread's compile cache, freed only after the
+    thread's Python state is gone; a pool thread ending as the interpreter shuts down then aborts
+    the process (docs/threads-exit.md). ``fun`` may itself be compiled: traced inside ours, it
+    leaves no entry of its own, and the graph, so the result, is the one it computes.
+    """
+    import mlx.core as mx  # not at import time: runtime.blas loads its CBLAS before mlx.core
+
+    local = threading.local()  # a thread's compiled copy is freed, with the GIL, as the thread ends
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        try:
+            compiled = local.compiled
+        except AttributeError:
+            compiled = local.compiled = mx.compile(fun, shapeless=shapeless)
+        return compiled(*args, **kwargs)
+
+    return call

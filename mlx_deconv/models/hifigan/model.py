@@ -35,6 +35,7 @@ from typing import Dict, List, Sequence, Tuple
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...nn.activations import leaky_relu  # each thread's own compiled copy (docs/threads-exit.md)
 from ...nn.layers import Conv1d, ConvTranspose1d
 
 LRELU_SLOPE = 0.1
@@ -148,7 +149,7 @@ class ResBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = x + c2(nn.leaky_relu(c1(nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            x = x + c2(leaky_relu(c1(leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
         return x
 
 
@@ -162,7 +163,7 @@ class ResBlock2(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for c in self.convs:
-            x = x + c(nn.leaky_relu(x, LRELU_SLOPE))
+            x = x + c(leaky_relu(x, LRELU_SLOPE))
         return x
 
 
@@ -211,13 +212,13 @@ class HiFiGAN(nn.Module):
     def __call__(self, mel: mx.array) -> mx.array:
         x = self.conv_pre(mel)
         for i, up in enumerate(self.ups):
-            x = up(nn.leaky_relu(x, LRELU_SLOPE))
+            x = up(leaky_relu(x, LRELU_SLOPE))
             blocks = self.stage_blocks(i)
             total = blocks[0](x)
             for block in blocks[1:]:
                 total = total + block(x)
             x = total / len(blocks)
-        x = self.conv_post(nn.leaky_relu(x, POST_LRELU_SLOPE))
+        x = self.conv_post(leaky_relu(x, POST_LRELU_SLOPE))
         return mx.tanh(x)[..., 0]
 
     def conv_layers(self) -> List[Tuple[str, nn.Module]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Optional
 
 import mlx.core as mx
-import mlx.nn as nn
 
+from ...nn.activations import leaky_relu
 from .model import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGAN, ResBlock1
 
 
@@ -96,7 +96,7 @@ class _Mean:
 
 
 def _lrelu(slope):
-    return lambda x: nn.leaky_relu(x, slope)
+    return lambda x: leaky_relu(x, slope)  # each thread's own compiled copy (docs/threads-exit.md)
 
 
 class StreamingHiFiGAN:
