@@ -1,12 +1,17 @@
-"""Vocode a mel spectrogram with a pretrained HiFi-GAN checkpoint, on MLX.
+"""Vocode a mel spectrogram with a pretrained HiFi-GAN or BigVGAN checkpoint, on MLX.
 
-One command turns a checkpoint of the original HiFi-GAN repository (a
-``torch.save`` file whose ``"generator"`` entry is the state dict, or a bare
-state dict; weight norm on or removed) plus its ``config.json`` and a mel
+One command turns a checkpoint of the original HiFi-GAN repository or NVIDIA's BigVGAN
+``bigvgan_generator.pt`` (a ``torch.save`` file whose ``"generator"`` entry is the state dict,
+or a bare state dict; weight norm on or removed) plus its ``config.json`` and a mel
 spectrogram ``(n_mels, frames)`` (``.npy`` or ``.pt``) into a WAV file:
 
     .venv/bin/python examples/hifigan_vocoder.py --checkpoint g_02500000 --config config.json \\
         --mel mel.npy --out out.wav [--stream --chunk-frames 16]
+    .venv/bin/python examples/hifigan_vocoder.py --checkpoint bigvgan_generator.pt --config config.json \\
+        --mel mel.npy --out out.wav
+
+The model is told by the config (BigVGAN's has ``activation``, ``snake_logscale``: its AMP
+blocks' keys; HiFi-GAN's does not), or by ``--model hifigan|bigvgan``.
 
 The first run converts the weights (torch is needed to read the ``.pt``) and
 saves them with MLX's ``save_weights`` next to the output as
@@ -17,7 +22,9 @@ are ours alone (no symlink, not writable by group or others); otherwise the weig
 (equal to the offline waveform to float32 rounding; the difference is printed).
 
 No checkpoint at hand? ``--make-random-checkpoint DIR`` writes a small random
-one (``generator.pt``, ``config.json``, ``mel.npy``) to try the rest with.
+one (``generator.pt``, ``config.json``, ``mel.npy``) to try the rest with; with
+``--model bigvgan``, NVIDIA's own generator (the ``bigvgan`` package, installed
+without its dependencies) writes ``bigvgan_generator.pt`` in NVIDIA's format.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import numpy as np
 
 import mlx_deconv  # noqa: F401 (before mlx.core: it may put a faster BLAS under MLX's CPU matmul)
 import mlx.core as mx
-from mlx_deconv import hifigan
+from mlx_deconv import bigvgan, hifigan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import progress, write_wav  # noqa: E402
@@ -45,25 +52,58 @@ from common import progress, write_wav  # noqa: E402
 SMALL_CONFIG = dict(resblock="1", upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8], upsample_initial_channel=32,
                     resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 3]], num_mels=20,
                     sampling_rate=8000)
+SMALL_BIGVGAN_CONFIG = dict(resblock="1", upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8], upsample_initial_channel=32,
+                            resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 3]], activation="snakebeta",
+                            snake_logscale=True, use_tanh_at_final=False, use_bias_at_final=False, num_mels=20,
+                            sampling_rate=8000, hop_size=16)
+
+#: Per model: its config, generator and streaming classes, and the checkpoint name make_random_checkpoint writes.
+MODELS = {
+    "hifigan": dict(config=hifigan.HiFiGANConfig, model=hifigan.HiFiGAN, stream=hifigan.StreamingHiFiGAN,
+                    load=hifigan.load_torch_checkpoint, small=SMALL_CONFIG, file="generator.pt", name="HiFi-GAN"),
+    "bigvgan": dict(config=bigvgan.BigVGANConfig, model=bigvgan.BigVGAN, stream=bigvgan.StreamingBigVGAN,
+                    load=bigvgan.load_torch_checkpoint, small=SMALL_BIGVGAN_CONFIG, file="bigvgan_generator.pt",
+                    name="BigVGAN"),
+}
+#: Keys only BigVGAN's config.json has (its AMP blocks' activation).
+BIGVGAN_KEYS = ("activation", "snake_logscale")
 
 
-def make_random_checkpoint(folder: Path, frames: int) -> None:
-    """A random generator in the original repository's format, its config.json and a mel to vocode."""
+def model_kind(values: dict, requested: str = "auto") -> str:
+    """``"bigvgan"`` or ``"hifigan"``: as requested, or told by the config's keys."""
+    if requested != "auto":
+        return requested
+    return "bigvgan" if any(key in values for key in BIGVGAN_KEYS) else "hifigan"
+
+
+def kind_of(config) -> str:
+    return next(kind for kind, entry in MODELS.items() if isinstance(config, entry["config"]))
+
+
+def make_random_checkpoint(folder: Path, frames: int, kind: str = "hifigan") -> Path:
+    """A random generator in the original repository's (or NVIDIA's) format, its config.json and a mel to
+    vocode; returns the checkpoint's path."""
     import warnings
 
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = hifigan.HiFiGANConfig.from_dict(SMALL_CONFIG)
+    entry = MODELS[kind]
+    config = entry["config"].from_dict(entry["small"])
     torch.manual_seed(0)
     with warnings.catch_warnings():  # the original checkpoints use the legacy weight norm, which torch deprecates
         warnings.simplefilter("ignore", FutureWarning)
-        generator = hifigan.torch_generator(config)
-    torch.save({"generator": generator.state_dict()}, folder / "generator.pt")
-    (folder / "config.json").write_text(json.dumps(SMALL_CONFIG, indent=2))
+        if kind == "bigvgan":  # NVIDIA's own generator, its Snake parameters moved off their initial values
+            generator = bigvgan.pytorch.randomize(bigvgan.torch_generator(config))
+        else:
+            generator = hifigan.torch_generator(config)
+    checkpoint = folder / entry["file"]
+    torch.save({"generator": generator.state_dict()}, checkpoint)
+    (folder / "config.json").write_text(json.dumps(entry["small"], indent=2))
     mel = np.random.default_rng(0).standard_normal((config.num_mels, frames)).astype(np.float32)
     np.save(folder / "mel.npy", mel)
-    print(f"wrote {folder}/generator.pt, config.json and mel.npy ({config.num_mels} x {frames})")
+    print(f"wrote {checkpoint}, config.json and mel.npy ({config.num_mels} x {frames}) of a random {entry['name']}")
+    return checkpoint
 
 
 def load_mel(path: Path, num_mels: int) -> np.ndarray:
@@ -84,7 +124,7 @@ def load_mel(path: Path, num_mels: int) -> np.ndarray:
     return mel
 
 
-def converted_path(folder: Path, checkpoint: Path, config: hifigan.HiFiGANConfig) -> Path:
+def converted_path(folder: Path, checkpoint: Path, config) -> Path:
     """Where the converted weights of this checkpoint and config go: named by a hash of both, so a
     different checkpoint under the same name (or a changed one) is never mistaken for it."""
     digest = hashlib.sha256()
@@ -92,6 +132,8 @@ def converted_path(folder: Path, checkpoint: Path, config: hifigan.HiFiGANConfig
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    if kind_of(config) != "hifigan":  # (HiFi-GAN's names stay as they were)
+        digest.update(kind_of(config).encode())
     return folder / f"{checkpoint.stem}-{digest.hexdigest()[:16]}.mlx.safetensors"
 
 
@@ -121,7 +163,7 @@ def trusted(path: Path) -> bool:
     return stat.S_ISREG(info.st_mode) and _mine(info) and not open_file and private_folder(path.parent)
 
 
-def save_atomically(model: hifigan.HiFiGAN, path: Path) -> None:
+def save_atomically(model, path: Path) -> None:
     """Save the weights under a temporary name in ``path``'s folder, then rename: a reader never sees half a
     file, and a failed save leaves nothing behind."""
     # MLX picks the format by the name's ending, so the temporary name ends in .safetensors too.
@@ -136,16 +178,18 @@ def save_atomically(model: hifigan.HiFiGAN, path: Path) -> None:
         raise
 
 
-def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path, backend: str) -> hifigan.HiFiGAN:
-    """The generator from the converted weights if present and trusted, else converted from the checkpoint
-    (and saved for next time, when the folder is private to us)."""
-    model = hifigan.HiFiGAN(config, backend=backend)
+def load_model(checkpoint: Path, config, converted: Path, backend: str):
+    """The generator (HiFi-GAN or BigVGAN, by the config's class) from the converted weights if present and
+    trusted, else converted from the checkpoint (and saved for next time, when the folder is private to us)."""
+    entry = MODELS[kind_of(config)]
+    model = entry["model"](config, backend=backend)
+    print(f"model: {entry['name']}")
     if trusted(converted):
         model.load_weights(str(converted))
         print(f"weights: {converted} (converted earlier)")
     else:
         start = time.perf_counter()
-        model.load_torch_state_dict(hifigan.load_torch_checkpoint(checkpoint))
+        model.load_torch_state_dict(entry["load"](checkpoint))
         seconds = time.perf_counter() - start
         if private_folder(converted.parent):
             save_atomically(model, converted)
@@ -159,7 +203,10 @@ def load_model(checkpoint: Path, config: hifigan.HiFiGANConfig, converted: Path,
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, help="generator .pt (original HiFi-GAN format or a bare state dict)")
+    parser.add_argument("--checkpoint", type=Path, help="generator .pt (original HiFi-GAN format, NVIDIA's "
+                        "bigvgan_generator.pt, or a bare state dict)")
+    parser.add_argument("--model", choices=("auto", "hifigan", "bigvgan"), default="auto",
+                        help="the generator; auto: BigVGAN when the config has its keys (activation, snake_logscale)")
     parser.add_argument("--config", type=Path, help="the checkpoint's config.json")
     parser.add_argument("--mel", type=Path, help="mel spectrogram (n_mels, frames), .npy or .pt")
     parser.add_argument("--out", type=Path, default=Path("out/hifigan/vocoded.wav"))
@@ -169,15 +216,16 @@ def main(argv=None) -> dict:
                         help="offline, longer inputs go through the streams in segments of this many frames, with progress")
     parser.add_argument("--backend", default="auto", help="mlx_deconv backend of every layer ('builtin': MLX's own ops)")
     parser.add_argument("--output-padding", action="store_true",
-                        help="upsampling layers with odd kernel - rate use output_padding=1 (some forks)")
+                        help="HiFi-GAN: upsampling layers with odd kernel - rate use output_padding=1 (some forks)")
     parser.add_argument("--make-random-checkpoint", type=Path, metavar="DIR",
                         help="write a small random checkpoint, config.json and mel.npy to DIR, then vocode them")
     parser.add_argument("--frames", type=int, default=64, help="mel frames of --make-random-checkpoint's mel")
     args = parser.parse_args(argv)
 
     if args.make_random_checkpoint:
-        make_random_checkpoint(args.make_random_checkpoint, args.frames)
-        args.checkpoint = args.checkpoint or args.make_random_checkpoint / "generator.pt"
+        made = make_random_checkpoint(args.make_random_checkpoint, args.frames,
+                                      "hifigan" if args.model == "auto" else args.model)
+        args.checkpoint = args.checkpoint or made
         args.config = args.config or args.make_random_checkpoint / "config.json"
         args.mel = args.mel or args.make_random_checkpoint / "mel.npy"
     if not (args.checkpoint and args.config and args.mel):
@@ -187,9 +235,15 @@ def main(argv=None) -> dict:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     values = json.loads(args.config.read_text())
+    kind = model_kind(values, args.model)
     if args.output_padding:
+        if kind != "hifigan":
+            parser.error("--output-padding is for HiFi-GAN forks; BigVGAN's upsampling has none")
         values["upsample_output_padding"] = True
-    config = hifigan.HiFiGANConfig.from_dict(values)
+    try:
+        config = MODELS[kind]["config"].from_dict(values)
+    except ValueError as err:
+        raise SystemExit(f"{args.config}: not a {MODELS[kind]['name']} config: {err}") from None
     if not args.out.parent.exists():  # ours: private to this user whatever the umask, so the cache can be kept there
         args.out.parent.mkdir(parents=True)
         args.out.parent.chmod(0o755)
@@ -207,7 +261,7 @@ def main(argv=None) -> dict:
     chunks = range(0, frames, step)
     start = time.perf_counter()
     if len(chunks) > 1 or args.stream:
-        stream = hifigan.StreamingHiFiGAN(model)
+        stream = MODELS[kind]["stream"](model)
         pieces = []
         for i in progress(chunks, len(chunks), "vocoding"):
             pieces.append(stream.step(x[:, i:i + step]))
@@ -218,7 +272,7 @@ def main(argv=None) -> dict:
         audio = model(x)
     mx.eval(audio)
     elapsed = time.perf_counter() - start
-    summary = dict(samples=int(audio.shape[1]), sampling_rate=config.sampling_rate, seconds=elapsed,
+    summary = dict(model=kind, samples=int(audio.shape[1]), sampling_rate=config.sampling_rate, seconds=elapsed,
                    real_time_factor=elapsed / seconds, converted=str(converted) if trusted(converted) else None)
     print(f"synthesis: {elapsed:.2f} s for {seconds:.2f} s of audio, real-time factor {elapsed / seconds:.3f}")
     if args.stream:
