@@ -14,14 +14,17 @@ _blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
 from .runtime import old_names as _old_names  # noqa: E402
 
-from .models import hifigan  # noqa: E402
+from .models import bigvgan, hifigan  # noqa: E402
 from .nn import initializers, interop, keras  # noqa: E402
 from .nn.activations import Snake  # noqa: E402
+from .nn.anti_aliased import Activation1d, anti_aliased_activation, kaiser_sinc_filter  # noqa: E402
 from .nn.config import ConvConfig  # noqa: E402
 from .nn.keras import Conv1DTranspose  # noqa: E402
 from .nn.layers import Conv1d, ConvTranspose1d  # noqa: E402
 from .nn.streaming import StreamingConv1d, StreamingConvTranspose1d  # noqa: E402
 from .ops.functional import available_backends, conv1d, conv_transpose1d  # noqa: E402
+from .ops.patch import patch_mlx, patched_mlx, unpatch_mlx  # noqa: E402
+from .nn.convert import convert  # noqa: E402
 from .geometry.records import conv1d_output_length, output_length, resolve_padding  # noqa: E402
 from .tuning import tuner as autotune  # noqa: E402
 from .tuning.tuner import set_autotune  # noqa: E402
@@ -40,5 +43,7 @@ def __getattr__(name: str):
 __all__ = [
     "available_backends", "blas_info", "conv1d", "conv1d_output_length", "conv_transpose1d", "output_length", "resolve_padding",
     "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d", "StreamingConv1d", "Snake",
-    "initializers", "interop", "autotune", "hifigan", "keras", "set_autotune", "__version__",
+    "Activation1d", "anti_aliased_activation", "kaiser_sinc_filter",
+    "initializers", "interop", "autotune", "hifigan", "bigvgan", "keras", "set_autotune", "__version__",
+    "patch_mlx", "unpatch_mlx", "patched_mlx", "convert",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__, backends
 from .tuning import tuner as autotune, command as autotune_command
 from .bench import runner as bench
-from .ops import reference
+from .ops import patch, reference
 from .runtime.devices import is_metal, resolve_stream
 from .ops.functional import conv_transpose1d
 from .geometry.validation import conv_geometry
@@ -37,6 +37,7 @@ def info(_args=None) -> None:
             print(f"    {line}")
     if not mx.is_available(mx.gpu):
         print("  no GPU on this machine: Metal kernels cannot run here")
+    print(f"mx.conv1d / mx.conv_transpose1d patched: {patch.status()}")
     _print_blas()
 
 
@@ -175,11 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                f"and {[s.name for s in bench.bench_conv1d.CONV1D_SHAPES]} (conv1d); "
                                                "leaves out the end-to-end decoder unless --only names it")
     b.add_argument("--only", nargs="+", choices=bench.PARTS, metavar="PART",
-                   help=f"run only these parts, of {list(bench.PARTS)} (default: all three)")
+                   help=f"run only these parts, of {list(bench.PARTS)} (default: all)")
     b.add_argument("--no-decoder", action="store_true",
                    help="leave out the end-to-end HiFi-GAN V1 decoder (on MLX's ops it takes tens of seconds or more)")
     b.add_argument("--decoder-seconds", type=float, default=1.0, metavar="SECONDS",
                    help="audio the end-to-end decoder makes (default: 1 s at 22.05 kHz)")
+    b.add_argument("--no-models", action="store_true",
+                   help="leave out the models part (mlx-audio's decoders on plain MLX and under patch_mlx())")
+    b.add_argument("--models", nargs="+", choices=[m.name for m in bench.bench_models.MODELS], metavar="MODEL",
+                   help=f"the models part's decoders, of {[m.name for m in bench.bench_models.MODELS]} (default: all)")
+    b.add_argument("--model-frames", nargs="+", type=int, metavar="FRAMES",
+                   help="the models part's input lengths in frames "
+                        f"(default: {' '.join(map(str, bench.bench_models.FRAMES))})")
     b.add_argument("--slow", type=float, default=0.5, metavar="SECONDS",
                    help="a conv1d backend whose first call takes longer is timed twice, without warm-up (default 0.5)")
     b.add_argument("--no-tuned", action="store_true", help="leave out the tuned column (autotuning's choice)")

@@ -1,0 +1,280 @@
+"""``patch_mlx()``: route ``mx.conv1d`` and ``mx.conv_transpose1d`` to this package, for every caller.
+
+An existing MLX model (mlx-audio's vocoders and codecs, a port of one's own) reaches its 1-D
+convolutions through the names ``mlx.core.conv1d`` and ``mlx.core.conv_transpose1d``, looked up
+when each call runs: ``mx.conv1d(...)`` in a hand-written weight-norm layer, and ``mlx.nn.Conv1d``
+/ ``mlx.nn.ConvTranspose1d``, whose ``__call__`` does the same. :func:`patch_mlx` puts two
+functions under those names, with MLX's signatures and MLX's meaning, which run each call
+through :func:`mlx_deconv.conv1d` / :func:`mlx_deconv.conv_transpose1d` (``backend="auto"``)
+when the package computes it exactly as MLX does, and through MLX's own function otherwise.
+
+What "exactly as MLX does" covers: a 3-D input and a 3-D weight of one float dtype (float32,
+float16, bfloat16), plain ``int`` arguments in the ranges both accept, and ``stream`` None, an
+``mx.Stream``, an ``mx.ThreadLocalStream``, an ``mx.Device`` or ``mx.cpu``/``mx.gpu``. Everything else (2-D, 4-D and 5-D
+convolutions, float64, mixed dtypes, integer inputs, negative paddings, a transposed padding
+past ``dilation*(K-1)``, non-int arguments, wrong shapes) goes to MLX's function unchanged,
+so it returns what MLX returns or raises what MLX raises. MLX's quirks are kept:
+``conv_transpose1d``'s sixth positional argument is ``output_padding`` (mlx-audio's DAC and
+SNAC layers pass ``groups`` there and get MLX's longer outputs), and ``output_padding`` may be
+as large as MLX allows, not only below ``stride`` as in PyTorch.
+
+The patch is process-wide (it assigns two attributes of the ``mlx.core`` module), guarded by a
+lock, idempotent, and undone by :func:`unpatch_mlx`, which puts back the very objects it
+replaced. What it cannot reach: a function object stored before patching (``from mlx.core
+import conv1d``, or Kokoro's iSTFTNet, which keeps ``mx.conv1d`` as an argument stored at
+construction). Calls made from inside this package's own backends go to MLX's function
+directly (a per-thread guard), so they never loop back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+import mlx.core as mx
+
+from . import functional as _functional
+
+#: The names patched on ``mlx.core``, in this order.
+NAMES = ("conv1d", "conv_transpose1d")
+#: The float dtypes the package computes in (others go to MLX).
+_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
+#: MLX's arguments are C++ ints: larger ones go to MLX, which refuses them its own way.
+_INT_MAX = 2**31 - 1
+#: The ``stream`` arguments both MLX and the package take (a string, which only the package takes, goes to MLX).
+_STREAM_TYPES = tuple(t for t in (mx.Stream, mx.Device, mx.DeviceType, getattr(mx, "ThreadLocalStream", None)) if t)
+
+_LOCK = threading.RLock()
+#: What each name held before :func:`patch_mlx` replaced it (MLX's function), kept after unpatching
+#: so that a call in flight in another thread still finds it.
+_SAVED: Dict[str, Callable] = {}
+#: Per thread: set while this module runs the package, so a nested ``mx.conv*`` call (the
+#: ``builtin`` backend's) goes straight to MLX's function.
+_LOCAL = threading.local()
+#: The backend every routed call asks for (tests set others to check each against MLX).
+_BACKEND = "auto"
+#: Open :func:`patched_mlx` blocks, and whether :func:`patch_mlx` was called outside them.
+_STATE = {"contexts": 0, "explicit": False, "generation": 0}
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    """What :func:`patch_mlx` or :func:`unpatch_mlx` did.
+
+    Attributes:
+        names (tuple[str, ...]): the ``mlx.core`` names patched after the call
+            (``("conv1d", "conv_transpose1d")``, or ``()`` once unpatched).
+        changed (tuple[str, ...]): the names this call assigned: ``()`` when it
+            found them as it left them (patching twice, unpatching twice).
+        skipped (tuple[str, ...]): for :func:`unpatch_mlx`, names that something
+            else replaced after the patch; they are left alone, not restored.
+    """
+
+    names: Tuple[str, ...]
+    changed: Tuple[str, ...]
+    skipped: Tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+def original(name: str) -> Callable:
+    """MLX's own function of a patched name, patched or not.
+
+    Args:
+        name (str): ``"conv1d"`` or ``"conv_transpose1d"``.
+
+    Returns:
+        The function ``mlx.core.<name>`` held before :func:`patch_mlx` (the current one when
+        never patched).
+
+    Raises:
+        ValueError: for another name.
+    """
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {NAMES}, got {name!r}")
+    saved = _SAVED.get(name)
+    return saved if saved is not None else getattr(mx, name)
+
+
+def is_patched() -> Tuple[str, ...]:
+    """The names of ``mlx.core`` that hold this module's functions now.
+
+    Returns:
+        tuple[str, ...]: e.g. ``("conv1d", "conv_transpose1d")``; ``()`` when not patched.
+    """
+    return tuple(name for name in NAMES if getattr(mx, name) is _WRAPPERS[name])
+
+
+def status() -> str:
+    """One line for ``python -m mlx_deconv info``: which ``mx`` functions run on this package."""
+    names = is_patched()
+    if not names:
+        return "no (mlx_deconv.patch_mlx() routes mx.conv1d and mx.conv_transpose1d here)"
+    return ", ".join(f"mx.{n}" for n in names) + " -> mlx_deconv"
+
+
+def _assign_all() -> Tuple[str, ...]:
+    changed = []
+    for name in NAMES:
+        current = getattr(mx, name)
+        if current is _WRAPPERS[name]:
+            continue
+        _SAVED[name] = current
+        setattr(mx, name, _WRAPPERS[name])
+        changed.append(name)
+    return tuple(changed)
+
+
+def _restore_all() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    changed, skipped = [], []
+    for name in NAMES:
+        current = getattr(mx, name)
+        if current is _WRAPPERS[name]:
+            setattr(mx, name, _SAVED[name])
+            changed.append(name)
+        elif name in _SAVED and current is not _SAVED[name]:
+            skipped.append(name)  # replaced by someone else since: theirs now
+    return tuple(changed), tuple(skipped)
+
+
+def patch_mlx() -> PatchRecord:
+    """Routes ``mlx.core.conv1d`` and ``mlx.core.conv_transpose1d`` through this package.
+
+    Every later call of ``mx.conv1d`` / ``mx.conv_transpose1d`` (from any module, any
+    thread, and from ``mlx.nn.Conv1d`` and ``mlx.nn.ConvTranspose1d``, which look the
+    functions up at each call) returns what MLX's own would, in the same shape and dtype
+    and equal to float32 rounding, computed by :func:`mlx_deconv.conv1d` /
+    :func:`mlx_deconv.conv_transpose1d` with ``backend="auto"`` where they compute it the
+    same, and by MLX's functions otherwise (see the module's docstring).
+
+    Prints nothing. Calling it again changes nothing. Call it before building the model
+    when the model stores the function object itself (see ``docs/patching.md``).
+
+    Returns:
+        PatchRecord: ``names`` patched now, ``changed`` by this call (``()`` if it already was).
+    """
+    with _LOCK:
+        _STATE["explicit"] = True
+        changed = _assign_all()
+        return PatchRecord(names=is_patched(), changed=changed)
+
+
+def unpatch_mlx() -> PatchRecord:
+    """Puts back the functions :func:`patch_mlx` replaced (the same objects: ``mx.conv1d is`` MLX's again).
+
+    Restores at once, also inside open :func:`patched_mlx` blocks (whose exits then change
+    nothing). A name that something else replaced after the patch is left as it is, and
+    named in ``skipped``. Calling it when not patched changes nothing.
+
+    Returns:
+        PatchRecord: ``names`` still patched (``()``), ``changed`` by this call, ``skipped``.
+    """
+    with _LOCK:
+        _STATE.update(explicit=False, contexts=0, generation=_STATE["generation"] + 1)
+        changed, skipped = _restore_all()
+        return PatchRecord(names=is_patched(), changed=changed, skipped=skipped)
+
+
+@contextlib.contextmanager
+def patched_mlx() -> Iterator[PatchRecord]:
+    """``with patched_mlx():`` — patched inside the block, as before it afterwards.
+
+    Blocks nest and may be open in several threads at once: the patch stays while any is
+    open, or when :func:`patch_mlx` was called. The patch is process-wide, so calls from
+    other threads during the block are routed too (and compute the same values).
+
+    Yields:
+        PatchRecord: as :func:`patch_mlx` returns it.
+    """
+    with _LOCK:
+        _STATE["contexts"] += 1
+        generation = _STATE["generation"]
+        changed = _assign_all()
+        record = PatchRecord(names=is_patched(), changed=changed)
+    try:
+        yield record
+    finally:
+        with _LOCK:
+            if _STATE["generation"] == generation:  # no unpatch_mlx() since: ours to close
+                _STATE["contexts"] -= 1
+                if not _STATE["contexts"] and not _STATE["explicit"]:
+                    _restore_all()
+
+
+# -- the two functions put on mlx.core --------------------------------------------------------
+
+def _plain_int(value, minimum: int) -> bool:
+    return type(value) is int and minimum <= value <= _INT_MAX
+
+
+def _routable(input, weight, stream) -> bool:
+    """True when the arrays and stream are of the kinds the package takes exactly as MLX does."""
+    if getattr(_LOCAL, "active", False):
+        return False
+    if type(input) is not mx.array or type(weight) is not mx.array:
+        return False
+    if input.ndim != 3 or weight.ndim != 3 or input.dtype != weight.dtype or input.dtype not in _DTYPES:
+        return False
+    return stream is None or isinstance(stream, _STREAM_TYPES)
+
+
+def _run(op: Callable, *args, stream) -> Optional[mx.array]:
+    """``op(*args)`` of the package, or None when it refuses the call or fails on it (MLX's function then
+    computes it, or raises its own error: the caller sees MLX's exception types only)."""
+    _LOCAL.active = True
+    try:
+        return op(*args, backend=_BACKEND, stream=stream)
+    except Exception:  # noqa: BLE001 (any doubt: MLX decides)
+        return None
+    finally:
+        _LOCAL.active = False
+
+
+def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None):
+    y = None
+    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+            and _plain_int(dilation, 1) and _plain_int(groups, 1)):
+        y = _run(_functional.conv1d, input, weight, None, stride, padding, dilation, groups, stream=stream)
+    if y is None:
+        return _SAVED.get("conv1d", _MLX["conv1d"])(input, weight, stride, padding, dilation, groups, stream=stream)
+    return y
+
+
+def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_padding=0, groups=1, *, stream=None):
+    y = None
+    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+            and _plain_int(dilation, 1) and _plain_int(output_padding, 0) and _plain_int(groups, 1)
+            and padding <= dilation * (weight.shape[1] - 1)
+            and (input.shape[1] - 1) * stride + dilation * (weight.shape[1] - 1) + output_padding < _INT_MAX):
+        # MLX's output: the full output cropped by `padding` on the left and `padding - output_padding`
+        # on the right, extended with zeros past the full length when that is negative.
+        right = padding - output_padding
+        if right >= 0:
+            y = _run(_functional.conv_transpose1d, input, weight, None, stride, (padding, right), None, dilation,
+                     groups, stream=stream)
+        elif -right < max(stride, dilation):
+            y = _run(_functional.conv_transpose1d, input, weight, None, stride, (padding, 0), -right, dilation,
+                     groups, stream=stream)
+        else:  # past what the package's output_padding takes (MLX allows any): zeros of our own
+            y = _run(_functional.conv_transpose1d, input, weight, None, stride, (padding, 0), None, dilation,
+                     groups, stream=stream)
+            if y is not None:
+                y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)
+    if y is None:
+        return _SAVED.get("conv_transpose1d", _MLX["conv_transpose1d"])(
+            input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
+    return y
+
+
+#: MLX's functions as this module found them at import (the fallback before any patch).
+_MLX = {name: getattr(mx, name) for name in NAMES}
+_WRAPPERS = {"conv1d": conv1d, "conv_transpose1d": conv_transpose1d}
+for _name, _fn in _WRAPPERS.items():
+    _fn.__doc__ = (
+        f"MLX's ``mx.{_name}``, routed through :func:`mlx_deconv.{_name}` by :func:`mlx_deconv.patch_mlx`.\n\n"
+        f"    Same signature, results and errors as MLX's (below); ``mlx_deconv.unpatch_mlx()`` puts MLX's back.\n\n"
+        + "\n".join("    " + line if line else "" for line in (_MLX[_name].__doc__ or "").splitlines())
+    )
