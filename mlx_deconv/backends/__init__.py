@@ -152,6 +152,8 @@ BUILTIN_MAX_NAIVE_WORK = 100_000
 #: Grouped transposed layers, and upsampling layers of few channels (``C_in/G * C_out < 256``),
 #: pay more per FLOP on the matmul path: thin matmuls and a longer overlap-add.
 BUILTIN_MAX_NAIVE_WORK_THIN = 1_000_000
+#: Depthwise transposed layers take a matmul-free path, cheaper than a thin matmul.
+BUILTIN_MAX_NAIVE_WORK_DEPTHWISE = 200_000
 #: Where MLX's CPU op is a matmul itself, the package's path wins only on long, wide signals:
 #: from this many output rows (``batch * output_length``) and input channels per group on.
 GEMM_MIN_ROWS_WHERE_MLX_MATMULS = 512
@@ -186,6 +188,8 @@ def builtin_is_faster(geom: AnyGeometry, blas: str) -> bool:
     if short and blas == "reference":
         return True
     transposed = op_of(geom) == "conv_transpose1d"
+    if transposed and geom.depthwise and not short:
+        return naive_work(geom) < BUILTIN_MAX_NAIVE_WORK_DEPTHWISE
     thin = short or (transposed and (geom.groups > 1 or (geom.stride > 1 and geom.in_per_group * geom.out_channels < 256)))
     return naive_work(geom) < (BUILTIN_MAX_NAIVE_WORK_THIN if thin else BUILTIN_MAX_NAIVE_WORK)
 

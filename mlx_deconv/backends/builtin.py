@@ -13,6 +13,9 @@ import mlx.core as mx
 
 from ..geometry.records import Conv1dGeometry, Geometry
 
+# MLX's own function, taken when the package is imported: under patch_mlx() the name on mx is ours.
+_MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
+
 
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
     """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
@@ -20,7 +23,7 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
     # MLX pads the stuffed input by span - 1 - padding, which must not go negative.
     span = geom.dilation * (geom.kernel_size - 1) + 1
     both = max(0, min(geom.crop, right, span - 1))
-    y = mx.conv_transpose1d(
+    y = _MLX_CONV_TRANSPOSE1D(
         x, weight, stride=geom.stride, padding=both, dilation=geom.dilation, groups=geom.groups
     )
     start = geom.crop - both
