@@ -5,7 +5,6 @@ Every comparison is against MLX's functions as the test session found them (``ML
 the definition gives an output, against the float64 references of tests/reference.py too.
 """
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import mlx_deconv as md
 import reference as ref
 from helpers import EPS
 from mlx_deconv import backends
+from mlx_deconv.bench import models as bench_models
 from mlx_deconv.ops import functional, patch
 
 MLX_CONV1D = mx.conv1d
@@ -32,7 +32,7 @@ MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
 #: A stream of this (the main) thread, made once: hypothesis runs every example here.
 OWN_STREAM = mx.new_stream(mx.cpu)
 ROOT = Path(__file__).resolve().parent.parent
-HAS_MLX_AUDIO = importlib.util.find_spec("mlx_audio") is not None
+HAS_MLX_AUDIO = bench_models.has_mlx_audio()
 
 
 @pytest.fixture(autouse=True)
@@ -787,7 +787,6 @@ def test_convert_a_layer_itself_returns_its_replacement():
 @pytest.mark.parametrize("backend", ["auto", "gemm"])
 def test_mlx_audio_decoders_agree_plain_and_patched(name, backend, monkeypatch, routed):
     pytest.importorskip("mlx_audio.codec")
-    from mlx_deconv.bench import models as bench_models
 
     monkeypatch.setattr(patch, "_BACKEND", backend)
     case = next(m for m in bench_models.MODELS if m.name == name)
@@ -854,7 +853,6 @@ def test_convert_mlx_audio_decoders_built_on_mlx_nn(name):
     in Vocos): converted, they keep their parameter keys and outputs."""
     pytest.importorskip("mlx_audio.codec")
     from mlx.utils import tree_flatten
-    from mlx_deconv.bench import models as bench_models
 
     if name == "encodec":
         built = next(m for m in bench_models.MODELS if m.name == name).build(True)

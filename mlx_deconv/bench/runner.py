@@ -18,14 +18,14 @@ import json
 
 import mlx.core as mx
 
-from . import conv1d as bench_conv1d, decoder as bench_decoder, short_calls
+from . import conv1d as bench_conv1d, decoder as bench_decoder, models as bench_models, short_calls
 from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
 from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
 from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 
 #: The parts of a run, in the order they run.
-PARTS = ("transposed", "conv1d", "decoder", "short")
+PARTS = ("transposed", "conv1d", "decoder", "short", "models")
 
 
 def select(args) -> tuple:
@@ -76,6 +76,25 @@ def _short_calls_selected(args) -> bool:
     return not args.shapes and not args.backward and not getattr(args, "no_decoder", False)
 
 
+def select_models(args) -> list:
+    """The cases of the models part (:mod:`.models`, mlx-audio's decoders plain and patched) this run takes.
+
+    Like the decoder, the part runs unless ``--only`` leaves it out, or ``--shapes``,
+    ``--backward`` (it times inference only), ``--no-decoder`` or ``--no-models`` narrow the run;
+    ``--models`` picks cases by name.
+    """
+    only = getattr(args, "only", None)
+    if only:
+        if "models" not in only:
+            return []
+        if getattr(args, "backward", False):
+            raise SystemExit("--backward: the models part times inference only; leave out --only models")
+    elif (args.shapes or args.backward or getattr(args, "no_decoder", False)
+          or getattr(args, "no_models", False)):
+        return []
+    return bench_models.select(getattr(args, "models", None))
+
+
 def main(args) -> None:
     """``bench``: the MLX phase of every selected part, then PyTorch's, then the tables (and JSON, plot)."""
     if args.long_signal:
@@ -92,6 +111,9 @@ def main(args) -> None:
     dec = bench_decoder.run(seconds=getattr(args, "decoder_seconds", 1.0), with_torch=with_torch,
                             slow=bench_decoder.SLOW, **common) if decoder else None
     short_rows = short_calls.run(dtype=dtype, stream=args.stream) if _short_calls_selected(args) else []
+    model_cases = select_models(args)
+    models = bench_models.run(model_cases, frames=getattr(args, "model_frames", None) or bench_models.FRAMES,
+                              slow=bench_models.SLOW, **common) if model_cases else None
     # PyTorch phase.
     if with_torch:
         add_torch(rows, dtype, args.warmup, args.repeat, args.backward)
@@ -120,13 +142,19 @@ def main(args) -> None:
         print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {settings}; "
               "the 25 lowest ratios, then every cell's summary\n")
         print(short_calls.table(short_rows, worst=25))
+    if models is not None:
+        caption = bench_models.caption(models, args.repeat, args.warmup, bench_models.SLOW)
+        print(f"\nWhole decoders, plain MLX against mlx_deconv.patch_mlx(), float32, "
+              f"stream {args.stream or 'default'}; {machine()}. {caption}\n")
+        print(bench_models.table(models, args.repeat))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine(), machine_details=details, kind=kind, dtype=args.dtype,
                            stream=args.stream or "default", repeat=args.repeat, warmup=args.warmup, timing="primed",
                            slow_seconds=slow, decoder_slow_seconds=bench_decoder.SLOW, rows=rows,
                            conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec),
-                           short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows)),
+                           short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows),
+                           models=models),
                       f, indent=2)
     if args.plot and rows:
         try:
