@@ -1,8 +1,9 @@
 """``python -m mlx_deconv bench``: the decoder shapes of docs/design.md, every backend, one run.
 
-Three parts, each optional: the transposed rows (:mod:`.bench_transposed`),
-the ``conv1d`` rows (:mod:`.bench_conv1d`) and the end-to-end HiFi-GAN V1
-generator (:mod:`.bench_decoder`). Each figure is the median of ``repeat``
+Five parts, each optional: the transposed rows (:mod:`.transposed`),
+the ``conv1d`` rows (:mod:`.conv1d`), the end-to-end HiFi-GAN V1
+generator (:mod:`.decoder`), the short calls (:mod:`.short_calls`) and
+mlx-audio's decoders plain against patched (:mod:`.models`). Each figure is the median of ``repeat``
 timed runs after ``warmup`` untimed ones, the backends timed in turn within
 each repetition; calls of MLX's naive loops, seconds each, are timed fewer
 times (:func:`~mlx_deconv.bench.timing.timed_medians`). Ratios compare
