@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 
@@ -131,9 +131,9 @@ class PhasePlan:
     ``r * sum f[k] * xp[q + d]``, ``xp`` being zero outside its ``L + 2*up_pad`` samples (a transposed
     convolution has no signal there).
     ``down[b]``: ``(j, a)`` pairs: ``y[t] = sum_b sum g[j] * V_b[t + a]``, ``V_b`` being phase ``b``
-    of ``v`` extended by ``v[0]`` on the left and ``v[r*L - 1]`` on the right, ``ext`` samples each side.
-    ``zeros``: the zeros ``xp`` needs on each side so that the extended phases (``L + ext[0] + ext[1]``
-    samples) are each one slice per tap.
+    of ``v`` extended by ``v[0]`` on the left and ``v[r*L - 1]`` on the right (the interleaved signal's
+    edge pad), ``ext`` samples each side: outputs ``ext[0] <= t < L - ext[1]`` read no extension.
+    ``zeros``: the zeros ``xp`` needs on each side so that each tap of a phase is one slice.
     """
 
     ratio: int
@@ -160,7 +160,7 @@ def phase_plan(ratio: int, up_taps: int, down_taps: int) -> PhasePlan:
     shifts = [a for taps in down for _, a in taps]
     ext = (max(0, -min(shifts)), max(0, max(shifts)))
     ds = [d for taps in up for _, d in taps]
-    zeros = (max(0, ext[0] - min(ds)), max(0, ext[1] + max(ds) - 2 * p))
+    zeros = (max(0, -min(ds)), max(0, max(ds) - 2 * p))
     return PhasePlan(r, p, up, tuple(tuple(t) for t in down), ext, zeros)
 
 
@@ -208,6 +208,21 @@ def sin_squared(t: mx.array) -> mx.array:
     return sin_squared_reduced(reduce_pi(t))
 
 
+# cos(r) = 1 + d1 r^2 + ... + d4 r^8 on the same interval (fitted the same way; within 1.8e-7 in float32).
+_COS_POLY = (-0.4999992549419403, 0.04166378080844879, -0.001385425333864987, 2.315449273737613e-05)
+
+
+def sin_cos_reduced(r: mx.array) -> mx.array:
+    """``sin(r) * cos(r)`` (half of ``sin(2r)``, the derivative of ``sin(r)**2``) for ``|r| <= pi/2``."""
+    c1, c2, c3, c4 = _SIN_POLY
+    d1, d2, d3, d4 = _COS_POLY
+    z = r * r
+    z2 = z * z
+    s = r * ((1.0 + c1 * z) + z2 * ((c2 + c3 * z) + c4 * z2))
+    c = (1.0 + d1 * z) + z2 * ((d2 + d3 * z) + d4 * z2)
+    return s * c
+
+
 def _tree_sum(terms: List[mx.array]) -> mx.array:
     """Pairwise sum: depth log2(n), so a fused kernel stays within MLX's fusion depth."""
     while len(terms) > 1:
@@ -215,132 +230,368 @@ def _tree_sum(terms: List[mx.array]) -> mx.array:
     return terms[0]
 
 
-@dataclass(frozen=True)
-class _Stages:
-    up: Tuple[object, ...]      # per phase: xz -> u_s
-    reduce: object              # (u_s, a) -> reduced argument of sin
-    snake: object               # (r_s, u_s, ib) -> v_s; without the fast sine: (u_s, a, ib) -> v_s
-    down: Tuple[object, ...]    # per phase b: (V_b[, partial sum]) -> partial sum; the last casts
+# Kernel building. Two limits of MLX's CPU fusion (mx.compile) shape the cuts below. It fuses at most
+# 11 levels of elementwise ops into one kernel and splits deeper chains at arbitrary points; a split
+# that leaves a broadcast scalar as a kernel input makes that kernel take a scalar, strided loop. And
+# the generated loop is vectorised only when the compiler can check its pointers for overlap, which it
+# gives up on for many inputs times outputs. So every kernel here is shallow, has one output and at
+# most seven inputs, and takes the filter taps as constants where it can; its inputs are whole arrays,
+# time slices and per-channel vectors.
 
 
-def _make_stages(plan: PhasePlan, up_taps: Tuple[float, ...], down_taps: Tuple[float, ...], length: int,
-                 out_dtype, fast_sin: bool, compiled: bool) -> _Stages:
-    """The polyphase form as small fused kernels, cut by hand.
+class _Taps:
+    """A filter's taps inside a kernel: Python floats (constants of the kernel) or, when the values
+    cannot be read (inside a caller's ``mx.compile``), the filter array, passed as the kernel's last input."""
 
-    Two limits of MLX's CPU fusion shape the cuts. It fuses at most 11 levels of elementwise ops and
-    splits deeper chains at arbitrary points; a split that leaves a broadcast scalar as a kernel input
-    makes that kernel take a scalar, strided loop. And the generated loop is vectorised only when the
-    compiler can check its pointers for overlap, which it gives up on for many inputs times outputs. So
-    every kernel here is shallow, has one output and at most seven inputs, and takes the filter taps
-    as constants (not arrays); its inputs are whole arrays, time slices and per-channel vectors.
+    def __init__(self, values: Optional[Tuple[float, ...]], scale: float = 1.0):
+        self.values = values
+        self.scale = scale
+
+    def get(self, k: int, array: Optional[mx.array]):
+        if self.values is not None:
+            return self.values[k] * self.scale
+        return array[k] * self.scale if self.scale != 1.0 else array[k]
+
+    def total(self, ks: Sequence[int], array: Optional[mx.array]):
+        """The sum of taps ``ks`` (a float, or a 0-d array)."""
+        if self.values is not None:
+            return sum(self.values[k] for k in ks) * self.scale
+        return mx.sum(array[mx.array(list(ks))]) * self.scale
+
+
+def _split(rest: tuple, const: bool):
+    """``(arrays, filter)`` of a kernel's trailing arguments: the filter array comes last when the taps are not constants."""
+    if const:
+        return list(rest), None
+    return list(rest[:-1]), rest[-1]
+
+
+class _Kernels:
+    """The fused kernels of one configuration (plan, taps, length, dtype), forward and backward.
+
+    Shapes, all along the time axis (-2): ``xz`` has ``zeros[0] + L + 2p + zeros[1]`` rows; each
+    phase ``u_s``, ``v_s`` has ``L`` (``q = 0 .. L-1``). Outputs ``[t_a, t_b)`` (the interior) read the
+    phases directly; the ``t_a`` rows before and the ``L - t_b`` after read small windows of them with
+    the edge extension.
     """
-    r = plan.ratio
-    e_left = plan.ext[0]
-    start = plan.zeros[0] - e_left  # xz's row of extended-phase row 0, before the tap's shift
-    width = length + plan.ext[0] + plan.ext[1]
-    scale = float(r)
-    wrap = mx.compile if compiled else (lambda f: f)
 
-    def up_phase(taps):
-        def up(xz):
-            return _tree_sum([xz[..., start + d: start + d + width, :] * (up_taps[k] * scale) for k, d in taps])
-        return wrap(up)
+    def __init__(self, plan: PhasePlan, up_taps, down_taps, length: int, out_dtype, compiled: bool):
+        self.plan = plan
+        self.length = L = length
+        self.const = const = up_taps is not None
+        r = plan.ratio
+        e_left, e_right = plan.ext
+        self.t_a = t_a = min(e_left, L)
+        self.t_b = max(t_a, L - e_right)
+        z_left = plan.zeros[0]
+        self.f = f = _Taps(up_taps, float(r))
+        self.g = g = _Taps(down_taps)
+        k = (lambda fn: mx.compile(fn)) if compiled else (lambda fn: fn)
 
-    def reduce(u, a):
-        return reduce_pi(u * a)
+        # Forward.
+        def up_phase(taps):
+            def up(xz, *w):
+                _, w = _split(w, const)
+                return _tree_sum([xz[..., z_left + d: z_left + d + L, :] * f.get(kk, w) for kk, d in taps])
+            return k(up)
 
-    def snake(rr, u, ib):
-        return u + sin_squared_reduced(rr) * ib
+        self.up = tuple(up_phase(t) for t in plan.up)
+        self.reduce = k(lambda u, a: reduce_pi(u * a))
+        self.snake = k(lambda rr, u, ib: u + sin_squared_reduced(rr) * ib)
+        self.phases = [b for b in range(r) if plan.down[b]]
+        self._down: Dict[int, Tuple] = {}
+        self._k = k
+        self._out_dtype = out_dtype
 
-    def snake_exact(u, a, ib):
-        return u + mx.square(mx.sin(u * a)) * ib
+        # Backward. The phases' cotangents: the down taps' adjoint on ybar zero-padded by ybar_pad.
+        shifts = [sh for taps in plan.down for _, sh in taps]
+        self.ybar_pad = (max(0, max(shifts)), max(0, -min(shifts)))
 
-    def down_phase(b, first, last):
-        taps = plan.down[b]
+        def vbar_phase(taps):
+            def vbar(yz, *w):
+                _, w = _split(w, const)
+                o = self.ybar_pad[0]
+                return _tree_sum([yz[..., o - sh: o - sh + L, :] * g.get(j, w) for j, sh in taps])
+            return k(vbar)
 
-        def down(v, *partial):
-            terms = [v[..., e_left + shift: e_left + shift + length, :] * down_taps[j] for j, shift in taps]
-            y = _tree_sum(terms + list(partial)) if terms else partial[0]
-            return y.astype(out_dtype) if last else y
-        return wrap(down)
+        self.vbar = tuple((b, vbar_phase(plan.down[b])) for b in self.phases)
+        # The edge extension's adjoint: y[t] reads v[0] through the taps with t + a < 0, and
+        # v[r*L - 1] through those with t + a >= L; the weight of ybar[t] in each is a sum of taps.
+        self.edge_left = [(t, [j for taps in plan.down for j, sh in taps if t + sh < 0]) for t in range(t_a)]
+        self.edge_right = [(t, [j for taps in plan.down for j, sh in taps if t + sh >= L]) for t in range(max(0, L - e_right), L)]
+        # The snake's adjoint (cab2 = 2 * a * ib): ubar = vbar * (1 + a * ib * sin(2 a u)); and the
+        # per-element terms whose sums are the cotangents of a (times 2 * ib) and of ib.
+        self.ubar = k(lambda vb, rr, cab2: vb + (vb * cab2) * sin_cos_reduced(rr))
+        self.abar_terms = k(lambda vb, rr, u: (vb * u) * sin_cos_reduced(rr))
+        self.ibbar_terms = k(lambda vb, rr: vb * sin_squared_reduced(rr))
+        # xp's cotangent (rows [0, L + 2p)): the up taps' adjoint on each phase's ubar zero-padded by ubar_pad.
+        ds = [d for taps in plan.up for _, d in taps]
+        p = plan.up_pad
+        self.ubar_pad = (max(0, max(ds)), max(0, 2 * p - min(ds)))
+        xp_len = L + 2 * p
 
-    phases = [b for b in range(r) if plan.down[b]]
-    downs = tuple(down_phase(b, i == 0, i == len(phases) - 1) for i, b in enumerate(phases))
-    return _Stages(tuple(up_phase(t) for t in plan.up), wrap(reduce) if fast_sin else None,
-                   wrap(snake if fast_sin else snake_exact), tuple(zip(phases, downs)))
+        def xbar_phase(taps):
+            def xbar(uz, *rest):
+                partial, w = _split(rest, const)
+                o = self.ubar_pad[0]
+                return _tree_sum([uz[..., o - d: o - d + xp_len, :] * f.get(kk, w) for kk, d in taps] + partial)
+            return k(xbar)
+
+        self.xbar = tuple(xbar_phase(t) for t in plan.up)
+
+    def down(self, rows: int):
+        """Per phase ``b`` (in order): a kernel ``(W_b[, partial][, filter]) -> partial`` computing ``rows`` outputs
+        from a window ``W_b`` whose row 0 is ``q = t0 - ext[0]``; the last one casts to the output dtype."""
+        if rows not in self._down:
+            e_left = self.plan.ext[0]
+            g, const, last = self.g, self.const, self.phases[-1]
+
+            def down_phase(b):
+                taps = self.plan.down[b]
+
+                def down(w_b, *rest):
+                    partial, w = _split(rest, const)
+                    terms = [w_b[..., e_left + sh: e_left + sh + rows, :] * g.get(j, w) for j, sh in taps]
+                    y = _tree_sum(terms + partial)
+                    return y.astype(self._out_dtype) if b == last else y
+                return self._k(down)
+
+            self._down[rows] = tuple((b, down_phase(b)) for b in self.phases)
+        return self._down[rows]
 
 
 @per_thread_cache(maxsize=64)
-def _stages(plan, up_taps, down_taps, length, out_dtype, fast_sin, compiled) -> _Stages:
-    return _make_stages(plan, up_taps, down_taps, length, out_dtype, fast_sin, compiled)
+def _kernels(plan, up_taps, down_taps, length, out_dtype, compiled) -> _Kernels:
+    return _Kernels(plan, up_taps, down_taps, length, out_dtype, compiled)
 
 
-#: The polyphase form computes ``sin**2`` with :func:`sin_squared` (False: MLX's ``sin``, slow on CPUs).
-FAST_SIN = True
+def _taps(filter_: mx.array) -> Optional[Tuple[float, ...]]:
+    """The taps as floats, or None inside a transformation (``mx.compile``) that cannot evaluate them."""
+    try:
+        return tuple(float(v) for v in filter_.astype(mx.float32).tolist())
+    except (ValueError, RuntimeError):
+        return None
 
 
-def _taps(filter_: mx.array) -> Tuple[float, ...]:
-    return tuple(float(v) for v in filter_.astype(mx.float32).tolist())
-
-
-def polyphase(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
-              geom: AAGeometry, *, compiled: bool = True) -> mx.array:
-    """The map in polyphase form, on NLC ``x`` ``(N, L, C)``; filters ``(Ku,)``, ``(Kd,)``.
-
-    The filters' values become constants of the fused kernels (one compilation per distinct filter;
-    BigVGAN has one), so this form is not differentiable with respect to them; it is with respect to
-    ``x``, ``alpha`` and ``beta``.
-    """
-    plan = phase_plan(geom.ratio, geom.up_taps, geom.down_taps)
-    out_dtype = x.dtype
-    cd = _compute_dtype(out_dtype)
-    n, length, c = x.shape
-    stages = _stages(plan, _taps(up), _taps(down), length, out_dtype, FAST_SIN, compiled)
-    x = x.astype(cd)
-    if n == 1:
-        x = x[0]  # 2-D: MLX's fused kernels take a slower loop for slices of a (1, L, C) array
+def _params(alpha: mx.array, beta: Optional[mx.array], logscale: bool, cd) -> Tuple[mx.array, mx.array]:
+    """``(a, ib)``: Snake's frequency and the reciprocal of its magnitude (plus the epsilon), per channel."""
     a = alpha.astype(cd)
     b = a if beta is None else beta.astype(cd)
-    if geom.logscale:
+    if logscale:
         a = mx.exp(a)
         b = mx.exp(b) if beta is not None else a
-    ib = 1.0 / (b + SNAKE_EPS)
-    # xz: zeros, x edge-padded by the up pad, zeros (along the time axis, -2).
-    lead = x.shape[:-2]
+    return a, 1.0 / (b + SNAKE_EPS)
+
+
+def _rows(x: mx.array, start: int, stop: int) -> mx.array:
+    return x[..., start:stop, :]
+
+
+def _zero_padded(x: mx.array, left: int, right: int) -> mx.array:
+    """``x`` with zero rows before and after (time axis -2)."""
+    if not left and not right:
+        return x
+    lead, c = x.shape[:-2], x.shape[-1]
+    parts = ([mx.zeros((*lead, left, c), dtype=x.dtype)] if left else []) + [x] \
+        + ([mx.zeros((*lead, right, c), dtype=x.dtype)] if right else [])
+    return mx.concatenate(parts, axis=-2)
+
+
+def _padded(x: mx.array, plan: PhasePlan) -> mx.array:
+    """xz: zeros, ``x`` edge-padded by the up pad, zeros, along the time axis (-2)."""
+    lead, c = x.shape[:-2], x.shape[-1]
     p = plan.up_pad
     z_left, z_right = plan.zeros
     parts = []
     if z_left:
-        parts.append(mx.zeros((*lead, z_left, c), dtype=cd))
+        parts.append(mx.zeros((*lead, z_left, c), dtype=x.dtype))
     if p:
         parts.append(mx.broadcast_to(x[..., :1, :], (*lead, p, c)))
     parts.append(x)
     if p:
         parts.append(mx.broadcast_to(x[..., -1:, :], (*lead, p, c)))
     if z_right:
-        parts.append(mx.zeros((*lead, z_right, c), dtype=cd))
-    xz = mx.concatenate(parts, axis=-2) if len(parts) > 1 else x
-    vs = []
-    for up_s in stages.up:
-        u = up_s(xz)
-        vs.append(stages.snake(stages.reduce(u, a), u, ib) if stages.reduce is not None else stages.snake(u, a, ib))
-    # The phases were computed over [-e_left, L + e_right); the interleaved signal's edge pad puts
-    # v[0] (phase 0's first sample) in the rows before 0 and v[r*L - 1] (the last phase's last) after L - 1.
+        parts.append(mx.zeros((*lead, z_right, c), dtype=x.dtype))
+    return mx.concatenate(parts, axis=-2) if len(parts) > 1 else x
+
+
+def _window(v: mx.array, lo: int, hi: int, first: mx.array, last: mx.array) -> mx.array:
+    """Rows ``q = lo .. hi-1`` of a phase ``v`` (``L`` rows) extended by ``first`` before 0 and ``last`` after ``L-1``."""
+    L = v.shape[-2]
+    lead, c = v.shape[:-2], v.shape[-1]
+    parts = []
+    if lo < 0:
+        parts.append(mx.broadcast_to(first, (*lead, min(hi, 0) - lo, c)))
+    if max(lo, 0) < min(hi, L):
+        parts.append(v[..., max(lo, 0): min(hi, L), :])
+    if hi > L:
+        parts.append(mx.broadcast_to(last, (*lead, hi - max(lo, L), c)))
+    return mx.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
+
+
+def _forward(kern: _Kernels, xc, a, ib, filters):
+    plan = kern.plan
+    fw, gw = filters[:1], filters[1:]
+    L = kern.length
     e_left, e_right = plan.ext
-    if e_left or e_right:
-        first = mx.contiguous(vs[0][..., e_left: e_left + 1, :] + 0.0)
-        last = mx.contiguous(vs[-1][..., e_left + length - 1: e_left + length, :] + 0.0)
-        for i in range(len(vs)):
-            v = vs[i]
-            if e_left:
-                v[..., :e_left, :] = first
-            if e_right:
-                v[..., e_left + length:, :] = last
-            vs[i] = v
-    y = None
-    for bph, down_b in stages.down:
-        y = down_b(vs[bph]) if y is None else down_b(vs[bph], y)
-    return y[None] if n == 1 else y
+    xz = _padded(xc, plan)
+    vs = []
+    for up_s in kern.up:
+        u = up_s(xz, *fw)
+        vs.append(kern.snake(kern.reduce(u, a), u, ib))
+    first, last = vs[0][..., :1, :], vs[-1][..., L - 1:, :]
+    pieces = []
+    for t0, t1 in ((0, kern.t_a), (kern.t_a, kern.t_b), (kern.t_b, L)):
+        if t1 <= t0:
+            continue
+        interior = t0 == kern.t_a and t1 == kern.t_b
+        y = None
+        for b, down_b in kern.down(t1 - t0):
+            w_b = vs[b] if interior else _window(vs[b], t0 - e_left, t1 + e_right, first, last)
+            y = down_b(w_b, *gw) if y is None else down_b(w_b, y, *gw)
+        pieces.append(y)
+    return mx.concatenate(pieces, axis=-2) if len(pieces) > 1 else pieces[0]
+
+
+def _edge_sum(kern: _Kernels, ybar: mx.array, terms, gw):
+    """``sum_t weight_t * ybar[t]`` over the edge rows ``terms`` (``(t, taps)`` pairs), or None."""
+    out = None
+    for t, js in terms:
+        if not js:
+            continue
+        term = ybar[..., t: t + 1, :] * kern.g.total(js, gw[0] if gw else None)
+        out = term if out is None else out + term
+    return out
+
+
+def _backward(kern: _Kernels, xc, a, ib, filters, ybar):
+    """Cotangents of ``xc`` (compute dtype, its shape), ``a`` and ``ib`` (per channel) for ``ybar``."""
+    plan = kern.plan
+    fw, gw = filters[:1], filters[1:]
+    L = kern.length
+    r = plan.ratio
+    sum_axes = tuple(range(xc.ndim - 1))
+    # Recompute u and its reduced argument.
+    xz = _padded(xc, plan)
+    us = [up_s(xz, *fw) for up_s in kern.up]
+    rs = [kern.reduce(u, a) for u in us]
+    # The phases' cotangents, and the edge extension's: onto v[0] (phase 0, row 0) and v[r*L - 1].
+    yz = _zero_padded(ybar, *kern.ybar_pad)
+    vbars = [None] * r
+    for b, vbar_b in kern.vbar:
+        vbars[b] = vbar_b(yz, *gw)
+    edge_left = _edge_sum(kern, ybar, kern.edge_left, gw)
+    edge_right = _edge_sum(kern, ybar, kern.edge_right, gw)
+    # Through the snake. The edge cotangents land on one row each; their share is added on that row only.
+    cab2 = 2.0 * a * ib
+    abar = ibbar = None
+    uzs = []
+    for s in range(r):
+        rr, u, vb = rs[s], us[s], vbars[s]
+        if vb is None:  # no down tap reads this phase (down filter shorter than the ratio)
+            vb = mx.zeros_like(u)
+        ub = kern.ubar(vb, rr, cab2)
+        ta = kern.abar_terms(vb, rr, u).sum(axis=sum_axes)
+        tb = kern.ibbar_terms(vb, rr).sum(axis=sum_axes)
+        extra = {}
+        if s == 0 and edge_left is not None:
+            extra[0] = edge_left
+        if s == r - 1 and edge_right is not None:
+            extra[L - 1] = edge_right + extra.get(L - 1, 0.0) if L - 1 in extra else edge_right
+        rows = {}
+        for row, e in extra.items():
+            rr1, u1 = rr[..., row: row + 1, :], u[..., row: row + 1, :]
+            sc = sin_cos_reduced(rr1)
+            rows[row] = e * (1.0 + cab2 * sc)
+            ta = ta + (e * u1 * sc).sum(axis=sum_axes)
+            tb = tb + (e * sin_squared_reduced(rr1)).sum(axis=sum_axes)
+        abar = ta if abar is None else abar + ta
+        ibbar = tb if ibbar is None else ibbar + tb
+        # ubar zero-padded for the up taps' adjoint, with the edge rows' shares added on the way.
+        ql, qr = kern.ubar_pad
+        lead, c = ub.shape[:-2], ub.shape[-1]
+        parts = [mx.zeros((*lead, ql, c), dtype=ub.dtype)] if ql else []
+        if rows:
+            if L == 1:
+                parts.append(ub + sum(rows.values()))
+            else:
+                parts.append(ub[..., :1, :] + rows[0] if 0 in rows else ub[..., :1, :])
+                if L > 2:
+                    parts.append(ub[..., 1: L - 1, :])
+                parts.append(ub[..., L - 1:, :] + rows[L - 1] if L - 1 in rows else ub[..., L - 1:, :])
+        else:
+            parts.append(ub)
+        if qr:
+            parts.append(mx.zeros((*lead, qr, c), dtype=ub.dtype))
+        uzs.append(mx.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0])
+    abar = abar * (2.0 * ib)
+    # Through the upsampling: xp's cotangent, then the edge pad's adjoint.
+    xbar_p = None
+    for s, xbar_s in enumerate(kern.xbar):
+        xbar_p = xbar_s(uzs[s], *fw) if xbar_p is None else xbar_s(uzs[s], xbar_p, *fw)
+    p = plan.up_pad
+    if not p:
+        return xbar_p, abar, ibbar
+    head = xbar_p[..., : p + 1, :].sum(axis=-2, keepdims=True)
+    tail = xbar_p[..., p + L - 1:, :].sum(axis=-2, keepdims=True)
+    if L == 1:
+        return head + tail - xbar_p[..., p: p + 1, :], abar, ibbar
+    parts = [head] + ([xbar_p[..., p + 1: p + L - 1, :]] if L > 2 else []) + [tail]
+    return mx.concatenate(parts, axis=-2), abar, ibbar
+
+
+def _prepare(x, up, down, geom: AAGeometry, compiled: bool):
+    plan = phase_plan(geom.ratio, geom.up_taps, geom.down_taps)
+    up_taps, down_taps = _taps(up), _taps(down)
+    if up_taps is None or down_taps is None:
+        up_taps = down_taps = None
+    kern = _kernels(plan, up_taps, down_taps, geom.length, x.dtype, compiled)
+    cd = _compute_dtype(x.dtype)
+    filters = () if kern.const else (up.astype(cd), down.astype(cd))
+    return kern, cd, filters
+
+
+def _as_rows(x: mx.array, cd) -> mx.array:
+    """``x`` in the compute dtype, 2-D when the batch is 1 (MLX's fused kernels take a slower loop for
+    slices of a ``(1, L, C)`` array)."""
+    x = x.astype(cd)
+    return x[0] if x.shape[0] == 1 else x
+
+
+def polyphase(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
+              geom: AAGeometry, *, compiled: bool = True) -> mx.array:
+    """The map in polyphase form, on NLC ``x`` ``(N, L, C)``; filters ``(Ku,)``, ``(Kd,)``.
+
+    Differentiable with respect to ``x``, ``alpha`` and ``beta`` through a polyphase VJP (the down
+    taps' adjoint, the edge extension's, the snake's derivative, the up taps' adjoint, the edge pad's).
+    The filters are constants to it: they get a zero cotangent (NVIDIA's are buffers, not parameters);
+    the ``"unfused"`` path differentiates them.
+    """
+    kern, cd, filters = _prepare(x, up, down, geom, compiled)
+    n = x.shape[0]
+    has_beta = beta is not None
+
+    def params(al, be):
+        return _params(al, be if has_beta else None, geom.logscale, cd)
+
+    @mx.custom_function
+    def fn(xv, al, be):
+        a, ib = params(al, be)
+        y = _forward(kern, _as_rows(xv, cd), a, ib, filters)
+        return y[None] if n == 1 else y
+
+    @fn.vjp
+    def fn_vjp(primals, cotangent, output):
+        xv, al, be = primals
+        a, ib = params(al, be)
+        xbar, abar, ibbar = _backward(kern, _as_rows(xv, cd), a, ib, filters, _as_rows(cotangent, cd))
+        if n == 1:
+            xbar = xbar[None]
+        _, (al_bar, be_bar) = mx.vjp(params, [al, be], [abar, ibbar])
+        return (xbar.astype(xv.dtype), al_bar.astype(al.dtype),
+                (be_bar if has_beta else mx.zeros_like(be)).astype(be.dtype))
+
+    return fn(x, alpha, beta if has_beta else alpha)
 
 
 def metal_kernel(x, alpha, beta, up, down, geom: AAGeometry) -> mx.array:
