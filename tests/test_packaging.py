@@ -28,6 +28,7 @@ def wheel(tmp_path_factory):
 def test_metal_sources_ship_in_the_wheel(wheel, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "mlx_deconv/metal/conv_transpose1d.metal" in names
+    assert "mlx_deconv/metal/anti_aliased_activation.metal" in names
     assert "mlx_deconv/metal/emulator_shim.h" in names
     assert "mlx_deconv/backends/metal.py" in names
     # Every folder of the package ships (pyproject lists them one by one).

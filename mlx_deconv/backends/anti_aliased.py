@@ -14,30 +14,39 @@ taps and a down filter ``g`` of ``Kd`` taps (NVIDIA's ``Activation1d``, ``UpSamp
 
 Paths, all computing that map:
 
-* :func:`unfused`: the steps above one by one with the package's depthwise ops (the baseline,
-  and what the tests' reference mirrors);
+* :func:`unfused`: the steps above one by one with the package's depthwise ops (the baseline).
 * :func:`polyphase` (CPU streams): sample ``r*q + s`` of ``u`` is a ``Ku/r``-tap filter of ``xp``
-  (the taps ``k = (s + crop_left) mod r, + r, ...``), so the ``r`` phases of ``u`` are computed from
-  shifted views of ``xp`` with no zero-stuffed, interleaved or cropped intermediate; the snake runs per
-  phase, and the down filter reads phase ``b`` with its taps ``j`` where ``(j - pad_left) mod r == b``.
-  The edge padding of the interleaved ``v`` becomes: every phase is extended, on the left, by ``v[0]``
-  (phase 0's first sample) and, on the right, by ``v[r*L - 1]`` (the last phase's last sample).
-  Accumulation is in float32 for half-precision inputs.
-* :func:`metal_kernel` (Metal GPU streams): ``metal/anti_aliased_activation.metal``, one thread
-  per output sample and channel; its VJP is the polyphase form's.
+  (taps ``k = (s + crop_left) mod r, + r, ...``), so the ``r`` phases of ``u`` come from shifted
+  views of ``xp`` with no zero-stuffed, interleaved or cropped intermediate; the snake runs per phase,
+  and the down filter reads phase ``b`` with its taps ``j`` where ``(j - pad_left) mod r == b``. The
+  edge pad of the interleaved ``v`` extends every phase by ``v[0]`` (phase 0's first sample) on the
+  left and ``v[r*L - 1]`` (the last phase's last) on the right; only the first and last few outputs
+  read that extension, from small windows. ``sin`` is computed by argument reduction and
+  polynomials (MLX's CPU ``sin`` is one scalar call per element), so every step is a short fused,
+  vectorised kernel (see "Kernel building" below). Half precision is computed in float32, rounded once.
+* :func:`metal_kernel` (Metal GPU streams): ``metal/anti_aliased_activation.metal``, one thread per
+  output sample and channel doing pad, upsample, snake and low-pass in one pass; verified on Linux by
+  :func:`emulate` (MLX's generated source compiled with g++, every thread run on the CPU).
+
+Both fused paths are ``mx.custom_function`` s with a polyphase VJP (:func:`_backward`): the down taps'
+adjoint, the edge extension's, the snake's derivative, the up taps' adjoint and the edge pad's.
+Inside ``mx.grad`` MLX does not compile functions given tracers, so their work is handed, evaluated,
+to a worker thread that is not tracing (:func:`run_untraced`).
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
+import numpy as np
 
 from ..runtime.compiling import per_thread_cache
+from . import metal
 
 #: BigVGAN's guard against dividing by a (trained) zero alpha or beta.
 SNAKE_EPS = 1e-9
@@ -305,12 +314,12 @@ class _Kernels:
 
         # Backward. The phases' cotangents: the down taps' adjoint on ybar zero-padded by ybar_pad.
         shifts = [sh for taps in plan.down for _, sh in taps]
-        self.ybar_pad = (max(0, max(shifts)), max(0, -min(shifts)))
+        self.ybar_pad = ybar_pad = (max(0, max(shifts)), max(0, -min(shifts)))
 
         def vbar_phase(taps):
             def vbar(yz, *w):
                 _, w = _split(w, const)
-                o = self.ybar_pad[0]
+                o = ybar_pad[0]
                 return _tree_sum([yz[..., o - sh: o - sh + L, :] * g.get(j, w) for j, sh in taps])
             return k(vbar)
 
@@ -327,13 +336,13 @@ class _Kernels:
         # xp's cotangent (rows [0, L + 2p)): the up taps' adjoint on each phase's ubar zero-padded by ubar_pad.
         ds = [d for taps in plan.up for _, d in taps]
         p = plan.up_pad
-        self.ubar_pad = (max(0, max(ds)), max(0, 2 * p - min(ds)))
+        self.ubar_pad = ubar_pad = (max(0, max(ds)), max(0, 2 * p - min(ds)))
         xp_len = L + 2 * p
 
         def xbar_phase(taps):
             def xbar(uz, *rest):
                 partial, w = _split(rest, const)
-                o = self.ubar_pad[0]
+                o = ubar_pad[0]
                 return _tree_sum([uz[..., o - d: o - d + xp_len, :] * f.get(kk, w) for kk, d in taps] + partial)
             return k(xbar)
 
@@ -343,17 +352,17 @@ class _Kernels:
         """Per phase ``b`` (in order): a kernel ``(W_b[, partial][, filter]) -> partial`` computing ``rows`` outputs
         from a window ``W_b`` whose row 0 is ``q = t0 - ext[0]``; the last one casts to the output dtype."""
         if rows not in self._down:
-            e_left = self.plan.ext[0]
-            g, const, last = self.g, self.const, self.phases[-1]
+            plan, e_left = self.plan, self.plan.ext[0]
+            g, const, last, out_dtype = self.g, self.const, self.phases[-1], self._out_dtype
 
             def down_phase(b):
-                taps = self.plan.down[b]
+                taps = plan.down[b]
 
                 def down(w_b, *rest):
                     partial, w = _split(rest, const)
                     terms = [w_b[..., e_left + sh: e_left + sh + rows, :] * g.get(j, w) for j, sh in taps]
                     y = _tree_sum(terms + partial)
-                    return y.astype(self._out_dtype) if b == last else y
+                    return y.astype(out_dtype) if b == last else y
                 return self._k(down)
 
             self._down[rows] = tuple((b, down_phase(b)) for b in self.phases)
@@ -558,6 +567,122 @@ def _as_rows(x: mx.array, cd) -> mx.array:
     return x[0] if x.shape[0] == 1 else x
 
 
+class _TraceProbe(threading.local):
+    """Tells whether arrays are tracers (inside ``mx.grad``/``mx.vjp``/``mx.compile``).
+
+    A compiled function given tracers does not compile: MLX runs its body as plain ops, so every
+    kernel here would run unfused (several times slower). This probe is a compiled identity whose
+    Python body counts its runs: for ordinary arrays it runs once per dtype (the first trace), for
+    tracers on every call.
+    """
+
+    def __init__(self):
+        runs = self.runs = [0]  # no reference from the body to self: freed with the thread, no cycle
+
+        def body(a):
+            runs[0] += 1
+            return a
+
+        self.fn = mx.compile(body)
+
+    def is_tracer(self, x: mx.array) -> bool:
+        probe = x.reshape(-1)[:1]
+        for _ in range(2):  # a first call per dtype traces once whatever the input
+            before = self.runs[0]
+            self.fn(probe)
+            if self.runs[0] == before:
+                return False
+        return True
+
+
+_PROBE = _TraceProbe()
+
+
+_WORKER_LOCK = threading.Lock()
+_WORKER: Optional[ThreadPoolExecutor] = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx_deconv_anti_aliased")
+        return _WORKER
+
+
+def _to_host(arrays: Sequence[mx.array]) -> Optional[List[Tuple[np.ndarray, object]]]:
+    """Host copies ``(data, dtype)`` of ``arrays`` (half types as their bits), or None where nothing can be
+    evaluated (inside a caller's ``mx.compile``)."""
+    try:
+        mx.eval(*arrays)
+    except (ValueError, RuntimeError):
+        return None
+    return [(np.array(a.view(mx.uint16)) if a.dtype in (mx.float16, mx.bfloat16) else np.array(a), a.dtype)
+            for a in arrays]
+
+
+def _from_host(copies) -> List[mx.array]:
+    """Arrays of the calling thread from :func:`_to_host`'s copies: plain data, no graph, no shared buffer."""
+    return [mx.array(data).view(dtype) if dtype in (mx.float16, mx.bfloat16) else mx.array(data)
+            for data, dtype in copies]
+
+
+def run_untraced(fn: Callable, arrays: Sequence[mx.array]):
+    """``fn(*arrays)``, evaluated, computed where its fused kernels compile.
+
+    Inside ``mx.grad``/``mx.vjp`` every array is a tracer to MLX's compile (the state is per thread),
+    so compiled functions run their bodies as plain ops, several times slower here. The inputs are then
+    evaluated and ``fn`` runs on a worker thread, which is not tracing; its evaluated outputs come back
+    as constants, which suits the inside of a ``custom_function`` (whose VJP is given, not traced).
+    Inside a caller's ``mx.compile`` nothing can be evaluated: ``fn`` is traced into the caller's graph.
+    """
+    if not _PROBE.is_tracer(arrays[0]):
+        return fn(*arrays)
+    copies = _to_host(arrays)
+    if copies is None:
+        return fn(*arrays)
+    if threading.current_thread().name.startswith("mlx_deconv_anti_aliased"):
+        return fn(*_from_host(copies))  # never wait on the worker from the worker
+
+    device = mx.default_device()  # the caller's (mx.stream(...) sets it); the worker's own stream of it
+
+    def job():
+        with mx.stream(device):
+            out = fn(*_from_host(copies))
+            mx.eval(out)
+        return out
+
+    return _worker().submit(job).result()
+
+
+def _differentiable(geom: AAGeometry, has_beta: bool, n: int, compiled: bool, forward: Callable) -> Callable:
+    """``forward(x, alpha, beta, up, down)`` as an ``mx.custom_function`` whose VJP is the polyphase one."""
+
+    def params(al, be, cd):
+        return _params(al, be if has_beta else None, geom.logscale, cd)
+
+    def backward(xv, al, be, up_, down_, ybar):
+        kern, cd, filters = _prepare(xv, up_, down_, geom, compiled)
+        a, ib = params(al, be, cd)
+        xbar, abar, ibbar = _backward(kern, _as_rows(xv, cd), a, ib, filters, _as_rows(ybar, cd))
+        if n == 1:
+            xbar = xbar[None]
+        _, (al_bar, be_bar) = mx.vjp(lambda p, q: params(p, q, cd), [al, be], [abar, ibbar])
+        return (xbar.astype(xv.dtype), al_bar.astype(al.dtype),
+                (be_bar if has_beta else mx.zeros_like(be)).astype(be.dtype),
+                mx.zeros_like(up_), mx.zeros_like(down_))
+
+    @mx.custom_function
+    def fn(xv, al, be, up_, down_):
+        return run_untraced(forward, [xv, al, be, up_, down_])
+
+    @fn.vjp
+    def fn_vjp(primals, cotangent, output):
+        return tuple(run_untraced(backward, [*primals, cotangent]))
+
+    return fn
+
+
 def polyphase(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
               geom: AAGeometry, *, compiled: bool = True) -> mx.array:
     """The map in polyphase form, on NLC ``x`` ``(N, L, C)``; filters ``(Ku,)``, ``(Kd,)``.
@@ -565,35 +690,108 @@ def polyphase(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.arr
     Differentiable with respect to ``x``, ``alpha`` and ``beta`` through a polyphase VJP (the down
     taps' adjoint, the edge extension's, the snake's derivative, the up taps' adjoint, the edge pad's).
     The filters are constants to it: they get a zero cotangent (NVIDIA's are buffers, not parameters);
-    the ``"unfused"`` path differentiates them.
+    the ``"unfused"`` path differentiates them. Higher derivatives are not supported.
     """
-    kern, cd, filters = _prepare(x, up, down, geom, compiled)
-    n = x.shape[0]
     has_beta = beta is not None
+    n = x.shape[0]
 
-    def params(al, be):
-        return _params(al, be if has_beta else None, geom.logscale, cd)
-
-    @mx.custom_function
-    def fn(xv, al, be):
-        a, ib = params(al, be)
+    def forward(xv, al, be, up_, down_):
+        kern, cd, filters = _prepare(xv, up_, down_, geom, compiled)
+        a, ib = _params(al, be if has_beta else None, geom.logscale, cd)
         y = _forward(kern, _as_rows(xv, cd), a, ib, filters)
         return y[None] if n == 1 else y
 
-    @fn.vjp
-    def fn_vjp(primals, cotangent, output):
-        xv, al, be = primals
-        a, ib = params(al, be)
-        xbar, abar, ibbar = _backward(kern, _as_rows(xv, cd), a, ib, filters, _as_rows(cotangent, cd))
-        if n == 1:
-            xbar = xbar[None]
-        _, (al_bar, be_bar) = mx.vjp(params, [al, be], [abar, ibbar])
-        return (xbar.astype(xv.dtype), al_bar.astype(al.dtype),
-                (be_bar if has_beta else mx.zeros_like(be)).astype(be.dtype))
-
-    return fn(x, alpha, beta if has_beta else alpha)
+    fn = _differentiable(geom, has_beta, n, compiled, forward)
+    return fn(x, alpha, beta if has_beta else alpha, up, down)
 
 
-def metal_kernel(x, alpha, beta, up, down, geom: AAGeometry) -> mx.array:
-    """Placeholder until the kernel lands: the polyphase form."""
-    return polyphase(x, alpha, beta, up, down, geom)
+# ---------------------------------------------------------------------------------------------
+# The Metal kernel (GPU streams): metal/anti_aliased_activation.metal.
+
+KERNEL_FILE = "anti_aliased_activation.metal"
+
+
+def kernel_source() -> str:
+    """The kernel body (``metal/anti_aliased_activation.metal``)."""
+    return metal.kernel_source(KERNEL_FILE)
+
+
+_KERNEL_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def _build_kernel():
+    return mx.fast.metal_kernel(
+        name="mlx_deconv_anti_aliased_activation",
+        input_names=["x", "a", "ib", "f", "g", "dims"],
+        output_names=["y"],
+        source=kernel_source(),
+    )
+
+
+def kernel():
+    """The ``mx.fast.metal_kernel`` object (built once, under a lock)."""
+    with _KERNEL_LOCK:
+        return _build_kernel()
+
+
+kernel.cache_clear = _build_kernel.cache_clear  # tests swap the kernel source
+
+
+def kernel_arguments(x: mx.array, a: mx.array, ib: mx.array, up: mx.array, down: mx.array, geom: AAGeometry) -> Dict:
+    """Everything the kernel call takes (NLC ``x``, float32 ``a``/``ib``/filters), so the emulator can
+    launch exactly what the backend launches."""
+    n, length, c = x.shape
+    tx = min(c, 64)
+    ty = max(1, min(length, 256 // tx))
+    return dict(
+        inputs=[x, a.astype(mx.float32), ib.astype(mx.float32), up.astype(mx.float32), down.astype(mx.float32),
+                mx.array([length, c], dtype=mx.int32)],
+        template=[
+            ("T", x.dtype),
+            ("RATIO", geom.ratio),
+            ("UP_TAPS", geom.up_taps),
+            ("DOWN_TAPS", geom.down_taps),
+            ("UP_PAD", geom.up_pad),
+            ("UP_CROP", geom.up_crop[0]),
+            ("DOWN_LEFT", geom.down_pad[0]),
+        ],
+        grid=(c, length, n),
+        threadgroup=(tx, ty, 1),
+        output_shapes=[(n, length, c)],
+        output_dtypes=[x.dtype],
+    )
+
+
+def run_kernel(x, alpha, beta, up, down, geom: AAGeometry, launch: Optional[Callable] = None) -> mx.array:
+    """The kernel launch alone (``launch(**arguments)`` instead of the Metal kernel, for the emulator)."""
+    a, ib = _params(alpha, beta, geom.logscale, mx.float32)
+    call = kernel_arguments(x, a, ib, up, down, geom)
+    return (launch or kernel())(**call)[0]
+
+
+def metal_kernel(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
+                 geom: AAGeometry, *, launch: Optional[Callable] = None) -> mx.array:
+    """The map by the Metal kernel, on NLC ``x``; its VJP is the polyphase form's."""
+    has_beta = beta is not None
+
+    def forward(xv, al, be, up_, down_):
+        return run_kernel(xv, al, be if has_beta else None, up_, down_, geom, launch)
+
+    fn = _differentiable(geom, has_beta, x.shape[0], True, forward)
+    return fn(x, alpha, beta if has_beta else alpha, up, down)
+
+
+def emulate(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
+            geom: AAGeometry) -> mx.array:
+    """The Metal kernel's output computed on the CPU: the exact source MLX generates for the launch,
+    compiled with the system C++ compiler and run thread by thread (see :mod:`.metal_emulator`)."""
+    return run_kernel(x, alpha, beta, up, down, geom, launch=emulated_launch)
+
+
+def emulated_launch(**call) -> List[mx.array]:
+    """A stand-in for the kernel object: takes :func:`kernel_arguments`' dict, returns the outputs
+    computed by the emulator (for :func:`metal_kernel`'s ``launch`` in tests)."""
+    from . import metal_emulator
+
+    return [metal_emulator.run_call(kernel(), call)]

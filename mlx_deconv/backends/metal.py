@@ -26,14 +26,14 @@ from . import gemm
 
 KERNEL_FILE = "conv_transpose1d.metal"
 
-def kernel_source() -> str:
-    """The kernel body, from the installed package or from a source checkout."""
+def kernel_source(filename: str = KERNEL_FILE) -> str:
+    """A kernel body of ``metal/``, from the installed package or from a source checkout."""
     here = Path(__file__).resolve().parent.parent
     for folder in (here / "metal", here.parent / "metal"):
-        path = folder / KERNEL_FILE
+        path = folder / filename
         if path.is_file():
             return path.read_text()
-    raise FileNotFoundError(f"{KERNEL_FILE} is neither in {here / 'metal'} nor in {here.parent / 'metal'}")
+    raise FileNotFoundError(f"{filename} is neither in {here / 'metal'} nor in {here.parent / 'metal'}")
 
 
 _KERNEL_LOCK = threading.Lock()

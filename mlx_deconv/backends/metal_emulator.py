@@ -77,22 +77,26 @@ class GeneratedKernel:
     parameters: List[Parameter]
 
 
-def capture(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> GeneratedKernel:
-    """The Metal source MLX generates for the backend's launch on these arguments."""
+def capture_call(kernel, call: dict) -> GeneratedKernel:
+    """The Metal source MLX generates when ``kernel`` (an ``mx.fast.metal_kernel``) is launched with
+    ``call`` (its keyword arguments: inputs, template, grid, threadgroup, output shapes and dtypes)."""
     box: List[str] = []
-    args = [x, weight] + ([bias] if bias is not None else [])
 
-    def launch(*a):
-        call = metal.kernel_arguments(a[0], a[1], a[2] if bias is not None else None, geom)
-        return metal.kernel()(**call, verbose=True)
+    def launch(*arrays):
+        return kernel(**dict(call, inputs=list(arrays)), verbose=True)
 
     path = os.path.join(tempfile.mkdtemp(prefix="mlx_deconv_capture_"), "kernel.mlxfn")
     try:
         with _captured_fd1(box):
-            mx.export_function(path, launch, *args)
+            mx.export_function(path, launch, *call["inputs"])
     finally:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
     return parse(box[0])
+
+
+def capture(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> GeneratedKernel:
+    """The Metal source MLX generates for the metal backend's launch on these arguments."""
+    return capture_call(metal.kernel(), metal.kernel_arguments(x, weight, bias, geom))
 
 
 def parse(printed: str) -> GeneratedKernel:
@@ -262,21 +266,16 @@ def _to_bytes(array: mx.array) -> bytes:
     return np.ascontiguousarray(np.array(array), dtype=view).tobytes()
 
 
-def run(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
-    """The metal backend's output, computed by emulating its kernel on the CPU.
-
-    Takes the backend's own arguments (NLC ``x``, MLX-layout ``weight``) and
-    launches exactly what the backend would: same inputs, template, grid and
-    threadgroup (:func:`mlx_deconv.backends.metal.kernel_arguments`).
-    """
-    kernel = capture(x, weight, bias, geom)
-    exe = compile_kernel(kernel)
-    call = metal.kernel_arguments(x, weight, bias, geom)
+def run_call(kernel, call: dict) -> mx.array:
+    """The first output of ``kernel(**call)``, computed by emulating the generated kernel on the CPU:
+    the same inputs, template, grid and threadgroup as the launch on a GPU."""
+    generated = capture_call(kernel, call)
+    exe = compile_kernel(generated)
     out_shape, out_dtype = call["output_shapes"][0], call["output_dtypes"][0]
     workdir = tempfile.mkdtemp(prefix="mlx_deconv_run_")
     try:
         argv = [exe]
-        buffers = [p for p in kernel.parameters if p.kind == "buffer"]
+        buffers = [p for p in generated.parameters if p.kind == "buffer"]
         arrays = list(call["inputs"])
         for i, p in enumerate(buffers):
             path = os.path.join(workdir, f"{p.name}.bin")
@@ -295,3 +294,12 @@ def run(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry)
         shutil.rmtree(workdir, ignore_errors=True)
     out = mx.array(raw.reshape(out_shape))
     return out.view(out_dtype) if out_dtype in (mx.float16, mx.bfloat16) else out
+
+
+def run(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
+    """The metal backend's output, computed by emulating its kernel on the CPU.
+
+    Takes the backend's own arguments (NLC ``x``, MLX-layout ``weight``) and
+    launches exactly what the backend would (:func:`mlx_deconv.backends.metal.kernel_arguments`).
+    """
+    return run_call(metal.kernel(), metal.kernel_arguments(x, weight, bias, geom))

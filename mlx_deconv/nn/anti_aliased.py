@@ -10,7 +10,7 @@ original Nyquist frequency are filtered out instead of aliasing (the map is spel
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -93,14 +93,15 @@ def _filter(name: str, value) -> mx.array:
     return value
 
 
-def _channel_param(name: str, value, channels: int) -> mx.array:
+def _channel_param(name: str, value, channels: int, where: str = "") -> mx.array:
     if not isinstance(value, mx.array):
         try:
             value = mx.array(np.asarray(value, dtype=np.float32))
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be an mx.array of shape ({channels},), got {type(value).__name__}") from err
     if value.shape != (channels,):
-        raise ValueError(f"{name} must have shape ({channels},) (one value per channel of x), got {tuple(value.shape)}")
+        raise ValueError(f"{name} must have shape ({channels},), one value per channel of x{where}; "
+                         f"got {tuple(value.shape)}")
     if value.dtype == mx.float64:
         value = value.astype(mx.float32, stream=mx.cpu)
     if value.dtype not in _FLOATS:
@@ -150,7 +151,14 @@ def anti_aliased_activation(
     Returns:
         array: the same shape and dtype as ``x``.
 
-    Differentiable with respect to ``x``, ``alpha`` and ``beta`` (and the filters).
+    Differentiable with respect to ``x``, ``alpha`` and ``beta`` (first derivatives). The fused paths
+    treat the filters as constants (a zero cotangent, like NVIDIA's buffers); ``backend="unfused"``
+    differentiates them too. Inside ``mx.grad`` the fused paths evaluate their inputs (they run on a
+    worker thread where MLX compiles their kernels), so a gradient forces the evaluation of the graph up
+    to each activation; inside a caller's ``mx.compile`` they are traced into its graph instead.
+
+    NVIDIA's ``UpSample1d`` returns an empty signal for ``kernel_size == ratio`` (its crop slices
+    ``[p:-0]``); here that filter length gives the definition's ``ratio * L`` samples.
     """
     if not isinstance(x, mx.array):
         raise TypeError(f"x must be an mx.array, got {type(x).__name__}")
@@ -169,6 +177,7 @@ def anti_aliased_activation(
         raise ValueError(f"ratio must be an int >= 1, got {ratio!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    shape = x.shape
     batched = x.ndim == 3
     if not batched:
         x = x[None]
@@ -177,11 +186,12 @@ def anti_aliased_activation(
     n, length, channels = x.shape
     if length < 1:
         raise ValueError(f"x must have at least one sample, got length {length} (shape {tuple(x.shape)})")
-    alpha = _channel_param("alpha", alpha, channels)
+    where = f" ({channels} channels: x has shape {tuple(shape)} and data_format={data_format!r})"
+    alpha = _channel_param("alpha", alpha, channels, where)
     if activation == "snakebeta":
         if beta is None:
             raise ValueError("beta is required for activation='snakebeta' (or pass activation='snake')")
-        beta = _channel_param("beta", beta, channels)
+        beta = _channel_param("beta", beta, channels, where)
     elif beta is not None:
         raise ValueError("beta must be None for activation='snake' (Snake's magnitude is alpha); "
                          "pass activation='snakebeta' to use it")

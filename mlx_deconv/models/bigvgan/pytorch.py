@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.machinery
-import importlib.util
 import io
 import sys
 import threading
@@ -45,30 +44,42 @@ def _utils_stand_in(torch) -> types.ModuleType:
     return module
 
 
-def nvidia_module():
-    """NVIDIA's ``bigvgan.bigvgan`` module (``BigVGAN``, ``AMPBlock1``, ``AMPBlock2``), loaded without librosa.
+def nvidia_module(name: str = "bigvgan"):
+    """A module of NVIDIA's ``bigvgan`` package, loaded without its ``__init__`` (which imports librosa).
+
+    The package is loaded under a private name, so a ``bigvgan`` the user imported is left alone.
+
+    Args:
+        name (str): the module inside the package: ``"bigvgan"`` (``BigVGAN``, ``AMPBlock1``,
+            ``AMPBlock2``), ``"activations"`` (``Snake``, ``SnakeBeta``) or
+            ``"alias_free_activation.torch.act"`` (``Activation1d``). Default: ``"bigvgan"``.
+
+    Returns:
+        module: the loaded module.
 
     Raises:
         ImportError: when torch, huggingface_hub or the ``bigvgan`` package is not installed.
     """
     with _LOCK:
-        name = f"{PACKAGE}.bigvgan"
-        if name in sys.modules:
-            return sys.modules[name]
+        full = f"{PACKAGE}.{name}"
+        if full in sys.modules:
+            return sys.modules[full]
         import torch
 
-        spec = importlib.util.find_spec("bigvgan")  # finds the folder; runs nothing of it
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("NVIDIA's BigVGAN is not installed (pip install bigvgan --no-deps)")
-        package = types.ModuleType(PACKAGE)
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__package__ = PACKAGE
-        package.__spec__ = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
-        package.__spec__.submodule_search_locations = package.__path__
-        sys.modules[PACKAGE] = package
-        sys.modules[f"{PACKAGE}.utils"] = _utils_stand_in(torch)
+        if PACKAGE not in sys.modules:
+            # The path finder finds the folder and runs nothing of it, whatever sys.modules holds.
+            spec = importlib.machinery.PathFinder.find_spec("bigvgan")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("NVIDIA's BigVGAN is not installed (pip install bigvgan --no-deps)")
+            package = types.ModuleType(PACKAGE)
+            package.__path__ = list(spec.submodule_search_locations)
+            package.__package__ = PACKAGE
+            package.__spec__ = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
+            package.__spec__.submodule_search_locations = package.__path__
+            sys.modules[PACKAGE] = package
+            sys.modules[f"{PACKAGE}.utils"] = _utils_stand_in(torch)
         try:
-            return importlib.import_module(name)
+            return importlib.import_module(full)
         except BaseException:
             for key in [k for k in sys.modules if k == PACKAGE or k.startswith(PACKAGE + ".")]:
                 del sys.modules[key]
