@@ -234,6 +234,8 @@ def load_torch_weights(layer, tensors: TorchWeights) -> None:
         new["weight_g"], new["weight_v"] = wn.split(v, c.groups, c.weight_norm_dim, c.transposed)
     else:
         new["weight"] = v
+    # PyTorch's layout arrives as a transposed view; stored so, every call would copy it again
+    new = {name: mx.contiguous(value) for name, value in new.items()}
     mx.eval(new)  # any failure happens here, before the layer changes
     for name, value in new.items():
         setattr(layer, name, value)
