@@ -108,9 +108,10 @@ def grads(case, x, w, b, ct, backend, data_format="NLC", weight_format="mlx"):
 
 
 def tiny_blocks(chunk_elements=64, **changes):
-    """A block policy of a handful of rows per block, spread over every worker stream whatever the size."""
+    """A block policy of a handful of rows per block, spread over every worker stream whatever the size
+    (and no unfolded conv1d, so tiny dense signals take the row-view paths; pass ``unfold_max_rows`` for it)."""
     return BlockPolicy(chunk_elements=chunk_elements, **{"parallel_min_flops": 0, "depthwise_parallel_min_output": 0,
-                                                         **changes})
+                                                         "unfold_max_rows": 0, **changes})
 
 
 def backend_call(backend, policy, **kwargs):

@@ -19,7 +19,8 @@ from mlx_deconv.backends import direct, schedule
 from mlx_deconv.backends.schedule import DEFAULT_POLICY, BlockPolicy
 from mlx_deconv.geometry.validation import conv1d_geometry
 
-POLICIES = st.sampled_from([DEFAULT_POLICY, tiny_blocks(16), tiny_blocks(64), tiny_blocks(1)])
+POLICIES = st.sampled_from([DEFAULT_POLICY, tiny_blocks(16), tiny_blocks(64), tiny_blocks(1),
+                            tiny_blocks(16, unfold_max_rows=1 << 30)])
 
 
 @st.composite
@@ -106,13 +107,23 @@ def test_half_precision_and_layouts_through_the_op(case, dtype, data_format):
     ((16, 5, 1), dict(groups=8, stride=2), direct.DirectDepthwise),  # channel multiplier
 ])
 def test_each_kind_of_layer_takes_its_path(w_shape, kwargs, path):
-    geom, _ = conv1d_geometry((2, 40, 8), w_shape, **kwargs)
+    geom, _ = conv1d_geometry((2, 1200, 8), w_shape, **kwargs)  # past unfold_max_rows
     assert type(direct.choose(geom)) is path
+
+
+@pytest.mark.parametrize("w_shape, kwargs", [((8, 3, 8), dict(dilation=5)), ((8, 3, 8), dict(stride=4)),
+                                             ((8, 8, 8), dict(stride=4))])
+def test_short_dense_signals_unfold_and_long_ones_do_not(w_shape, kwargs):
+    short, _ = conv1d_geometry((2, 40, 8), w_shape, **kwargs)
+    assert type(direct.choose(short)) is direct.DirectUnfolded
+    assert type(direct.choose(short, tiny_blocks(unfold_max_rows=short.batch * short.output_length - 1))) is not direct.DirectUnfolded
+    grouped, _ = conv1d_geometry((2, 40, 8), (8, 3, 4), groups=2, **kwargs)
+    assert type(direct.choose(grouped)) is not direct.DirectUnfolded
 
 
 def test_tiny_policy_cuts_many_blocks():
     geom, _ = conv1d_geometry((2, 40, 8), (8, 3, 8), dilation=2)
-    path = direct.choose(geom)
+    path = direct.choose(geom, tiny_blocks(16))
     assert schedule.direct_block_count(geom, path.per_row, 2, tiny_blocks(16)) == geom.output_length
     assert schedule.direct_block_count(geom, path.per_row, 2, DEFAULT_POLICY) == 1
 

@@ -15,6 +15,9 @@ Kind of layer                         Path
 ====================================  ==========================================================
 ``C_in/G == 1`` (depthwise, channel   ``DirectDepthwise``: ``sum_k x[m*s + k*d] * w_k`` over
 multiplier, ``C_in == 1``)            strided views, one fused pass, no matmul
+dense, short (at most                 ``DirectUnfolded``: the ``K`` taps' rows copied side by
+``policy.unfold_max_rows`` output     side (im2col), one matmul of depth ``K*C_in`` with the
+rows)                                 weight read in place (a transposed view, no copy)
 taps tiling slots (every stride 1,    ``DirectSlabs``: one matmul per shift on row views of
 dilated or not; ``K`` a multiple of   ``xr``, summed in place (``mx.addmm``); grouped layers
 ``stride``), dense or grouped         copy their rows group-major once and batch over groups
@@ -22,8 +25,8 @@ other taps (sparse slots)             ``DirectPlanes``: the block's phases copie
                                       (one pass over its input), one matmul per tap on row views
 ====================================  ==========================================================
 
-No im2col: inner blocks read views of ``x`` itself; only blocks at the
-signal's ends (zero padding) and grouped/plane rows are copied, once.
+Past the short signals, no im2col: inner blocks read views of ``x`` itself; only
+blocks at the signal's ends (zero padding) and grouped/plane rows are copied, once.
 
 Gradients: ``conv1d``'s input gradient is the transposed op of the
 cotangent, and its weight gradient that op's weight gradient with the roles
@@ -178,10 +181,42 @@ class DirectPlanes(_DirectPath):
         return total.transpose(1, 2, 0, 3)
 
 
-def choose(geom: Conv1dGeometry) -> _DirectPath:
+@dataclass(frozen=True)
+class DirectUnfolded(_DirectPath):
+    """Short dense signals: the block's taps copied side by side (im2col), then one deep matmul.
+
+    ``K`` matmuls of few rows each run far below the BLAS's rate; one matmul of depth ``K*C_in``
+    does not, and the copy it needs is small where the signal is short.
+    """
+
+    name = "unfolded (direct)"
+
+    @property
+    def per_row(self) -> Optional[int]:
+        return self.geom.kernel_size * self.geom.in_channels + self.geom.out_channels
+
+    def arrange(self, weight: mx.array) -> List[mx.array]:
+        g = self.geom
+        # (K*C_in, C_out) as a transposed view: the BLAS reads it in place, no copy of the weight per call
+        return [weight.reshape(g.out_channels, g.kernel_size * g.in_channels).T]
+
+    def block(self, x: mx.array, start: int, stop: int, ws: List[mx.array]) -> mx.array:
+        g = self.geom
+        count = stop - start
+        last = (count - 1) * g.stride + 1
+        xb = slabs.signal_rows(x, start * g.stride - g.pad_left, last + (g.kernel_size - 1) * g.dilation)
+        cols = mx.concatenate([xb[:, k * g.dilation: k * g.dilation + last: g.stride] for k in range(g.kernel_size)],
+                              axis=-1)
+        return (cols.reshape(g.batch * count, -1) @ ws[0]).reshape(g.batch, count, g.out_channels)
+
+
+def choose(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
     """The path a ``conv1d`` call takes (table in the module docstring)."""
     if geom.in_per_group == 1:
         return DirectDepthwise(geom)
+    # Up to unfold_max_rows the copy of K input rows per output row is small beside the matmul.
+    if geom.groups == 1 and geom.kernel_size > 1 and geom.batch * geom.output_length <= policy.unfold_max_rows:
+        return DirectUnfolded(geom)
     shifts = slab_shifts(geom.kernel_size, geom.stride, geom.dilation)
     return DirectPlanes(geom) if shifts is None else DirectSlabs(geom, shifts)
 
@@ -202,7 +237,7 @@ def adjoint_weight(weight: mx.array, groups: int) -> mx.array:
 
 
 def _forward(x: mx.array, weight: mx.array, geom: Conv1dGeometry, policy: BlockPolicy) -> mx.array:
-    path = choose(geom)
+    path = choose(geom, policy)
     ws = path.arrange(weight)
     workers = schedule.worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
     count = schedule.direct_block_count(geom, path.per_row, len(workers), policy)

@@ -45,6 +45,9 @@ class BlockPolicy:
             this for it (matmuls of a dozen rows are slow). Backward blocks keep
             their size: each builds every tap's product and recomputes its halo.
         max_workers: at most this many CPU streams share one call.
+        unfold_max_rows: a dense ``conv1d`` of at most this many output rows
+            (``batch * output_length``) copies its taps side by side for one
+            deep matmul (``direct.DirectUnfolded``); above, it reads views.
     """
 
     chunk_elements: int = 1 << 20
@@ -53,6 +56,7 @@ class BlockPolicy:
     min_blocks: int = 4
     min_block_rows: int = 96
     max_workers: int = 8
+    unfold_max_rows: int = 512
 
 
 DEFAULT_POLICY = BlockPolicy()
