@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model-frames", nargs="+", type=int, metavar="FRAMES",
                    help="the models part's input lengths in frames "
                         f"(default: {' '.join(map(str, bench.bench_models.FRAMES))})")
+    b.add_argument("--bigvgan-frames", type=int, metavar="FRAMES",
+                   help=f"mel frames of the bigvgan part (default: {bench.bench_bigvgan.FRAMES})")
     b.add_argument("--slow", type=float, default=0.5, metavar="SECONDS",
                    help="a conv1d backend whose first call takes longer is timed twice, without warm-up (default 0.5)")
     b.add_argument("--no-tuned", action="store_true", help="leave out the tuned column (autotuning's choice)")

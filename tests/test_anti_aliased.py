@@ -757,3 +757,27 @@ def test_layer_channel_mismatch_names_the_layout():
 def test_exports():
     for name in ("Activation1d", "anti_aliased_activation", "kaiser_sinc_filter"):
         assert name in md.__all__ and hasattr(md, name)
+
+
+@pytest.mark.parametrize("shape, backend", [((1, 16, 8), "unfused"), ((1, 32, 63), "unfused"),
+                                            ((1, 32, 64), "polyphase"), ((2, 64, 16), "polyphase")])
+def test_auto_takes_the_unfused_ops_only_for_the_tiniest_calls(shape, backend):
+    geom = aa.AAGeometry(*shape, 2, 12, 12, "snakebeta", True)
+    assert aa.auto_backend(geom, metal=False) == backend
+    assert aa.auto_backend(geom, metal=True) == "metal"
+
+
+def test_auto_keeps_the_filters_constant_at_every_size():
+    """Whichever form ``auto`` takes, the filters get no gradient (as in NVIDIA's buffers)."""
+    rng = np.random.default_rng(3)
+    up = mx.array(rng.normal(size=12).astype(np.float32))
+    down = mx.array(rng.normal(size=12).astype(np.float32))
+    for length in (4, 400):
+        x = mx.array(rng.normal(size=(1, length, 8)).astype(np.float32))
+        alpha, beta = mx.zeros((8,)), mx.zeros((8,))
+
+        def loss(u, d):
+            return md.anti_aliased_activation(x, alpha, beta, up_filter=u, down_filter=d).sum()
+
+        gu, gd = mx.grad(loss, argnums=(0, 1))(up, down)
+        assert not np.any(np.array(gu)) and not np.any(np.array(gd)), length

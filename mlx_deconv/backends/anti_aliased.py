@@ -377,7 +377,7 @@ def _kernels(plan, up_taps, down_taps, length, out_dtype, compiled) -> _Kernels:
 def _taps(filter_: mx.array) -> Optional[Tuple[float, ...]]:
     """The taps as floats, or None inside a transformation (``mx.compile``) that cannot evaluate them."""
     try:
-        return tuple(float(v) for v in filter_.astype(mx.float32).tolist())
+        return tuple(float(v) for v in filter_.tolist())  # no astype: a lazy cast would be evaluated per call
     except (ValueError, RuntimeError):
         return None
 
@@ -681,6 +681,20 @@ def _differentiable(geom: AAGeometry, has_beta: bool, n: int, compiled: bool, fo
         return tuple(run_untraced(backward, [*primals, cotangent]))
 
     return fn
+
+
+#: On a CPU stream, below this many input elements (``N * L * C``) the fused form's dozen small
+#: kernels cost more than the unfused ops' few (measured: 0.46 ms against 0.54 at 32 x 32, 0.53
+#: against 0.64 at 64 x 64; docs/performance.md).
+FUSED_MIN_ELEMENTS = 2048
+
+
+def auto_backend(geom: AAGeometry, metal: bool) -> str:
+    """``backend="auto"``: the Metal kernel on a Metal stream; on a CPU the polyphase form, or the
+    unfused ops for the tiniest calls (:data:`FUSED_MIN_ELEMENTS`)."""
+    if metal:
+        return "metal"
+    return "polyphase" if geom.batch * geom.length * geom.channels >= FUSED_MIN_ELEMENTS else "unfused"
 
 
 def polyphase(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,

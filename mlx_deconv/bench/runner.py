@@ -1,9 +1,10 @@
 """``python -m mlx_deconv bench``: the decoder shapes of docs/design.md, every backend, one run.
 
-Five parts, each optional: the transposed rows (:mod:`.transposed`),
+Six parts, each optional: the transposed rows (:mod:`.transposed`),
 the ``conv1d`` rows (:mod:`.conv1d`), the end-to-end HiFi-GAN V1
-generator (:mod:`.decoder`), the short calls (:mod:`.short_calls`) and
-mlx-audio's decoders plain against patched (:mod:`.models`). Each figure is the median of ``repeat``
+generator (:mod:`.decoder`), the short calls (:mod:`.short_calls`),
+mlx-audio's decoders plain against patched (:mod:`.models`), and BigVGAN's
+anti-aliased activation and generator (:mod:`.bigvgan`). Each figure is the median of ``repeat``
 timed runs after ``warmup`` untimed ones, the backends timed in turn within
 each repetition; calls of MLX's naive loops, seconds each, are timed fewer
 times (:func:`~mlx_deconv.bench.timing.timed_medians`). Ratios compare
@@ -19,14 +20,14 @@ import json
 
 import mlx.core as mx
 
-from . import conv1d as bench_conv1d, decoder as bench_decoder, models as bench_models, short_calls
+from . import bigvgan as bench_bigvgan, conv1d as bench_conv1d, decoder as bench_decoder, models as bench_models, short_calls
 from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
 from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
 from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 
 #: The parts of a run, in the order they run.
-PARTS = ("transposed", "conv1d", "decoder", "short", "models")
+PARTS = ("transposed", "conv1d", "decoder", "short", "models", "bigvgan")
 
 
 def select(args) -> tuple:
@@ -96,6 +97,16 @@ def select_models(args) -> list:
     return bench_models.select(getattr(args, "models", None))
 
 
+def _bigvgan_selected(args) -> bool:
+    """The BigVGAN part runs unless ``--only`` leaves it out, or ``--shapes``/``--backward``/``--no-decoder`` narrow the run."""
+    only = getattr(args, "only", None)
+    if only:
+        if "bigvgan" in only and getattr(args, "backward", False):
+            raise SystemExit("--backward: the bigvgan part times inference only; leave out --only bigvgan")
+        return "bigvgan" in only
+    return not args.shapes and not args.backward and not getattr(args, "no_decoder", False)
+
+
 def main(args) -> None:
     """``bench``: the MLX phase of every selected part, then PyTorch's, then the tables (and JSON, plot)."""
     if args.long_signal:
@@ -115,8 +126,12 @@ def main(args) -> None:
     model_cases = select_models(args)
     models = bench_models.run(model_cases, frames=getattr(args, "model_frames", None) or bench_models.FRAMES,
                               slow=bench_models.SLOW, **common) if model_cases else None
+    big = bench_bigvgan.run(getattr(args, "bigvgan_frames", None) or bench_bigvgan.FRAMES, with_torch=with_torch,
+                            **common) if _bigvgan_selected(args) else None
     # PyTorch phase.
     if with_torch:
+        if big is not None:
+            bench_bigvgan.add_torch(big, args.warmup, args.repeat)
         add_torch(rows, dtype, args.warmup, args.repeat, args.backward)
         bench_conv1d.add_torch(conv_rows, dtype, args.warmup, args.repeat, args.backward)
         if dec is not None:
@@ -148,6 +163,12 @@ def main(args) -> None:
         print(f"\nWhole decoders, plain MLX against mlx_deconv.patch_mlx(), float32, "
               f"stream {args.stream or 'default'}; {machine()}. {caption}\n")
         print(bench_models.table(models, args.repeat))
+    if big is not None:
+        print(f"\nBigVGAN's anti-aliased activation, fused against unfused and PyTorch, stream {args.stream or 'default'}; "
+              f"{machine()}. " + bench_bigvgan.caption(big, args.repeat, args.warmup) + torch_note + "\n")
+        print(bench_bigvgan.activation_table(big, args.repeat))
+        print()
+        print(bench_bigvgan.generator_table(big, args.repeat))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine(), machine_details=details, kind=kind, dtype=args.dtype,
@@ -155,7 +176,7 @@ def main(args) -> None:
                            slow_seconds=slow, decoder_slow_seconds=bench_decoder.SLOW, rows=rows,
                            conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec),
                            short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows),
-                           models=models),
+                           models=models, bigvgan=None if big is None else bench_bigvgan.public(big)),
                       f, indent=2)
     if args.plot and rows:
         try:

@@ -83,7 +83,10 @@ def _filter(name: str, value) -> mx.array:
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be an mx.array of taps, got {type(value).__name__}") from err
     if value.ndim == 3 and value.shape[:2] == (1, 1):
-        value = value.reshape(-1)
+        try:  # a new, evaluated (K,) array: a lazy reshape would make every call wait for its evaluation
+            value = mx.array(value.tolist()[0][0], dtype=value.dtype)
+        except (ValueError, RuntimeError):  # a tracer (inside mx.compile): no values to read
+            value = value.reshape(-1)
     if value.ndim != 1 or value.size < 1:
         raise ValueError(f"{name} must have shape (K,) or (1, 1, K) with K >= 1, got {tuple(value.shape)}")
     if value.dtype == mx.float64:
@@ -142,7 +145,8 @@ def anti_aliased_activation(
         logscale (bool): ``alpha`` and ``beta`` are logarithms. Default: ``True``.
         ratio (int): the up- and downsampling factor, >= 1. Default: ``2``.
         data_format (str): ``"NLC"`` or ``"NCL"``. Default: ``"NLC"``.
-        backend (str): ``"auto"`` (the Metal kernel on a Metal GPU stream, else ``"polyphase"``),
+        backend (str): ``"auto"`` (the Metal kernel on a Metal GPU stream, else ``"polyphase"``, or
+            ``"unfused"`` below ``N * L * C = 2048`` where its few ops cost less; filters stay constants),
             ``"polyphase"``, ``"metal"`` (Metal GPU streams only) or ``"unfused"`` (the steps one by one,
             with the package's depthwise convolutions, for comparisons). Default: ``"auto"``.
         stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, an ``mx.Device``, an ``mx.Stream`` or an
@@ -202,7 +206,9 @@ def anti_aliased_activation(
     geom = _aa.AAGeometry(n, length, channels, int(ratio), int(up.size), int(down.size), activation, bool(logscale))
     s = resolve_stream(stream)
     if backend == "auto":
-        backend = "metal" if is_metal(s) else "polyphase"
+        backend = _aa.auto_backend(geom, is_metal(s))
+        if backend == "unfused":  # the filters stay constants under "auto", as in the fused forms
+            up, down = mx.stop_gradient(up), mx.stop_gradient(down)
     if backend == "metal" and not is_metal(s):
         raise ValueError(f"backend='metal' needs a Metal GPU stream, got stream {s}")
     with mx.stream(s):
