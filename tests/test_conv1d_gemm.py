@@ -147,6 +147,25 @@ def test_auto_keeps_mlx_op_where_it_is_faster(x_shape, w_shape, kwargs):
     assert backends.resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "builtin"
 
 
+@pytest.mark.parametrize("x_shape, channels, taps, blas, gemm", [
+    ((1, 2048, 16), 16, 3, "optimized", True),      # long: the workers share the rows
+    ((1, 512, 128), 128, 3, "optimized", True),     # wide from 512 rows
+    ((1, 512, 64), 64, 11, "optimized", False),     # ... not below 128 channels
+    ((1, 64, 512), 512, 3, "optimized", True),      # very wide and worth splitting
+    ((1, 64, 256), 256, 3, "optimized", False),     # very wide, too little work
+    ((1, 16, 512), 512, 11, "optimized", False),    # too few rows
+    ((1, 64, 128), 128, 11, "reference", True),     # behind the reference BLAS: from 2e7 FLOPs
+    ((1, 64, 128), 128, 7, "reference", False),
+])
+def test_dense_undilated_conv1d_goes_to_gemm_where_it_measured_faster(x_shape, channels, taps, blas, gemm):
+    geom, _ = conv1d_geometry(x_shape, (channels, taps, x_shape[-1]), padding="same")
+    assert backends.dense_conv1d_gemm_pays(geom, blas) is gemm
+    assert backends.builtin_is_faster(geom, blas) is not gemm
+    grouped, _ = conv1d_geometry(x_shape, (channels, taps, x_shape[-1] // 2), padding="same", groups=2)
+    assert backends.builtin_is_faster(grouped, blas) == (grouped.batch * grouped.output_length < 512
+                                                         or grouped.in_per_group < 64)  # grouped: the older rule
+
+
 @pytest.mark.parametrize("groups", [1, 4])
 def test_no_im2col_copy(groups):
     """A long dilated conv1d: peak memory stays near input + output, far below the K-fold

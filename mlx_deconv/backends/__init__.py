@@ -178,9 +178,36 @@ def naive_work(geom: AnyGeometry) -> int:
     return geom.flops * (geom.stride if op_of(geom) == "conv_transpose1d" else 1)
 
 
+#: A dense undilated ``conv1d`` (MLX: one unfolded matmul on one thread) goes to ``gemm`` (unfolded
+#: or row views, shared by the worker streams) where it pays, measured on Linux over L 16-2048,
+#: C 16-512, K 3-11 (docs/performance.md). Behind the reference BLAS: from the FLOPs where the
+#: call is split between the cores, or from this many output rows.
+DENSE_CONV1D_GEMM_MIN_FLOPS_REFERENCE_BLAS = 20_000_000
+DENSE_CONV1D_GEMM_MIN_ROWS = 1024
+#: Behind the optimized BLAS, whose single matmul is fast: long signals, wide ones from 512 rows,
+#: and very wide ones (C_in >= 256) from 64 rows once the call is worth splitting.
+DENSE_CONV1D_WIDE = (512, 128)
+DENSE_CONV1D_VERY_WIDE = (64, 256, 50_000_000)
+
+
+def dense_conv1d_gemm_pays(geom: Conv1dGeometry, blas: str) -> bool:
+    """Whether ``gemm`` beats MLX's op on an undilated, ungrouped ``conv1d`` behind a Linux BLAS."""
+    rows, depth = geom.batch * geom.output_length, geom.in_per_group
+    if rows >= DENSE_CONV1D_GEMM_MIN_ROWS:
+        return True
+    if blas == "reference":
+        return geom.flops >= DENSE_CONV1D_GEMM_MIN_FLOPS_REFERENCE_BLAS
+    wide_rows, wide_depth = DENSE_CONV1D_WIDE
+    very_rows, very_depth, very_flops = DENSE_CONV1D_VERY_WIDE
+    return ((rows >= wide_rows and depth >= wide_depth)
+            or (rows >= very_rows and depth >= very_depth and geom.flops >= very_flops))
+
+
 def builtin_is_faster(geom: AnyGeometry, blas: str) -> bool:
     """Where MLX's own op beats every path of the package on a CPU stream behind ``blas``
     (``cpu_blas``'s kind; measured over the short-calls grid: docs/performance.md)."""
+    if mlx_matmuls(geom) and op_of(geom) == "conv1d" and geom.groups == 1 and blas in ("reference", "optimized"):
+        return not dense_conv1d_gemm_pays(geom, blas)
     if mlx_matmuls(geom):
         return (geom.batch * geom.output_length < GEMM_MIN_ROWS_WHERE_MLX_MATMULS
                 or geom.in_per_group < GEMM_MIN_DEPTH_WHERE_MLX_MATMULS)
