@@ -2,7 +2,8 @@
 
 Six parts, each optional: the transposed rows (:mod:`.transposed`),
 the ``conv1d`` rows (:mod:`.conv1d`), the end-to-end HiFi-GAN V1
-generator (:mod:`.decoder`), the short calls (:mod:`.short_calls`),
+generator (:mod:`.decoder`), the short calls (:mod:`.short_calls`, with
+HiFi-GAN V1 streamed a few frames a step, :mod:`.streaming`),
 mlx-audio's decoders plain against patched (:mod:`.models`), and BigVGAN's
 anti-aliased activation and generator (:mod:`.bigvgan`). Each figure is the median of ``repeat``
 timed runs after ``warmup`` untimed ones, the backends timed in turn within
@@ -21,6 +22,7 @@ import json
 import mlx.core as mx
 
 from . import bigvgan as bench_bigvgan, conv1d as bench_conv1d, decoder as bench_decoder, models as bench_models, short_calls
+from . import streaming as bench_streaming
 from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
 from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
 from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
@@ -123,6 +125,7 @@ def main(args) -> None:
     dec = bench_decoder.run(seconds=getattr(args, "decoder_seconds", 1.0), with_torch=with_torch,
                             slow=bench_decoder.SLOW, **common) if decoder else None
     short_rows = short_calls.run(dtype=dtype, stream=args.stream) if _short_calls_selected(args) else []
+    streamed = bench_streaming.run(with_torch=with_torch, **common) if _short_calls_selected(args) else None
     model_cases = select_models(args)
     models = bench_models.run(model_cases, frames=getattr(args, "model_frames", None) or bench_models.FRAMES,
                               slow=bench_models.SLOW, **common) if model_cases else None
@@ -132,6 +135,8 @@ def main(args) -> None:
     if with_torch:
         if big is not None:
             bench_bigvgan.add_torch(big, args.warmup, args.repeat)
+        if streamed is not None:
+            bench_streaming.add_torch(streamed, args.warmup, args.repeat)
         add_torch(rows, dtype, args.warmup, args.repeat, args.backward)
         bench_conv1d.add_torch(conv_rows, dtype, args.warmup, args.repeat, args.backward)
         if dec is not None:
@@ -158,6 +163,12 @@ def main(args) -> None:
         print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {settings}; "
               "the 25 lowest ratios, then every cell's summary\n")
         print(short_calls.table(short_rows, worst=25))
+    if streamed is not None:
+        print(f"\nStreaming HiFi-GAN V1 (`StreamingHiFiGAN.step`), batch 1, float32, stream {args.stream or 'default'}; "
+              f"{machine()}; median of {args.repeat} steps after {args.warmup}. PyTorch: the same weights run on "
+              f"the chunk plus the {streamed['context']} mel frames of left context its audio depends on, "
+              f"under `torch.no_grad()`.{torch_note}\n")
+        print(bench_streaming.table(streamed))
     if models is not None:
         caption = bench_models.caption(models, args.repeat, args.warmup, bench_models.SLOW)
         print(f"\nWhole decoders, plain MLX against mlx_deconv.patch_mlx(), float32, "
@@ -176,7 +187,8 @@ def main(args) -> None:
                            slow_seconds=slow, decoder_slow_seconds=bench_decoder.SLOW, rows=rows,
                            conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec),
                            short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows),
-                           models=models, bigvgan=None if big is None else bench_bigvgan.public(big)),
+                           models=models, bigvgan=None if big is None else bench_bigvgan.public(big),
+                           streaming=None if streamed is None else bench_streaming.public(streamed)),
                       f, indent=2)
     if args.plot and rows:
         try:
