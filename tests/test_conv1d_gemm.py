@@ -149,6 +149,7 @@ def test_auto_keeps_mlx_op_where_it_is_faster(x_shape, w_shape, kwargs):
 
 @pytest.mark.parametrize("x_shape, channels, taps, blas, gemm", [
     ((1, 2048, 16), 16, 3, "optimized", True),      # long: the workers share the rows
+    ((1, 1024, 8), 8, 7, "optimized", False),       # ... but not on fewer than 16 channels
     ((1, 512, 128), 128, 3, "optimized", True),     # wide from 512 rows
     ((1, 512, 64), 64, 11, "optimized", False),     # ... not below 128 channels
     ((1, 64, 512), 512, 3, "optimized", True),      # very wide and worth splitting

@@ -28,6 +28,12 @@ table in ``docs/blas.md`` and the other tables in ``docs/performance.md``.
 * ``blas``: the forward run (optimized BLAS, loaded by ``import mlx_deconv``)
   against ``--reference-blas``, the same benchmark with ``MLX_DECONV_BLAS=0``
   (MLX's bundled reference BLAS): MLX's matmul rate and ``auto``'s times;
+* ``short``: the short-calls grid of the forward run (and of ``--reference-blas``
+  when it has one): per op and BLAS, ``builtin / auto``'s minimum and geomean,
+  and the worst ``auto`` over MLX's own function on a tiny call (L <= 64, C <= 32);
+* ``streaming``: HiFi-GAN V1 streamed 2, 8 and 32 frames a step, of the forward run;
+* ``activation`` and ``bigvgan``: the anti-aliased activation's rows and the BigVGAN v2 generator's;
+* ``models``: mlx-audio's decoders, plain MLX against ``patch_mlx()``;
 * ``headline``: the README introduction's figures, always recomputed from
   the tables now in the docs, so the words cannot disagree with the tables;
   it ends with a link to the page and section of the ``forward`` table.
@@ -53,7 +59,10 @@ DEPTHWISE = "bigvgan-aa"
 RATIO_COLUMN = "auto / builtin"
 MLX_DECONV_ROW = "mlx_deconv"  # the decoder table's row label starts with this
 TORCH_ROW = "PyTorch"
-REGIONS = ("headline", "forward", "backward", "conv1d", "decoder", "blas")
+REGIONS = ("headline", "forward", "backward", "conv1d", "decoder", "blas", "short", "streaming", "activation",
+           "bigvgan", "models")
+#: A tiny call, for the short-calls summary: at most this length and channels.
+TINY = (64, 32)
 
 
 def region(text: str, name: str) -> str:
@@ -192,6 +201,43 @@ def headline(pages: Mapping[str, str]) -> str:
         if TORCH_ROW in rows:
             sentence += f" and in {_value(ours['seconds']) / _value(rows[TORCH_ROW]['seconds']):.2f}x PyTorch's time"
         parts.append(sentence)
+    short = _optional_table(pages, "short")
+    if short:
+        said = [f"`{r['op'].strip('`')}` {r['builtin / auto, minimum']}-{r['geomean']} (minimum-geomean) behind "
+                f"{'the reference BLAS' if 'reference' in r['BLAS'] else r['BLAS']}" for r in short]
+        tiny = max(_value(r["tiny, auto / mx (worst)"]) for r in short if r["tiny, auto / mx (worst)"] != "-")
+        parts.append(f"on the short calls of streaming and real models `auto` over MLX's op was {'; '.join(said)}, "
+                     f"and a tiny call took at most {tiny:.2f}x MLX's own")
+    streaming = _optional_table(pages, "streaming")
+    if streaming:
+        rtf = {r["frames per step"]: r["real-time factor"] for r in streaming}
+        parts.append("streaming HiFi-GAN V1 ran at a real-time factor of "
+                     + ", ".join(f"{rtf[k]} at {k}-frame" for k in rtf) + " steps")
+    activation = _optional_table(pages, "activation")
+    if activation:
+        sentence = (f"BigVGAN's fused anti-aliased activation ran {_span([r['unfused / fused'] for r in activation])} "
+                    f"faster than the same steps unfused")
+        if all(r["fused / PyTorch"] not in ("", "-") for r in activation):
+            sentence += f", in {_span([r['fused / PyTorch'] for r in activation])} PyTorch's time"
+        parts.append(sentence)
+    generator = _optional_table(pages, "bigvgan")
+    if generator:
+        rows = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}
+        ours = _value(next(r for k, r in rows.items() if k.startswith("mlx_deconv"))["seconds"])
+        said = []
+        for k, r in rows.items():
+            if k.startswith("PyTorch"):
+                said.append(f"in {ours / _value(r['seconds']):.2f}x PyTorch's time")
+            elif "patched" in k:
+                said.append(f"{_value(r['seconds']) / ours:.1f}x faster than mlx-audio's under `patch_mlx()`")
+        if said:
+            parts.append("the BigVGAN v2 generator ran end to end " + " and ".join(said))
+    models = _optional_table(pages, "models")
+    if models:
+        longest = max(int(r["frames"]) for r in models)
+        ups = [r["speed-up"] for r in models if int(r["frames"]) == longest and r["model"] != "hifigan"]
+        if ups:
+            parts.append(f"`patch_mlx()` made mlx-audio's decoders {_span(ups)} faster at {longest} frames")
     where = _link_to_region(pages, "forward", locate(pages, "headline"))
     return "; ".join(parts) + f" (one `bench` run of each kind; tables in {where}).\n"
 
@@ -346,13 +392,88 @@ def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str
             + "\n".join(lines) + "\n")
 
 
+def _short_summary(result: Dict) -> List[Dict[str, str]]:
+    """Per op: cells, ``builtin / auto`` minimum and geomean, the worst ``auto / mx`` on a tiny call."""
+    from mlx_deconv.bench import short_calls
+
+    rows = result["short_calls"]
+    out = []
+    for op, v in short_calls.summary(rows).items():
+        tiny = [r["seconds"]["auto"] / r["seconds"]["mlx"] for r in rows if r["cell"]["op"] == op and "mlx" in r["seconds"]
+                and r["cell"]["length"] <= TINY[0] and r["cell"]["channels"] <= TINY[1]]
+        out.append(dict(op=op, cells=str(v["cells"]), min=f"{v['min']:.2f}x", geomean=f"{v['geomean']:.2f}x",
+                        tiny=f"{max(tiny):.2f}x" if tiny else "-"))
+    return out
+
+
+def _short_medians() -> str:
+    from mlx_deconv.bench import short_calls
+    from mlx_deconv.bench.timing import medians_phrase
+
+    return medians_phrase(short_calls.REPEAT, short_calls.WARMUP)
+
+
+def short_region(result: Dict, reference: Optional[Dict], machine: Optional[str]) -> str:
+    """The short-calls summary behind each BLAS that has a run."""
+    runs = [(_blas_name(result), result)]
+    if reference is not None and reference.get("short_calls"):
+        runs.append(("the bundled reference BLAS (`MLX_DECONV_BLAS=0`)", reference))
+    lines = [f"Short calls, {result['dtype']}, {_stream(result)}, batch 1, measured on {_where(result, machine)}, "
+             f"{_short_medians()}: \"builtin / auto\" is MLX's op's time over `auto`'s on each cell (above 1: "
+             f"`auto` is faster); \"tiny, auto / mx\": the most a call of L <= {TINY[0]}, C <= {TINY[1]} took "
+             f"through `auto` over MLX's own function called directly.", "",
+             "| BLAS | op | cells | builtin / auto, minimum | geomean | tiny, auto / mx (worst) |", "|---|---|---|---|---|---|"]
+    for name, run in runs:
+        for r in _short_summary(run):
+            lines.append(f"| {name} | `{r['op']}` | {r['cells']} | {r['min']} | {r['geomean']} | {r['tiny']} |")
+    return "\n".join(lines) + "\n"
+
+
+def streaming_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv.bench import streaming as bench_streaming
+
+    repeat, warmup = _settings(result)
+    streamed = result["streaming"]
+    return (f"HiFi-GAN V1 streamed (`StreamingHiFiGAN.step`), batch 1, float32, {_stream(result)}, measured on "
+            f"{_where(result, machine)}; median of {repeat} steady steps after {warmup}. PyTorch: the same weights "
+            f"run on the chunk plus the {streamed['context']} mel frames of left context its audio depends on."
+            f"{_torch_note(result)}\n\n" + bench_streaming.table(streamed) + "\n")
+
+
+def activation_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv.bench import bigvgan as bench_bigvgan
+
+    repeat, warmup = _settings(result)
+    big = result["bigvgan"]
+    return (f"Measured on {_where(result, machine)}, {_stream(result)}. "
+            + bench_bigvgan.caption(big, repeat, warmup) + _torch_note(result) + "\n\n"
+            + bench_bigvgan.activation_table(big, repeat) + "\n")
+
+
+def bigvgan_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv.bench import bigvgan as bench_bigvgan
+
+    repeat, _ = _settings(result)
+    return "The same run:\n\n" + bench_bigvgan.generator_table(result["bigvgan"], repeat) + "\n"
+
+
+def models_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv.bench import models as bench_models
+
+    repeat, warmup = _settings(result)
+    models = result["models"]
+    return (f"Float32, {_stream(result)}, measured on {_where(result, machine)}. "
+            + bench_models.caption(models, repeat, warmup, bench_models.SLOW) + "\n\n"
+            + bench_models.table(models, repeat) + "\n")
+
+
 def _parts(results: Sequence[Dict]) -> Dict[str, Dict]:
     """``{part: result}`` for the parts (``rows``, ``conv1d_rows``, ``decoder``) the forward results hold."""
     found: Dict[str, Dict] = {}
     for result in results:
         if result.get("kind") != "forward":
             raise ValueError(f"--forward expects a forward run, got {result.get('kind')!r}")
-        for part in ("rows", "conv1d_rows", "decoder"):
+        for part in ("rows", "conv1d_rows", "decoder", "short_calls", "streaming", "bigvgan", "models"):
             if result.get(part):
                 if part in found:
                     raise ValueError(f"two --forward files hold {part!r}: give each part once")
@@ -384,6 +505,15 @@ def rewrite(pages: Mapping[str, str], forward=None, backward: Optional[Dict] = N
         put("conv1d", conv1d_region(parts["conv1d_rows"], machine))
     if "decoder" in parts:
         put("decoder", decoder_region(parts["decoder"], machine))
+    if "short_calls" in parts:
+        put("short", short_region(parts["short_calls"], reference_blas, machine))
+    if "streaming" in parts:
+        put("streaming", streaming_region(parts["streaming"], machine))
+    if "bigvgan" in parts:
+        put("activation", activation_region(parts["bigvgan"], machine))
+        put("bigvgan", bigvgan_region(parts["bigvgan"], machine))
+    if "models" in parts:
+        put("models", models_region(parts["models"], machine))
     if backward is not None:
         if backward.get("kind") != "forward+backward":
             raise ValueError(f"--backward expects a forward+backward run, got {backward.get('kind')!r}")

@@ -160,7 +160,9 @@ def main(args) -> None:
               + bench_decoder.caption(dec, args.repeat, args.warmup, bench_decoder.SLOW) + torch_note + "\n")
         print(bench_decoder.table(dec, args.repeat))
     if short_rows:
-        print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {settings}; "
+        short_settings = (f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; "
+                          f"{medians_phrase(short_calls.REPEAT, short_calls.WARMUP)}")
+        print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {short_settings}; "
               "the 25 lowest ratios, then every cell's summary\n")
         print(short_calls.table(short_rows, worst=25))
     if streamed is not None:

@@ -102,7 +102,13 @@ def _geometry(cell: ShortCall, x, w):
     return check(x.shape, w.shape, **cell.kwargs())[0]
 
 
-def run(cells: Sequence[ShortCall] = SHORT_CALLS, stream=None, dtype=mx.float32, warmup: int = 3, repeat: int = 7,
+#: Timed calls per cell, and untimed ones before them: a call takes 0.1 ms, and an evaluation's cost
+#: on a 2-core VM jumps between about 15 and 95 us, so each median takes many samples.
+REPEAT, WARMUP = 21, 3
+
+
+def run(cells: Sequence[ShortCall] = SHORT_CALLS, stream=None, dtype=mx.float32, warmup: int = WARMUP,
+        repeat: int = REPEAT,
         clock: Optional[Clock] = None) -> List[Dict]:
     """Times ``auto``, ``builtin`` and MLX's own function on every cell.
 
