@@ -203,7 +203,7 @@ def headline(pages: Mapping[str, str]) -> str:
         parts.append(sentence)
     short = _optional_table(pages, "short")
     if short:
-        said = [f"`{r['op'].strip('`')}` {r['builtin / auto, minimum']}-{r['geomean']} (minimum-geomean) behind "
+        said = [f"`{r['op'].strip('`')}` minimum {r['builtin / auto, minimum']}, geomean {r['geomean']} behind "
                 f"{'the reference BLAS' if 'reference' in r['BLAS'] else r['BLAS']}" for r in short]
         tiny = max(_value(r["tiny, auto / mx (worst)"]) for r in short if r["tiny, auto / mx (worst)"] != "-")
         parts.append(f"on the short calls of streaming and real models `auto` over MLX's op was {'; '.join(said)}, "
