@@ -256,6 +256,32 @@ def expected_headline_figures(pages):
         figures_ += [span([_number(ours["real-time factor"])]), span([_number(ours["speed-up over MLX ops"])])]
         if "PyTorch" in rows:
             figures_.append(span([round(_number(ours["seconds"]) / _number(rows["PyTorch"]["seconds"]), 2)]))
+    short = _table(in_pages(pages, "short"))
+    if short:
+        for r in short:
+            figures_ += [span([_number(r["builtin / auto, minimum"])]), span([_number(r["geomean"])])]
+        figures_.append(span([max(_number(r["tiny, auto / mx (worst)"]) for r in short)]))
+    streaming = _table(in_pages(pages, "streaming"))
+    if streaming:
+        figures_.append(span([_number(streaming[0]["real-time factor"])]))  # only the first carries the phrase
+    activation = _table(in_pages(pages, "activation"))
+    if activation:
+        figures_ += [span([_number(r["unfused / fused"]) for r in activation]),
+                     span([_number(r["fused / PyTorch"]) for r in activation])]
+    generator = _table(in_pages(pages, "bigvgan"))
+    if generator:
+        rows = {r["BigVGAN v2 24 kHz generator"]: _number(r["seconds"]) for r in generator}
+        ours = next(v for k, v in rows.items() if k.startswith("mlx_deconv"))
+        for k, v in rows.items():
+            if k.startswith("PyTorch"):
+                figures_.append(span([round(ours / v, 2)]))
+            elif "patched" in k:
+                figures_.append(span([round(v / ours, 1)]))
+    models = _table(in_pages(pages, "models"))
+    if models:
+        longest = max(int(r["frames"]) for r in models)
+        figures_.append(span([_number(r["speed-up"]) for r in models if int(r["frames"]) == longest
+                              and r["model"] != "hifigan"]))
     return figures_
 
 
