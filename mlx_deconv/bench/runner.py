@@ -102,11 +102,9 @@ def select_models(args) -> list:
 def _bigvgan_selected(args) -> bool:
     """The BigVGAN part runs unless ``--only`` leaves it out, or ``--shapes``/``--backward``/``--no-decoder`` narrow the run."""
     only = getattr(args, "only", None)
-    if only:
-        if "bigvgan" in only and getattr(args, "backward", False):
-            raise SystemExit("--backward: the bigvgan part times inference only; leave out --only bigvgan")
-        return "bigvgan" in only
-    return not args.shapes and not args.backward and not getattr(args, "no_decoder", False)
+    if only and "bigvgan" in only and getattr(args, "backward", False):
+        raise SystemExit("--backward: the bigvgan part times inference only; leave out --only bigvgan")
+    return "bigvgan" in only if only else _short_calls_selected(args)
 
 
 def main(args) -> None:

@@ -86,13 +86,13 @@ def run(chunks: Sequence[int] = CHUNKS, *, config=None, stream=None, warmup: int
         model.load_torch_state_dict({k: v.detach().numpy() for k, v in torch_model.state_dict().items()})
     mx.eval(model.parameters())
     rng = np.random.default_rng(seed)
-    hop = math.prod(config.upsample_rates)
+    hop, context = math.prod(config.upsample_rates), left_context(config)
     rows: List[Dict] = []
     for frames in chunks:
         sys.stderr.write(f"streaming: HiFi-GAN steps of {frames} frames\n")
         streamer = StreamingHiFiGAN(model)
         # The first steps only fill the layers' context (little or no audio out): untimed.
-        untimed = warmup + math.ceil(2 * left_context(config) / frames)
+        untimed = warmup + math.ceil(2 * context / frames)
         mels = [rng.normal(0, 1, (1, frames, config.num_mels)).astype(np.float32) for _ in range(untimed + repeat)]
         times = []
         with mx.stream(stream):
@@ -109,7 +109,7 @@ def run(chunks: Sequence[int] = CHUNKS, *, config=None, stream=None, warmup: int
                                            f"not {frames * hop}")
         rows.append(dict(frames=frames, audio_seconds=frames * hop / config.sampling_rate,
                          seconds={"mlx_deconv": float(np.median(times))}, runs={"mlx_deconv": len(times)}))
-    return dict(rows=rows, context=left_context(config), hop=hop, _torch=torch_model, _mels=rng)
+    return dict(rows=rows, context=context, hop=hop, _torch=torch_model, _rng=rng)
 
 
 def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
@@ -121,7 +121,7 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
 
     import torch
 
-    rng = result["_mels"]
+    rng = result["_rng"]
     with torch_phase():
         for row in result["rows"]:
             frames = row["frames"] + result["context"]

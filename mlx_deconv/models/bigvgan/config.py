@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, Optional, Tuple
+
+from ..stages import config_from_dict
 
 #: The activations NVIDIA's generator knows.
 ACTIVATIONS = ("snake", "snakebeta")
@@ -129,11 +131,7 @@ class BigVGANConfig:
         """From a ``config.json``'s dictionary; training keys (batch size, losses, discriminators...) are ignored."""
         if not isinstance(values, dict):
             raise ValueError(f"a BigVGAN config is a JSON object, got {type(values).__name__}")
-        names = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in values]
-        if missing:
-            raise ValueError(f"BigVGAN config lacks {missing}")
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return config_from_dict(cls, values, "BigVGAN")
 
     @classmethod
     def from_json(cls, path) -> "BigVGANConfig":

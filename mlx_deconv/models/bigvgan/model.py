@@ -42,6 +42,7 @@ from ...nn.anti_aliased import Activation1d
 from ...nn.interop import to_numpy
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..hifigan.model import load_torch_checkpoint, same_padding
+from ..stages import StageBlocks
 from .config import BigVGANConfig
 
 __all__ = ["AMPBlock1", "AMPBlock2", "BigVGAN", "activation_layer", "from_checkpoint", "load_torch_checkpoint"]
@@ -97,7 +98,7 @@ class AMPBlock2(nn.Module):
         return x
 
 
-class BigVGAN(nn.Module):
+class BigVGAN(StageBlocks, nn.Module):
     """NVIDIA's BigVGAN generator on :class:`~mlx_deconv.Conv1d`, :class:`~mlx_deconv.ConvTranspose1d` and
     :class:`~mlx_deconv.Activation1d`.
 
@@ -134,15 +135,6 @@ class BigVGAN(nn.Module):
         last = config.channels(len(self.ups))
         self.activation_post = activation_layer(last, config)
         self.conv_post = Conv1d(last, 1, 7, padding=3, bias=config.use_bias_at_final, **kw)
-
-    @property
-    def num_kernels(self) -> int:
-        return len(self.config.resblock_kernel_sizes)
-
-    def stage_blocks(self, stage: int) -> List[nn.Module]:
-        """The AMP blocks after upsampling layer ``stage``, whose outputs are averaged."""
-        n = self.num_kernels
-        return self.resblocks[stage * n:(stage + 1) * n]
 
     def final(self, x: mx.array) -> mx.array:
         """The last step: ``tanh``, or NVIDIA's clamp to ``[-1, 1]`` when ``use_tanh_at_final`` is off."""

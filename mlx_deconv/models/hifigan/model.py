@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -37,6 +37,7 @@ import mlx.nn as nn
 
 from ...nn.activations import leaky_relu  # each thread's own compiled copy (docs/threads-exit.md)
 from ...nn.layers import Conv1d, ConvTranspose1d
+from ..stages import StageBlocks, config_from_dict
 
 LRELU_SLOPE = 0.1
 #: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
@@ -95,11 +96,7 @@ class HiFiGANConfig:
     @classmethod
     def from_dict(cls, values: Dict) -> "HiFiGANConfig":
         """From a ``config.json``'s dictionary; training keys (batch size, learning rate...) are ignored."""
-        names = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in values]
-        if missing:
-            raise ValueError(f"HiFi-GAN config lacks {missing}")
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return config_from_dict(cls, values, "HiFi-GAN")
 
     @classmethod
     def from_json(cls, path) -> "HiFiGANConfig":
@@ -167,7 +164,7 @@ class ResBlock2(nn.Module):
         return x
 
 
-class HiFiGAN(nn.Module):
+class HiFiGAN(StageBlocks, nn.Module):
     """HiFi-GAN's generator on :class:`~mlx_deconv.Conv1d` and :class:`~mlx_deconv.ConvTranspose1d`.
 
     Parameter names follow the original repository (``conv_pre``, ``ups.i``,
@@ -199,15 +196,6 @@ class HiFiGAN(nn.Module):
             for kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
                 self.resblocks.append(block(config.channels(i + 1), kernel, dilations, **kw))
         self.conv_post = Conv1d(config.channels(len(self.ups)), 1, 7, padding=3, **kw)
-
-    @property
-    def num_kernels(self) -> int:
-        return len(self.config.resblock_kernel_sizes)
-
-    def stage_blocks(self, stage: int) -> List[nn.Module]:
-        """The residual blocks after upsampling layer ``stage``, whose outputs are averaged."""
-        n = self.num_kernels
-        return self.resblocks[stage * n:(stage + 1) * n]
 
     def __call__(self, mel: mx.array) -> mx.array:
         x = self.conv_pre(mel)
