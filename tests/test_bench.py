@@ -3,7 +3,9 @@
 Nothing here asserts on a measured time.
 """
 
+import itertools
 import json
+import math
 
 import mlx.core as mx
 import pytest
@@ -262,3 +264,38 @@ def test_torch_phase_runs_torch_at_its_own_default_and_restores():
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(old)
+
+
+def test_short_calls_time_back_to_back_calls_and_divide():
+    """A cell's sample is several calls when one is short, the same count for every function, and
+    the row holds seconds per call."""
+    from mlx_deconv.bench import short_calls
+
+    assert short_calls.calls_per_sample(1.0) == 1
+    assert short_calls.calls_per_sample(short_calls.SAMPLE_SECONDS / 3) == 3
+    assert short_calls.calls_per_sample(0.0) == short_calls.MAX_NUMBER
+    ticks = itertools.count()
+    tick = 2.0 ** -12  # each reading 0.24 ms after the last (exact in binary)
+    clock = lambda: tick * next(ticks)  # noqa: E731
+    cells = [short_calls.ShortCall("conv1d", "dense", 8, 4, 3), short_calls.ShortCall("conv_transpose1d", "strided",
+                                                                                    8, 4, 4, stride=2)]
+    rows = short_calls.run(cells, warmup=1, repeat=3, clock=clock)
+    for row in rows:
+        assert row["number"] == math.ceil(short_calls.SAMPLE_SECONDS / tick) == 2
+        assert set(row["seconds"]) >= {"auto", "builtin"}
+        for seconds in row["seconds"].values():
+            assert seconds == tick / 2
+
+
+def test_short_calls_gain_pairs_each_round():
+    """The gain is the median of per-round ratios, not the ratio of medians: a slow spell that falls on
+    one round of both functions cancels."""
+    from mlx_deconv.bench import short_calls
+
+    builtin, auto = [1.0, 1.0, 5.0, 5.0, 5.0], [1.0, 1.0, 5.0, 5.0, 4.0]  # medians 5 and 5; pairs 1,1,1,1,1.25
+    assert short_calls.paired_gain(builtin, auto) == 1.0
+    assert short_calls.paired_gain([2.0, 4.0, 9.0], [1.0, 1.0, 10.0]) == 2.0  # ratio of medians: 4.0
+    with pytest.raises(ValueError, match="as many builtin as auto samples, got 2 and 1"):
+        short_calls.paired_gain([1.0, 2.0], [1.0])
+    row = dict(seconds=dict(builtin=4.0, auto=1.0), gain=2.0)
+    assert short_calls.ratios([row, dict(seconds=dict(builtin=3.0, auto=1.0))]) == [2.0, 3.0]

@@ -143,3 +143,27 @@ def test_prepared_calls_are_kept_apart():
         x, w, b = case.arrays()
         got = run(case, x, w, b, "auto", dtype=mx.float16)
         np.testing.assert_allclose(got, case.expected(x, w, b), rtol=0, atol=forward_atol(case, mx.float16))
+
+
+def test_auto_shares_the_call_of_the_backend_it_picks():
+    """``auto`` runs the very prepared call of its choice (one compiled function per choice), and a
+    call asked by another name keeps its own: each still computes the definition."""
+    from mlx_deconv import backends
+    from mlx_deconv.geometry.validation import conv_geometry
+    from mlx_deconv.ops import functional
+    from mlx_deconv.runtime.devices import resolve_stream
+
+    case = Case(batch=1, length=9, groups=1, in_per_group=3, out_per_group=2, taps=3, stride=2, dilation=1,
+                padding=1, output_padding=None, use_bias=False, seed=31)
+    x, w, b = case.arrays()
+    calls = functional._prepared_calls()
+    calls.clear()
+    for backend in ("auto", "builtin", "gemm"):
+        np.testing.assert_allclose(run(case, x, w, b, backend), case.expected(x, w, b), rtol=0, atol=forward_atol(case))
+    by_backend = {key[4][-1]: call for key, call in calls.items() if key[0] == "conv_transpose1d"}
+    assert set(by_backend) == {"auto", "builtin", "gemm"}
+    chosen = backends.resolve_backend("auto", conv_geometry(x.shape, w.shape, **case.kwargs())[0],
+                                      resolve_stream(None))
+    other = ({"builtin", "gemm"} - {chosen}).pop()
+    assert by_backend["auto"] is by_backend[chosen]
+    assert by_backend["auto"] is not by_backend[other]

@@ -408,9 +408,8 @@ def _short_summary(result: Dict) -> List[Dict[str, str]]:
 
 def _short_medians() -> str:
     from mlx_deconv.bench import short_calls
-    from mlx_deconv.bench.timing import medians_phrase
 
-    return medians_phrase(short_calls.REPEAT, short_calls.WARMUP)
+    return short_calls.timing_phrase()
 
 
 def short_region(result: Dict, reference: Optional[Dict], machine: Optional[str]) -> str:

@@ -159,7 +159,7 @@ def main(args) -> None:
         print(bench_decoder.table(dec, args.repeat))
     if short_rows:
         short_settings = (f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; "
-                          f"{medians_phrase(short_calls.REPEAT, short_calls.WARMUP)}")
+                          f"{short_calls.timing_phrase()}")
         print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {short_settings}; "
               "the 25 lowest ratios, then every cell's summary\n")
         print(short_calls.table(short_rows, worst=25))

@@ -12,6 +12,8 @@ must keep it at 1 or above in every cell.
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -102,18 +104,55 @@ def _geometry(cell: ShortCall, x, w):
     return check(x.shape, w.shape, **cell.kwargs())[0]
 
 
-#: Timed calls per cell, and untimed ones before them: a call takes 0.1 ms, and an evaluation's cost
-#: on a 2-core VM jumps between about 15 and 95 us, so each median takes many samples.
-REPEAT, WARMUP = 21, 3
+#: Timed samples (rounds) per cell, and untimed calls before them: a call takes 0.1 ms, and an
+#: evaluation's cost on a 2-core VM jumps between about 15 and 95 us, so each median takes many samples.
+REPEAT, WARMUP = 41, 3
+#: Rounds of a cell whose one call takes longer than a sample (its own noise is smaller; the grid's
+#: slowest cells, MLX's loops over wide channels, would otherwise double the part's time).
+LONG_REPEAT = 21
+#: Each sample runs a cell's call back to back until about this long (at most :data:`MAX_NUMBER`
+#: calls, the same count for every function of the cell), then divides: one 0.1 ms call's time
+#: swings by 10% from one evaluation to the next.
+SAMPLE_SECONDS, MAX_NUMBER = 4e-4, 8
+
+
+def calls_per_sample(seconds: float) -> int:
+    """How many back-to-back calls one sample of a cell makes, from one call's ``seconds``."""
+    return max(1, min(MAX_NUMBER, math.ceil(SAMPLE_SECONDS / max(seconds, 1e-9))))
+
+
+def _back_to_back(fn, number: int):
+    """``fn`` called ``number`` times, each result evaluated; returns the last (the timer evaluates it)."""
+    if number == 1:
+        return fn
+
+    def calls():
+        for _ in range(number - 1):
+            mx.eval(fn())
+        return fn()
+    return calls
+
+
+def _one_call_seconds(fn, clock: Clock) -> float:
+    """One warm call's seconds (its first call prepares and compiles)."""
+    mx.eval(fn())
+    start = clock()
+    mx.eval(fn())
+    return clock() - start
 
 
 def run(cells: Sequence[ShortCall] = SHORT_CALLS, stream=None, dtype=mx.float32, warmup: int = WARMUP,
-        repeat: int = REPEAT,
+        repeat: int = REPEAT, long_repeat: int = LONG_REPEAT,
         clock: Optional[Clock] = None) -> List[Dict]:
-    """Times ``auto``, ``builtin`` and MLX's own function on every cell.
+    """Times ``auto``, ``builtin`` and MLX's own function on every cell, round-robin.
+
+    Each sample is :func:`calls_per_sample` back-to-back calls (counted from one
+    warm ``builtin`` call), its time divided by their number; a cell is timed
+    ``repeat`` rounds, or ``long_repeat`` when that one call took longer than a sample.
 
     Returns:
-        list[dict]: one row per cell: ``cell``, ``auto`` (the rule's choice) and ``seconds`` of
+        list[dict]: one row per cell: ``cell``, ``auto`` (the rule's choice), ``number`` (calls per
+        sample) and ``seconds`` (per call) of
         ``"auto"``, ``"builtin"`` and ``"mlx"`` (MLX's function, called directly).
     """
     from ..runtime.devices import resolve_stream
@@ -131,17 +170,41 @@ def run(cells: Sequence[ShortCall] = SHORT_CALLS, stream=None, dtype=mx.float32,
                "builtin": lambda: ours(x, w, **kw, backend="builtin", stream=stream)}
         if cell.op == "conv1d" or cell.kwargs()["padding"] <= cell.dilation * (cell.kernel_size - 1):
             fns["mlx"] = lambda: theirs(x, w, **kw, stream=stream)
-        timings = timed_medians(fns, warmup, repeat, **extra)
+        one_call = _one_call_seconds(fns["builtin"], clock or time.perf_counter)
+        number = calls_per_sample(one_call)
+        rounds = repeat if one_call < SAMPLE_SECONDS else min(repeat, long_repeat)
+        timings = timed_medians({n: _back_to_back(f, number) for n, f in fns.items()}, warmup, rounds, **extra)
         rows.append(dict(cell=asdict(cell), name=cell.name,
-                         auto=backends.resolve_backend("auto", _geometry(cell, x, w), stream),
-                         seconds={n: t.seconds for n, t in timings.items()}))
+                         auto=backends.resolve_backend("auto", _geometry(cell, x, w), stream), number=number,
+                         seconds={n: t.seconds / number for n, t in timings.items()},
+                         gain=paired_gain(timings["builtin"].samples, timings["auto"].samples)))
         progress.step(cell.name)
     return rows
 
 
+def timing_phrase() -> str:
+    """How the cells are timed, for captions."""
+    return (f"{REPEAT} rounds after {WARMUP} warm-up ({LONG_REPEAT} for a call over {SAMPLE_SECONDS * 1e3:g} ms), "
+            f"each sample up to {MAX_NUMBER} back-to-back calls lasting about {SAMPLE_SECONDS * 1e3:g} ms, "
+            "each ratio the median over rounds of builtin / auto timed side by side")
+
+
+def paired_gain(builtin: Sequence[float], auto: Sequence[float]) -> float:
+    """The median over rounds of ``builtin / auto``, each pair timed side by side in one round.
+
+    A VM's slow spells last longer than a round, so they mostly cancel in a pair. On 89
+    cells where both run the same call, the ratio of two medians of 21 ranged 0.84-1.06,
+    this one 0.94-1.04, and with 41 rounds 0.96-1.05 (docs/performance.md).
+    """
+    if len(builtin) != len(auto) or not builtin:
+        raise ValueError(f"paired_gain needs as many builtin as auto samples, got {len(builtin)} and {len(auto)}")
+    return statistics.median(b / a for b, a in zip(builtin, auto))
+
+
 def ratios(rows: List[Dict]) -> List[float]:
-    """``builtin / auto`` of every row: above 1 where ``auto`` is faster than MLX's op."""
-    return [r["seconds"]["builtin"] / r["seconds"]["auto"] for r in rows]
+    """``builtin / auto`` of every row (paired per round; rows of older runs: the medians' ratio),
+    above 1 where ``auto`` is faster than MLX's op."""
+    return [r.get("gain") or r["seconds"]["builtin"] / r["seconds"]["auto"] for r in rows]
 
 
 def summary(rows: List[Dict]) -> Dict[str, Dict[str, float]]:

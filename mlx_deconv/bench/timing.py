@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import mlx.core as mx
 
@@ -35,11 +35,14 @@ class Timing:
         runs: how many runs were timed.
         slow: True when its first call took longer than the slow threshold, so
             it was timed ``slow_runs`` times without warm-up.
+        samples: every timed run's seconds, in order (run ``i`` of each function
+            was timed in round ``i``, beside the others' run ``i``).
     """
 
     seconds: float
     runs: int
     slow: bool = False
+    samples: Tuple[float, ...] = ()
 
 
 def _evaluate(out) -> None:
@@ -106,7 +109,7 @@ def timed_medians(
         for name, fn in fns.items():
             if name not in slow_names:
                 times[name].append(time_primed(fn, clock, evaluate) if warmup else timed(fn))
-    return {name: Timing(statistics.median(t), len(t), name in slow_names) for name, t in times.items()}
+    return {name: Timing(statistics.median(t), len(t), name in slow_names, tuple(t)) for name, t in times.items()}
 
 
 def medians_phrase(repeat: int, warmup: int, primed: bool = True) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import mlx.core as mx
 
@@ -200,17 +200,31 @@ def _typed(value):
     return (kind, value)
 
 
+#: Argument types a key may hold as they are: equal values of these types are the same argument.
+_PLAIN_TYPES = frozenset((int, str, type(None)))
+
+
+def _arguments_key(args: dict) -> tuple:
+    """The arguments' part of a prepared call's key (a short call's key costs about as much as MLX's op)."""
+    values = tuple(args.values())
+    if _PLAIN_TYPES.issuperset(map(type, values)):
+        return values
+    return tuple(_typed(v) for v in values)
+
+
 def _prepared_call(op: str, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
     """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
-    x = as_float_array("x", x)
-    weight = as_float_array("weight", weight)
+    if type(x) is not mx.array or x.dtype not in FLOAT_DTYPES:
+        x = as_float_array("x", x)
+    if type(weight) is not mx.array or weight.dtype not in FLOAT_DTYPES:
+        weight = as_float_array("weight", weight)
     if bias is not None:
         bias = as_float_array("bias", bias)
     stream = resolve_stream(stream)
-    # What preparing depends on (compiled functions retrace for a new dtype themselves).
-    # Streams compare by device and index but hash by identity: their text is the key.
-    key = (op, x.shape, weight.shape, None if bias is None else bias.shape,
-           tuple((k, _typed(v)) for k, v in args.items()), repr(stream))
+    # What preparing depends on (compiled functions retrace for a new dtype themselves). The
+    # arguments come in one order per op (the op's own dict). Streams compare by device and
+    # index but hash by identity: their text is the key.
+    key = (op, x.shape, weight.shape, None if bias is None else bias.shape, _arguments_key(args), repr(stream))
     # With autotuning on, "auto" depends on the dtype, the timed pass and the tuner's state too.
     tuning = autotune.autotune_mode() if args["backend"] == "auto" else None
     if tuning is not None:
@@ -221,8 +235,12 @@ def _prepared_call(op: str, x, weight, bias, stream: StreamLike, args: dict) -> 
     except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
         key, call = None, None
     if call is None:
-        call = _prepare(op, x.shape, weight.shape, None if bias is None else bias.shape, stream,
-                       tuned=None if tuning is None else (x.dtype, tuning), **args)
+        name, call = _prepare(op, x.shape, weight.shape, None if bias is None else bias.shape, stream,
+                              tuned=None if tuning is None else (x.dtype, tuning), **args)
+        if key is not None and tuning is None and name != args["backend"]:
+            # "auto" runs the very call its choice runs when asked by name: one compiled function, not two.
+            named = key[:4] + (key[4][:-1] + (name,),) + key[5:]
+            call = calls.setdefault(named, call)
     if key is not None:
         calls[key] = call  # most recently used last
         if len(calls) > PREPARED_CALLS:
@@ -243,15 +261,15 @@ _GEOMETRY = {"conv_transpose1d": conv_geometry, "conv1d": conv1d_geometry}
 
 
 def _prepare(op: str, x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,
-             weight_format: str, backend: str, tuned=None, **args) -> Callable[..., mx.array]:
-    """Validates a call signature of ``op`` and returns the function computing it."""
+             weight_format: str, backend: str, tuned=None, **args) -> Tuple[str, Callable[..., mx.array]]:
+    """Validates a call signature of ``op``; returns the backend it runs on and the function computing it."""
     geom, batched = _GEOMETRY[op](x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
                                   weight_format=weight_format, **args)
     name = _resolve(backend, geom, stream, tuned)
     transposed = op == "conv_transpose1d"
     to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if weight_format == "torch" else None
     record = backends.BACKENDS[name]
-    return _wrap(record.run(op), geom, batched, data_format, to_mlx, stream, compile=record.compilable)
+    return name, _wrap(record.run(op), geom, batched, data_format, to_mlx, stream, compile=record.compilable)
 
 
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):

@@ -48,7 +48,15 @@ OPS = ("conv_transpose1d", "conv1d")
 TUNE_MAX_LENGTH = 1 << 15
 
 
+# ``os.environ`` keeps its values in a dict under encoded keys: reading that dict is the same lookup
+# ``os.environ.get`` makes, without the five Python frames that were a short call's largest overhead.
+_ENVIRON = getattr(os.environ, "_data", None)
+_ENV_KEY = os.environ.encodekey(ENV_AUTOTUNE) if _ENVIRON is not None else None
+
+
 def _env_mode() -> Optional[str]:
+    if _ENVIRON is not None and _ENV_KEY not in _ENVIRON:  # unset: nearly every call
+        return None
     value = os.environ.get(ENV_AUTOTUNE, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):
         return None
