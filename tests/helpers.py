@@ -111,6 +111,7 @@ def tiny_blocks(chunk_elements=64, **changes):
     """A block policy of a handful of rows per block, spread over every worker stream whatever the size
     (and no unfolded conv1d, so tiny dense signals take the row-view paths; pass ``unfold_max_rows`` for it)."""
     return BlockPolicy(chunk_elements=chunk_elements, **{"parallel_min_flops": 0, "depthwise_parallel_min_output": 0,
+                                                         "direct_depthwise_parallel_min_output": 0,
                                                          "unfold_max_rows": 0, **changes})
 
 

@@ -97,7 +97,9 @@ class DirectDepthwise(_DirectPath):
         return (self.geom.out_channels,)
 
     def arrange(self, weight: mx.array) -> List[mx.array]:
-        return [weight.reshape(self.geom.out_channels, self.geom.kernel_size).T]  # (K, C_out)
+        # (K, C_out), contiguous: a transposed view as a broadcast operand took the taps from 5.1 to 7.8 ms
+        # on (1, 131147, 16), K=7.
+        return [mx.contiguous(weight.reshape(self.geom.out_channels, self.geom.kernel_size).T)]
 
     def block(self, x: mx.array, start: int, stop: int, ws: List[mx.array]) -> mx.array:
         g = self.geom

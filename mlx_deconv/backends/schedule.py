@@ -34,9 +34,11 @@ class BlockPolicy:
             the memory above the output.
         parallel_min_flops: below this many FLOPs a call stays on one stream
             (splitting costs more than it saves).
-        depthwise_parallel_min_output: a fused depthwise call is shared by the
-            workers from this many output elements on (below, writing two
-            blocks costs more than it saves).
+        depthwise_parallel_min_output: a fused depthwise call of the transposed
+            op is shared by the workers from this many output elements on (below,
+            writing two blocks costs more than it saves).
+        direct_depthwise_parallel_min_output: the same for ``conv1d``, whose
+            fused taps cost more per output element.
         min_blocks: a call whose intermediates exceed one chunk is cut into at
             least this many blocks: MLX dispatches about a hundred ops ahead of
             those running and allocates their outputs then, so fewer, larger
@@ -53,6 +55,7 @@ class BlockPolicy:
     chunk_elements: int = 1 << 20
     parallel_min_flops: int = 20_000_000
     depthwise_parallel_min_output: int = 1 << 22
+    direct_depthwise_parallel_min_output: int = 1 << 20
     min_blocks: int = 4
     min_block_rows: int = 96
     max_workers: int = 8
@@ -228,7 +231,7 @@ def direct_block_count(geom, per_row: Optional[int], workers: int, policy: Block
     count = 1
     parallel = geom.flops >= policy.parallel_min_flops
     if per_row is None:
-        parallel = geom.batch * rows_out * geom.out_channels >= policy.depthwise_parallel_min_output
+        parallel = geom.batch * rows_out * geom.out_channels >= policy.direct_depthwise_parallel_min_output
     else:
         rows = max(1, policy.chunk_elements // max(1, geom.batch * per_row))
         count = -(-rows_out // rows)

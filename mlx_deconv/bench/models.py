@@ -125,14 +125,16 @@ def _dac(tiny: bool) -> Built:
     return Built(model, _patched(model), _random((1, None, latent)))
 
 
-def _snac(tiny: bool) -> Built:
-    from mlx_audio.codec.models.snac.layers import Decoder
+def _snac_of_width(channels: int) -> Callable[[bool], Built]:
+    def build(tiny: bool) -> Built:
+        from mlx_audio.codec.models.snac.layers import Decoder
 
-    mx.random.seed(0)
-    latent, channels, rates = (8, 16, [2, 3]) if tiny else (768, 256, [8, 8, 4, 2])
-    model = Decoder(latent, channels, rates, noise=True, depthwise=True, attn_window_size=None)
-    _eval_params(model)
-    return Built(model, _patched(model), _random((1, None, latent)), stochastic=True)
+        mx.random.seed(0)
+        latent, width, rates = (8, 16, [2, 3]) if tiny else (768, channels, [8, 8, 4, 2])
+        model = Decoder(latent, width, rates, noise=True, depthwise=True, attn_window_size=None)
+        _eval_params(model)
+        return Built(model, _patched(model), _random((1, None, latent)), stochastic=True)
+    return build
 
 
 def _encodec(tiny: bool) -> Built:
@@ -212,7 +214,9 @@ MODELS: Tuple[ModelCase, ...] = (
     ModelCase("bigvgan", "mlx-audio BigVGAN (256 initial channels, rates 4, 4, 2, 2, snakebeta, 100 bands)", _bigvgan),
     ModelCase("dac", "mlx-audio DAC decoder (rates 8, 5, 4, 2; 384 channels: a quarter of the published 1536)", _dac),
     ModelCase("snac", "mlx-audio SNAC decoder (rates 8, 8, 4, 2, depthwise, noise; 256 channels: a quarter of 24 kHz "
-                      "SNAC's 1024; no local attention)", _snac),
+                      "SNAC's 1024; no local attention)", _snac_of_width(256)),
+    ModelCase("snac-24khz", "mlx-audio SNAC decoder at 24 kHz SNAC's published width (1024 channels, latent 768, "
+                            "rates 8, 8, 4, 2, depthwise, noise, no local attention)", _snac_of_width(1024)),
     ModelCase("encodec", "mlx-audio EnCodec decoder (24 kHz: 32 filters, rates 8, 5, 4, 2, two LSTM layers)", _encodec),
     ModelCase("vocos", "mlx-audio Vocos decoder (24 kHz mel: 512 dims, 8 ConvNeXt blocks, iSTFT head)", _vocos),
     ModelCase("mimi", "mlx-audio Mimi SEANet decoder (512 dims, 64 filters, rates 8, 6, 5, 4; "
