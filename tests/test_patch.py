@@ -49,16 +49,20 @@ def unpatched():
 def routed(monkeypatch):
     """Counts the calls the patch hands to the package (and which of them it computed)."""
     counts = {"conv1d": 0, "conv_transpose1d": 0, "computed": 0}
-    for name in ("conv1d", "conv_transpose1d"):
-        real = getattr(functional, name)
-
-        def spy(*args, _real=real, _name=name, **kwargs):
-            counts[_name] += 1
-            y = _real(*args, **kwargs)
-            counts["computed"] += 1
-            return y
-        monkeypatch.setattr(functional, name, spy)
+    monkeypatch.setattr(functional, "prepared", _spy(functional.prepared, counts))
+    patch._routes().clear()  # each test's signatures are decided afresh
     return counts
+
+
+def _spy(real, counts):
+    """``functional.prepared`` counting the calls the patch hands to the package: per op, and ``computed``
+    for those it prepared (it runs them, or hands a ``builtin`` one to MLX's function, which is the same)."""
+    def spy(op, *args, **kwargs):
+        counts[op] = counts.get(op, 0) + 1
+        out = real(op, *args, **kwargs)
+        counts["computed"] += 1
+        return out
+    return spy
 
 
 # -- one call, drawn at random ------------------------------------------------------------------
@@ -291,17 +295,13 @@ def test_fuzzed_calls_match_mlx(backend, call):
     old = patch._BACKEND
     patch._BACKEND = backend
     counts = {"computed": 0}
-    real = getattr(functional, call.name)
-
-    def spy(*args, **kwargs):
-        y = real(*args, **kwargs)
-        counts["computed"] += 1
-        return y
-    setattr(functional, call.name, spy)
+    real = functional.prepared
+    functional.prepared = _spy(real, counts)
+    patch._routes().clear()
     try:
         theirs, ours = run_both(call)
     finally:
-        setattr(functional, call.name, real)
+        functional.prepared = real
         patch._BACKEND = old
     check_same(call, theirs, ours)
     if call.routable():  # the package computed it (unless a backend forced here cannot take the geometry)
@@ -871,3 +871,31 @@ def test_convert_mlx_audio_decoders_built_on_mlx_nn(name):
     assert md.Conv1d in found and nn.Conv1d not in found and nn.ConvTranspose1d not in found
     after = model(x)
     np.testing.assert_allclose(np.array(after), np.array(before), atol=2e-5 * (1 + float(mx.abs(before).max())))
+
+
+def test_a_signature_on_mlx_s_op_is_decided_once_and_then_is_mlx_s_call(routed):
+    """Where the package would run MLX's op with the caller's arguments (builtin), later calls of that
+    signature go to MLX's function at once (MLX's cost, MLX's answer); a signature the package computes
+    is handed to it every time, and a new dtype, stream or backend is decided afresh."""
+    rng = np.random.default_rng(4)
+    small = (mx.array(rng.standard_normal((1, 6, 3)).astype(np.float32)),
+             mx.array(rng.standard_normal((4, 3, 3)).astype(np.float32)))
+    with md.patched_mlx():
+        for _ in range(3):
+            y = mx.conv1d(*small, 1, 1)
+    assert routed["conv1d"] == 1
+    assert np.array_equal(np.array(y), np.array(MLX_CONV1D(*small, 1, 1)))
+    with md.patched_mlx():
+        mx.conv1d(small[0].astype(mx.float16), small[1].astype(mx.float16), 1, 1)
+        mx.conv1d(*small, 1, 1, stream=mx.new_stream(mx.cpu))
+    assert routed["conv1d"] == 3
+    patch._BACKEND, old = "gemm", patch._BACKEND
+    try:
+        with md.patched_mlx():
+            for _ in range(2):
+                y = mx.conv1d(*small, 1, 1)
+    finally:
+        patch._BACKEND = old
+    assert routed["conv1d"] == 5
+    np.testing.assert_allclose(np.array(y), ref.conv1d(np.array(small[0]), np.array(small[1]), None, 1, 1, 1, 1, 1),
+                               atol=1e-5)

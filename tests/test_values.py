@@ -160,7 +160,7 @@ def test_auto_shares_the_call_of_the_backend_it_picks():
     calls.clear()
     for backend in ("auto", "builtin", "gemm"):
         np.testing.assert_allclose(run(case, x, w, b, backend), case.expected(x, w, b), rtol=0, atol=forward_atol(case))
-    by_backend = {key[4][-1]: call for key, call in calls.items() if key[0] == "conv_transpose1d"}
+    by_backend = {key[4][-1]: entry[1] for key, entry in calls.items() if key[0] == "conv_transpose1d"}
     assert set(by_backend) == {"auto", "builtin", "gemm"}
     chosen = backends.resolve_backend("auto", conv_geometry(x.shape, w.shape, **case.kwargs())[0],
                                       resolve_stream(None))

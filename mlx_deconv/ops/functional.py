@@ -214,6 +214,23 @@ def _arguments_key(args: dict) -> tuple:
 
 def _prepared_call(op: str, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
     """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
+    _, call, x, weight, bias = prepared(op, x, weight, bias, stream, args)
+    return call(x, weight) if bias is None else call(x, weight, bias)
+
+
+def prepared(op: str, x, weight, bias, stream: StreamLike, args: dict):
+    """The prepared call of a signature, preparing it once per thread.
+
+    Args:
+        op (str): ``"conv_transpose1d"`` or ``"conv1d"``.
+        x, weight, bias: the call's arrays (checked and, for float64, cast here).
+        stream: as the ops take it.
+        args (dict): the op's other arguments, in the op's own order, ``backend`` last.
+
+    Returns:
+        tuple: ``(backend, call, x, weight, bias)``: the backend the call runs on, the function,
+        and the checked arrays to pass it (``call(x, weight)`` or ``call(x, weight, bias)``).
+    """
     if type(x) is not mx.array or x.dtype not in FLOAT_DTYPES:
         x = as_float_array("x", x)
     if type(weight) is not mx.array or weight.dtype not in FLOAT_DTYPES:
@@ -231,21 +248,21 @@ def _prepared_call(op: str, x, weight, bias, stream: StreamLike, args: dict) -> 
         key += (str(x.dtype), tuning, autotune.generation())
     calls = _prepared_calls()
     try:
-        call = calls.pop(key, None)
+        entry = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
-        key, call = None, None
-    if call is None:
-        name, call = _prepare(op, x.shape, weight.shape, None if bias is None else bias.shape, stream,
-                              tuned=None if tuning is None else (x.dtype, tuning), **args)
-        if key is not None and tuning is None and name != args["backend"]:
+        key, entry = None, None
+    if entry is None:
+        entry = _prepare(op, x.shape, weight.shape, None if bias is None else bias.shape, stream,
+                         tuned=None if tuning is None else (x.dtype, tuning), **args)
+        if key is not None and tuning is None and entry[0] != args["backend"]:
             # "auto" runs the very call its choice runs when asked by name: one compiled function, not two.
-            named = key[:4] + (key[4][:-1] + (name,),) + key[5:]
-            call = calls.setdefault(named, call)
+            named = key[:4] + (key[4][:-1] + (entry[0],),) + key[5:]
+            entry = calls.setdefault(named, entry)
     if key is not None:
-        calls[key] = call  # most recently used last
+        calls[key] = entry  # most recently used last
         if len(calls) > PREPARED_CALLS:
             del calls[next(iter(calls))]
-    return call(x, weight) if bias is None else call(x, weight, bias)
+    return entry[0], entry[1], x, weight, bias
 
 
 def _resolve(backend: str, geom, stream: mx.Stream, tuned) -> str:

@@ -36,6 +36,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 import mlx.core as mx
 
 from . import functional as _functional
+from ..tuning import tuner as _autotune
 
 #: The names patched on ``mlx.core``, in this order.
 NAMES = ("conv1d", "conv_transpose1d")
@@ -221,51 +222,108 @@ def _routable(input, weight, stream) -> bool:
     return stream is None or isinstance(stream, _STREAM_TYPES)
 
 
-def _run(op: Callable, *args, stream) -> Optional[mx.array]:
-    """``op(*args)`` of the package, or None when it refuses the call or fails on it (MLX's function then
-    computes it, or raises its own error: the caller sees MLX's exception types only)."""
+def _run(op: str, key: Optional[tuple], input, weight, args: dict, stream, same_as_mlx: bool = True
+         ) -> Optional[mx.array]:
+    """The package's call of ``op`` (``args`` in the op's order), or None when it refuses the call, fails
+    on it (MLX's function then computes it, or raises its own error: the caller sees MLX's exception types
+    only) or, where ``same_as_mlx``, would run MLX's op with the caller's arguments anyway. Remembers under
+    ``key`` which of the two computes the signature."""
     _LOCAL.active = True
     try:
-        return op(*args, backend=_BACKEND, stream=stream)
+        extra = dict(output_size=None) if op == "conv_transpose1d" else {}
+        full = dict(args, data_format="NLC", weight_format="mlx", **extra, backend=_BACKEND)  # the op's own order
+        backend, call, x, w, _ = _functional.prepared(op, input, weight, None, stream, full)
+        y = None if backend == "builtin" and same_as_mlx else call(x, w)
     except Exception:  # noqa: BLE001 (any doubt: MLX decides)
-        return None
+        backend, y = None, None
     finally:
         _LOCAL.active = False
+    if key is not None:
+        routes = _routes()
+        if len(routes) >= ROUTES:
+            routes.clear()
+        routes[key] = y is not None
+    return y
+
+
+#: Signatures whose route (the package, or MLX's own function) each thread remembers.
+ROUTES = 1024
+#: Argument types a route's key holds as they are (a bool or float argument takes the full checks).
+_INT_ONLY = frozenset((int,))
+
+
+def _routes() -> dict:
+    try:
+        return _LOCAL.routes
+    except AttributeError:
+        _LOCAL.routes = {}
+        return _LOCAL.routes
+
+
+def _route_key(op: str, input, weight, args: tuple, stream) -> Optional[tuple]:
+    """What decides a call's route, or None for a call that takes the full checks every time.
+
+    A call the package would run on ``builtin`` (MLX's op behind its own checks) goes to MLX's
+    function at once: short calls then cost what MLX's own cost, and give exactly its answer.
+    """
+    if type(input) is not mx.array or type(weight) is not mx.array or not _INT_ONLY.issuperset(map(type, args)):
+        return None
+    if stream is None:
+        stream = mx.default_stream(mx.default_device())
+    elif type(stream) is not mx.Stream:
+        return None
+    key = (op, input.shape, weight.shape, input.dtype, weight.dtype, args, repr(stream), _BACKEND)
+    mode = _autotune.autotune_mode()
+    return key if mode is None else key + (mode, _autotune.generation())
 
 
 def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None):
+    mlx = _SAVED.get("conv1d", _MLX["conv1d"])
+    if getattr(_LOCAL, "active", False):  # the package's own call of MLX's op
+        return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
+    key = _route_key("conv1d", input, weight, (stride, padding, dilation, groups), stream)
+    routed = _routes().get(key) if key is not None else None
     y = None
-    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+    if routed is not False and (
+            _routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
             and _plain_int(dilation, 1) and _plain_int(groups, 1)):
-        y = _run(_functional.conv1d, input, weight, None, stride, padding, dilation, groups, stream=stream)
+        y = _run("conv1d", key, input, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+                 stream)
+    elif key is not None and routed is None:
+        _routes()[key] = False
     if y is None:
-        return _SAVED.get("conv1d", _MLX["conv1d"])(input, weight, stride, padding, dilation, groups, stream=stream)
+        return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
     return y
 
 
 def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_padding=0, groups=1, *, stream=None):
+    mlx = _SAVED.get("conv_transpose1d", _MLX["conv_transpose1d"])
+    if getattr(_LOCAL, "active", False):  # the package's own call of MLX's op
+        return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
+    key = _route_key("conv_transpose1d", input, weight, (stride, padding, dilation, output_padding, groups), stream)
+    routed = _routes().get(key) if key is not None else None
     y = None
-    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+    if routed is not False and (
+            _routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
             and _plain_int(dilation, 1) and _plain_int(output_padding, 0) and _plain_int(groups, 1)
             and padding <= dilation * (weight.shape[1] - 1)
             and (input.shape[1] - 1) * stride + dilation * (weight.shape[1] - 1) + output_padding < _INT_MAX):
         # MLX's output: the full output cropped by `padding` on the left and `padding - output_padding`
         # on the right, extended with zeros past the full length when that is negative.
         right = padding - output_padding
-        if right >= 0:
-            y = _run(_functional.conv_transpose1d, input, weight, None, stride, (padding, right), None, dilation,
-                     groups, stream=stream)
-        elif -right < max(stride, dilation):
-            y = _run(_functional.conv_transpose1d, input, weight, None, stride, (padding, 0), -right, dilation,
-                     groups, stream=stream)
-        else:  # past what the package's output_padding takes (MLX allows any): zeros of our own
-            y = _run(_functional.conv_transpose1d, input, weight, None, stride, (padding, 0), None, dilation,
-                     groups, stream=stream)
-            if y is not None:
-                y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)
+        args = dict(stride=stride, padding=(padding, max(right, 0)), output_padding=None, dilation=dilation,
+                    groups=groups)
+        if 0 < -right < max(stride, dilation):
+            args["output_padding"] = -right
+        # With output padding, builtin crops MLX's output itself: MLX's own gradient there can
+        # come out in the wrong shape (tests/test_patch.py), so the package computes it.
+        y = _run("conv_transpose1d", key, input, weight, args, stream, same_as_mlx=output_padding == 0)
+        if y is not None and -right >= max(stride, dilation):  # past what the package's output_padding takes
+            y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)  # (MLX allows any): zeros of our own
+    elif key is not None and routed is None:
+        _routes()[key] = False
     if y is None:
-        return _SAVED.get("conv_transpose1d", _MLX["conv_transpose1d"])(
-            input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
+        return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
     return y
 
 
