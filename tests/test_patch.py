@@ -899,3 +899,14 @@ def test_a_signature_on_mlx_s_op_is_decided_once_and_then_is_mlx_s_call(routed):
     assert routed["conv1d"] == 5
     np.testing.assert_allclose(np.array(y), ref.conv1d(np.array(small[0]), np.array(small[1]), None, 1, 1, 1, 1, 1),
                                atol=1e-5)
+
+
+def test_the_route_table_stays_within_its_bound(monkeypatch):
+    """Signatures decided without the package (float64 here) are remembered in the same bounded table."""
+    monkeypatch.setattr(patch, "ROUTES", 3)
+    patch._routes().clear()
+    w = mx.ones((2, 3, 2), dtype=mx.float64)
+    with md.patched_mlx(), mx.stream(mx.cpu):
+        for length in range(3, 10):
+            mx.conv1d(mx.ones((1, length, 2), dtype=mx.float64), w)
+            assert len(patch._routes()) <= 3

@@ -167,3 +167,16 @@ def test_auto_shares_the_call_of_the_backend_it_picks():
     other = ({"builtin", "gemm"} - {chosen}).pop()
     assert by_backend["auto"] is by_backend[chosen]
     assert by_backend["auto"] is not by_backend[other]
+
+
+def test_prepared_calls_stay_within_their_bound(monkeypatch):
+    """Each new "auto" signature also files its choice's entry: the table still keeps at most its bound."""
+    from mlx_deconv.ops import functional
+
+    monkeypatch.setattr(functional, "PREPARED_CALLS", 4)
+    calls = functional._prepared_calls()
+    calls.clear()
+    w = mx.ones((2, 3, 2))
+    for length in range(3, 13):
+        md.conv1d(mx.ones((1, length, 2)), w)
+        assert len(calls) <= 4

@@ -220,7 +220,8 @@ def summary(rows: List[Dict]) -> Dict[str, Dict[str, float]]:
 
 def table(rows: List[Dict], worst: Optional[int] = None) -> str:
     """A Markdown table of the cells (the ``worst`` lowest ratios only, if given), then the summary per op."""
-    shown = sorted(rows, key=lambda r: r["seconds"]["builtin"] / r["seconds"]["auto"])[:worst] if worst else rows
+    gains = dict(zip(map(id, rows), ratios(rows)))
+    shown = sorted(rows, key=lambda r: gains[id(r)])[:worst] if worst else rows
     head = ["cell", "op", "kind", "L", "C", "K", "stride", "auto", "auto ms", "builtin ms", "mx ms", "builtin / auto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in shown:
@@ -228,7 +229,7 @@ def table(rows: List[Dict], worst: Optional[int] = None) -> str:
         mlx = f"{s['mlx'] * 1e3:.3f}" if "mlx" in s else "—"
         lines.append("| " + " | ".join([r["name"], c["op"], c["kind"], str(c["length"]), str(c["channels"]),
                                         str(c["kernel_size"]), str(c["stride"]), r["auto"], f"{s['auto'] * 1e3:.3f}",
-                                        f"{s['builtin'] * 1e3:.3f}", mlx, f"{s['builtin'] / s['auto']:.2f}x"]) + " |")
+                                        f"{s['builtin'] * 1e3:.3f}", mlx, f"{gains[id(r)]:.2f}x"]) + " |")
     lines.append("")
     for op, v in summary(rows).items():
         lines.append(f"- `{op}`: {v['cells']} cells, builtin / auto minimum {v['min']:.2f}x, geomean {v['geomean']:.2f}x")

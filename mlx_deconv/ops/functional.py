@@ -260,7 +260,7 @@ def prepared(op: str, x, weight, bias, stream: StreamLike, args: dict):
             entry = calls.setdefault(named, entry)
     if key is not None:
         calls[key] = entry  # most recently used last
-        if len(calls) > PREPARED_CALLS:
+        while len(calls) > PREPARED_CALLS:  # ("auto" may have added its choice's entry too)
             del calls[next(iter(calls))]
     return entry[0], entry[1], x, weight, bias
 

@@ -234,16 +234,22 @@ def _run(op: str, key: Optional[tuple], input, weight, args: dict, stream, same_
         full = dict(args, data_format="NLC", weight_format="mlx", **extra, backend=_BACKEND)  # the op's own order
         backend, call, x, w, _ = _functional.prepared(op, input, weight, None, stream, full)
         y = None if backend == "builtin" and same_as_mlx else call(x, w)
-    except Exception:  # noqa: BLE001 (any doubt: MLX decides)
-        backend, y = None, None
+    except Exception:  # noqa: BLE001 (any doubt: MLX decides, this call only: the next one is checked again)
+        return None
     finally:
         _LOCAL.active = False
-    if key is not None:
-        routes = _routes()
-        if len(routes) >= ROUTES:
-            routes.clear()
-        routes[key] = y is not None
+    _remember(key, y is not None)
     return y
+
+
+def _remember(key: Optional[tuple], package: bool) -> None:
+    """Notes a signature's route for this thread (bounded: a full table starts afresh)."""
+    if key is None:
+        return
+    routes = _routes()
+    if len(routes) >= ROUTES and key not in routes:
+        routes.clear()
+    routes[key] = package
 
 
 #: Signatures whose route (the package, or MLX's own function) each thread remembers.
@@ -289,8 +295,8 @@ def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, strea
             and _plain_int(dilation, 1) and _plain_int(groups, 1)):
         y = _run("conv1d", key, input, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
                  stream)
-    elif key is not None and routed is None:
-        _routes()[key] = False
+    elif routed is None:
+        _remember(key, False)
     if y is None:
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
     return y
@@ -320,8 +326,8 @@ def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_p
         y = _run("conv_transpose1d", key, input, weight, args, stream, same_as_mlx=output_padding == 0)
         if y is not None and -right >= max(stride, dilation):  # past what the package's output_padding takes
             y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)  # (MLX allows any): zeros of our own
-    elif key is not None and routed is None:
-        _routes()[key] = False
+    elif routed is None:
+        _remember(key, False)
     if y is None:
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
     return y
