@@ -47,7 +47,11 @@ def test_tile_rows(shifts, in_per_group, tile):
 
 @pytest.mark.parametrize("shape, kwargs, chosen", [
     (((1, 200, 512), (256, 16, 512)), dict(stride=8, padding=4), "winograd"),  # HiFi-GAN
-    (((1, 200, 64), (16, 5, 32)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
+    (((1, 1000, 128), (16, 5, 64)), dict(stride=2, groups=2), "winograd"),  # three row shifts, grouped
+    (((1, 200, 64), (16, 5, 32)), dict(stride=2, groups=2), "gemm"),  # depth 160: lost to gemm
+    (((1, 64, 32), (16, 4, 32)), dict(stride=2, padding=1), "gemm"),  # short: 0.53x of gemm at depth 128
+    (((1, 64, 64), (32, 4, 64)), dict(stride=2, padding=1), "gemm"),  # depth 256, 1e6 FLOPs: 0.85x
+    (((1, 256, 64), (32, 4, 64)), dict(stride=2, padding=1), "winograd"),  # 4.2e6 FLOPs: 1.2x
     (((1, 2000, 8), (8, 4, 4)), dict(stride=2, groups=2), "gemm"),  # too shallow to pay: 4 x 4 products
     (((1, 2000, 16), (16, 12, 1)), dict(stride=2, groups=16), "gemm"),  # depthwise
     (((1, 2000, 16), (16, 7, 16)), dict(stride=1, dilation=3), "gemm"),  # dilated

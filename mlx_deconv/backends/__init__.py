@@ -111,9 +111,11 @@ BACKENDS: Dict[str, Backend] = {
 METAL_MAX_IN_PER_GROUP = 32
 #: ``"winograd"`` saves a third of the matmul FLOPs and adds a few passes over
 #: the output, so it pays once each output sums enough products
-#: (``C_in/groups * K``); behind the reference BLAS it breaks even at 64
-#: (figures: ``docs/performance.md``).
-WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 64
+#: (``C_in/groups * K``) and the call has enough of them: behind the reference BLAS,
+#: depth 256 and 4e6 FLOPs (depth 128 lost up to 1024 input rows, 0.53-0.85x of gemm;
+#: figures: ``docs/performance.md``).
+WINOGRAD_MIN_DEPTH_REFERENCE_BLAS = 256
+WINOGRAD_MIN_FLOPS_REFERENCE_BLAS = 4_000_000
 #: Behind Accelerate (15-40 FLOP per byte of bandwidth) reasoned, not measured:
 #: the same balance is reached about 8x deeper.
 WINOGRAD_MIN_DEPTH = 512
@@ -140,10 +142,12 @@ def usable_backends(geom: AnyGeometry, stream: mx.Stream) -> List[str]:
 def _winograd_pays(geom: Geometry, stream: mx.Stream) -> bool:
     if is_gpu(stream):
         return False  # its look at the values (non-finite ones take gemm) would wait for the GPU each call
+    blas = cpu_blas(stream)
     least = {"reference": WINOGRAD_MIN_DEPTH_REFERENCE_BLAS,
-             "optimized": WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS}.get(cpu_blas(stream), WINOGRAD_MIN_DEPTH)
+             "optimized": WINOGRAD_MIN_DEPTH_OPTIMIZED_BLAS}.get(blas, WINOGRAD_MIN_DEPTH)
     return (least is not None and BACKENDS["winograd"].applies(geom) and geom.in_per_group * geom.kernel_size >= least
-            and geom.batch * geom.length >= WINOGRAD_MIN_INPUT_ROWS)
+            and geom.batch * geom.length >= WINOGRAD_MIN_INPUT_ROWS
+            and (blas != "reference" or geom.flops >= WINOGRAD_MIN_FLOPS_REFERENCE_BLAS))
 
 
 #: Below this much work (FLOPs of MLX's naive loop, see :func:`naive_work`) MLX's own op is
