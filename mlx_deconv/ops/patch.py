@@ -213,8 +213,6 @@ def _plain_int(value, minimum: int) -> bool:
 
 def _routable(input, weight, stream) -> bool:
     """True when the arrays and stream are of the kinds the package takes exactly as MLX does."""
-    if getattr(_LOCAL, "active", False):
-        return False
     if type(input) is not mx.array or type(weight) is not mx.array:
         return False
     if input.ndim != 3 or weight.ndim != 3 or input.dtype != weight.dtype or input.dtype not in _DTYPES:
