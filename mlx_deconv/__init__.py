@@ -12,7 +12,6 @@ from .runtime import blas as _blas
 _blas.load()
 _blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
-from .runtime import old_names as _old_names  # noqa: E402
 
 from .models import bigvgan, hifigan  # noqa: E402
 from .nn import initializers, interop, keras  # noqa: E402
@@ -28,16 +27,7 @@ from .nn.convert import convert  # noqa: E402
 from .geometry.records import conv1d_output_length, output_length, resolve_padding  # noqa: E402
 from .tuning import tuner as autotune  # noqa: E402
 from .tuning.tuner import set_autotune  # noqa: E402
-
-__version__ = "0.1.0"
-
-# ``import mlx_deconv.geometry`` and the other flat names from before the folders keep working.
-_old_names.install(__name__)
-
-
-def __getattr__(name: str):
-    """The package's old flat module names (``mlx_deconv.geometry``, ``mlx_deconv.blas``, ...), loaded on first use."""
-    return _old_names.attribute(__name__, name)
+from .version import __version__  # noqa: E402
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 import mlx_deconv as md
 from mlx_deconv import autotune
-from mlx_deconv.tuning import command as autotune_command
+from mlx_deconv.cli import tune as autotune_command
 from mlx_deconv.geometry.validation import conv_geometry
 
 import reference as ref
@@ -515,7 +515,7 @@ def test_info_says_where_the_rule_was_never_measured(monkeypatch):
 
 
 def test_tune_command_on_bench_shapes_and_clear(tuner, tmp_path, capsys):
-    from mlx_deconv.__main__ import main
+    from mlx_deconv.cli import main
 
     timer = FakeTimer({"builtin": 0.5, "gemm": 0.25, "winograd": 0.125})
     tuner(timer)
@@ -533,7 +533,7 @@ def test_tune_command_on_bench_shapes_and_clear(tuner, tmp_path, capsys):
 
 def test_tune_command_refuses_unknown_shape_names(tuner, tmp_path):
     from mlx_deconv import bench
-    from mlx_deconv.__main__ import main
+    from mlx_deconv.cli import main
 
     timer = FakeTimer({})
     tuner(timer)
@@ -639,7 +639,7 @@ def small_model():
 
 
 def test_tune_command_on_a_model(tuned, capsys):
-    from mlx_deconv.__main__ import main
+    from mlx_deconv.cli import main
 
     timer = tuned(("gemm", "winograd", "builtin"))
     autotune.set_autotune(False)
@@ -655,8 +655,7 @@ def test_tune_command_on_a_model(tuned, capsys):
 
 
 def test_tune_command_on_hifigan(tuned, capsys):
-    pytest.importorskip("mlx_deconv.hifigan")
-    from mlx_deconv.__main__ import main
+    from mlx_deconv.cli import main
 
     timer = tuned(("gemm", "winograd", "builtin"))
     main(["tune", "--model", "hifigan", "--input-shape", "1,3,80"])  # 3 mel frames: a small run

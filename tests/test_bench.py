@@ -15,9 +15,9 @@ from mlx_deconv.bench import conv1d as bench_conv1d
 from mlx_deconv.bench import decoder as bench_decoder
 from mlx_deconv.bench import timing as bench_timing
 from mlx_deconv.bench import transposed as bench_transposed
-from mlx_deconv.__main__ import main
+from mlx_deconv.cli import main
 from mlx_deconv.bench.conv1d import Conv1dShape
-from mlx_deconv.hifigan import HiFiGANConfig
+from mlx_deconv.models.hifigan import HiFiGANConfig
 
 TINY_CONV = [Conv1dShape("tiny-k3d2", 1, 40, 8, 3, 2), Conv1dShape("tiny-k5d1", 2, 24, 6, 5, 1)]
 TINY_DECODER = HiFiGANConfig(resblock="1", upsample_rates=(2, 2), upsample_kernel_sizes=(4, 4),
@@ -199,7 +199,7 @@ def test_v1_config_is_hifigan_v1():
 
 
 def args_for(argv):
-    from mlx_deconv.__main__ import build_parser
+    from mlx_deconv.cli import build_parser
 
     return build_parser().parse_args(["bench", *argv])
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mlx_deconv.__main__ import build_parser, main
+from mlx_deconv.cli import build_parser, main
 from mlx_deconv.bench import bigvgan as bench_bigvgan, runner
 
 

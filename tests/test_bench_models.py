@@ -10,7 +10,7 @@ import mlx.core as mx
 import pytest
 
 from mlx_deconv import bench
-from mlx_deconv.__main__ import build_parser, main
+from mlx_deconv.cli import build_parser, main
 from mlx_deconv.bench import models as bench_models, runner
 from mlx_deconv.ops import patch
 

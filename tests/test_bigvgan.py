@@ -301,7 +301,7 @@ def test_activation_stream_edges():
 
 
 def test_namespace():
-    import mlx_deconv.bigvgan as by_import
+    from mlx_deconv.models import bigvgan as by_import
     from mlx_deconv.models.bigvgan import pytorch, streaming
 
     assert by_import is bigvgan is md.bigvgan and "bigvgan" in md.__all__

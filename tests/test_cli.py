@@ -17,7 +17,8 @@ from hypothesis import given
 
 from mlx_deconv.backends import metal_emulator
 from mlx_deconv.ops import reference as package_reference
-from mlx_deconv.__main__ import CHECKS, build_parser, main, program_name
+from mlx_deconv.cli import build_parser, main, program_name
+from mlx_deconv.cli.check import CHECKS
 from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
 

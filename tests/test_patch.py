@@ -681,13 +681,13 @@ def test_patching_from_one_thread_while_others_call():
 
 
 def test_info_says_whether_patched(monkeypatch, capsys):
-    from mlx_deconv import __main__ as cli
+    from mlx_deconv.cli import info as cli
 
     monkeypatch.setattr(cli, "_print_blas", lambda: None)  # no matmul measured here
-    cli.info()
+    cli.run()
     assert "mx.conv1d / mx.conv_transpose1d patched: no" in capsys.readouterr().out
     with md.patched_mlx():
-        cli.info()
+        cli.run()
     assert "patched: mx.conv1d, mx.conv_transpose1d -> mlx_deconv" in capsys.readouterr().out
 
 

@@ -116,7 +116,7 @@ def test_every_shell_command_works_after_its_setup_step(doc):
 
 
 def test_bench_defaults_match_the_cli():
-    from mlx_deconv.__main__ import build_parser
+    from mlx_deconv.cli import build_parser
 
     args = build_parser().parse_args(["bench"])
     text = pages_text()

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import metal
 from ..geometry.records import Geometry
+from ..version import __version__
 
 SHIM_FILE = "emulator_shim.h"
 _UNSUPPORTED = ("threadgroup_barrier", "simd_", "atomic_", "threadgroup ")
@@ -196,8 +197,6 @@ def cache_dir() -> Path:
             it belongs to another user or other users may write to it: an
             executable found there could have been planted.
     """
-    from .. import __version__
-
     base = os.environ.get("XDG_CACHE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)

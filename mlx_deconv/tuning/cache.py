@@ -32,6 +32,7 @@ from typing import Dict, Iterator, List, Mapping, Optional
 import mlx.core as mx
 
 from ..runtime import blas
+from ..version import __version__
 from ..runtime.devices import cpu_blas
 
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
@@ -52,8 +53,6 @@ def cache_dir() -> Path:
 
 def device_context(stream: mx.Stream) -> Dict[str, str]:
     """What a tuned choice is only valid for: device kind and name, platform, MLX and package versions."""
-    from .. import __version__  # late: this module is imported while the package initialises
-
     device = stream.device
     if device.type == mx.DeviceType.cpu:
         kind = "cpu"

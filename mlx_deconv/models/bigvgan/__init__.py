@@ -1,7 +1,7 @@
 """BigVGAN: NVIDIA's generator (:mod:`.model`, :mod:`.config`), its streaming form (:mod:`.streaming`) and
 NVIDIA's own PyTorch generator for comparisons (:mod:`.pytorch`).
 
-``mlx_deconv.bigvgan`` is this package.
+``mlx_deconv.bigvgan`` names this package.
 """
 
 from .config import (PRESETS, V2_22KHZ_80BAND_256X, V2_24KHZ_100BAND_256X, V2_44KHZ_128BAND_256X,  # noqa: F401
@@ -10,16 +10,3 @@ from .model import AMPBlock1, AMPBlock2, BigVGAN, activation_layer, from_checkpo
 from .pytorch import nvidia_module, torch_generator  # noqa: F401  (torch is imported only when they are called)
 from .streaming import ActivationStream, StreamingBigVGAN  # noqa: F401
 
-
-def _register_short_name() -> None:
-    """``import mlx_deconv.bigvgan`` (and ``mlx_deconv.bigvgan.model`` ...): the same module objects as here,
-    never second copies loaded under the short name."""
-    import sys
-
-    top = __name__.rpartition(".models.")[0]
-    sys.modules.setdefault(f"{top}.bigvgan", sys.modules[__name__])
-    for part in ("config", "model", "pytorch", "streaming"):
-        sys.modules.setdefault(f"{top}.bigvgan.{part}", sys.modules[f"{__name__}.{part}"])
-
-
-_register_short_name()

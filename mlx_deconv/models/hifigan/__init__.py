@@ -1,6 +1,6 @@
 """HiFi-GAN: the generator (:mod:`.model`), its streaming form (:mod:`.streaming`) and its PyTorch twin (:mod:`.pytorch`).
 
-``mlx_deconv.hifigan`` is this package.
+``mlx_deconv.hifigan`` names this package.
 """
 
 from .model import (LRELU_SLOPE, POST_LRELU_SLOPE, V1, HiFiGAN, HiFiGANConfig, ResBlock1, ResBlock2,  # noqa: F401

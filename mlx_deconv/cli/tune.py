@@ -1,4 +1,4 @@
-"""``python -m mlx_deconv tune``: autotune the bench shapes or a model's layers and print the choices as a table."""
+"""``mlx-deconv tune``: autotune the bench shapes or a model's layers and print the choices as a table."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from typing import List, Optional
 
 import mlx.core as mx
 
-from . import tuner as autotune
-from .cache import Signature
+from ..bench import runner as bench
+from ..geometry.validation import conv_geometry
+from ..runtime.devices import resolve_stream
+from ..tuning import tuner as autotune
+from ..tuning.cache import Signature
 
 
 def speedup(entry: dict) -> Optional[float]:
@@ -64,16 +67,27 @@ def _model(spec: str):
     return factory()
 
 
-def main(args) -> None:
-    """``python -m mlx_deconv tune``: tune the bench shapes or a model's layers and print the table."""
-    from ..runtime.devices import resolve_stream
+def add_parser(sub) -> None:
+    """Registers ``tune`` on the command line's subparsers."""
+    t = sub.add_parser("tune", help="autotune backend='auto' on the bench shapes or a model's layers; print the choices")
+    t.add_argument("--shapes", nargs="*", help=f"subset of {[s.name for s in bench.SHAPES]}")
+    t.add_argument("--model", metavar="MODULE:FACTORY", help="tune the layers of FACTORY() (an mlx.nn.Module) instead")
+    t.add_argument("--input-shape", help="the sample input's shape for --model, e.g. 1,100,80")
+    t.add_argument("--backward", action="store_true", help="time forward + backward (training)")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    t.add_argument("--stream", default=None, help="'cpu' or 'gpu' (default: the default stream)")
+    t.add_argument("--clear", action="store_true", help="delete the tuning cache (memory and disk) and exit")
+    t.set_defaults(run=run)
 
+
+def run(args) -> int:
+    """``mlx-deconv tune``: tune the bench shapes or a model's layers and print the table."""
     tuner = autotune.tuner()
     if args.clear:
         removed = tuner.clear()
         folder = tuner.files.folder()
         print(f"removed {len(removed)} file(s) from {folder}" if removed else f"nothing to remove in {folder}")
-        return
+        return 0
     stream = resolve_stream(args.stream)
     dtype = getattr(mx, args.dtype)
     if args.model:
@@ -94,9 +108,6 @@ def main(args) -> None:
             mx.set_default_device(device)
         what = f"the conv layers of {args.model} on an input of shape {shape}"
     else:
-        from ..bench import runner as bench
-        from ..geometry.validation import conv_geometry
-
         valid = [s.name for s in bench.SHAPES]
         unknown = [name for name in args.shapes or () if name not in valid]
         if unknown:
@@ -112,3 +123,4 @@ def main(args) -> None:
     kind = "forward+backward" if args.backward else "forward"
     print(f"\nautotuned {what}, {kind}, {args.dtype}, {stream}; cache {tuner.files.folder()}\n")
     print(table(entries) if entries else "no conv_transpose1d/conv1d call with backend='auto' was met")
+    return 0
