@@ -9,7 +9,7 @@ import numpy as np
 import mlx_deconv as md
 import reference as ref
 from mlx_deconv import backends
-from mlx_deconv.backends.schedule import BlockPolicy
+from mlx_deconv.backends.gemm.schedule import BlockPolicy
 from mlx_deconv.geometry.validation import conv_geometry
 
 # Rounding error of one product-and-add in each dtype (a little over its unit roundoff).

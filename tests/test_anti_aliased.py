@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten
 
 import mlx_deconv as md
 from mlx_deconv.backends import anti_aliased as aa
-from mlx_deconv.backends import metal_emulator
+from mlx_deconv.backends.metal import emulator
 from mlx_deconv.nn.anti_aliased import default_kernel_size
 
 EPS = 1e-9
@@ -99,7 +99,7 @@ def _nvidia():
 
 NVIDIA = _nvidia()
 needs_nvidia = pytest.mark.skipif(NVIDIA is None, reason="torch or NVIDIA's bigvgan is not installed")
-needs_compiler = pytest.mark.skipif(metal_emulator.compiler() is None, reason="no C++ compiler for the Metal emulator")
+needs_compiler = pytest.mark.skipif(emulator.compiler() is None, reason="no C++ compiler for the Metal emulator")
 
 
 def nvidia_module(channels, activation, logscale, ratio, up_taps, down_taps, alpha, beta, dtype=None):

@@ -85,7 +85,7 @@ def test_each_timed_call_follows_an_untimed_call_of_its_own():
 
 def test_a_timed_call_starts_from_an_empty_buffer_cache(monkeypatch):
     """Buffers another backend left in MLX's cache slowed the next one for good (MLX's own op leaves large ones)."""
-    from mlx_deconv.tuning import timing as autotune_timing
+    from mlx_deconv.tuning import measure as autotune_timing
 
     events = []
     monkeypatch.setattr(autotune_timing.mx, "clear_cache", lambda: events.append("clear"))

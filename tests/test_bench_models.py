@@ -11,7 +11,7 @@ import pytest
 
 from mlx_deconv import bench
 from mlx_deconv.cli import build_parser, main
-from mlx_deconv.bench import models as bench_models, runner
+from mlx_deconv.bench import patched_decoders as bench_models, runner
 from mlx_deconv.ops import patch
 
 

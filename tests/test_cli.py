@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from mlx_deconv.backends import metal_emulator
+from mlx_deconv.backends.metal import emulator
 from mlx_deconv.ops import reference as package_reference
 from mlx_deconv.cli import build_parser, main, program_name
 from mlx_deconv.cli.check import CHECKS
@@ -97,14 +97,14 @@ def test_usage_names_the_program_invoked():
 
 def test_emulator_cache_is_private_and_versioned(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    folder = metal_emulator.cache_dir()
+    folder = emulator.cache_dir()
     assert folder == tmp_path / "cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
     for level in (folder, folder.parent, folder.parent.parent):
         assert stat.S_IMODE(level.stat().st_mode) == 0o700, level
     # Not absolute: the XDG specification says to ignore it.
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert metal_emulator.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
+    assert emulator.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
 
 
 def test_emulator_refuses_a_cache_others_can_write(tmp_path, monkeypatch):
@@ -113,18 +113,18 @@ def test_emulator_refuses_a_cache_others_can_write(tmp_path, monkeypatch):
     shared.mkdir()
     os.chmod(shared, 0o777)
     with pytest.raises(PermissionError, match="writable by other users"):
-        metal_emulator.cache_dir()
+        emulator.cache_dir()
     with pytest.raises(PermissionError, match="writable by other users"):
-        metal_emulator.compile_kernel(metal_emulator.GeneratedKernel("", "k", []), workdir=str(shared))
+        emulator.compile_kernel(emulator.GeneratedKernel("", "k", []), workdir=str(shared))
 
 
 def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
-    if metal_emulator.compiler() is None:
+    if emulator.compiler() is None:
         pytest.skip("no C++ compiler: the emulator cannot run")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     x, w = mx.ones((1, 3, 2)), mx.ones((2, 2, 2))
     geom, _ = mlx_deconv.geometry.validation.conv_geometry(x.shape, w.shape, stride=2)
-    y = metal_emulator.run(x, w, None, geom)
+    y = emulator.run(x, w, None, geom)
     np.testing.assert_allclose(np.array(y), np.full((1, 6, 2), 2.0))
     built = list((tmp_path / "mlx_deconv" / mlx_deconv.__version__ / "emulator").glob("kernel_*"))
     assert len(built) == 1 and os.access(built[0], os.X_OK)

@@ -1,4 +1,4 @@
-"""``conv1d`` on the gemm paths (backends/direct.py): values and gradients against the float64 reference.
+"""``conv1d`` on the gemm paths (backends/conv1d_paths.py): values and gradients against the float64 reference.
 
 Calls go straight to the backend with a block policy, so tiny tensors are cut
 into many blocks shared by the worker streams, and through ``md.conv1d`` for
@@ -15,8 +15,8 @@ import mlx_deconv as md
 import reference as ref
 from helpers import atol, peak_above, tiny_blocks
 from mlx_deconv import backends
-from mlx_deconv.backends import direct, schedule
-from mlx_deconv.backends.schedule import DEFAULT_POLICY, BlockPolicy
+from mlx_deconv.backends.gemm import conv1d_paths, schedule
+from mlx_deconv.backends.gemm.schedule import DEFAULT_POLICY, BlockPolicy
 from mlx_deconv.geometry.validation import conv1d_geometry
 
 POLICIES = st.sampled_from([DEFAULT_POLICY, tiny_blocks(16), tiny_blocks(64), tiny_blocks(1),
@@ -99,31 +99,31 @@ def test_half_precision_and_layouts_through_the_op(case, dtype, data_format):
 
 
 @pytest.mark.parametrize("w_shape, kwargs, path", [
-    ((8, 3, 8), dict(dilation=5), direct.DirectSlabs),  # dense, stride 1, dilated: K matmuls on row views
-    ((8, 8, 8), dict(stride=4), direct.DirectSlabs),  # strided, K a multiple of the stride
-    ((8, 3, 8), dict(stride=4), direct.DirectPlanes),  # strided, sparse slots
-    ((8, 5, 4), dict(groups=2, dilation=3), direct.DirectSlabs),  # grouped
-    ((8, 5, 1), dict(groups=8, dilation=3), direct.DirectDepthwise),  # depthwise
-    ((16, 5, 1), dict(groups=8, stride=2), direct.DirectDepthwise),  # channel multiplier
+    ((8, 3, 8), dict(dilation=5), conv1d_paths.DirectSlabs),  # dense, stride 1, dilated: K matmuls on row views
+    ((8, 8, 8), dict(stride=4), conv1d_paths.DirectSlabs),  # strided, K a multiple of the stride
+    ((8, 3, 8), dict(stride=4), conv1d_paths.DirectPlanes),  # strided, sparse slots
+    ((8, 5, 4), dict(groups=2, dilation=3), conv1d_paths.DirectSlabs),  # grouped
+    ((8, 5, 1), dict(groups=8, dilation=3), conv1d_paths.DirectDepthwise),  # depthwise
+    ((16, 5, 1), dict(groups=8, stride=2), conv1d_paths.DirectDepthwise),  # channel multiplier
 ])
 def test_each_kind_of_layer_takes_its_path(w_shape, kwargs, path):
     geom, _ = conv1d_geometry((2, 1200, 8), w_shape, **kwargs)  # past unfold_max_rows
-    assert type(direct.choose(geom)) is path
+    assert type(conv1d_paths.choose(geom)) is path
 
 
 @pytest.mark.parametrize("w_shape, kwargs", [((8, 3, 8), dict(dilation=5)), ((8, 3, 8), dict(stride=4)),
                                              ((8, 8, 8), dict(stride=4))])
 def test_short_dense_signals_unfold_and_long_ones_do_not(w_shape, kwargs):
     short, _ = conv1d_geometry((2, 40, 8), w_shape, **kwargs)
-    assert type(direct.choose(short)) is direct.DirectUnfolded
-    assert type(direct.choose(short, tiny_blocks(unfold_max_rows=short.batch * short.output_length - 1))) is not direct.DirectUnfolded
+    assert type(conv1d_paths.choose(short)) is conv1d_paths.DirectUnfolded
+    assert type(conv1d_paths.choose(short, tiny_blocks(unfold_max_rows=short.batch * short.output_length - 1))) is not conv1d_paths.DirectUnfolded
     grouped, _ = conv1d_geometry((2, 40, 8), (8, 3, 4), groups=2, **kwargs)
-    assert type(direct.choose(grouped)) is not direct.DirectUnfolded
+    assert type(conv1d_paths.choose(grouped)) is not conv1d_paths.DirectUnfolded
 
 
 def test_tiny_policy_cuts_many_blocks():
     geom, _ = conv1d_geometry((2, 40, 8), (8, 3, 8), dilation=2)
-    path = direct.choose(geom, tiny_blocks(16))
+    path = conv1d_paths.choose(geom, tiny_blocks(16))
     assert schedule.direct_block_count(geom, path.per_row, 2, tiny_blocks(16)) == geom.output_length
     assert schedule.direct_block_count(geom, path.per_row, 2, DEFAULT_POLICY) == 1
 

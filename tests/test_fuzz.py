@@ -682,13 +682,13 @@ def test_gemm_blocks_of_a_signal_past_2_31_elements_keep_32_bit_axes(dims, minim
     """gemm's block arithmetic is Python's (unbounded), but each block's arrays are MLX's, whose axes
     are 32-bit: batch * rows of a block (a matmul's row axis) and every block length stay below 2**31,
     and the blocks tile the output exactly, for signals whose elements pass 2**31 (never allocated)."""
-    from mlx_deconv.backends import paths, schedule
+    from mlx_deconv.backends.gemm import transposed_paths, schedule
     from mlx_deconv.geometry.records import MAX_AXIS, Geometry, full_length
 
     out_len = full_length(dims["length"], dims["kernel_size"], dims["stride"], dims["dilation"]) - 2
     geom = Geometry(**dims, crop=1, output_length=out_len)
     assert geom.batch * geom.length * geom.in_channels > 2**31 or geom.batch * out_len * geom.out_channels > 2**31
-    path = paths.choose(geom, minimal_filtering=minimal_filtering)
+    path = transposed_paths.choose(geom, minimal_filtering=minimal_filtering)
     for workers in (1, 2, 8):
         for backward in (False, True):
             count = schedule.block_count(geom, path.per_row, workers, backward)

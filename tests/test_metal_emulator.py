@@ -1,6 +1,6 @@
 """The Metal kernel, executed: MLX's generated source compiled with g++ and run over the whole grid.
 
-See mlx_deconv/metal_emulator.py. Compared with the float64 reference of
+See mlx_deconv/emulator.py. Compared with the float64 reference of
 tests/reference.py, output buffers poisoned with NaN first.
 """
 
@@ -12,13 +12,13 @@ from hypothesis import given, settings
 import reference as ref
 from helpers import atol, forward_atol
 from mlx_deconv import backends
-from mlx_deconv.backends import metal_emulator
+from mlx_deconv.backends.metal import emulator
 from mlx_deconv.backends import metal
 from mlx_deconv.geometry.validation import conv_geometry
 from strategies import Case, cases
 
 pytestmark = pytest.mark.skipif(
-    metal_emulator.compiler() is None, reason="no C++ compiler: the Metal emulator cannot build the kernel"
+    emulator.compiler() is None, reason="no C++ compiler: the Metal emulator cannot build the kernel"
 )
 
 def emulate(case, dtype=mx.float32):
@@ -26,7 +26,7 @@ def emulate(case, dtype=mx.float32):
     xa, wa = mx.array(x, dtype), mx.array(w, dtype)
     ba = None if b is None else mx.array(b, dtype)
     geom, _ = conv_geometry(xa.shape, wa.shape, **case.kwargs())
-    y = metal_emulator.run(xa, wa, ba, geom)
+    y = emulator.run(xa, wa, ba, geom)
     assert y.dtype == dtype and y.shape == (case.batch, geom.output_length, case.out_channels)
     # Reference on the inputs as the kernel saw them (rounded to dtype).
     as64 = lambda a: None if a is None else np.array(a.astype(mx.float32), np.float64)
@@ -101,7 +101,7 @@ def test_metal_generated_signature_is_what_the_driver_binds():
     case = EDGES["L=1"]
     x, w, b = (mx.array(a, mx.float32) for a in case.arrays())
     geom, _ = conv_geometry(x.shape, w.shape, **case.kwargs())
-    kernel = metal_emulator.capture(x, w, b, geom)
+    kernel = emulator.capture(x, w, b, geom)
     names = [p.name for p in kernel.parameters]
     assert names == ["x", "w", "bias", "dims", "y", "thread_position_in_grid"]
     assert "<float, 2, 1, 4, 3, 2, 1>" in kernel.instance  # T, STRIDE, DILATION, TAPS, CIG, COG, HAS_BIAS
@@ -109,7 +109,7 @@ def test_metal_generated_signature_is_what_the_driver_binds():
 
 def test_metal_backend_gradients_come_from_gemm(monkeypatch):
     """The custom_function's VJP (gemm's derivative) against the reference, forward run by the emulator."""
-    monkeypatch.setattr(metal, "run_kernel", lambda x, w, b, g: metal_emulator.run(x, w, b, g))
+    monkeypatch.setattr(metal, "run_kernel", lambda x, w, b, g: emulator.run(x, w, b, g))
     case = EDGES["depthwise multiplier"]
     x, w, b = case.arrays()
     geom, _ = conv_geometry(x.shape, w.shape, **case.kwargs())
@@ -144,7 +144,7 @@ def test_metal_auto_rule_and_availability(monkeypatch):
 
 def test_metal_kernel_source_is_found():
     assert "thread_position_in_grid" in metal.kernel_source()
-    assert metal_emulator.shim_path().is_file()
+    assert emulator.shim_path().is_file()
 
 
 # ---- Index arithmetic past 2**31 elements -------------------------------------------------------------
@@ -216,7 +216,7 @@ def run_sparse(threads, seed=0, source_edit=None, tmp_path=None):
     # The kernel's source for this template, captured from a small launch of the same template.
     small_x = mx.zeros((1, 3, cin))
     geom, _ = conv_geometry(small_x.shape, w.shape, stride=g["stride"], padding=g["crop"], dilation=g["dilation"])
-    kernel = metal_emulator.capture(small_x, mx.array(w), mx.array(bias), geom)
+    kernel = emulator.capture(small_x, mx.array(w), mx.array(bias), geom)
     source = kernel.source if source_edit is None else source_edit(kernel.source)
     # Input rows each chosen thread reads, filled with random values; the rest of x reads as zero.
     x_at, x_value, expected, y_at = {}, [], [], []
@@ -256,12 +256,12 @@ def run_sparse(threads, seed=0, source_edit=None, tmp_path=None):
     arguments = [f"const_cast<{p.ctype}*>({buffers[p.name]})" if p.kind == "buffer" else buffers[p.name]
                  for p in kernel.parameters]
     program = "\n".join([
-        metal_emulator.shim_path().read_text(), source,
+        emulator.shim_path().read_text(), source,
         SPARSE_DRIVER % {"constants": constants, "call": f"{kernel.instance}({', '.join(arguments)})"},
     ])
     src, exe = tmp_path / "sparse.cpp", tmp_path / "sparse"
     src.write_text(program)
-    build = subprocess.run([metal_emulator.compiler(), "-std=c++17", "-O1", "-Wno-attributes", "-o", str(exe),
+    build = subprocess.run([emulator.compiler(), "-std=c++17", "-O1", "-Wno-attributes", "-o", str(exe),
                             str(src)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)

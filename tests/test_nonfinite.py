@@ -15,8 +15,8 @@ import pytest
 import mlx_deconv as md
 import reference as ref
 from helpers import atol, backend_call, tiny_blocks
-from mlx_deconv.backends import metal_emulator
-from mlx_deconv.backends import paths
+from mlx_deconv.backends.metal import emulator
+from mlx_deconv.backends.gemm import transposed_paths
 from mlx_deconv.geometry.validation import conv_geometry
 
 NAN, INF = float("nan"), float("inf")
@@ -165,7 +165,7 @@ def _path_of(backend, name):
     shape_x, shape_w, s, (left, right), d, g = TRANSPOSED[name]
     geom, _ = conv_geometry(shape_x, shape_w, stride=s, padding=(left, max(right, 0)),
                             output_padding=max(-right, 0) or None, dilation=d, groups=g)
-    return paths.choose(geom, minimal_filtering=backend == "winograd")
+    return transposed_paths.choose(geom, minimal_filtering=backend == "winograd")
 
 
 def _transposed_params():
@@ -198,7 +198,7 @@ def test_conv1d_nonfinite_lands_as_defined(backend, name, where):
     assert_lands_as_defined(np.array(y, np.float64), conv1d_definition(x, w, b, s, left, right, d, g))
 
 
-@pytest.mark.skipif(metal_emulator.compiler() is None, reason="no C++ compiler for the Metal emulator")
+@pytest.mark.skipif(emulator.compiler() is None, reason="no C++ compiler for the Metal emulator")
 @pytest.mark.parametrize("where", ["x inf meets -inf", "x edges", "w nan", "w inf", "bias nan"])
 @pytest.mark.parametrize("name", ["vocoder", "extended", "depthwise"])
 def test_metal_kernel_nonfinite_lands_as_defined(name, where):
@@ -207,14 +207,14 @@ def test_metal_kernel_nonfinite_lands_as_defined(name, where):
     x, w, b = poisoned(shape_x, shape_w, shape_w[0], where, 4)
     geom, _ = conv_geometry(shape_x, shape_w, stride=s, padding=(left, max(right, 0)),
                             output_padding=max(-right, 0) or None, dilation=d, groups=g)
-    y = metal_emulator.run(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32), geom)
+    y = emulator.run(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32), geom)
     assert_lands_as_defined(np.array(y, np.float64), transposed_definition(x, w, b, s, left, right, d, g))
 
 
 def test_cases_cover_both_dense_slab_paths():
     """The two vocoder cases take the two dense slab paths, so both are poisoned above."""
-    assert isinstance(_path_of("gemm", "vocoder, long signal"), paths.DenseSlabs)
-    assert isinstance(_path_of("gemm", "vocoder, short signal"), paths.WeightOrderSlabs)
+    assert isinstance(_path_of("gemm", "vocoder, long signal"), transposed_paths.DenseSlabs)
+    assert isinstance(_path_of("gemm", "vocoder, short signal"), transposed_paths.WeightOrderSlabs)
 
 
 @pytest.mark.parametrize("where", ["x nan", "x inf meets -inf", "w nan", "w inf"])
@@ -234,7 +234,7 @@ def test_nonfinite_across_block_edges(backend, name, where):
 
 
 @pytest.mark.parametrize("where", sorted(SPREAD_BY_TRANSFORMS))
-@pytest.mark.parametrize("name", [n for n in TRANSPOSED if isinstance(_path_of("winograd", n), paths.WinogradSlabs)])
+@pytest.mark.parametrize("name", [n for n in TRANSPOSED if isinstance(_path_of("winograd", n), transposed_paths.WinogradSlabs)])
 def test_winograd_spread_stays_within_a_tile_inside_compile(name, where):
     """What winograd guarantees where it cannot look at the values (inside mx.compile): every output the
     definition makes non-finite is non-finite (an Inf may come out NaN); the extra non-finite outputs

@@ -24,7 +24,7 @@ import mlx_deconv as md
 import reference as ref
 from helpers import EPS
 from mlx_deconv import backends
-from mlx_deconv.bench import models as bench_models
+from mlx_deconv.bench import patched_decoders as bench_models
 from mlx_deconv.ops import functional, patch
 
 MLX_CONV1D = mx.conv1d

@@ -26,7 +26,8 @@ import reference as ref
 from helpers import atol
 from mlx_deconv.runtime import compiling
 from mlx_deconv.ops import functional
-from mlx_deconv.backends import direct, gemm, paths, schedule, slabs, winograd
+from mlx_deconv.backends import gemm
+from mlx_deconv.backends.gemm import conv1d_paths, transposed, transposed_paths, schedule, slabs, minimal_filtering
 from mlx_deconv.geometry.validation import conv_geometry
 
 CPU_BACKENDS = ["builtin", "gemm", "winograd"]
@@ -211,7 +212,7 @@ def test_long_cases_use_several_blocks_and_worker_streams():
     for x_shape, w_shape, kwargs, _ in transposed_cases()[-3:-1]:
         geom, _ = conv_geometry(x_shape, w_shape, **kwargs)
         for minimal_filtering in (False, True):
-            path = paths.choose(geom, minimal_filtering=minimal_filtering)
+            path = transposed_paths.choose(geom, minimal_filtering=minimal_filtering)
             assert schedule.block_count(geom, path.per_row, len(workers)) >= 2, (x_shape, type(path).__name__)
 
 
@@ -284,15 +285,15 @@ def _unused_geometry(i):
 
 
 HELPER_CACHES = {
-    "gemm._prepared_run": (lambda: gemm._prepared_run,
+    "transposed.prepared_run": (lambda: transposed.prepared_run,
                            lambda i: (_unused_geometry(i), False, False, schedule.DEFAULT_POLICY)),
     "slabs._summed": (lambda: slabs._summed, lambda i: ((0, 1), 0, 10**6 + i, 1)),
     "slabs._multiplied": (lambda: slabs._multiplied,
                           lambda i: ((0, 1), 0, 10**6 + i, 10**6 + i + 2, ((False,), (False,)))),
     "slabs._depthwise_grads": (lambda: slabs._depthwise_grads, lambda i: ((0, 1), 10**6 + i, 1, 2, 0, False)),
-    "direct._depthwise_taps": (lambda: direct._depthwise_taps, lambda i: (3, 2, 1, 10**6 + i)),
-    "winograd._fused_combination": (lambda: winograd._fused_combination, None),  # unbounded: never evicts
-    "winograd._output_transform": (lambda: winograd._output_transform, None),
+    "conv1d_paths._depthwise_taps": (lambda: conv1d_paths._depthwise_taps, lambda i: (3, 2, 1, 10**6 + i)),
+    "minimal_filtering._fused_combination": (lambda: minimal_filtering._fused_combination, None),  # unbounded: never evicts
+    "minimal_filtering._output_transform": (lambda: minimal_filtering._output_transform, None),
 }
 
 
@@ -419,10 +420,10 @@ STRESS = textwrap.dedent(
     import test_threads as tt
     from mlx_deconv.runtime import compiling
     from mlx_deconv.ops import functional
-    from mlx_deconv.backends import direct, gemm, slabs, winograd
-
+    from mlx_deconv.backends import gemm
+    from mlx_deconv.backends.gemm import conv1d_paths, minimal_filtering, slabs, transposed
     # Caches of a few entries, so the random signatures below evict all the time in every thread.
-    caches = [(gemm, "_prepared_run"), (slabs, "_summed"), (slabs, "_multiplied"), (slabs, "_depthwise_grads"),
+    caches = [(transposed, "prepared_run"), (slabs, "_summed"), (slabs, "_multiplied"), (slabs, "_depthwise_grads"),
               (direct, "_depthwise_taps"), (winograd, "_fused_combination"), (winograd, "_output_transform")]
     for module, name in caches:
         setattr(module, name, compiling.per_thread_cache(2)(getattr(module, name).__wrapped__))

@@ -12,7 +12,8 @@ import mlx_deconv as md
 import reference as ref
 from helpers import atol, backend_call, forward_atol, grad_atols, grads, run, tiny_blocks
 from mlx_deconv import backends
-from mlx_deconv.backends import BACKENDS, paths, resolve_backend, winograd
+from mlx_deconv.backends import BACKENDS, resolve_backend, winograd
+from mlx_deconv.backends.gemm import transposed_paths, minimal_filtering
 from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
 
@@ -21,7 +22,7 @@ ROW_SHIFTS = st.sampled_from([2, 3])
 
 @pytest.mark.parametrize("tile, taps", [(3, 2), (2, 3), (2, 2), (1, 2), (1, 4)])
 def test_transforms_compute_the_correlation_exactly(tile, taps):
-    a_t, g, b_t = winograd.transforms(tile, taps)
+    a_t, g, b_t = minimal_filtering.transforms(tile, taps)
     size = tile + taps - 1
     for i in range(tile):
         for k in range(taps):
@@ -34,7 +35,7 @@ def test_transforms_compute_the_correlation_exactly(tile, taps):
 
 def test_transforms_refuse_inexact_points():
     with pytest.raises(ValueError, match="finite points"):
-        winograd.transforms(4, 2)
+        minimal_filtering.transforms(4, 2)
 
 
 @pytest.mark.parametrize("shifts, in_per_group, tile", [
@@ -42,7 +43,7 @@ def test_transforms_refuse_inexact_points():
     ((0, 1, 2, 3), 4, None), (None, 4, None),
 ])
 def test_tile_rows(shifts, in_per_group, tile):
-    assert winograd.tile_rows(shifts, in_per_group) == tile
+    assert minimal_filtering.tile_rows(shifts, in_per_group) == tile
 
 
 @pytest.mark.parametrize("shape, kwargs, chosen", [
@@ -153,8 +154,8 @@ def test_edge_cases(length, stride, taps, padding):
 def test_fewer_matmul_flops_than_gemm():
     """F(3, 2) multiplies 4 transformed rows per 3 output rows where gemm multiplies 6."""
     geom, _ = conv_geometry((1, 300, 8), (8, 16, 8), stride=8)
-    path = paths.choose(geom, minimal_filtering=True)
-    assert isinstance(path, paths.WinogradSlabs) and path.tile == 3
+    path = transposed_paths.choose(geom, minimal_filtering=True)
+    assert isinstance(path, transposed_paths.WinogradSlabs) and path.tile == 3
     ws = path.arrange(mx.zeros((8, 16, 8)))
     assert len(ws) == 4 and all(u.shape == (8, 64) for u in ws)  # 2-D when groups == 1
 
@@ -164,8 +165,8 @@ def test_minimal_filtering_runs_on_finite_values_only(poison, monkeypatch):
     """The look at the values must not silently turn the backend into gemm: a finite call computes
     WinogradSlabs' blocks, a call with a NaN in x or the weight does not (and lands as the definition)."""
     calls = []
-    block = paths.WinogradSlabs.block
-    monkeypatch.setattr(paths.WinogradSlabs, "block", lambda self, *a: calls.append(1) or block(self, *a))
+    block = transposed_paths.WinogradSlabs.block
+    monkeypatch.setattr(transposed_paths.WinogradSlabs, "block", lambda self, *a: calls.append(1) or block(self, *a))
     rng = np.random.default_rng(7)
     length = 37 + 2 * (poison is not None) + (poison == "weight")  # a signature of its own: nothing cached
     x = rng.standard_normal((1, length, 8)).astype(np.float32)
@@ -182,12 +183,11 @@ def test_minimal_filtering_runs_on_finite_values_only(poison, monkeypatch):
 
 def test_values_finite_says_true_false_or_cannot_tell():
     from mlx_deconv.backends import gemm
-
     finite, poisoned = mx.ones((3, 4)), mx.array([1.0, float("inf")])
-    assert gemm.values_finite(finite, finite) is True
-    assert gemm.values_finite(finite, poisoned) is False
-    assert gemm.values_finite(mx.array([float("nan")], mx.float16)) is False
-    assert gemm.values_finite(mx.full((4,), 60000.0, mx.float16)) is True  # a half-precision sum does not overflow
+    assert winograd.values_finite(finite, finite) is True
+    assert winograd.values_finite(finite, poisoned) is False
+    assert winograd.values_finite(mx.array([float("nan")], mx.float16)) is False
+    assert winograd.values_finite(mx.full((4,), 60000.0, mx.float16)) is True  # a half-precision sum does not overflow
     seen = []
-    mx.compile(lambda a: seen.append(gemm.values_finite(a)) or a)(finite)
+    mx.compile(lambda a: seen.append(winograd.values_finite(a)) or a)(finite)
     assert seen == [None]  # inside mx.compile the values cannot be looked at

@@ -43,7 +43,7 @@ import mlx.core as mx
 
 from ..runtime.devices import cpu_blas, is_gpu, is_metal
 from ..geometry.records import Conv1dGeometry, Geometry
-from . import builtin, direct, gemm, metal
+from . import builtin, gemm, metal, winograd
 
 Run = Callable[..., mx.array]
 AnyGeometry = Union[Geometry, Conv1dGeometry]
@@ -96,14 +96,14 @@ def _on_metal(stream: mx.Stream) -> bool:
 
 
 def _winograd_applies(geom: AnyGeometry) -> bool:
-    return isinstance(geom, Geometry) and gemm.winograd_applies(geom)
+    return isinstance(geom, Geometry) and winograd.applies(geom)
 
 
 BACKENDS: Dict[str, Backend] = {
     "builtin": Backend("builtin", builtin.conv_transpose1d, getattr(builtin, "conv1d", None)),
-    "gemm": Backend("gemm", gemm.conv_transpose1d, direct.conv1d),
+    "gemm": Backend("gemm", gemm.conv_transpose1d, gemm.conv1d),
     # winograd looks at its input's values (non-finite ones take the gemm path): no compiling.
-    "winograd": Backend("winograd", gemm.winograd_conv_transpose1d, applies=_winograd_applies, compilable=False),
+    "winograd": Backend("winograd", winograd.conv_transpose1d, applies=_winograd_applies, compilable=False),
     "metal": Backend("metal", metal.conv_transpose1d, available=_on_metal, compilable=False),
 }
 

@@ -21,7 +21,7 @@ import json
 
 import mlx.core as mx
 
-from . import bigvgan as bench_bigvgan, conv1d as bench_conv1d, decoder as bench_decoder, models as bench_models, short_calls
+from . import bigvgan as bench_bigvgan, conv1d as bench_conv1d, decoder as bench_decoder, patched_decoders as bench_models, short_calls
 from . import streaming as bench_streaming
 from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
 from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import mlx.core as mx
 
-from ..tuning.timing import time_primed
+from ..tuning.measure import time_primed
 
 Clock = Callable[[], float]
 
@@ -64,7 +64,7 @@ def timed_medians(
     """Median seconds of each function, timed round-robin so that load on a shared machine falls on all alike.
 
     With warm-up, each timed call comes right after an untimed call of the same
-    function (:func:`~mlx_deconv.tuning.timing.time_primed`), as autotuning
+    function (:func:`~mlx_deconv.tuning.measure.time_primed`), as autotuning
     times them and as PyTorch's calls, timed in a phase of their own, are.
 
     Each function's first call is timed. If it took more than ``slow``

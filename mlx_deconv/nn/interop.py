@@ -23,7 +23,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import weight_norm as wn
-from ..geometry.layouts import from_torch_layout, mlx_to_torch_weight, to_torch_layout, torch_to_mlx_weight  # noqa: F401 (re-exported)
+from ..geometry.torch_layout import from_torch_layout, mlx_to_torch_weight, to_torch_layout, torch_to_mlx_weight  # noqa: F401 (re-exported)
 
 
 def keras_to_mlx_weight(kernel):

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from ..geometry.layouts import from_torch_layout, to_torch_layout
+from ..geometry.torch_layout import from_torch_layout, to_torch_layout
 
 
 def norm_dim(dim: Optional[int]) -> Optional[int]:

@@ -18,7 +18,7 @@ from .. import backends
 from ..runtime.compiling import COMPILE_MAX_OUTPUT
 from ..runtime.devices import StreamLike, resolve_stream
 from ..geometry.records import Padding
-from ..geometry.layouts import from_torch_layout
+from ..geometry.torch_layout import from_torch_layout
 from ..geometry.validation import conv1d_geometry, conv_geometry
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)

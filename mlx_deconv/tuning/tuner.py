@@ -13,7 +13,7 @@ backward (``set_autotune(True, backward=True)``, for training).
 
 Apart from this module: the disk cache (one JSON file per device context,
 shared safely between processes) in :mod:`mlx_deconv.tuning.cache`, how the
-backends are timed in :mod:`mlx_deconv.tuning.timing`, and the ``tune``
+backends are timed in :mod:`mlx_deconv.tuning.measure`, and the ``tune``
 command that prints the choices in :mod:`mlx_deconv.tuning.command`.
 """
 
@@ -36,7 +36,7 @@ from .cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: part of th
     device_context,
     file_name,
 )
-from .timing import Timer, median_timer, runners, timed_calls
+from .measure import Timer, median_timer, runners, timed_calls
 from ..runtime.devices import cpu_blas
 from ..geometry.records import dilated_kernel_size, full_length
 

@@ -31,7 +31,7 @@ blocks at the signal's ends (zero padding) and grouped/plane rows are copied, on
 Gradients: ``conv1d``'s input gradient is the transposed op of the
 cotangent, and its weight gradient that op's weight gradient with the roles
 of signal and cotangent swapped, so one VJP of the ``gemm`` transposed op
-(:func:`.gemm.conv_transpose1d`, blocks and all) gives both.
+(:func:`.transposed.conv_transpose1d`, blocks and all) gives both.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from typing import List, Optional, Tuple
 
 import mlx.core as mx
 
-from ..runtime.compiling import per_thread_cache
-from ..geometry.records import Conv1dGeometry, Geometry
-from . import gemm, schedule, slabs
-from .layout import slab_shifts, slot_weight, taps_by_channel
+from ...runtime.compiling import per_thread_cache
+from ...geometry.records import Conv1dGeometry, Geometry
+from . import schedule, slabs
+from .transposed import conv_transpose1d as transposed_run, in_compute_dtype
+from .tap_layout import slab_shifts, slot_weight, taps_by_channel
 from .schedule import DEFAULT_POLICY, BlockPolicy
 
 
@@ -279,8 +280,8 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     def direct_vjp(primals, cotangent, output):
         x, weight = primals
         # <ct, conv1d(x, w)> = <T(ct, w'), x>: T(ct, w') is dx, and its VJP w.r.t. w' at x is dw'.
-        (dx,), (dw_adjoint,) = mx.vjp(lambda w: gemm.conv_transpose1d(cotangent, w, None, adjoint, policy),
+        (dx,), (dw_adjoint,) = mx.vjp(lambda w: transposed_run(cotangent, w, None, adjoint, policy),
                                       [adjoint_weight(weight, geom.groups)], [x])
         return dx, adjoint_weight(dw_adjoint, geom.groups)
 
-    return gemm.in_compute_dtype(direct, x, weight, bias)
+    return in_compute_dtype(direct, x, weight, bias)

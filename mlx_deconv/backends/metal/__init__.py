@@ -21,14 +21,14 @@ from typing import Dict, Optional, Tuple
 
 import mlx.core as mx
 
-from ..geometry.records import Geometry
-from . import gemm
+from ...geometry.records import Geometry
+from .. import gemm
 
 KERNEL_FILE = "conv_transpose1d.metal"
 
 def kernel_source(filename: str = KERNEL_FILE) -> str:
     """A kernel body of ``metal/``, from the installed package or from a source checkout."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the package root: backends/metal/ is two floors down
     for folder in (here / "metal", here.parent / "metal"):
         path = folder / filename
         if path.is_file():

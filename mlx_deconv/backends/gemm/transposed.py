@@ -1,16 +1,16 @@
-"""Backends ``"gemm"`` and ``"winograd"``: matmuls and an overlap-add, no zero-stuffing.
+"""The transposed op on the ``"gemm"`` machinery (also ``"winograd"``'s): matmuls and an overlap-add, no zero-stuffing.
 
 Each input row times the weight gives the contribution of that row to ``K``
 output samples; tap ``k`` of row ``l`` lands on full-output sample
 ``l*stride + k*dilation``, i.e. slab row ``l + shift``, phase ``phase`` with
-``k*dilation = shift*stride + phase`` (:mod:`.layout`). When the taps fill
-whole rows of phases with few empty slots (:func:`~.layout.slab_shifts`: ``K``
+``k*dilation = shift*stride + phase`` (:mod:`.tap_layout`). When the taps fill
+whole rows of phases with few empty slots (:func:`~.tap_layout.slab_shifts`: ``K``
 a multiple of ``stride``, the vocoder case, or ``stride == 1``), the taps of one
 shift form a *slab* weight whose product is already interleaved output;
 otherwise taps are summed on one *phase plane* per phase (:mod:`.planes`).
 
-Which path a layer takes (:func:`.paths.choose`; ``C_in/G`` = input channels
-per group; "taps in slabs" = :func:`~.layout.slab_shifts` accepts them: at most
+Which path a layer takes (:func:`.transposed_paths.choose`; ``C_in/G`` = input channels
+per group; "taps in slabs" = :func:`~.tap_layout.slab_shifts` accepts them: at most
 a quarter of an empty slot per tap, one per tap when ``C_in/G == 1``):
 
 ===============================================  ==========================================  ==============================
@@ -30,13 +30,13 @@ outweighs the signal, a decoder's first layer)   overlap-add reads it transposed
 grouped (``G > 1``, ``C_in/G > 1``), taps in     ``GroupedSlabs``: one batched matmul        ``WideSlabs`` (grouped)
 slabs                                            per slab over the groups, in place
 dense or grouped, slabs on row shifts ``0, 1``   ``WinogradSlabs``: minimal filtering        the same, differentiated
-or ``0, 1, 2``, backend ``"winograd"``           (:mod:`.winograd`)
+or ``0, 1, 2``, backend ``"winograd"``           (:mod:`.minimal_filtering`)
 dense or grouped, other taps (more empty        ``PhasePlanes``: one matmul for all         the same
 slots, e.g. ``K < stride``, sparse dilations)    taps, summed on phase planes
 ===============================================  ==========================================  ==============================
 
 ``conv1d``, the adjoint, runs on the same layout and scheduling with the
-adjoint paths of :mod:`.direct` (its own table: depthwise, slabs, planes).
+adjoint paths of :mod:`.conv1d_paths` (its own table: depthwise, slabs, planes).
 
 Blocks, worker streams, in-place writes and the block VJPs are in
 :mod:`.schedule`; everything is ordinary MLX ops, so gradients, ``mx.compile``
@@ -45,16 +45,15 @@ and every device come for free.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import mlx.core as mx
 
-from ..geometry.records import Geometry
-from ..runtime.compiling import COMPILE_MAX_OUTPUT, per_thread_cache
-from . import paths, schedule
-from .layout import slab_shifts  # noqa: F401  (re-exported: the rule every path shares)
-from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams  # noqa: F401
+from ...geometry.records import Geometry
+from ...runtime.compiling import COMPILE_MAX_OUTPUT, per_thread_cache
+from . import schedule, transposed_paths
+
+from .schedule import DEFAULT_POLICY, BlockPolicy, worker_streams
 
 
 def in_compute_dtype(run, x: mx.array, weight: mx.array, bias: Optional[mx.array]) -> mx.array:
@@ -74,7 +73,7 @@ def in_compute_dtype(run, x: mx.array, weight: mx.array, bias: Optional[mx.array
 
 def run_path(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry, path,
              policy: BlockPolicy = DEFAULT_POLICY) -> mx.array:
-    """Transposed conv of NLC ``x`` by ``path`` (from :func:`.paths.choose`), in blocks as ``policy`` says."""
+    """Transposed conv of NLC ``x`` by ``path`` (from :func:`.transposed_paths.choose`), in blocks as ``policy`` says."""
 
     def run(x, weight):
         workers = worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
@@ -103,30 +102,14 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
     Returns:
         array: ``(N, L_out, C_out)`` in the dtype of ``x``.
     """
-    return run_path(x, weight, bias, geom, paths.choose(geom), policy)
-
-
-def winograd_conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry,
-                              policy: BlockPolicy = DEFAULT_POLICY) -> mx.array:
-    """Backend ``"winograd"``: as :func:`conv_transpose1d`, with :class:`~.paths.WinogradSlabs`
-    where minimal filtering applies (:func:`winograd_applies`), else the same path as ``"gemm"``.
-
-    Minimal filtering adds and subtracts neighbouring rows and taps before it
-    multiplies, so one NaN or Inf would reach its whole tile: a call whose
-    ``x`` or ``weight`` holds one takes the ``"gemm"`` path instead, which puts
-    them where the definition does. That look at the values evaluates them
-    (so this backend is not compiled); inside ``mx.compile`` or ``mx.vmap``,
-    where values cannot be looked at, minimal filtering runs regardless.
-    """
-    minimal = winograd_applies(geom) and values_finite(x, weight) is not False
-    return _prepared_run(geom, minimal, bias is not None, policy)(x, weight, bias)
+    return run_path(x, weight, bias, geom, transposed_paths.choose(geom), policy)
 
 
 @per_thread_cache(maxsize=256)  # compiled functions: made, kept and freed by each thread
-def _prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, policy: BlockPolicy):
+def prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, policy: BlockPolicy):
     """The path's run for ``geom``, compiled when small: the winograd backend looks at its values
     first, so it cannot be compiled whole by ``functional``; what follows the look can."""
-    path = paths.choose(geom, minimal_filtering=minimal_filtering)
+    path = transposed_paths.choose(geom, minimal_filtering=minimal_filtering)
 
     def run(x, weight, bias):
         return run_path(x, weight, bias, geom, path, policy)
@@ -135,23 +118,3 @@ def _prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, poli
         return run
     compiled = mx.compile(run if with_bias else (lambda x, weight: run(x, weight, None)))
     return compiled if with_bias else (lambda x, weight, bias: compiled(x, weight))
-
-
-def values_finite(*arrays: mx.array) -> Optional[bool]:
-    """Whether every value of ``arrays`` is finite; None inside a transformation
-    (``mx.compile``, ``mx.vmap``) that forbids evaluating them.
-
-    A sum is NaN or Inf when a term is, and is a third the cost of ``isfinite``
-    and ``all``; a finite sum that overflows only says "not finite" wrongly,
-    which costs speed (the gemm path), never exactness.
-    """
-    total = sum(mx.sum(a if a.dtype == mx.float32 else a.astype(mx.float32)) for a in arrays)  # half sums overflow
-    try:
-        return math.isfinite(total.item())
-    except ValueError:
-        return None
-
-
-def winograd_applies(geom: Geometry) -> bool:
-    """True where ``"winograd"`` computes differently from ``"gemm"``."""
-    return paths.winograd_tile(geom) is not None

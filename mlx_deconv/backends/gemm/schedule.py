@@ -17,8 +17,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import mlx.core as mx
 
-from ..runtime.devices import serial_blas
-from ..geometry.records import Geometry
+from ...runtime.devices import serial_blas
+from ...geometry.records import Geometry
 
 
 @dataclass(frozen=True)

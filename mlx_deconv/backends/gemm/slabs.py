@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from ..runtime.compiling import per_thread_cache
+from ...runtime.compiling import per_thread_cache
 
 
 def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:

@@ -30,9 +30,9 @@ from typing import List, Optional
 import mlx.core as mx
 import numpy as np
 
-from . import metal
-from ..geometry.records import Geometry
-from ..version import __version__
+from .. import metal
+from ...geometry.records import Geometry
+from ...version import __version__
 
 SHIM_FILE = "emulator_shim.h"
 _UNSUPPORTED = ("threadgroup_barrier", "simd_", "atomic_", "threadgroup ")
@@ -174,7 +174,7 @@ def _driver(kernel: GeneratedKernel) -> str:
 
 
 def shim_path() -> Path:
-    here = Path(__file__).resolve().parent.parent  # the package's root
+    here = Path(__file__).resolve().parents[2]  # the package root (backends/metal/emulator.py)
     for folder in (here / "metal", here.parent / "metal"):
         if (folder / SHIM_FILE).is_file():
             return folder / SHIM_FILE

@@ -25,9 +25,10 @@ from typing import List, Optional, Tuple
 import mlx.core as mx
 import numpy as np
 
-from ..geometry.records import Geometry
-from . import slabs, winograd
-from .layout import slab_shifts, slab_weights, slot_weight, squeezed_groups, taps_by_channel
+from ...geometry.records import Geometry
+from . import slabs
+from .minimal_filtering import samples as minimal_filtering_samples, tile_rows, transform_weight
+from .tap_layout import slab_shifts, slab_weights, slot_weight, squeezed_groups, taps_by_channel
 from .planes import phase_overlap_add
 
 
@@ -371,14 +372,14 @@ class WinogradSlabs(_Path):
 
     def arrange(self, weight: mx.array) -> List[mx.array]:
         g = self.geom
-        u = winograd.transform_weight(slab_weights(weight, g.stride, g.dilation, g.groups, self.shifts), self.tile)
+        u = transform_weight(slab_weights(weight, g.stride, g.dilation, g.groups, self.shifts), self.tile)
         return squeezed_groups(u, g.groups)
 
     def block(self, x, lo, hi, ws, crop, length):
         # Reads past [lo, hi) where x has rows: fewer graph nodes than padding.
         g = self.geom
         first = crop // g.stride
-        return winograd.samples(x, ws, self.tile, len(self.shifts), g.stride, lo + first,
+        return minimal_filtering_samples(x, ws, self.tile, len(self.shifts), g.stride, lo + first,
                                 crop - first * g.stride, length)
 
 
@@ -394,7 +395,7 @@ def weight_order_applies(geom: Geometry) -> bool:
 
 def winograd_tile(geom: Geometry) -> Optional[int]:
     """Rows per tile of :class:`WinogradSlabs` for ``geom``, or None where minimal filtering does not apply."""
-    return winograd.tile_rows(slab_shifts(geom.kernel_size, geom.stride, geom.dilation), geom.in_per_group)
+    return tile_rows(slab_shifts(geom.kernel_size, geom.stride, geom.dilation), geom.in_per_group)
 
 
 def choose(geom: Geometry, minimal_filtering: bool = False) -> _Path:
@@ -406,7 +407,7 @@ def choose(geom: Geometry, minimal_filtering: bool = False) -> _Path:
     shifts = slab_shifts(geom.kernel_size, geom.stride, geom.dilation)
     if shifts is None:
         return PhasePlanes(geom)
-    tile = winograd.tile_rows(shifts, geom.in_per_group) if minimal_filtering else None
+    tile = tile_rows(shifts, geom.in_per_group) if minimal_filtering else None
     if tile is not None:
         return WinogradSlabs(geom, shifts, tile)
     if geom.groups > 1:
