@@ -420,11 +420,11 @@ STRESS = textwrap.dedent(
     import test_threads as tt
     from mlx_deconv.runtime import compiling
     from mlx_deconv.ops import functional
-    from mlx_deconv.backends import gemm
     from mlx_deconv.backends.gemm import conv1d_paths, minimal_filtering, slabs, transposed
     # Caches of a few entries, so the random signatures below evict all the time in every thread.
     caches = [(transposed, "prepared_run"), (slabs, "_summed"), (slabs, "_multiplied"), (slabs, "_depthwise_grads"),
-              (direct, "_depthwise_taps"), (winograd, "_fused_combination"), (winograd, "_output_transform")]
+              (conv1d_paths, "_depthwise_taps"), (minimal_filtering, "_fused_combination"),
+              (minimal_filtering, "_output_transform")]
     for module, name in caches:
         setattr(module, name, compiling.per_thread_cache(2)(getattr(module, name).__wrapped__))
     functional.PREPARED_CALLS = 2
