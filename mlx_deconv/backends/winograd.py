@@ -13,9 +13,8 @@ from typing import Optional
 import mlx.core as mx
 
 from ..geometry.records import Geometry
-from .gemm import transposed_paths
+from .gemm import transposed, transposed_paths
 from .gemm.schedule import DEFAULT_POLICY, BlockPolicy
-from .gemm.transposed import prepared_run
 
 
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry,
@@ -31,7 +30,7 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
     where values cannot be looked at, minimal filtering runs regardless.
     """
     minimal = applies(geom) and values_finite(x, weight) is not False
-    return prepared_run(geom, minimal, bias is not None, policy)(x, weight, bias)
+    return transposed.prepared_run(geom, minimal, bias is not None, policy)(x, weight, bias)
 
 
 def values_finite(*arrays: mx.array) -> Optional[bool]:
