@@ -16,7 +16,8 @@ from .runtime.blas import blas_info  # noqa: E402
 from .models import bigvgan, hifigan  # noqa: E402
 from .nn import initializers, interop, keras  # noqa: E402
 from .nn.activations import Snake  # noqa: E402
-from .nn.anti_aliased import Activation1d, anti_aliased_activation, kaiser_sinc_filter  # noqa: E402
+from .nn.anti_aliased import Activation1d, kaiser_sinc_filter  # noqa: E402
+from .ops.anti_aliased import anti_aliased_activation  # noqa: E402
 from .nn.config import ConvConfig  # noqa: E402
 from .nn.keras import Conv1DTranspose  # noqa: E402
 from .nn.layers import Conv1d, ConvTranspose1d  # noqa: E402

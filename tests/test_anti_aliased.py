@@ -22,7 +22,10 @@ from hypothesis import strategies as st
 from mlx.utils import tree_flatten
 
 import mlx_deconv as md
-from mlx_deconv.backends import anti_aliased as aa
+from mlx_deconv.backends.anti_aliased import polyphase, sine
+from mlx_deconv.backends.metal import anti_aliased as metal_aa
+from mlx_deconv.choice import choose
+from mlx_deconv.geometry.activation import ActivationGeometry
 from mlx_deconv.backends.metal import emulator
 from mlx_deconv.nn.anti_aliased import default_kernel_size
 
@@ -323,14 +326,14 @@ def test_fast_sine_squared_and_its_derivative():
     """The polyphase form's sin**2 (argument reduction + polynomials) on exact float32 arguments."""
     t = np.concatenate([np.linspace(-12.0, 12.0, 20001), np.linspace(-1e4, 1e4, 200001),
                         [0.0, 1e-30, -1e-20, np.pi / 2, 12867.0]]).astype(np.float32)
-    got = np.array(aa.sin_squared(mx.array(t)), np.float64)
+    got = np.array(sine.sin_squared(mx.array(t)), np.float64)
     np.testing.assert_allclose(got, np.sin(t.astype(np.float64)) ** 2, rtol=0, atol=1e-6)
-    grad = np.array(mx.grad(lambda v: aa.sin_squared(v).sum())(mx.array(t[:20001])), np.float64)
+    grad = np.array(mx.grad(lambda v: sine.sin_squared(v).sum())(mx.array(t[:20001])), np.float64)
     np.testing.assert_allclose(grad, np.sin(2 * t[:20001].astype(np.float64)), rtol=0, atol=2e-6)
-    r = aa.reduce_pi(mx.array(t))
-    np.testing.assert_allclose(2 * np.array(aa.sin_cos_reduced(r), np.float64), np.sin(2 * t.astype(np.float64)),
+    r = sine.reduce_pi(mx.array(t))
+    np.testing.assert_allclose(2 * np.array(sine.sin_cos_reduced(r), np.float64), np.sin(2 * t.astype(np.float64)),
                                rtol=0, atol=2e-6)
-    special = np.array(aa.sin_squared(mx.array([np.nan, np.inf, -np.inf, 1e30, -3e9], mx.float32)))
+    special = np.array(sine.sin_squared(mx.array([np.nan, np.inf, -np.inf, 1e30, -3e9], mx.float32)))
     assert np.isnan(special[:3]).all() and (0 <= special[3:]).all() and (special[3:] <= 1.001).all()
 
 
@@ -512,8 +515,8 @@ def test_half_precision_gradients(dtype):
 
 def emulated(x_ncl, alpha, beta, up, down, ratio, activation, logscale, dtype=mx.float32):
     x = mx.array(np.swapaxes(x_ncl, 1, 2).astype(np.float32)).astype(dtype)
-    geom = aa.AAGeometry(x.shape[0], x.shape[1], x.shape[2], ratio, len(up), len(down), activation, logscale)
-    y = aa.emulate(x, mx.array(alpha, mx.float32), None if beta is None else mx.array(beta, mx.float32),
+    geom = ActivationGeometry(x.shape[0], x.shape[1], x.shape[2], ratio, len(up), len(down), activation, logscale)
+    y = metal_aa.emulate(x, mx.array(alpha, mx.float32), None if beta is None else mx.array(beta, mx.float32),
                    mx.array(up, mx.float32), mx.array(down, mx.float32), geom)
     assert y.dtype == dtype and y.shape == x.shape
     return np.swapaxes(np.array(y.astype(mx.float32), np.float64), 1, 2)
@@ -569,14 +572,14 @@ def test_metal_path_gradients_with_the_emulated_kernel():
     al, be = mx.array(rng.uniform(-1, 1, 3), mx.float32), mx.array(rng.uniform(-1, 1, 3), mx.float32)
     up = md.kaiser_sinc_filter(0.25, 0.3, 12)
     ct = mx.array(rng.standard_normal((2, 7, 3)), mx.float32)
-    geom = aa.AAGeometry(2, 7, 3, 2, 12, 12, "snakebeta", True)
+    geom = ActivationGeometry(2, 7, 3, 2, 12, 12, "snakebeta", True)
 
     def via(path):
         def f(x, al, be):
             if path == "metal":
-                y = aa.metal_kernel(x, al, be, up, up, geom, launch=aa.emulated_launch)
+                y = metal_aa.run(x, al, be, up, up, geom, launch=metal_aa.emulated_launch)
             else:
-                y = aa.polyphase(x, al, be, up, up, geom)
+                y = polyphase.run(x, al, be, up, up, geom)
             return (y * ct).sum()
         return mx.value_and_grad(f, argnums=(0, 1, 2))(x, al, be)
 
@@ -762,9 +765,9 @@ def test_exports():
 @pytest.mark.parametrize("shape, backend", [((1, 16, 8), "unfused"), ((1, 32, 63), "unfused"),
                                             ((1, 32, 64), "polyphase"), ((2, 64, 16), "polyphase")])
 def test_auto_takes_the_unfused_ops_only_for_the_tiniest_calls(shape, backend):
-    geom = aa.AAGeometry(*shape, 2, 12, 12, "snakebeta", True)
-    assert aa.auto_backend(geom, metal=False) == backend
-    assert aa.auto_backend(geom, metal=True) == "metal"
+    geom = ActivationGeometry(*shape, 2, 12, 12, "snakebeta", True)
+    assert choose(geom, mx.default_stream(mx.cpu)).name == backend
+    assert choose(geom, mx.default_stream(mx.cpu), backend).name == backend
 
 
 def test_auto_keeps_the_filters_constant_at_every_size():

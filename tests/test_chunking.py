@@ -120,7 +120,7 @@ def test_long_outputs_are_written_in_place(backend):
         x = mx.random.normal((1, length, 16), key=mx.random.key(0))
         mx.eval(x, w)
         geom, _ = conv_geometry(x.shape, w.shape, stride=2, padding=1)
-        path = transposed_paths.choose(geom, minimal_filtering=backend == "winograd")
+        path = transposed_paths.path_for(geom, minimal_filtering=backend == "winograd")
         assert schedule.block_count(geom, path.per_row, len(workers), policy=policy) > 200
         extras[length] = extra_bytes(lambda: f(x, w))
     (short, _), (long, out) = extras[16000], extras[64000]
@@ -154,7 +154,7 @@ def test_depthwise_forward_in_one_block_backward_shared():
     x, w = rng.standard_normal((2, 37, 6)), rng.standard_normal((6, 12, 1))
     geom, _ = conv_geometry(x.shape, w.shape, stride=2, padding=5, groups=6)
     workers = len(gemm.worker_streams(mx.default_stream(mx.cpu)))
-    path = transposed_paths.choose(geom)
+    path = transposed_paths.path_for(geom)
     assert isinstance(path, transposed_paths.DepthwiseSlabs) and path.per_row is None
     assert schedule.block_count(geom, path.per_row, workers, policy=policy) == 1
     assert schedule.block_count(geom, path.per_row, workers, backward=True, policy=policy) == min(workers, geom.output_length)

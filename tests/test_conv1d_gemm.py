@@ -15,6 +15,7 @@ import mlx_deconv as md
 import reference as ref
 from helpers import atol, peak_above, tiny_blocks
 from mlx_deconv import backends
+from mlx_deconv.choice import choose, rule
 from mlx_deconv.backends.gemm import conv1d_paths, schedule
 from mlx_deconv.backends.gemm.schedule import DEFAULT_POLICY, BlockPolicy
 from mlx_deconv.geometry.validation import conv1d_geometry
@@ -108,22 +109,22 @@ def test_half_precision_and_layouts_through_the_op(case, dtype, data_format):
 ])
 def test_each_kind_of_layer_takes_its_path(w_shape, kwargs, path):
     geom, _ = conv1d_geometry((2, 1200, 8), w_shape, **kwargs)  # past unfold_max_rows
-    assert type(conv1d_paths.choose(geom)) is path
+    assert type(conv1d_paths.path_for(geom)) is path
 
 
 @pytest.mark.parametrize("w_shape, kwargs", [((8, 3, 8), dict(dilation=5)), ((8, 3, 8), dict(stride=4)),
                                              ((8, 8, 8), dict(stride=4))])
 def test_short_dense_signals_unfold_and_long_ones_do_not(w_shape, kwargs):
     short, _ = conv1d_geometry((2, 40, 8), w_shape, **kwargs)
-    assert type(conv1d_paths.choose(short)) is conv1d_paths.DirectUnfolded
-    assert type(conv1d_paths.choose(short, tiny_blocks(unfold_max_rows=short.batch * short.output_length - 1))) is not conv1d_paths.DirectUnfolded
+    assert type(conv1d_paths.path_for(short)) is conv1d_paths.DirectUnfolded
+    assert type(conv1d_paths.path_for(short, tiny_blocks(unfold_max_rows=short.batch * short.output_length - 1))) is not conv1d_paths.DirectUnfolded
     grouped, _ = conv1d_geometry((2, 40, 8), (8, 3, 4), groups=2, **kwargs)
-    assert type(conv1d_paths.choose(grouped)) is not conv1d_paths.DirectUnfolded
+    assert type(conv1d_paths.path_for(grouped)) is not conv1d_paths.DirectUnfolded
 
 
 def test_tiny_policy_cuts_many_blocks():
     geom, _ = conv1d_geometry((2, 40, 8), (8, 3, 8), dilation=2)
-    path = conv1d_paths.choose(geom, tiny_blocks(16))
+    path = conv1d_paths.path_for(geom, tiny_blocks(16))
     assert schedule.direct_block_count(geom, path.per_row, 2, tiny_blocks(16)) == geom.output_length
     assert schedule.direct_block_count(geom, path.per_row, 2, DEFAULT_POLICY) == 1
 
@@ -131,10 +132,10 @@ def test_tiny_policy_cuts_many_blocks():
 def test_auto_picks_gemm_on_the_cpu():
     """MLX's CPU op loops naively for a dilation > 1: from a few hundred kFLOP on, the matmul path wins."""
     geom, _ = conv1d_geometry((1, 1000, 32), (32, 3, 32), dilation=3)
-    assert backends.resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
+    assert choose(geom, mx.default_stream(mx.cpu), "auto").name == "gemm"
     assert "winograd" not in backends.available_backends(mx.default_stream(mx.cpu), "conv1d")
     with pytest.raises(ValueError, match="winograd"):
-        backends.resolve_backend("winograd", geom, mx.default_stream(mx.cpu))
+        choose(geom, mx.default_stream(mx.cpu), "winograd").name
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [
@@ -144,7 +145,7 @@ def test_auto_picks_gemm_on_the_cpu():
 ])
 def test_auto_keeps_mlx_op_where_it_is_faster(x_shape, w_shape, kwargs):
     geom, _ = conv1d_geometry(x_shape, w_shape, **kwargs)
-    assert backends.resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "builtin"
+    assert choose(geom, mx.default_stream(mx.cpu), "auto").name == "builtin"
 
 
 @pytest.mark.parametrize("x_shape, channels, taps, blas, gemm", [
@@ -160,10 +161,10 @@ def test_auto_keeps_mlx_op_where_it_is_faster(x_shape, w_shape, kwargs):
 ])
 def test_dense_undilated_conv1d_goes_to_gemm_where_it_measured_faster(x_shape, channels, taps, blas, gemm):
     geom, _ = conv1d_geometry(x_shape, (channels, taps, x_shape[-1]), padding="same")
-    assert backends.dense_conv1d_gemm_pays(geom, blas) is gemm
-    assert backends.builtin_is_faster(geom, blas) is not gemm
+    assert rule.dense_conv1d_gemm_pays(geom, blas) is gemm
+    assert rule.builtin_is_faster(geom, blas) is not gemm
     grouped, _ = conv1d_geometry(x_shape, (channels, taps, x_shape[-1] // 2), padding="same", groups=2)
-    assert backends.builtin_is_faster(grouped, blas) == (grouped.batch * grouped.output_length < 512
+    assert rule.builtin_is_faster(grouped, blas) == (grouped.batch * grouped.output_length < 512
                                                          or grouped.in_per_group < 64)  # grouped: the older rule
 
 

@@ -688,7 +688,7 @@ def test_gemm_blocks_of_a_signal_past_2_31_elements_keep_32_bit_axes(dims, minim
     out_len = full_length(dims["length"], dims["kernel_size"], dims["stride"], dims["dilation"]) - 2
     geom = Geometry(**dims, crop=1, output_length=out_len)
     assert geom.batch * geom.length * geom.in_channels > 2**31 or geom.batch * out_len * geom.out_channels > 2**31
-    path = transposed_paths.choose(geom, minimal_filtering=minimal_filtering)
+    path = transposed_paths.path_for(geom, minimal_filtering=minimal_filtering)
     for workers in (1, 2, 8):
         for backward in (False, True):
             count = schedule.block_count(geom, path.per_row, workers, backward)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 import reference as ref
 from helpers import atol, forward_atol
 from mlx_deconv import backends
+from mlx_deconv.choice import choose, rule
 from mlx_deconv.backends.metal import emulator
 from mlx_deconv.backends import metal
 from mlx_deconv.geometry.validation import conv_geometry
@@ -128,17 +129,17 @@ def test_metal_auto_rule_and_availability(monkeypatch):
     cpu = mx.default_stream(mx.cpu)
     depthwise, _ = conv_geometry((1, 100, 64), (64, 12, 1), stride=2, groups=64)
     dense, _ = conv_geometry((1, 100, 512), (256, 16, 512), stride=8)
-    assert backends.resolve_backend("auto", depthwise, cpu) == "gemm"
+    assert choose(depthwise, cpu, "auto").name == "gemm"
     with pytest.raises(ValueError, match="'metal' is not available"):
-        backends.resolve_backend("metal", depthwise, cpu)
+        choose(depthwise, cpu, "metal").name
     monkeypatch.setattr(backends, "is_metal", lambda stream: True)  # as on a Mac's GPU stream
-    monkeypatch.setattr(backends, "cpu_blas", lambda stream: None)  # a GPU stream has no CPU BLAS
-    monkeypatch.setattr(backends, "is_gpu", lambda stream: True)
-    assert backends.resolve_backend("auto", depthwise, cpu) == "metal"
+    monkeypatch.setattr(rule, "cpu_blas", lambda stream: None)  # a GPU stream has no CPU BLAS
+    monkeypatch.setattr(rule, "is_gpu", lambda stream: True)
+    assert choose(depthwise, cpu, "auto").name == "metal"
     # Not winograd on a GPU: its look at the values would wait for the GPU on every call.
-    assert backends.resolve_backend("auto", dense, cpu) == "gemm"
+    assert choose(dense, cpu, "auto").name == "gemm"
     dilated, _ = conv_geometry((1, 100, 256), (256, 7, 256), dilation=3)
-    assert backends.resolve_backend("auto", dilated, cpu) == "gemm"
+    assert choose(dilated, cpu, "auto").name == "gemm"
     assert "metal" in backends.available_backends(cpu)
 
 

@@ -165,7 +165,7 @@ def _path_of(backend, name):
     shape_x, shape_w, s, (left, right), d, g = TRANSPOSED[name]
     geom, _ = conv_geometry(shape_x, shape_w, stride=s, padding=(left, max(right, 0)),
                             output_padding=max(-right, 0) or None, dilation=d, groups=g)
-    return transposed_paths.choose(geom, minimal_filtering=backend == "winograd")
+    return transposed_paths.path_for(geom, minimal_filtering=backend == "winograd")
 
 
 def _transposed_params():

@@ -211,8 +211,8 @@ def test_long_cases_use_several_blocks_and_worker_streams():
         pytest.skip("one worker stream here (one CPU core, or a BLAS that threads itself)")
     for x_shape, w_shape, kwargs, _ in transposed_cases()[-3:-1]:
         geom, _ = conv_geometry(x_shape, w_shape, **kwargs)
-        for minimal_filtering in (False, True):
-            path = transposed_paths.choose(geom, minimal_filtering=minimal_filtering)
+        for minimal in (False, True):
+            path = transposed_paths.path_for(geom, minimal_filtering=minimal)
             assert schedule.block_count(geom, path.per_row, len(workers)) >= 2, (x_shape, type(path).__name__)
 
 

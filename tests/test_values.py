@@ -148,7 +148,7 @@ def test_prepared_calls_are_kept_apart():
 def test_auto_shares_the_call_of_the_backend_it_picks():
     """``auto`` runs the very prepared call of its choice (one compiled function per choice), and a
     call asked by another name keeps its own: each still computes the definition."""
-    from mlx_deconv import backends
+    from mlx_deconv.choice import choose
     from mlx_deconv.geometry.validation import conv_geometry
     from mlx_deconv.ops import functional
     from mlx_deconv.runtime.devices import resolve_stream
@@ -160,10 +160,9 @@ def test_auto_shares_the_call_of_the_backend_it_picks():
     calls.clear()
     for backend in ("auto", "builtin", "gemm"):
         np.testing.assert_allclose(run(case, x, w, b, backend), case.expected(x, w, b), rtol=0, atol=forward_atol(case))
-    by_backend = {key[4][-1]: entry[1] for key, entry in calls.items() if key[0] == "conv_transpose1d"}
+    by_backend = {key.backend: entry.run for key, entry in calls.items() if key.op == "conv_transpose1d"}
     assert set(by_backend) == {"auto", "builtin", "gemm"}
-    chosen = backends.resolve_backend("auto", conv_geometry(x.shape, w.shape, **case.kwargs())[0],
-                                      resolve_stream(None))
+    chosen = choose(conv_geometry(x.shape, w.shape, **case.kwargs())[0], resolve_stream(None)).name
     other = ({"builtin", "gemm"} - {chosen}).pop()
     assert by_backend["auto"] is by_backend[chosen]
     assert by_backend["auto"] is not by_backend[other]

@@ -44,17 +44,17 @@ def _reference_crop(geom):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_rule_takes_it(name):
-    assert isinstance(transposed_paths.choose(_geometry(*CASES[name])), transposed_paths.WeightOrderSlabs)
+    assert isinstance(transposed_paths.path_for(_geometry(*CASES[name])), transposed_paths.WeightOrderSlabs)
 
 
 def test_longer_signals_and_other_layers_do_not():
     n, length, c_in, c_out, taps, stride, crop, extra = CASES["vocoder first layer"]
-    assert isinstance(transposed_paths.choose(_geometry(n, 4 * c_in + 1, c_in, c_out, taps, stride, crop, extra)),
+    assert isinstance(transposed_paths.path_for(_geometry(n, 4 * c_in + 1, c_in, c_out, taps, stride, crop, extra)),
                       transposed_paths.DenseSlabs)
     dilated = conv_geometry((1, 4, 24), (6, 4, 24), stride=2, dilation=2)[0]
-    assert not isinstance(transposed_paths.choose(dilated), transposed_paths.WeightOrderSlabs)
+    assert not isinstance(transposed_paths.path_for(dilated), transposed_paths.WeightOrderSlabs)
     uneven = conv_geometry((1, 4, 24), (6, 5, 24), stride=2)[0]  # K not a multiple of the stride
-    assert not isinstance(transposed_paths.choose(uneven), transposed_paths.WeightOrderSlabs)
+    assert not isinstance(transposed_paths.path_for(uneven), transposed_paths.WeightOrderSlabs)
 
 
 @pytest.mark.parametrize("policy", [DEFAULT_POLICY, tiny_blocks(16)], ids=["one block", "tiny blocks"])
@@ -95,6 +95,6 @@ def test_half_precision(dtype):
 
 def test_an_empty_batch_called_on_the_backend_directly():
     geom = _geometry(0, 5, 24, 6, 8, 4, (2, 2), None)
-    assert isinstance(transposed_paths.choose(geom), transposed_paths.WeightOrderSlabs)
+    assert isinstance(transposed_paths.path_for(geom), transposed_paths.WeightOrderSlabs)
     y = backend_call("gemm", DEFAULT_POLICY, stride=4, padding=(2, 2))(mx.zeros((0, 5, 24)), mx.ones((6, 8, 24)))
     assert y.shape == (0, geom.output_length, 6)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 import mlx_deconv as md
 import reference as ref
 from helpers import atol, backend_call, forward_atol, grad_atols, grads, run, tiny_blocks
-from mlx_deconv import backends
-from mlx_deconv.backends import BACKENDS, resolve_backend, winograd
+from mlx_deconv.backends import BACKENDS, winograd
+from mlx_deconv.choice import choose, rule
 from mlx_deconv.backends.gemm import transposed_paths, minimal_filtering
 from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
@@ -59,17 +59,17 @@ def test_tile_rows(shifts, in_per_group, tile):
 ])
 def test_auto_picks_winograd_where_it_applies(shape, kwargs, chosen, monkeypatch):
     geom, _ = conv_geometry(*shape, **kwargs)
-    monkeypatch.setattr(backends, "cpu_blas", lambda stream: "reference")  # MLX's bundled BLAS
-    assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == chosen
-    monkeypatch.setattr(backends, "cpu_blas", lambda stream: "optimized")  # gemm measured as fast or faster there
-    assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
+    monkeypatch.setattr(rule, "cpu_blas", lambda stream: "reference")  # MLX's bundled BLAS
+    assert choose(geom, mx.default_stream(mx.cpu), "auto").name == chosen
+    monkeypatch.setattr(rule, "cpu_blas", lambda stream: "optimized")  # gemm measured as fast or faster there
+    assert choose(geom, mx.default_stream(mx.cpu), "auto").name == "gemm"
 
 
 def test_no_winograd_on_a_short_input(monkeypatch):
     """Its transforms' fixed cost outweighs the FLOPs saved below WINOGRAD_MIN_INPUT_ROWS input samples."""
     geom, _ = conv_geometry((1, 16, 512), (256, 4, 512), stride=2, padding=1)
-    monkeypatch.setattr(backends, "cpu_blas", lambda stream: "reference")
-    assert resolve_backend("auto", geom, mx.default_stream(mx.cpu)) == "gemm"
+    monkeypatch.setattr(rule, "cpu_blas", lambda stream: "reference")
+    assert choose(geom, mx.default_stream(mx.cpu), "auto").name == "gemm"
 
 
 @pytest.mark.parametrize("w_shape, kwargs", [((4, 7, 4), dict(dilation=3)), ((4, 6, 1), dict(stride=2, groups=4))])
@@ -77,7 +77,7 @@ def test_forced_elsewhere_runs_as_gemm(w_shape, kwargs):
     x, w = mx.random.normal((2, 9, 4)), mx.random.normal(w_shape)
     geom, _ = conv_geometry(x.shape, w.shape, **kwargs)
     assert not BACKENDS["winograd"].applies(geom)
-    assert resolve_backend("winograd", geom, mx.default_stream(mx.cpu)) == "winograd"
+    assert choose(geom, mx.default_stream(mx.cpu), "winograd").name == "winograd"
     same = md.conv_transpose1d(x, w, **kwargs, backend="winograd") == md.conv_transpose1d(x, w, **kwargs, backend="gemm")
     assert same.all().item()
 
@@ -154,7 +154,7 @@ def test_edge_cases(length, stride, taps, padding):
 def test_fewer_matmul_flops_than_gemm():
     """F(3, 2) multiplies 4 transformed rows per 3 output rows where gemm multiplies 6."""
     geom, _ = conv_geometry((1, 300, 8), (8, 16, 8), stride=8)
-    path = transposed_paths.choose(geom, minimal_filtering=True)
+    path = transposed_paths.path_for(geom, minimal_filtering=True)
     assert isinstance(path, transposed_paths.WinogradSlabs) and path.tile == 3
     ws = path.arrange(mx.zeros((8, 16, 8)))
     assert len(ws) == 4 and all(u.shape == (8, 64) for u in ws)  # 2-D when groups == 1

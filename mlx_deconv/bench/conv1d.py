@@ -17,6 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from .. import backends
+from ..choice import choose
 from .timing import Clock, Progress, add_torch_seconds, slow_note, timed_medians, torch_conv, tuned_choice
 from ..ops.functional import conv1d
 from ..geometry.validation import conv1d_geometry
@@ -103,7 +104,7 @@ def run(shapes: Sequence[Conv1dShape] = CONV1D_SHAPES, stream=None, dtype=mx.flo
                                 slow=slow, slow_runs=slow_runs, **extra)
         rows.append(dict(
             shape=asdict(shape),
-            auto=backends.resolve_backend("auto", geom, stream),
+            auto=choose(geom, stream).name,
             tuned=tuned_choice(geom, stream, dtype, backward) if with_tuned else None,
             seconds={n: timings[n].seconds for n in names},
             runs={n: timings[n].runs for n in names},

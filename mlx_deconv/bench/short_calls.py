@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import mlx.core as mx
 
-from .. import backends
+from ..choice import choose
 from ..geometry.validation import conv1d_geometry, conv_geometry
 from ..ops.functional import conv1d, conv_transpose1d
 from .timing import Clock, Progress, timed_medians
@@ -175,7 +175,7 @@ def run(cells: Sequence[ShortCall] = SHORT_CALLS, stream=None, dtype=mx.float32,
         rounds = repeat if one_call < SAMPLE_SECONDS else min(repeat, long_repeat)
         timings = timed_medians({n: _back_to_back(f, number) for n, f in fns.items()}, warmup, rounds, **extra)
         rows.append(dict(cell=asdict(cell), name=cell.name,
-                         auto=backends.resolve_backend("auto", _geometry(cell, x, w), stream), number=number,
+                         auto=choose(_geometry(cell, x, w), stream).name, number=number,
                          seconds={n: t.seconds / number for n, t in timings.items()},
                          gain=paired_gain(timings["builtin"].samples, timings["auto"].samples)))
         progress.step(cell.name)

@@ -205,9 +205,9 @@ def tuned_choice(geom, stream: mx.Stream, dtype, backward: bool) -> str:
         geom: the call's geometry (either op). stream: where it runs. dtype: the input's.
         backward (bool): tuned for forward + backward.
     """
-    from ..tuning.tuner import tuned_backend
+    from ..choice import tuned_entry
 
-    return tuned_backend(geom, stream, dtype, backward=backward)["choice"]
+    return tuned_entry(geom, stream, dtype, backward=backward)["choice"]
 
 
 def torch_conv(op: Callable, tx, tw, kwargs: Dict, backward: bool) -> Callable[[], None]:

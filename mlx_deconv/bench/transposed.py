@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from .. import backends
+from ..choice import choose
 from ..backends import gemm
 from .timing import (Progress, add_torch_seconds, peak_bytes, split_copy, split_matmul, timed_medians, torch_conv,
                            tuned_choice)
@@ -123,7 +124,7 @@ def run_mlx(shapes: Sequence[Shape] = SHAPES, stream=None, dtype=mx.float32, war
         fns["matmul"] = lambda: split_matmul(a, b, workers)
         fns["copy"] = lambda: split_copy(big, workers)
         seconds = interleaved_medians(fns, warmup, repeat)
-        auto = backends.resolve_backend("auto", geom, stream)
+        auto = choose(geom, stream).name
         item = mx.zeros((), dtype=dtype).itemsize
         rows.append(dict(
             shape=asdict(shape),

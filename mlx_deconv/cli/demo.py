@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .. import backends
+from ..choice import choose
 from ..geometry.validation import conv_geometry
 from ..ops import reference
 from ..ops.functional import conv_transpose1d
@@ -25,7 +25,7 @@ def run(_args=None) -> int:
         w = mx.array(rng.standard_normal((c_out, k, c_in)) / np.sqrt(c_in * k), mx.float32)
         b = mx.array(rng.standard_normal(c_out) * 0.1, mx.float32)
         geom, _ = conv_geometry(h.shape, w.shape, stride=s, padding=p)
-        chosen = backends.resolve_backend("auto", geom, stream)
+        chosen = choose(geom, stream).name
         y = conv_transpose1d(h, w, b, stride=s, padding=p)
         expected = reference.conv_transpose1d(np.array(h), np.array(w), np.array(b), geom)
         err = float(np.abs(np.array(y) - expected).max())

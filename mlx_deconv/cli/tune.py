@@ -11,6 +11,7 @@ from ..bench import runner as bench
 from ..geometry.validation import conv_geometry
 from ..runtime.devices import resolve_stream
 from ..tuning import tuner as autotune
+from ..choice import tuned_entry
 from ..tuning.cache import Signature
 
 
@@ -117,7 +118,7 @@ def run(args) -> int:
         for s in shapes:
             geom, _ = conv_geometry((s.batch, s.length, s.in_channels),
                                     (s.out_channels, s.kernel_size, s.in_channels // s.groups), **s.kwargs())
-            entries.append(autotune.tuned_backend(geom, stream, dtype, args.backward))
+            entries.append(tuned_entry(geom, stream, dtype, args.backward))
             print(f"tuned {s.name}", file=sys.stderr)
         what = "the bench shapes"
     kind = "forward+backward" if args.backward else "forward"

@@ -1,7 +1,9 @@
-"""A call's arguments made into a validated geometry, with no arrays: :mod:`.records` (the records and their length
-arithmetic), :mod:`.validation` (every argument checked, once per signature) and :mod:`.layouts` (PyTorch's weight layout).
+"""A call made into a validated geometry, with no arrays: the second step of every call's way.
 
-``mlx_deconv.geometry`` was one module before the package had folders; its names are here still.
+:mod:`.call` (the record of a call as made, and the key of its prepared form), :mod:`.records` (the
+convolutions' geometries and their length arithmetic), :mod:`.validation` (every argument of a
+convolution checked, once per signature), :mod:`.activation` (the anti-aliased activation's geometry
+and checks) and :mod:`.torch_layout` (PyTorch's weight layouts).
 """
 
 from .records import (MAX_AXIS, PADDING_STRINGS, Conv1dGeometry, ConvShape, Geometry, Padding, as_int,  # noqa: F401

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
+from .call import Call
 from .records import (
     MAX_AXIS,
     Conv1dGeometry,
@@ -319,3 +320,22 @@ def _direct_geometry(input_shape, weight_shape, *, bias_shape, stride, padding, 
     out_len = (padded - span) // stride + 1
     check_size("the output", out_len, batch * out_len * shape.out_channels, f"{culprits}, stride={stride}")
     return Conv1dGeometry(**vars(shape), pad_left=left, pad_right=right, output_length=out_len), batched
+
+
+# -- a whole call ------------------------------------------------------------------
+
+def geometry_of(call: Call) -> Tuple[Union[Geometry, Conv1dGeometry], bool]:
+    """Validates a :class:`~mlx_deconv.geometry.call.Call` of either op into its geometry.
+
+    Returns:
+        ``(geometry, batched)``, as :func:`conv_geometry` and :func:`conv1d_geometry` return them.
+
+    Raises:
+        ValueError, TypeError: naming the argument and its value.
+    """
+    common = dict(bias_shape=call.bias_shape, stride=call.stride, padding=call.padding, dilation=call.dilation,
+                  groups=call.groups, data_format=call.data_format, weight_format=call.weight_format)
+    if call.op == "conv1d":
+        return conv1d_geometry(call.x_shape, call.weight_shape, **common)
+    return conv_geometry(call.x_shape, call.weight_shape, output_padding=call.output_padding,
+                         output_size=call.output_size, **common)

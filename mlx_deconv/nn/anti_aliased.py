@@ -1,4 +1,5 @@
-"""BigVGAN's anti-aliased activation: :func:`kaiser_sinc_filter`, :func:`anti_aliased_activation`, :class:`Activation1d`.
+"""BigVGAN's anti-aliased activation as a layer: :func:`kaiser_sinc_filter` and :class:`Activation1d`
+(the op is :func:`mlx_deconv.ops.anti_aliased.anti_aliased_activation`).
 
 The activation upsamples by ``ratio`` with a Kaiser-windowed sinc low-pass, applies Snake or
 SnakeBeta, and low-passes and decimates back, so the nonlinearity's harmonics above the
@@ -16,13 +17,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..backends import anti_aliased as _aa
-from ..runtime.devices import StreamLike, is_metal, resolve_stream
+from ..geometry.activation import ACTIVATIONS, DATA_FORMATS
+from ..ops.anti_aliased import anti_aliased_activation
 
-ACTIVATIONS = _aa.ACTIVATIONS
-DATA_FORMATS = ("NLC", "NCL")
-BACKENDS = ("auto", "polyphase", "metal", "unfused")
-_FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
 
 def _is_int(value) -> bool:
@@ -74,153 +71,6 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> mx
 def default_kernel_size(ratio: int) -> int:
     """NVIDIA's default number of taps for a ratio: ``int(6 * ratio // 2) * 2`` (12 for 2)."""
     return int(6 * ratio // 2) * 2
-
-
-def _filter(name: str, value) -> mx.array:
-    if not isinstance(value, mx.array):
-        try:
-            value = mx.array(np.asarray(value, dtype=np.float32))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be an mx.array of taps, got {type(value).__name__}") from err
-    if value.ndim == 3 and value.shape[:2] == (1, 1):
-        try:  # a new, evaluated (K,) array: a lazy reshape would make every call wait for its evaluation
-            value = mx.array(value.tolist()[0][0], dtype=value.dtype)
-        except (ValueError, RuntimeError):  # a tracer (inside mx.compile): no values to read
-            value = value.reshape(-1)
-    if value.ndim != 1 or value.size < 1:
-        raise ValueError(f"{name} must have shape (K,) or (1, 1, K) with K >= 1, got {tuple(value.shape)}")
-    if value.dtype == mx.float64:
-        value = value.astype(mx.float32, stream=mx.cpu)
-    if value.dtype not in _FLOATS:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got dtype {value.dtype}")
-    return value
-
-
-def _channel_param(name: str, value, channels: int, where: str = "") -> mx.array:
-    if not isinstance(value, mx.array):
-        try:
-            value = mx.array(np.asarray(value, dtype=np.float32))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be an mx.array of shape ({channels},), got {type(value).__name__}") from err
-    if value.shape != (channels,):
-        raise ValueError(f"{name} must have shape ({channels},), one value per channel of x{where}; "
-                         f"got {tuple(value.shape)}")
-    if value.dtype == mx.float64:
-        value = value.astype(mx.float32, stream=mx.cpu)
-    if value.dtype not in _FLOATS:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got dtype {value.dtype}")
-    return value
-
-
-def anti_aliased_activation(
-    x: mx.array,
-    alpha: mx.array,
-    beta: Optional[mx.array] = None,
-    *,
-    up_filter: mx.array,
-    down_filter: mx.array,
-    activation: str = "snakebeta",
-    logscale: bool = True,
-    ratio: int = 2,
-    data_format: str = "NLC",
-    backend: str = "auto",
-    stream: StreamLike = None,
-) -> mx.array:
-    """BigVGAN's anti-aliased Snake/SnakeBeta, fused: edge pad, upsample, activation, edge pad, low-pass and decimate.
-
-    Equals NVIDIA's ``Activation1d(SnakeBeta(C, alpha_logscale=logscale), up_ratio=ratio,
-    down_ratio=ratio, up_kernel_size=Ku, down_kernel_size=Kd)`` with its buffers ``upsample.filter``
-    and ``downsample.lowpass.filter`` as ``up_filter`` and ``down_filter``.
-
-    Args:
-        x (array): ``(N, L, C)`` for ``"NLC"``, ``(N, C, L)`` for ``"NCL"``; a 2-D input is one
-            unbatched signal. float32, float16 or bfloat16 (half precision is accumulated in float32).
-        alpha (array): ``(C,)``, Snake's frequency (``exp(alpha)`` when ``logscale``).
-        beta (array, optional): ``(C,)``, SnakeBeta's magnitude (``exp(beta)`` when ``logscale``); required
-            for ``"snakebeta"``, refused for ``"snake"`` (whose magnitude is ``alpha``).
-        up_filter (array): the upsampling taps, ``(Ku,)`` or ``(1, 1, Ku)``, ``Ku >= ratio``
-            (``kaiser_sinc_filter(0.5/ratio, 0.6/ratio, Ku)`` in BigVGAN); used as given, then scaled by ``ratio``.
-        down_filter (array): the low-pass taps, ``(Kd,)`` or ``(1, 1, Kd)``.
-        activation (str): ``"snakebeta"`` or ``"snake"``. Default: ``"snakebeta"``.
-        logscale (bool): ``alpha`` and ``beta`` are logarithms. Default: ``True``.
-        ratio (int): the up- and downsampling factor, >= 1. Default: ``2``.
-        data_format (str): ``"NLC"`` or ``"NCL"``. Default: ``"NLC"``.
-        backend (str): ``"auto"`` (the Metal kernel on a Metal GPU stream, else ``"polyphase"``, or
-            ``"unfused"`` below ``N * L * C = 2048`` where its few ops cost less; filters stay constants),
-            ``"polyphase"``, ``"metal"`` (Metal GPU streams only) or ``"unfused"`` (the steps one by one,
-            with the package's depthwise convolutions, for comparisons). Default: ``"auto"``.
-        stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, an ``mx.Device``, an ``mx.Stream`` or an
-            ``mx.ThreadLocalStream``.
-
-    Returns:
-        array: the same shape and dtype as ``x``.
-
-    Differentiable with respect to ``x``, ``alpha`` and ``beta`` (first derivatives). The fused paths
-    treat the filters as constants (a zero cotangent, like NVIDIA's buffers); ``backend="unfused"``
-    differentiates them too. Inside ``mx.grad`` the fused paths evaluate their inputs (they run on a
-    worker thread where MLX compiles their kernels), so a gradient forces the evaluation of the graph up
-    to each activation; inside a caller's ``mx.compile`` they are traced into its graph instead.
-
-    NVIDIA's ``UpSample1d`` returns an empty signal for ``kernel_size == ratio`` (its crop slices
-    ``[p:-0]``); here that filter length gives the definition's ``ratio * L`` samples.
-    """
-    if not isinstance(x, mx.array):
-        raise TypeError(f"x must be an mx.array, got {type(x).__name__}")
-    if x.dtype not in _FLOATS:
-        raise TypeError(f"x must be float32, float16 or bfloat16, got dtype {x.dtype}")
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
-    if x.ndim not in (2, 3):
-        raise ValueError(f"x must be 3-D (N, L, C) / (N, C, L) or 2-D unbatched, got shape {tuple(x.shape)}")
-    if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    activation = activation.lower()
-    if not isinstance(logscale, (bool, np.bool_)):
-        raise TypeError(f"logscale must be a bool, got {logscale!r}")
-    if not _is_int(ratio) or ratio < 1:
-        raise ValueError(f"ratio must be an int >= 1, got {ratio!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    shape = x.shape
-    batched = x.ndim == 3
-    if not batched:
-        x = x[None]
-    if data_format == "NCL":
-        x = x.transpose(0, 2, 1)
-    n, length, channels = x.shape
-    if length < 1:
-        raise ValueError(f"x must have at least one sample, got length {length} (shape {tuple(x.shape)})")
-    where = f" ({channels} channels: x has shape {tuple(shape)} and data_format={data_format!r})"
-    alpha = _channel_param("alpha", alpha, channels, where)
-    if activation == "snakebeta":
-        if beta is None:
-            raise ValueError("beta is required for activation='snakebeta' (or pass activation='snake')")
-        beta = _channel_param("beta", beta, channels, where)
-    elif beta is not None:
-        raise ValueError("beta must be None for activation='snake' (Snake's magnitude is alpha); "
-                         "pass activation='snakebeta' to use it")
-    up = _filter("up_filter", up_filter)
-    down = _filter("down_filter", down_filter)
-    if up.size < ratio:
-        raise ValueError(f"up_filter must have at least ratio={ratio} taps, got {up.size}")
-    geom = _aa.AAGeometry(n, length, channels, int(ratio), int(up.size), int(down.size), activation, bool(logscale))
-    s = resolve_stream(stream)
-    if backend == "auto":
-        backend = _aa.auto_backend(geom, is_metal(s))
-        if backend == "unfused":  # the filters stay constants under "auto", as in the fused forms
-            up, down = mx.stop_gradient(up), mx.stop_gradient(down)
-    if backend == "metal" and not is_metal(s):
-        raise ValueError(f"backend='metal' needs a Metal GPU stream, got stream {s}")
-    with mx.stream(s):
-        if backend == "unfused":
-            y = _aa.unfused(x, alpha, beta, up, down, geom)
-        elif backend == "metal":
-            y = _aa.metal_kernel(x, alpha, beta, up, down, geom)
-        else:
-            y = _aa.polyphase(x, alpha, beta, up, down, geom)
-    if data_format == "NCL":
-        y = y.transpose(0, 2, 1)
-    return y if batched else y[0]
 
 
 class Activation1d(nn.Module):

@@ -1,29 +1,34 @@
-"""``conv_transpose1d`` and ``conv1d``: validate, normalise, pick a backend, run it.
+"""``conv_transpose1d`` and ``conv1d``: the first step of a call's way (call -> geometry -> choice -> backend -> array).
 
-The first three depend only on shapes and arguments: they happen once per
-call signature, and what runs is compiled (``mx.compile``) unless the signal
-is long, so a decoder's repeated calls cost a dictionary lookup in Python.
+Each call becomes a :class:`~mlx_deconv.geometry.call.Call` record; the first call of a record is
+validated into its geometry, handed to :func:`mlx_deconv.choice.choose` and wrapped around the chosen
+backend's run (layouts in and out; compiled with ``mx.compile`` unless the signal is long). That
+prepared call is kept per thread under the record, so a decoder's repeated calls cost a dictionary
+lookup in Python. ``patch_mlx`` looks its calls up in the same table.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 
 import mlx.core as mx
 
-from ..tuning import tuner as autotune
-from .. import backends
-from ..runtime.compiling import COMPILE_MAX_OUTPUT
-from ..runtime.devices import StreamLike, resolve_stream
+from ..backends import available_backends as _available_backends, check_op
+from ..backends.record import Backend
+from ..choice import choose
+from ..geometry.call import Call, key_of
 from ..geometry.records import Padding
 from ..geometry.torch_layout import from_torch_layout
-from ..geometry.validation import conv1d_geometry, conv_geometry
+from ..geometry.validation import geometry_of
+from ..runtime.compiling import COMPILE_MAX_OUTPUT
+from ..runtime.devices import StreamLike, resolve_stream
+from ..tuning.tuner import autotune_mode, generation
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]
-#: Prepared calls kept per thread, one per signature (shapes, arguments, backend, stream).
+#: Prepared calls kept per thread, one per :class:`~mlx_deconv.geometry.call.Call`.
 PREPARED_CALLS = 256
 # Prepared calls are per thread: MLX's default stream and compile cache are per thread, and a
 # compiled function shared between threads aborts the process at exit (see compiling.py). A
@@ -31,7 +36,14 @@ PREPARED_CALLS = 256
 _LOCAL = threading.local()
 
 
-def _prepared_calls() -> "OrderedDict[tuple, Callable[..., mx.array]]":
+class Prepared(NamedTuple):
+    """A call signature's prepared form: the backend chosen, and the function computing the call."""
+
+    backend: Backend
+    run: Callable[..., mx.array]
+
+
+def _prepared_calls() -> "OrderedDict[Call, Prepared]":
     try:
         return _LOCAL.calls
     except AttributeError:
@@ -67,14 +79,13 @@ def available_backends(stream: StreamLike = None, op: str = "conv_transpose1d") 
     Args:
         stream: ``None`` (default stream), ``"cpu"``, ``"gpu"``, ``mx.cpu``/``mx.gpu``, an
             ``mx.Device``, an ``mx.Stream`` or an ``mx.ThreadLocalStream`` (the calling thread's stream of it).
-        op (str): ``"conv_transpose1d"`` or ``"conv1d"``. Default: ``"conv_transpose1d"``.
+        op (str): ``"conv_transpose1d"``, ``"conv1d"`` or ``"anti_aliased_activation"``.
+            Default: ``"conv_transpose1d"``.
 
     Returns:
         list[str]: e.g. ``["builtin", "gemm"]``.
     """
-    if op not in backends.OPS:
-        raise ValueError(f"op must be one of {backends.OPS}, got {op!r}")
-    return backends.available_backends(resolve_stream(stream), op)
+    return _available_backends(resolve_stream(stream), check_op(op))
 
 
 def conv_transpose1d(
@@ -129,9 +140,13 @@ def conv_transpose1d(
         unbatched input) in the dtype of ``x`` (float32 for float64 input), where
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
-    args = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups,
-                data_format=data_format, weight_format=weight_format, output_size=output_size, backend=backend)
-    return _prepared_call("conv_transpose1d", x, weight, bias, stream, args)
+    x, weight, bias = checked_arrays(x, weight, bias)
+    stream = resolve_stream(stream)
+    call = Call("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride,
+                padding, output_padding, dilation, groups, data_format, weight_format, output_size, backend,
+                repr(stream), tuning_state(backend))
+    run = prepared(call, stream).run
+    return run(x, weight) if bias is None else run(x, weight, bias)
 
 
 def conv1d(
@@ -183,110 +198,75 @@ def conv1d(
         ``L_out = floor((L + left + right - dilation*(K-1) - 1) / stride) + 1``
         (see :func:`mlx_deconv.conv1d_output_length`).
     """
-    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                data_format=data_format, weight_format=weight_format, backend=backend)
-    return _prepared_call("conv1d", x, weight, bias, stream, args)
+    x, weight, bias = checked_arrays(x, weight, bias)
+    stream = resolve_stream(stream)
+    call = Call("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride, padding,
+                None, dilation, groups, data_format, weight_format, None, backend, repr(stream), tuning_state(backend))
+    run = prepared(call, stream).run
+    return run(x, weight) if bias is None else run(x, weight, bias)
 
 
-def _typed(value):
-    """``value`` as a cache key part that tells types apart: ``1.0 == True == 1`` and they hash alike,
-    so a key of values alone would hand ``dilation=1.0`` the call prepared (and checked) for ``1``.
-    Plain ints, strings and None (nearly every call) stay as they are."""
-    kind = type(value)
-    if kind is int or kind is str or value is None:
-        return value
-    if kind is tuple or kind is list:
-        return (kind, tuple(_typed(v) for v in value))
-    return (kind, value)
-
-
-#: Argument types a key may hold as they are: equal values of these types are the same argument.
-_PLAIN_TYPES = frozenset((int, str, type(None)))
-
-
-def _arguments_key(args: dict) -> tuple:
-    """The arguments' part of a prepared call's key (a short call's key costs about as much as MLX's op)."""
-    values = tuple(args.values())
-    if _PLAIN_TYPES.issuperset(map(type, values)):
-        return values
-    return tuple(_typed(v) for v in values)
-
-
-def _prepared_call(op: str, x, weight, bias, stream: StreamLike, args: dict) -> mx.array:
-    """Checks the arrays, then runs the prepared call of this signature (preparing it once)."""
-    _, call, x, weight, bias = prepared(op, x, weight, bias, stream, args)
-    return call(x, weight) if bias is None else call(x, weight, bias)
-
-
-def prepared(op: str, x, weight, bias, stream: StreamLike, args: dict):
-    """The prepared call of a signature, preparing it once per thread.
-
-    Args:
-        op (str): ``"conv_transpose1d"`` or ``"conv1d"``.
-        x, weight, bias: the call's arrays (checked and, for float64, cast here).
-        stream: as the ops take it.
-        args (dict): the op's other arguments, in the op's own order, ``backend`` last.
-
-    Returns:
-        tuple: ``(backend, call, x, weight, bias)``: the backend the call runs on, the function,
-        and the checked arrays to pass it (``call(x, weight)`` or ``call(x, weight, bias)``).
-    """
+def checked_arrays(x, weight, bias):
+    """``(x, weight, bias)`` as MLX arrays of a float dtype the ops compute in (float64 cast to float32)."""
     if type(x) is not mx.array or x.dtype not in FLOAT_DTYPES:
         x = as_float_array("x", x)
     if type(weight) is not mx.array or weight.dtype not in FLOAT_DTYPES:
         weight = as_float_array("weight", weight)
     if bias is not None:
         bias = as_float_array("bias", bias)
-    stream = resolve_stream(stream)
-    # What preparing depends on (compiled functions retrace for a new dtype themselves). The
-    # arguments come in one order per op (the op's own dict). Streams compare by device and
-    # index but hash by identity: their text is the key.
-    key = (op, x.shape, weight.shape, None if bias is None else bias.shape, _arguments_key(args), repr(stream))
-    # With autotuning on, "auto" depends on the dtype, the timed pass and the tuner's state too.
-    tuning = autotune.autotune_mode() if args["backend"] == "auto" else None
-    if tuning is not None:
-        key += (str(x.dtype), tuning, autotune.generation())
+    return x, weight, bias
+
+
+def tuning_state(backend) -> Optional[tuple]:
+    """A call's ``tuning`` field: None unless ``"auto"`` runs with autotuning on, where the choice also
+    depends on the timed pass and the tuner's state."""
+    if backend != "auto":
+        return None
+    mode = autotune_mode()
+    return None if mode is None else (mode, generation())
+
+
+def prepared(call: Call, stream: mx.Stream) -> Prepared:
+    """The prepared form of ``call``, preparing it once per thread.
+
+    Args:
+        call (Call): the call; its ``stream`` field is ``repr(stream)``.
+        stream (mx.Stream): the resolved stream it runs on.
+
+    Returns:
+        Prepared: the backend chosen and the function to call as ``run(x, weight)`` or ``run(x, weight, bias)``
+        with the checked arrays.
+
+    Raises:
+        ValueError, TypeError: from validation or the choice, naming the argument and its value.
+    """
     calls = _prepared_calls()
     try:
+        key = key_of(call)
         entry = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
         key, entry = None, None
     if entry is None:
-        entry = _prepare(op, x.shape, weight.shape, None if bias is None else bias.shape, stream,
-                         tuned=None if tuning is None else (x.dtype, tuning), **args)
-        if key is not None and tuning is None and entry[0] != args["backend"]:
+        entry = _prepare(call, stream)
+        if key is not None and call.tuning is None and entry.backend.name != call.backend:
             # "auto" runs the very call its choice runs when asked by name: one compiled function, not two.
-            named = key[:4] + (key[4][:-1] + (entry[0],),) + key[5:]
-            entry = calls.setdefault(named, entry)
+            entry = calls.setdefault(key._replace(backend=entry.backend.name), entry)
     if key is not None:
         calls[key] = entry  # most recently used last
         while len(calls) > PREPARED_CALLS:  # ("auto" may have added its choice's entry too)
             del calls[next(iter(calls))]
-    return entry[0], entry[1], x, weight, bias
+    return entry
 
 
-def _resolve(backend: str, geom, stream: mx.Stream, tuned) -> str:
-    """The backend of a call: the rule's, or with autotuning on (``tuned = (dtype, mode)``) the fastest measured."""
-    if tuned is None:
-        return backends.resolve_backend(backend, geom, stream)
-    dtype, mode = tuned
-    return autotune.tuned_backend(geom, stream, dtype, backward=mode == "train")["choice"]
-
-
-#: How each op validates its arguments into a geometry.
-_GEOMETRY = {"conv_transpose1d": conv_geometry, "conv1d": conv1d_geometry}
-
-
-def _prepare(op: str, x_shape, weight_shape, bias_shape, stream: mx.Stream, *, data_format: str,
-             weight_format: str, backend: str, tuned=None, **args) -> Tuple[str, Callable[..., mx.array]]:
-    """Validates a call signature of ``op``; returns the backend it runs on and the function computing it."""
-    geom, batched = _GEOMETRY[op](x_shape, weight_shape, bias_shape=bias_shape, data_format=data_format,
-                                  weight_format=weight_format, **args)
-    name = _resolve(backend, geom, stream, tuned)
-    transposed = op == "conv_transpose1d"
-    to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if weight_format == "torch" else None
-    record = backends.BACKENDS[name]
-    return name, _wrap(record.run(op), geom, batched, data_format, to_mlx, stream, compile=record.compilable)
+def _prepare(call: Call, stream: mx.Stream) -> Prepared:
+    """Validates ``call``, chooses its backend and wraps the backend's run."""
+    geom, batched = geometry_of(call)
+    backend = choose(geom, stream, call.backend, dtype=call.dtype,
+                     tuning=None if call.tuning is None else call.tuning[0])
+    transposed = call.op == "conv_transpose1d"
+    to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if call.weight_format == "torch" else None
+    return Prepared(backend, _wrap(backend.run(call.op), geom, batched, call.data_format, to_mlx, stream,
+                                   compile=backend.compilable))
 
 
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):

@@ -29,14 +29,17 @@ directly (a per-thread guard), so they never loop back.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import mlx.core as mx
 
+from ..geometry.call import Call
+from ..runtime.devices import resolve_stream
 from . import functional as _functional
-from ..tuning import tuner as _autotune
 
 #: The names patched on ``mlx.core``, in this order.
 NAMES = ("conv1d", "conv_transpose1d")
@@ -54,10 +57,31 @@ _SAVED: Dict[str, Callable] = {}
 #: Per thread: set while this module runs the package, so a nested ``mx.conv*`` call (the
 #: ``builtin`` backend's) goes straight to MLX's function.
 _LOCAL = threading.local()
-#: The backend every routed call asks for (tests set others to check each against MLX).
-_BACKEND = "auto"
-#: Open :func:`patched_mlx` blocks, and whether :func:`patch_mlx` was called outside them.
-_STATE = {"contexts": 0, "explicit": False, "generation": 0}
+#: Open :func:`patched_mlx` blocks, whether :func:`patch_mlx` was called outside them, and the backend
+#: every routed call asks for (``patch_mlx(backend=...)``).
+_STATE = {"contexts": 0, "explicit": False, "generation": 0, "backend": "auto"}
+#: Environment switch: ``1`` raises a failure of the package on a routed call instead of handing the
+#: call to MLX (the test suite sets it; read only when a failure happens).
+ENV_STRICT = "MLX_DECONV_PATCH_STRICT"
+#: What routed calls did, per op: ``package`` (computed by the package), ``mlx`` (handed to MLX's
+#: function: calls the package does not take, or runs on MLX's op anyway), ``failed`` (the package
+#: failed while computing; MLX's function then computed it).
+_COUNTS = {op: {"package": 0, "mlx": 0, "failed": 0} for op in ("conv1d", "conv_transpose1d")}
+
+
+class PatchFailureWarning(RuntimeWarning):
+    """The package failed on a call ``patch_mlx()`` routed to it; MLX's own function computed it instead."""
+
+
+def statistics() -> Dict[str, Dict[str, int]]:
+    """What the patched functions did since the process started, per op.
+
+    Returns:
+        dict: ``{"conv1d": {"package": n, "mlx": n, "failed": n}, "conv_transpose1d": {...}}``: calls the
+        package computed, calls handed to MLX's function, and calls the package failed on (each also
+        warned about, once per op and kind of error, with :class:`PatchFailureWarning`).
+    """
+    return {op: dict(counts) for op, counts in _COUNTS.items()}
 
 
 @dataclass(frozen=True)
@@ -141,7 +165,16 @@ def _restore_all() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     return tuple(changed), tuple(skipped)
 
 
-def patch_mlx() -> PatchRecord:
+def _check_backend(backend) -> str:
+    from ..backends import BACKENDS
+
+    names = sorted(n for n, b in BACKENDS.items() if b.conv1d is not None or b.conv_transpose1d is not None)
+    if not isinstance(backend, str) or (backend != "auto" and backend not in names):
+        raise ValueError(f"backend must be 'auto' or one of {names}, got {backend!r}")
+    return backend
+
+
+def patch_mlx(backend: str = "auto") -> PatchRecord:
     """Routes ``mlx.core.conv1d`` and ``mlx.core.conv_transpose1d`` through this package.
 
     Every later call of ``mx.conv1d`` / ``mx.conv_transpose1d`` (from any module, any
@@ -151,14 +184,21 @@ def patch_mlx() -> PatchRecord:
     :func:`mlx_deconv.conv_transpose1d` with ``backend="auto"`` where they compute it the
     same, and by MLX's functions otherwise (see the module's docstring).
 
-    Prints nothing. Calling it again changes nothing. Call it before building the model
-    when the model stores the function object itself (see ``docs/patching.md``).
+    Prints nothing. Calling it again changes nothing but the backend. Call it before building the
+    model when the model stores the function object itself (see ``docs/patching.md``).
+
+    Args:
+        backend (str): the backend routed calls ask for: ``"auto"`` (default), or a name such as
+            ``"gemm"`` to run every call the package takes on it (a call that backend cannot run on its
+            stream goes to MLX's function).
 
     Returns:
         PatchRecord: ``names`` patched now, ``changed`` by this call (``()`` if it already was).
     """
+    backend = _check_backend(backend)
     with _LOCK:
         _STATE["explicit"] = True
+        _STATE["backend"] = backend
         changed = _assign_all()
         return PatchRecord(names=is_patched(), changed=changed)
 
@@ -174,25 +214,32 @@ def unpatch_mlx() -> PatchRecord:
         PatchRecord: ``names`` still patched (``()``), ``changed`` by this call, ``skipped``.
     """
     with _LOCK:
-        _STATE.update(explicit=False, contexts=0, generation=_STATE["generation"] + 1)
+        _STATE.update(explicit=False, contexts=0, generation=_STATE["generation"] + 1, backend="auto")
         changed, skipped = _restore_all()
         return PatchRecord(names=is_patched(), changed=changed, skipped=skipped)
 
 
 @contextlib.contextmanager
-def patched_mlx() -> Iterator[PatchRecord]:
+def patched_mlx(backend: str = "auto") -> Iterator[PatchRecord]:
     """``with patched_mlx():`` — patched inside the block, as before it afterwards.
 
     Blocks nest and may be open in several threads at once: the patch stays while any is
     open, or when :func:`patch_mlx` was called. The patch is process-wide, so calls from
     other threads during the block are routed too (and compute the same values).
 
+    Args:
+        backend (str): as :func:`patch_mlx` takes it, for the block (the backend before it is put back
+            when the block closes).
+
     Yields:
         PatchRecord: as :func:`patch_mlx` returns it.
     """
+    backend = _check_backend(backend)
     with _LOCK:
         _STATE["contexts"] += 1
         generation = _STATE["generation"]
+        before = _STATE["backend"]
+        _STATE["backend"] = backend
         changed = _assign_all()
         record = PatchRecord(names=is_patched(), changed=changed)
     try:
@@ -200,6 +247,7 @@ def patched_mlx() -> Iterator[PatchRecord]:
     finally:
         with _LOCK:
             if _STATE["generation"] == generation:  # no unpatch_mlx() since: ours to close
+                _STATE["backend"] = before
                 _STATE["contexts"] -= 1
                 if not _STATE["contexts"] and not _STATE["explicit"]:
                     _restore_all()
@@ -220,81 +268,56 @@ def _routable(input, weight, stream) -> bool:
     return stream is None or isinstance(stream, _STREAM_TYPES)
 
 
-def _run(op: str, key: Optional[tuple], input, weight, args: dict, stream, same_as_mlx: bool = True
-         ) -> Optional[mx.array]:
-    """The package's call of ``op`` (``args`` in the op's order), or None when it refuses the call, fails
-    on it (MLX's function then computes it, or raises its own error: the caller sees MLX's exception types
-    only) or, where ``same_as_mlx``, would run MLX's op with the caller's arguments anyway. Remembers under
-    ``key`` which of the two computes the signature."""
+def _run(call: Call, stream, input, weight, same_as_mlx: bool = True) -> Optional[mx.array]:
+    """The package's result for ``call``, or None where MLX's function computes it: the package refuses the
+    call (its validation or choice raises), would run MLX's op with the caller's arguments anyway
+    (``builtin`` where ``same_as_mlx``), or fails while computing it (counted, warned about once, and
+    raised instead under ``MLX_DECONV_PATCH_STRICT=1``)."""
+    counts = _COUNTS[call.op]
     _LOCAL.active = True
     try:
-        extra = dict(output_size=None) if op == "conv_transpose1d" else {}
-        full = dict(args, data_format="NLC", weight_format="mlx", **extra, backend=_BACKEND)  # the op's own order
-        backend, call, x, w, _ = _functional.prepared(op, input, weight, None, stream, full)
-        y = None if backend == "builtin" and same_as_mlx else call(x, w)
-    except Exception:  # noqa: BLE001 (any doubt: MLX decides, this call only: the next one is checked again)
-        return None
+        try:
+            entry = _functional.prepared(call, stream)
+        except (ValueError, TypeError):  # a refusal of the package's own checks: MLX decides, its way
+            counts["mlx"] += 1
+            return None
+        if same_as_mlx and entry.backend.name == "builtin":
+            counts["mlx"] += 1
+            return None
+        try:
+            y = entry.run(input, weight)
+        except Exception as err:  # noqa: BLE001  (a bug of the package's: never a silent fall-back)
+            counts["failed"] += 1
+            if os.environ.get(ENV_STRICT, "") not in ("", "0"):
+                raise
+            warnings.warn(f"mlx_deconv failed on a patched mx.{call.op} call ({type(err).__name__}: {err}); "
+                          f"MLX's own function computed it. Please report this.", PatchFailureWarning, stacklevel=3)
+            return None
     finally:
         _LOCAL.active = False
-    _remember(key, y is not None)
+    counts["package"] += 1
     return y
 
 
-def _remember(key: Optional[tuple], package: bool) -> None:
-    """Notes a signature's route for this thread (bounded: a full table starts afresh)."""
-    if key is None:
-        return
-    routes = _routes()
-    if len(routes) >= ROUTES and key not in routes:
-        routes.clear()
-    routes[key] = package
-
-
-#: Signatures whose route (the package, or MLX's own function) each thread remembers.
-ROUTES = 1024
-#: Argument types a route's key holds as they are (a bool or float argument takes the full checks).
-_INT_ONLY = frozenset((int,))
-
-
-def _routes() -> dict:
-    try:
-        return _LOCAL.routes
-    except AttributeError:
-        _LOCAL.routes = {}
-        return _LOCAL.routes
-
-
-def _route_key(op: str, input, weight, args: tuple, stream) -> Optional[tuple]:
-    """What decides a call's route, or None for a call that takes the full checks every time.
-
-    A call the package would run on ``builtin`` (MLX's op behind its own checks) goes to MLX's
-    function at once: short calls then cost what MLX's own cost, and give exactly its answer.
-    """
-    if type(input) is not mx.array or type(weight) is not mx.array or not _INT_ONLY.issuperset(map(type, args)):
-        return None
-    if stream is None:
-        stream = mx.default_stream(mx.default_device())
-    elif type(stream) is not mx.Stream:
-        return None
-    key = (op, input.shape, weight.shape, input.dtype, weight.dtype, args, repr(stream), _BACKEND)
-    mode = _autotune.autotune_mode()
-    return key if mode is None else key + (mode, _autotune.generation())
+def _call(op: str, input, weight, stride, padding, output_padding, dilation, groups, stream):
+    """The call record of a routed call (``NLC``, MLX's weight layout), and its resolved stream."""
+    resolved = resolve_stream(stream)
+    backend = _STATE["backend"]
+    return Call(op, input.shape, weight.shape, None, input.dtype, stride, padding, output_padding, dilation, groups,
+                "NLC", "mlx", None, backend, repr(resolved), _functional.tuning_state(backend)), resolved
 
 
 def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None):
     mlx = _SAVED.get("conv1d", _MLX["conv1d"])
     if getattr(_LOCAL, "active", False):  # the package's own call of MLX's op
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
-    key = _route_key("conv1d", input, weight, (stride, padding, dilation, groups), stream)
-    routed = _routes().get(key) if key is not None else None
     y = None
-    if routed is not False and (
-            _routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
             and _plain_int(dilation, 1) and _plain_int(groups, 1)):
-        y = _run("conv1d", key, input, weight, dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
-                 stream)
-    elif routed is None:
-        _remember(key, False)
+        call, resolved = _call("conv1d", input, weight, stride, padding, None, dilation, groups, stream)
+        y = _run(call, resolved, input, weight)
+    else:
+        _COUNTS["conv1d"]["mlx"] += 1
     if y is None:
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
     return y
@@ -304,28 +327,24 @@ def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_p
     mlx = _SAVED.get("conv_transpose1d", _MLX["conv_transpose1d"])
     if getattr(_LOCAL, "active", False):  # the package's own call of MLX's op
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
-    key = _route_key("conv_transpose1d", input, weight, (stride, padding, dilation, output_padding, groups), stream)
-    routed = _routes().get(key) if key is not None else None
     y = None
-    if routed is not False and (
-            _routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
             and _plain_int(dilation, 1) and _plain_int(output_padding, 0) and _plain_int(groups, 1)
             and padding <= dilation * (weight.shape[1] - 1)
             and (input.shape[1] - 1) * stride + dilation * (weight.shape[1] - 1) + output_padding < _INT_MAX):
         # MLX's output: the full output cropped by `padding` on the left and `padding - output_padding`
         # on the right, extended with zeros past the full length when that is negative.
         right = padding - output_padding
-        args = dict(stride=stride, padding=(padding, max(right, 0)), output_padding=None, dilation=dilation,
-                    groups=groups)
-        if 0 < -right < max(stride, dilation):
-            args["output_padding"] = -right
+        extend = -right if 0 < -right < max(stride, dilation) else None
+        call, resolved = _call("conv_transpose1d", input, weight, stride, (padding, max(right, 0)), extend, dilation,
+                               groups, stream)
         # With output padding, builtin crops MLX's output itself: MLX's own gradient there can
         # come out in the wrong shape (tests/test_patch.py), so the package computes it.
-        y = _run("conv_transpose1d", key, input, weight, args, stream, same_as_mlx=output_padding == 0)
+        y = _run(call, resolved, input, weight, same_as_mlx=output_padding == 0)
         if y is not None and -right >= max(stride, dilation):  # past what the package's output_padding takes
             y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)  # (MLX allows any): zeros of our own
-    elif routed is None:
-        _remember(key, False)
+    else:
+        _COUNTS["conv_transpose1d"]["mlx"] += 1
     if y is None:
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
     return y

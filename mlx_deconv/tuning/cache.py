@@ -129,7 +129,7 @@ def file_name(context: Mapping[str, str]) -> str:
 
 
 def _valid_entry(entry) -> bool:
-    """An entry as :meth:`mlx_deconv.autotune.Tuner.choose` writes it (a hand-edited or foreign one is dropped)."""
+    """An entry as :meth:`mlx_deconv.tuning.tuner.Tuner.measured` writes it (a hand-edited or foreign one is dropped)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("choice"), str) or not isinstance(entry.get("rule"), str):
         return False
     seconds, sig = entry.get("seconds"), entry.get("signature")

@@ -36,7 +36,7 @@ from .cache import (  # noqa: F401  (AutotuneCacheWarning, cache_dir: part of th
     device_context,
     file_name,
 )
-from .measure import Timer, median_timer, runners, timed_calls
+from .measure import Timer, median_timer, timed_calls
 from ..runtime.devices import cpu_blas
 from ..geometry.records import dilated_kernel_size, full_length
 
@@ -170,7 +170,7 @@ class Tuner:
         with self._lock:
             return self._table(context).get(sig.key())
 
-    def choose(self, sig: Signature, context: Mapping[str, str], names: List[str], rule: str,
+    def measured(self, sig: Signature, context: Mapping[str, str], names: List[str], rule: str,
                make_fns: Callable[[], Mapping[str, Callable[[], object]]]) -> dict:
         """The entry for ``sig``: from memory, else from disk, else timed now and saved.
 
@@ -183,12 +183,12 @@ class Tuner:
             dict: ``choice`` (a name), ``rule`` and ``seconds`` per timed backend.
         """
         with self._lock:
-            entry = self._choose(sig, context, names, rule, make_fns)
+            entry = self._measured(sig, context, names, rule, make_fns)
             if self.met is not None:
                 self.met.append(entry)
             return entry
 
-    def _choose(self, sig: Signature, context: Mapping[str, str], names: List[str], rule: str, make_fns) -> dict:
+    def _measured(self, sig: Signature, context: Mapping[str, str], names: List[str], rule: str, make_fns) -> dict:
         key = sig.key()
         loaded = file_name(context) in self._tables
         entry = self._table(context).get(key)
@@ -260,7 +260,7 @@ def tune(op: str, geom, stream: mx.Stream, dtype, *, names: List[str], rule: str
         dict: ``choice``, ``rule``, ``seconds`` per timed backend, ``signature``.
     """
     sig = signature(op, geom, stream, dtype, mode)
-    return _tuner.choose(sig, device_context(stream), list(names), rule,
+    return _tuner.measured(sig, device_context(stream), list(names), rule,
                          lambda: timed_calls(op, timing_geometry(geom), stream, dtype, mode, runners))
 
 
@@ -278,35 +278,6 @@ def describe(stream: mx.Stream) -> List[str]:
         count = len(_tuner._table(device_context(stream)))
     state = {None: "off", "forward": "on (forward)", "train": "on (forward+backward)"}[mode]
     return [rule, f"autotune: {state}; {count} tuned signature(s) for this device in {_tuner.files.folder()}"]
-
-
-def tuned_backend(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = False) -> dict:
-    """The tuned entry for one call, timing it now unless it is cached (``bench``'s "tuned" column).
-
-    Args:
-        geom: a :class:`~mlx_deconv.geometry.records.Geometry` (``conv_transpose1d``) or
-            :class:`~mlx_deconv.geometry.records.Conv1dGeometry` (``conv1d``).
-        stream (mx.Stream): where it runs.
-        dtype: the input's dtype. Default: ``mx.float32``.
-        backward (bool): time forward + backward. Default: ``False``.
-
-    Returns:
-        dict: ``choice`` (the tuned backend), ``rule`` (what the rule picks),
-        ``seconds`` (median per timed backend), ``signature``.
-    """
-    from .. import backends
-
-    names = backends.usable_backends(geom, stream)
-    mode = "train" if backward else "forward"
-    try:
-        rule = backends.resolve_backend("auto", geom, stream)
-    except ValueError:  # the rule names a backend without this op's path yet: the first one with it
-        rule = names[0]
-    if len(names) == 1:  # nothing to choose between: no timing, nothing to remember
-        return dict(choice=names[0], rule=rule, seconds={},
-                    signature=asdict(signature(backends.op_of(geom), geom, stream, dtype, mode)))
-    return tune(backends.op_of(geom), geom, stream, dtype, names=names, rule=rule,
-                runners=runners(timing_geometry(geom), stream, names), mode=mode)
 
 
 def tune_model(model, sample: mx.array, backward: bool = False) -> List[dict]:

@@ -211,7 +211,7 @@ class DirectUnfolded(_DirectPath):
         return (cols.reshape(g.batch * count, -1) @ ws[0]).reshape(g.batch, count, g.out_channels)
 
 
-def choose(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
+def path_for(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
     """The path a ``conv1d`` call takes (table in the module docstring)."""
     if geom.in_per_group == 1:
         return DirectDepthwise(geom)
@@ -238,7 +238,7 @@ def adjoint_weight(weight: mx.array, groups: int) -> mx.array:
 
 
 def _forward(x: mx.array, weight: mx.array, geom: Conv1dGeometry, policy: BlockPolicy) -> mx.array:
-    path = choose(geom, policy)
+    path = path_for(geom, policy)
     ws = path.arrange(weight)
     workers = schedule.worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
     count = schedule.direct_block_count(geom, path.per_row, len(workers), policy)

@@ -9,7 +9,7 @@ a multiple of ``stride``, the vocoder case, or ``stride == 1``), the taps of one
 shift form a *slab* weight whose product is already interleaved output;
 otherwise taps are summed on one *phase plane* per phase (:mod:`.planes`).
 
-Which path a layer takes (:func:`.transposed_paths.choose`; ``C_in/G`` = input channels
+Which path a layer takes (:func:`.transposed_paths.path_for`; ``C_in/G`` = input channels
 per group; "taps in slabs" = :func:`~.tap_layout.slab_shifts` accepts them: at most
 a quarter of an empty slot per tap, one per tap when ``C_in/G == 1``):
 
@@ -73,7 +73,7 @@ def in_compute_dtype(run, x: mx.array, weight: mx.array, bias: Optional[mx.array
 
 def run_path(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry, path,
              policy: BlockPolicy = DEFAULT_POLICY) -> mx.array:
-    """Transposed conv of NLC ``x`` by ``path`` (from :func:`.transposed_paths.choose`), in blocks as ``policy`` says."""
+    """Transposed conv of NLC ``x`` by ``path`` (from :func:`.transposed_paths.path_for`), in blocks as ``policy`` says."""
 
     def run(x, weight):
         workers = worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
@@ -102,14 +102,14 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
     Returns:
         array: ``(N, L_out, C_out)`` in the dtype of ``x``.
     """
-    return run_path(x, weight, bias, geom, transposed_paths.choose(geom), policy)
+    return run_path(x, weight, bias, geom, transposed_paths.path_for(geom), policy)
 
 
 @per_thread_cache(maxsize=256)  # compiled functions: made, kept and freed by each thread
 def prepared_run(geom: Geometry, minimal_filtering: bool, with_bias: bool, policy: BlockPolicy):
     """The path's run for ``geom``, compiled when small: the winograd backend looks at its values
     first, so it cannot be compiled whole by ``functional``; what follows the look can."""
-    path = transposed_paths.choose(geom, minimal_filtering=minimal_filtering)
+    path = transposed_paths.path_for(geom, minimal_filtering=minimal_filtering)
 
     def run(x, weight, bias):
         return run_path(x, weight, bias, geom, path, policy)

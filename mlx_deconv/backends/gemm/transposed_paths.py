@@ -398,7 +398,7 @@ def winograd_tile(geom: Geometry) -> Optional[int]:
     return tile_rows(slab_shifts(geom.kernel_size, geom.stride, geom.dilation), geom.in_per_group)
 
 
-def choose(geom: Geometry, minimal_filtering: bool = False) -> _Path:
+def path_for(geom: Geometry, minimal_filtering: bool = False) -> _Path:
     """The path ``geom`` takes (``minimal_filtering``: the ``winograd`` backend, where it applies)."""
     if geom.in_per_group == 1:
         # Depthwise is bandwidth-bound: multiplying a few empty slots by zero costs less than phase planes.

@@ -1,0 +1,223 @@
+"""The fused forms' gradient: the polyphase VJP, and where it runs.
+
+:func:`differentiable` wraps a fused forward (polyphase or the Metal kernel) in an ``mx.custom_function``
+whose VJP is :func:`backward`: the down taps' adjoint, the edge extension's, the snake's derivative, the
+up taps' adjoint and the edge pad's. Inside ``mx.grad`` MLX does not compile functions given tracers, so
+both directions run through :func:`run_untraced`.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import mlx.core as mx
+import numpy as np
+
+from ...geometry.activation import ActivationGeometry
+from .phases import Kernels, as_rows, padded, prepare, snake_params, zero_padded
+from .sine import sin_cos_reduced, sin_squared_reduced
+
+
+def edge_sum(kern: Kernels, ybar: mx.array, terms, gw):
+    """``sum_t weight_t * ybar[t]`` over the edge rows ``terms`` (``(t, taps)`` pairs), or None."""
+    out = None
+    for t, js in terms:
+        if not js:
+            continue
+        term = ybar[..., t: t + 1, :] * kern.g.total(js, gw[0] if gw else None)
+        out = term if out is None else out + term
+    return out
+
+
+def polyphase_backward(kern: Kernels, xc, a, ib, filters, ybar):
+    """Cotangents of ``xc`` (compute dtype, its shape), ``a`` and ``ib`` (per channel) for ``ybar``."""
+    plan = kern.plan
+    fw, gw = filters[:1], filters[1:]
+    L = kern.length
+    r = plan.ratio
+    sum_axes = tuple(range(xc.ndim - 1))
+    # Recompute u and its reduced argument.
+    xz = padded(xc, plan)
+    us = [up_s(xz, *fw) for up_s in kern.up]
+    rs = [kern.reduce(u, a) for u in us]
+    # The phases' cotangents, and the edge extension's: onto v[0] (phase 0, row 0) and v[r*L - 1].
+    yz = zero_padded(ybar, *kern.ybar_pad)
+    vbars = [None] * r
+    for b, vbar_b in kern.vbar:
+        vbars[b] = vbar_b(yz, *gw)
+    edge_left = edge_sum(kern, ybar, kern.edge_left, gw)
+    edge_right = edge_sum(kern, ybar, kern.edge_right, gw)
+    # Through the snake. The edge cotangents land on one row each; their share is added on that row only.
+    cab2 = 2.0 * a * ib
+    abar = ibbar = None
+    uzs = []
+    for s in range(r):
+        rr, u, vb = rs[s], us[s], vbars[s]
+        if vb is None:  # no down tap reads this phase (down filter shorter than the ratio)
+            vb = mx.zeros_like(u)
+        ub = kern.ubar(vb, rr, cab2)
+        ta = kern.abar_terms(vb, rr, u).sum(axis=sum_axes)
+        tb = kern.ibbar_terms(vb, rr).sum(axis=sum_axes)
+        extra = {}
+        if s == 0 and edge_left is not None:
+            extra[0] = edge_left
+        if s == r - 1 and edge_right is not None:
+            extra[L - 1] = edge_right + extra.get(L - 1, 0.0) if L - 1 in extra else edge_right
+        rows = {}
+        for row, e in extra.items():
+            rr1, u1 = rr[..., row: row + 1, :], u[..., row: row + 1, :]
+            sc = sin_cos_reduced(rr1)
+            rows[row] = e * (1.0 + cab2 * sc)
+            ta = ta + (e * u1 * sc).sum(axis=sum_axes)
+            tb = tb + (e * sin_squared_reduced(rr1)).sum(axis=sum_axes)
+        abar = ta if abar is None else abar + ta
+        ibbar = tb if ibbar is None else ibbar + tb
+        # ubar zero-padded for the up taps' adjoint, with the edge rows' shares added on the way.
+        ql, qr = kern.ubar_pad
+        lead, c = ub.shape[:-2], ub.shape[-1]
+        parts = [mx.zeros((*lead, ql, c), dtype=ub.dtype)] if ql else []
+        if rows:
+            if L == 1:
+                parts.append(ub + sum(rows.values()))
+            else:
+                parts.append(ub[..., :1, :] + rows[0] if 0 in rows else ub[..., :1, :])
+                if L > 2:
+                    parts.append(ub[..., 1: L - 1, :])
+                parts.append(ub[..., L - 1:, :] + rows[L - 1] if L - 1 in rows else ub[..., L - 1:, :])
+        else:
+            parts.append(ub)
+        if qr:
+            parts.append(mx.zeros((*lead, qr, c), dtype=ub.dtype))
+        uzs.append(mx.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0])
+    abar = abar * (2.0 * ib)
+    # Through the upsampling: xp's cotangent, then the edge pad's adjoint.
+    xbar_p = None
+    for s, xbar_s in enumerate(kern.xbar):
+        xbar_p = xbar_s(uzs[s], *fw) if xbar_p is None else xbar_s(uzs[s], xbar_p, *fw)
+    p = plan.up_pad
+    if not p:
+        return xbar_p, abar, ibbar
+    head = xbar_p[..., : p + 1, :].sum(axis=-2, keepdims=True)
+    tail = xbar_p[..., p + L - 1:, :].sum(axis=-2, keepdims=True)
+    if L == 1:
+        return head + tail - xbar_p[..., p: p + 1, :], abar, ibbar
+    parts = [head] + ([xbar_p[..., p + 1: p + L - 1, :]] if L > 2 else []) + [tail]
+    return mx.concatenate(parts, axis=-2), abar, ibbar
+
+
+class _TraceProbe(threading.local):
+    """Tells whether arrays are tracers (inside ``mx.grad``/``mx.vjp``/``mx.compile``).
+
+    A compiled function given tracers does not compile: MLX runs its body as plain ops, so every
+    kernel here would run unfused (several times slower). This probe is a compiled identity whose
+    Python body counts its runs: for ordinary arrays it runs once per dtype (the first trace), for
+    tracers on every call.
+    """
+
+    def __init__(self):
+        runs = self.runs = [0]  # no reference from the body to self: freed with the thread, no cycle
+
+        def body(a):
+            runs[0] += 1
+            return a
+
+        self.fn = mx.compile(body)
+
+    def is_tracer(self, x: mx.array) -> bool:
+        probe = x.reshape(-1)[:1]
+        for _ in range(2):  # a first call per dtype traces once whatever the input
+            before = self.runs[0]
+            self.fn(probe)
+            if self.runs[0] == before:
+                return False
+        return True
+
+
+_PROBE = _TraceProbe()
+
+
+_WORKER_LOCK = threading.Lock()
+_WORKER: Optional[ThreadPoolExecutor] = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx_deconv_anti_aliased")
+        return _WORKER
+
+
+def _to_host(arrays: Sequence[mx.array]) -> Optional[List[Tuple[np.ndarray, object]]]:
+    """Host copies ``(data, dtype)`` of ``arrays`` (half types as their bits), or None where nothing can be
+    evaluated (inside a caller's ``mx.compile``)."""
+    try:
+        mx.eval(*arrays)
+    except (ValueError, RuntimeError):
+        return None
+    return [(np.array(a.view(mx.uint16)) if a.dtype in (mx.float16, mx.bfloat16) else np.array(a), a.dtype)
+            for a in arrays]
+
+
+def _from_host(copies) -> List[mx.array]:
+    """Arrays of the calling thread from :func:`_to_host`'s copies: plain data, no graph, no shared buffer."""
+    return [mx.array(data).view(dtype) if dtype in (mx.float16, mx.bfloat16) else mx.array(data)
+            for data, dtype in copies]
+
+
+def run_untraced(fn: Callable, arrays: Sequence[mx.array]):
+    """``fn(*arrays)``, evaluated, computed where its fused kernels compile.
+
+    Inside ``mx.grad``/``mx.vjp`` every array is a tracer to MLX's compile (the state is per thread),
+    so compiled functions run their bodies as plain ops, several times slower here. The inputs are then
+    evaluated and ``fn`` runs on a worker thread, which is not tracing; its evaluated outputs come back
+    as constants, which suits the inside of a ``custom_function`` (whose VJP is given, not traced).
+    Inside a caller's ``mx.compile`` nothing can be evaluated: ``fn`` is traced into the caller's graph.
+    """
+    if not _PROBE.is_tracer(arrays[0]):
+        return fn(*arrays)
+    copies = _to_host(arrays)
+    if copies is None:
+        return fn(*arrays)
+    if threading.current_thread().name.startswith("mlx_deconv_anti_aliased"):
+        return fn(*_from_host(copies))  # never wait on the worker from the worker
+
+    device = mx.default_device()  # the caller's (mx.stream(...) sets it); the worker's own stream of it
+
+    def job():
+        with mx.stream(device):
+            out = fn(*_from_host(copies))
+            mx.eval(out)
+        return out
+
+    return _worker().submit(job).result()
+
+
+def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: bool, forward: Callable) -> Callable:
+    """``forward(x, alpha, beta, up, down)`` as an ``mx.custom_function`` whose VJP is the polyphase one."""
+
+    def params(al, be, cd):
+        return snake_params(al, be if has_beta else None, geom.logscale, cd)
+
+    def backward(xv, al, be, up_, down_, ybar):
+        kern, cd, filters = prepare(xv, up_, down_, geom, compiled)
+        a, ib = params(al, be, cd)
+        xbar, abar, ibbar = polyphase_backward(kern, as_rows(xv, cd), a, ib, filters, as_rows(ybar, cd))
+        if n == 1:
+            xbar = xbar[None]
+        _, (al_bar, be_bar) = mx.vjp(lambda p, q: params(p, q, cd), [al, be], [abar, ibbar])
+        return (xbar.astype(xv.dtype), al_bar.astype(al.dtype),
+                (be_bar if has_beta else mx.zeros_like(be)).astype(be.dtype),
+                mx.zeros_like(up_), mx.zeros_like(down_))
+
+    @mx.custom_function
+    def fn(xv, al, be, up_, down_):
+        return run_untraced(forward, [xv, al, be, up_, down_])
+
+    @fn.vjp
+    def fn_vjp(primals, cotangent, output):
+        return tuple(run_untraced(backward, [*primals, cotangent]))
+
+    return fn

@@ -1,0 +1,57 @@
+"""Backend ``"polyphase"``: the anti-aliased activation fused, on a CPU stream (the map: :mod:`mlx_deconv.backends.anti_aliased`)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mlx.core as mx
+
+from ...geometry.activation import ActivationGeometry
+from .gradient import differentiable
+from .phases import as_rows, Kernels, padded, snake_params, prepare, window
+
+
+def polyphase_forward(kern: Kernels, xc, a, ib, filters):
+    plan = kern.plan
+    fw, gw = filters[:1], filters[1:]
+    L = kern.length
+    e_left, e_right = plan.ext
+    xz = padded(xc, plan)
+    vs = []
+    for up_s in kern.up:
+        u = up_s(xz, *fw)
+        vs.append(kern.snake(kern.reduce(u, a), u, ib))
+    first, last = vs[0][..., :1, :], vs[-1][..., L - 1:, :]
+    pieces = []
+    for t0, t1 in ((0, kern.t_a), (kern.t_a, kern.t_b), (kern.t_b, L)):
+        if t1 <= t0:
+            continue
+        interior = t0 == kern.t_a and t1 == kern.t_b
+        y = None
+        for b, down_b in kern.down(t1 - t0):
+            w_b = vs[b] if interior else window(vs[b], t0 - e_left, t1 + e_right, first, last)
+            y = down_b(w_b, *gw) if y is None else down_b(w_b, y, *gw)
+        pieces.append(y)
+    return mx.concatenate(pieces, axis=-2) if len(pieces) > 1 else pieces[0]
+
+
+def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
+              geom: ActivationGeometry, *, compiled: bool = True) -> mx.array:
+    """The map in polyphase form, on NLC ``x`` ``(N, L, C)``; filters ``(Ku,)``, ``(Kd,)``.
+
+    Differentiable with respect to ``x``, ``alpha`` and ``beta`` through a polyphase VJP (the down
+    taps' adjoint, the edge extension's, the snake's derivative, the up taps' adjoint, the edge pad's).
+    The filters are constants to it: they get a zero cotangent (NVIDIA's are buffers, not parameters);
+    the ``"unfused"`` path differentiates them. Higher derivatives are not supported.
+    """
+    has_beta = beta is not None
+    n = x.shape[0]
+
+    def forward(xv, al, be, up_, down_):
+        kern, cd, filters = prepare(xv, up_, down_, geom, compiled)
+        a, ib = snake_params(al, be if has_beta else None, geom.logscale, cd)
+        y = polyphase_forward(kern, as_rows(xv, cd), a, ib, filters)
+        return y[None] if n == 1 else y
+
+    fn = differentiable(geom, has_beta, n, compiled, forward)
+    return fn(x, alpha, beta if has_beta else alpha, up, down)
