@@ -13,6 +13,7 @@ _blas.load()
 _blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
 from .runtime import old_names as _old_names  # noqa: E402
+from .runtime import thread_exit as _thread_exit  # noqa: E402  (threads empty MLX's caches as they end)
 
 from .models import bigvgan, hifigan  # noqa: E402
 from .nn import initializers, interop, keras  # noqa: E402
