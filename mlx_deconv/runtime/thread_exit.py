@@ -118,10 +118,27 @@ def install() -> bool:
         if _State.wrapper is not None and _chain_has(current, _State.wrapper):
             was_active, _State.active = _State.active, True  # ours is there (maybe under another wrapper)
             return not was_active
+        _pin_mlx_main_thread()
         _State.original, _State.wrapper = current, _make_wrapper(current)
         _State.active = True
         setattr(threading.Thread, METHOD, _State.wrapper)
         return True
+
+
+def _pin_mlx_main_thread() -> None:
+    """Let MLX take Python's main thread for its main thread before any thread ends through the hook.
+
+    MLX takes for its main thread the first thread that reaches its streams, and treats that thread
+    apart (its command encoders are kept to the end of the process). ``mx.clear_streams()`` reaches
+    them, so without this a thread that never used MLX, ending before any MLX work (a download
+    pool's worker), would become MLX's main thread. The main thread's default CPU stream is made
+    here, as its first CPU operation would make it; nothing is computed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # MLX takes whichever thread comes first, as it would without the hook
+    import mlx.core as mx  # at package import this comes after runtime.blas has loaded its CBLAS
+
+    mx.default_stream(mx.cpu)
 
 
 def uninstall() -> bool:
