@@ -19,11 +19,13 @@ state and the GIL, and before ``join()`` returns,
 :func:`release_thread_caches` calls ``mx.clear_streams()``: MLX then drops
 the thread's compile cache, random key and streams, and the destructors that
 run later find nothing that needs the GIL. Nothing runs per MLX call: one
-call per thread end.
+call per thread end. Installing also makes Python's main thread MLX's main
+thread (:func:`_pin_mlx_main_thread`), so that no thread ending through the
+hook is taken for it.
 
 Importing this module installs it (``import mlx_deconv`` does), unless the
-environment has ``MLX_DECONV_THREAD_EXIT=0``. :func:`uninstall` undoes it; installing twice is
-one installation.
+environment has ``MLX_DECONV_THREAD_EXIT=0``. :func:`uninstall` undoes it;
+installing twice is one installation.
 
 Not covered, so such a thread calls :func:`release_thread_caches` itself as
 its last step with MLX: threads started before the hook was installed, threads
