@@ -217,3 +217,17 @@ def test_environment_switch(switch, expected):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-1] == expected
+
+
+def test_a_python_without_the_method_gets_a_warning_not_silence(monkeypatch):
+    was_installed = thread_exit.installed()
+    thread_exit.uninstall()
+    try:
+        monkeypatch.delattr(threading.Thread, "_bootstrap_inner")
+        with pytest.warns(RuntimeWarning, match="release_thread_caches"):
+            assert thread_exit.install() is False
+        assert not thread_exit.installed()
+    finally:
+        monkeypatch.undo()  # threading's own method back before any thread starts
+        if was_installed:
+            thread_exit.install()
