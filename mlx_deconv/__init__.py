@@ -1,9 +1,10 @@
 """mlx_deconv: complete and fast 1-D transposed convolution and convolution for Apple MLX.
 
-The data's way through the package, one folder each: :mod:`.ops` (the calls) -> :mod:`.geometry`
-(arguments validated into a geometry, no arrays) -> :mod:`.backends` (the rule that picks one, and
-each backend) -> arrays. Around them: :mod:`.nn` (layers), :mod:`.models` (whole decoders),
-:mod:`.tuning`, :mod:`.bench` and :mod:`.runtime` (the BLAS, streams, compiled helpers).
+A call's way through the package, one folder a step: :mod:`.ops` (the calls: the two convolutions,
+the anti-aliased activation, ``patch_mlx``) -> :mod:`.geometry` (the call validated, no arrays) ->
+:mod:`.choice` (one function picks the backend) -> :mod:`.backends` (each backend) -> arrays. Above:
+:mod:`.nn` (layers), :mod:`.models` (whole decoders), :mod:`.bench` and :mod:`.cli`; below:
+:mod:`.tuning` (measured choices) and :mod:`.runtime` (the BLAS, streams, compiled helpers, thread exit).
 """
 
 # First, before anything imports mlx.core: an optimized CBLAS under MLX's matmul on Linux (runtime/blas.py).
@@ -12,6 +13,7 @@ from .runtime import blas as _blas
 _blas.load()
 _blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
+from .runtime import thread_exit as _thread_exit  # noqa: E402, F401  (threads empty MLX's caches as they end)
 
 from .models import bigvgan, hifigan  # noqa: E402
 from .nn import initializers, interop, keras  # noqa: E402
