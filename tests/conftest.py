@@ -7,6 +7,8 @@ import tempfile
 # The suite times nothing and writes no user cache: a user's autotuning setting stays out of it,
 # and whatever a test tunes goes to a private folder of this run.
 os.environ.pop("MLX_DECONV_AUTOTUNE", None)
+# A failure of the package on a call patch_mlx() routed is raised here, not handed to MLX with a warning.
+os.environ["MLX_DECONV_PATCH_STRICT"] = "1"
 os.environ["MLX_DECONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlx_deconv_tests_")
 atexit.register(shutil.rmtree, os.environ["MLX_DECONV_CACHE_DIR"], ignore_errors=True)
 

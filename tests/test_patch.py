@@ -45,24 +45,31 @@ def unpatched():
     assert mx.conv1d is MLX_CONV1D and mx.conv_transpose1d is MLX_CONV_TRANSPOSE1D
 
 
+class Routed:
+    """What the patched functions did since the fixture started (``patch.statistics()``'s difference):
+    ``routed[op]``, the calls of ``op`` the package took up (computed, on MLX's op as it would run it, refused
+    or failed); ``routed["computed"]``, those it computed or ran on MLX's op as it would have (counted once
+    they ran); ``routed["failed"]``, those it failed on."""
+
+    def __init__(self):
+        self.start = patch.statistics()
+
+    def _delta(self, op, kinds):
+        now = patch.statistics()[op]
+        return sum(now[k] - self.start[op][k] for k in kinds)
+
+    def __getitem__(self, key):
+        ops = ("conv1d", "conv_transpose1d")
+        if key in ops:
+            return self._delta(key, ("package", "mlx_op", "refused", "failed"))
+        kinds = {"computed": ("package", "mlx_op"), "failed": ("failed",)}[key]
+        return sum(self._delta(op, kinds) for op in ops)
+
+
 @pytest.fixture
-def routed(monkeypatch):
+def routed():
     """Counts the calls the patch hands to the package (and which of them it computed)."""
-    counts = {"conv1d": 0, "conv_transpose1d": 0, "computed": 0}
-    monkeypatch.setattr(functional, "prepared", _spy(functional.prepared, counts))
-    patch._routes().clear()  # each test's signatures are decided afresh
-    return counts
-
-
-def _spy(real, counts):
-    """``functional.prepared`` counting the calls the patch hands to the package: per op, and ``computed``
-    for those it prepared (it runs them, or hands a ``builtin`` one to MLX's function, which is the same)."""
-    def spy(op, *args, **kwargs):
-        counts[op] = counts.get(op, 0) + 1
-        out = real(op, *args, **kwargs)
-        counts["computed"] += 1
-        return out
-    return spy
+    return Routed()
 
 
 # -- one call, drawn at random ------------------------------------------------------------------
@@ -275,11 +282,11 @@ def check_same(call, theirs, ours):
         np.testing.assert_allclose(b, a, rtol=0, atol=tolerance(call, 1 + np.abs(a).max() / 8), err_msg=str(call))
 
 
-def run_both(call):
+def run_both(call, backend="auto"):
     x, w = call.mlx_arrays()
     original = MLX_CONV_TRANSPOSE1D if call.transposed else MLX_CONV1D
     theirs = call.invoke(original, x, w)
-    md.patch_mlx()
+    md.patch_mlx(backend)
     try:
         ours = call.invoke(getattr(mx, call.name), x, w)  # looked up on mlx.core, as callers do
     finally:
@@ -292,18 +299,10 @@ def run_both(call):
 @given(call=calls())
 def test_fuzzed_calls_match_mlx(backend, call):
     """Random calls of either function, every argument form, stream and dtype, valid or not: MLX's answer."""
-    old = patch._BACKEND
-    patch._BACKEND = backend
-    counts = {"computed": 0}
-    real = functional.prepared
-    functional.prepared = _spy(real, counts)
-    patch._routes().clear()
-    try:
-        theirs, ours = run_both(call)
-    finally:
-        functional.prepared = real
-        patch._BACKEND = old
+    counts = Routed()
+    theirs, ours = run_both(call, backend)
     check_same(call, theirs, ours)
+    assert counts["failed"] == 0, call
     if call.routable():  # the package computed it (unless a backend forced here cannot take the geometry)
         x, w = call.arrays()
         if backend != "winograd":  # (which the package replaces by another backend where it cannot run)
@@ -366,12 +365,11 @@ def dac_case():
 def test_dac_and_snac_positional_groups_is_output_padding(backend, monkeypatch, routed):
     """mlx-audio's DAC/SNAC layers call ``conv_transpose1d(x, w, stride, padding, dilation, groups)``: MLX takes
     the sixth as output_padding, and so does the patch (one sample longer than with ``groups=1``)."""
-    monkeypatch.setattr(patch, "_BACKEND", backend)
     x, w = dac_case()
     xa, wa = mx.array(x), mx.array(w)
     theirs = MLX_CONV_TRANSPOSE1D(xa, wa, 4, 2, 1, 1)
     keyword = MLX_CONV_TRANSPOSE1D(xa, wa, 4, 2, 1, groups=1)
-    with md.patched_mlx():
+    with md.patched_mlx(backend):
         ours = mx.conv_transpose1d(xa, wa, 4, 2, 1, 1)
     assert ours.shape == theirs.shape == (1, keyword.shape[1] + 1, 5)
     np.testing.assert_allclose(np.array(ours), np.array(theirs), atol=1e-5)
@@ -554,9 +552,8 @@ def test_vmap_matches_mlx():
 
 def test_builtin_backend_inside_the_patch_does_not_loop(monkeypatch, routed):
     """The builtin backend calls ``mx.conv_transpose1d`` itself: under the patch that call is MLX's."""
-    monkeypatch.setattr(patch, "_BACKEND", "builtin")
     x, w = dac_case()
-    with md.patched_mlx():
+    with md.patched_mlx("builtin"):
         ours = mx.conv_transpose1d(mx.array(x), mx.array(w), 4, 2)
         direct = md.conv_transpose1d(mx.array(x), mx.array(w), stride=4, padding=2, backend="builtin")
     np.testing.assert_allclose(np.array(ours), ref.conv_transpose1d(x, w, None, 4, 2, 2), atol=1e-5)
@@ -788,7 +785,6 @@ def test_convert_a_layer_itself_returns_its_replacement():
 def test_mlx_audio_decoders_agree_plain_and_patched(name, backend, monkeypatch, routed):
     pytest.importorskip("mlx_audio.codec")
 
-    monkeypatch.setattr(patch, "_BACKEND", backend)
     case = next(m for m in bench_models.MODELS if m.name == name)
     built = case.build(True)
     x = built.make_input(7)
@@ -797,9 +793,10 @@ def test_mlx_audio_decoders_agree_plain_and_patched(name, backend, monkeypatch, 
     mx.eval(plain)
     assert routed["computed"] == 0
     mx.random.seed(0)
-    fast = built.fast(x)
-    mx.eval(fast)
-    assert routed["computed"] > 0
+    with md.patched_mlx(backend):  # the decoder's own patched_mlx() block keeps this backend
+        fast = built.fast(x)
+        mx.eval(fast)
+    assert routed["computed"] > 0 and routed["failed"] == 0
     assert fast.shape == plain.shape and fast.dtype == plain.dtype
     np.testing.assert_allclose(np.array(fast), np.array(plain), atol=2e-5 * (1 + float(mx.abs(plain).max())))
 
@@ -873,40 +870,67 @@ def test_convert_mlx_audio_decoders_built_on_mlx_nn(name):
     np.testing.assert_allclose(np.array(after), np.array(before), atol=2e-5 * (1 + float(mx.abs(before).max())))
 
 
-def test_a_signature_on_mlx_s_op_is_decided_once_and_then_is_mlx_s_call(routed):
-    """Where the package would run MLX's op with the caller's arguments (builtin), later calls of that
-    signature go to MLX's function at once (MLX's cost, MLX's answer); a signature the package computes
-    is handed to it every time, and a new dtype, stream or backend is decided afresh."""
+def test_a_signature_is_prepared_once_and_a_builtin_one_is_mlx_s_call(routed, monkeypatch):
+    """A signature is prepared once per thread, in the table ``md.conv1d`` uses too; where the package would
+    run MLX's op with the caller's arguments (builtin), the call is MLX's function (MLX's answer); a new
+    dtype, stream or backend is prepared afresh."""
+    prepared = []
+    real = functional._prepare
+    monkeypatch.setattr(functional, "_prepare", lambda call, stream: prepared.append(call) or real(call, stream))
+    functional._prepared_calls().clear()
     rng = np.random.default_rng(4)
     small = (mx.array(rng.standard_normal((1, 6, 3)).astype(np.float32)),
              mx.array(rng.standard_normal((4, 3, 3)).astype(np.float32)))
     with md.patched_mlx():
         for _ in range(3):
             y = mx.conv1d(*small, 1, 1)
-    assert routed["conv1d"] == 1
+    assert len(prepared) == 1 and routed["conv1d"] == 3
+    assert patch.statistics()["conv1d"]["mlx_op"] - routed.start["conv1d"]["mlx_op"] == 3
     assert np.array_equal(np.array(y), np.array(MLX_CONV1D(*small, 1, 1)))
     with md.patched_mlx():
         mx.conv1d(small[0].astype(mx.float16), small[1].astype(mx.float16), 1, 1)
         mx.conv1d(*small, 1, 1, stream=mx.new_stream(mx.cpu))
-    assert routed["conv1d"] == 3
-    patch._BACKEND, old = "gemm", patch._BACKEND
-    try:
-        with md.patched_mlx():
-            for _ in range(2):
-                y = mx.conv1d(*small, 1, 1)
-    finally:
-        patch._BACKEND = old
-    assert routed["conv1d"] == 5
+    assert len(prepared) == 3
+    with md.patched_mlx("gemm"):
+        for _ in range(2):
+            y = mx.conv1d(*small, 1, 1)
+    assert len(prepared) == 4 and prepared[-1].backend == "gemm"
+    md.conv1d(*small, padding=1, backend="gemm")  # the same record, reached through the package's own op
+    assert len(prepared) == 4
     np.testing.assert_allclose(np.array(y), ref.conv1d(np.array(small[0]), np.array(small[1]), None, 1, 1, 1, 1, 1),
                                atol=1e-5)
 
 
-def test_the_route_table_stays_within_its_bound(monkeypatch):
-    """Signatures decided without the package (float64 here) are remembered in the same bounded table."""
-    monkeypatch.setattr(patch, "ROUTES", 3)
-    patch._routes().clear()
-    w = mx.ones((2, 3, 2), dtype=mx.float64)
-    with md.patched_mlx(), mx.stream(mx.cpu):
-        for length in range(3, 10):
-            mx.conv1d(mx.ones((1, length, 2), dtype=mx.float64), w)
-            assert len(patch._routes()) <= 3
+def test_a_failure_of_the_package_is_raised_in_tests_and_warned_in_use(monkeypatch):
+    """A backend that fails on a routed call: raised under ``MLX_DECONV_PATCH_STRICT=1`` (the suite's
+    setting), else counted and warned about, with MLX's function computing the call; never silent."""
+    from dataclasses import replace
+    from mlx_deconv import backends
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the backend")
+
+    monkeypatch.setitem(backends.BACKENDS, "gemm", replace(backends.BACKENDS["gemm"], conv1d=broken))
+    functional._prepared_calls().clear()
+    x, w = mx.ones((1, 300, 8)), mx.ones((8, 3, 8))
+    with md.patched_mlx("gemm"):
+        with pytest.raises(RuntimeError, match="a bug in the backend"):
+            mx.conv1d(x, w, 1, 1)
+        monkeypatch.setenv(patch.ENV_STRICT, "0")
+        before = patch.statistics()["conv1d"]["failed"]
+        with pytest.warns(patch.PatchFailureWarning, match="a bug in the backend"):
+            y = mx.conv1d(x, w, 1, 1)
+    assert patch.statistics()["conv1d"]["failed"] == before + 1
+    assert np.array_equal(np.array(y), np.array(MLX_CONV1D(x, w, 1, 1)))
+    functional._prepared_calls().clear()
+
+
+def test_patch_backend_is_checked_and_restored_by_the_block():
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of .*got 'nope'"):
+        md.patch_mlx("nope")
+    assert not patch.is_patched()
+    with md.patched_mlx("gemm"):
+        with md.patched_mlx():
+            assert patch._STATE["backend"] == "gemm"
+        assert patch._STATE["backend"] == "gemm"
+    assert patch._STATE["backend"] == "auto"

@@ -18,7 +18,7 @@ import mlx.core as mx
 from ..backends import available_backends as _available_backends, check_op
 from ..backends.record import Backend
 from ..choice import choose
-from ..geometry.call import Call, key_of
+from ..geometry.call import Call
 from ..geometry.records import Padding
 from ..geometry.torch_layout import from_torch_layout
 from ..geometry.validation import geometry_of
@@ -204,6 +204,31 @@ def conv1d(
                 None, dilation, groups, data_format, weight_format, None, backend, repr(stream), tuning_state(backend))
     run = prepared(call, stream).run
     return run(x, weight) if bias is None else run(x, weight, bias)
+
+
+#: Argument types a key holds as they are: equal values of these types are the same argument.
+_PLAIN_TYPES = frozenset((int, str, type(None)))
+#: The argument fields of a Call, by index (the shapes, dtype and stream are plain by construction).
+_ARGUMENTS = range(Call._fields.index("stride"), Call._fields.index("backend") + 1)
+
+
+def _typed(value):
+    """``value`` as a key part that tells types apart: ``1.0 == True == 1`` and they hash alike, so a key of
+    values alone would hand ``dilation=1.0`` the call prepared (and checked) for ``1``."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return value
+    if kind is tuple or kind is list:
+        return (kind, tuple(_typed(v) for v in value))
+    return (kind, value)
+
+
+def key_of(call: Call) -> Call:
+    """``call`` itself when every argument is a plain int, str or None (nearly every call), else a copy whose
+    arguments carry their types."""
+    if _PLAIN_TYPES.issuperset(map(type, call[_ARGUMENTS.start:_ARGUMENTS.stop])):
+        return call
+    return call._replace(**{Call._fields[i]: _typed(call[i]) for i in _ARGUMENTS})
 
 
 def checked_arrays(x, weight, bias):

@@ -63,10 +63,13 @@ _STATE = {"contexts": 0, "explicit": False, "generation": 0, "backend": "auto"}
 #: Environment switch: ``1`` raises a failure of the package on a routed call instead of handing the
 #: call to MLX (the test suite sets it; read only when a failure happens).
 ENV_STRICT = "MLX_DECONV_PATCH_STRICT"
-#: What routed calls did, per op: ``package`` (computed by the package), ``mlx`` (handed to MLX's
-#: function: calls the package does not take, or runs on MLX's op anyway), ``failed`` (the package
-#: failed while computing; MLX's function then computed it).
-_COUNTS = {op: {"package": 0, "mlx": 0, "failed": 0} for op in ("conv1d", "conv_transpose1d")}
+#: What the patched functions did with each call, per op: ``package`` (the package computed it),
+#: ``mlx_op`` (the package would run MLX's op with the caller's arguments: MLX's function ran it),
+#: ``refused`` (the package's checks refused it: MLX's function decided), ``passed`` (a kind of call the
+#: package does not take: 2-D or 4-D, float64, a string stream, ...), ``failed`` (the package failed while
+#: computing it: MLX's function computed it, and a warning said so).
+_COUNTS = {op: dict.fromkeys(("package", "mlx_op", "refused", "passed", "failed"), 0)
+           for op in ("conv1d", "conv_transpose1d")}
 
 
 class PatchFailureWarning(RuntimeWarning):
@@ -77,9 +80,10 @@ def statistics() -> Dict[str, Dict[str, int]]:
     """What the patched functions did since the process started, per op.
 
     Returns:
-        dict: ``{"conv1d": {"package": n, "mlx": n, "failed": n}, "conv_transpose1d": {...}}``: calls the
-        package computed, calls handed to MLX's function, and calls the package failed on (each also
-        warned about, once per op and kind of error, with :class:`PatchFailureWarning`).
+        dict: per op (``"conv1d"``, ``"conv_transpose1d"``), the count of calls ``package`` (computed by the
+        package, counted once they ran), ``mlx_op`` (on MLX's op, as the package would have run it),
+        ``refused`` (by the package's checks), ``passed`` (kinds the package does not take) and ``failed``
+        (the package failed; each warned with :class:`PatchFailureWarning`).
     """
     return {op: dict(counts) for op, counts in _COUNTS.items()}
 
@@ -220,7 +224,7 @@ def unpatch_mlx() -> PatchRecord:
 
 
 @contextlib.contextmanager
-def patched_mlx(backend: str = "auto") -> Iterator[PatchRecord]:
+def patched_mlx(backend: Optional[str] = None) -> Iterator[PatchRecord]:
     """``with patched_mlx():`` — patched inside the block, as before it afterwards.
 
     Blocks nest and may be open in several threads at once: the patch stays while any is
@@ -228,18 +232,18 @@ def patched_mlx(backend: str = "auto") -> Iterator[PatchRecord]:
     other threads during the block are routed too (and compute the same values).
 
     Args:
-        backend (str): as :func:`patch_mlx` takes it, for the block (the backend before it is put back
-            when the block closes).
+        backend (str, optional): as :func:`patch_mlx` takes it, for the block (the backend before it is
+            put back when the block closes); ``None`` keeps the one in force. Default: ``None``.
 
     Yields:
         PatchRecord: as :func:`patch_mlx` returns it.
     """
-    backend = _check_backend(backend)
+    backend = None if backend is None else _check_backend(backend)
     with _LOCK:
         _STATE["contexts"] += 1
         generation = _STATE["generation"]
         before = _STATE["backend"]
-        _STATE["backend"] = backend
+        _STATE["backend"] = before if backend is None else backend
         changed = _assign_all()
         record = PatchRecord(names=is_patched(), changed=changed)
     try:
@@ -279,10 +283,10 @@ def _run(call: Call, stream, input, weight, same_as_mlx: bool = True) -> Optiona
         try:
             entry = _functional.prepared(call, stream)
         except (ValueError, TypeError):  # a refusal of the package's own checks: MLX decides, its way
-            counts["mlx"] += 1
+            counts["refused"] += 1
             return None
         if same_as_mlx and entry.backend.name == "builtin":
-            counts["mlx"] += 1
+            counts["mlx_op"] += 1
             return None
         try:
             y = entry.run(input, weight)
@@ -317,7 +321,7 @@ def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, strea
         call, resolved = _call("conv1d", input, weight, stride, padding, None, dilation, groups, stream)
         y = _run(call, resolved, input, weight)
     else:
-        _COUNTS["conv1d"]["mlx"] += 1
+        _COUNTS["conv1d"]["passed"] += 1
     if y is None:
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
     return y
@@ -344,7 +348,7 @@ def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_p
         if y is not None and -right >= max(stride, dilation):  # past what the package's output_padding takes
             y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)  # (MLX allows any): zeros of our own
     else:
-        _COUNTS["conv_transpose1d"]["mlx"] += 1
+        _COUNTS["conv_transpose1d"]["passed"] += 1
     if y is None:
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
     return y
