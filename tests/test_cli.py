@@ -128,3 +128,21 @@ def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.array(y), np.full((1, 6, 2), 2.0))
     built = list((tmp_path / "mlx_deconv" / mlx_deconv.__version__ / "emulator").glob("kernel_*"))
     assert len(built) == 1 and os.access(built[0], os.X_OK)
+
+
+@pytest.mark.parametrize("ratio, taps, activation, logscale, length", [(2, 12, "snakebeta", True, 9), (3, 18, "snake", False, 5),
+                                                                       (2, 7, "snakebeta", True, 1), (4, 8, "snake", True, 3)])
+def test_package_activation_oracle_agrees_with_test_reference(ratio, taps, activation, logscale, length):
+    """``check`` trusts mlx_deconv.ops.reference for the anti-aliased activation too; it must agree with the tests' own."""
+    from test_anti_aliased import reference as activation_reference
+    from mlx_deconv.geometry.activation import ActivationGeometry
+
+    rng = np.random.default_rng(taps + length)
+    x = rng.standard_normal((2, length, 3))
+    alpha, beta = rng.standard_normal(3) * 0.5, rng.standard_normal(3) * 0.5
+    up, down = rng.standard_normal(taps), rng.standard_normal(taps + 1)
+    geom = ActivationGeometry(2, length, 3, ratio, taps, taps + 1, activation, logscale)
+    ours = package_reference.anti_aliased_activation(x, alpha, beta if activation == "snakebeta" else None, up, down,
+                                                     geom)
+    theirs = activation_reference(x.transpose(0, 2, 1), alpha, beta, up, down, ratio, activation, logscale)
+    np.testing.assert_allclose(ours, theirs.transpose(0, 2, 1), atol=1e-10)

@@ -7,8 +7,12 @@ import mlx.core as mx
 import numpy as np
 
 from .. import backends
+from ..backends.metal import anti_aliased as metal_activation, emulator
+from ..geometry.activation import ActivationGeometry
 from ..geometry.validation import conv_geometry
+from ..nn.anti_aliased import kaiser_sinc_filter
 from ..ops import reference
+from ..ops.anti_aliased import anti_aliased_activation
 from ..ops.functional import conv_transpose1d
 from .info import streams
 
@@ -24,10 +28,18 @@ CHECKS = [
 ]
 
 
+#: The anti-aliased activation's cases: (name, N, L, C, ratio, taps, activation).
+ACTIVATION_CHECKS = [
+    ("activation snakebeta", 2, 9, 5, 2, 12, "snakebeta"),
+    ("activation snake r=3", 1, 7, 3, 3, 18, "snake"),
+    ("activation L=1", 1, 1, 4, 2, 12, "snakebeta"),
+]
+
+
 # Column widths of check's table: the longest entry plus two spaces, so columns never touch.
 _STREAM_WIDTH = max(len("emulated Metal (CPU)"), len(str(mx.default_stream(mx.cpu))) + 1) + 2
-_BACKEND_WIDTH = max(len(name) for name in ("builtin", "gemm", "winograd", "metal", "backend")) + 2
-_CASE_WIDTH = max(len(case[0]) for case in CHECKS) + 2
+_BACKEND_WIDTH = max(len(name) for name in (*backends.BACKENDS, "backend")) + 2
+_CASE_WIDTH = max(len(case[0]) for case in CHECKS + ACTIVATION_CHECKS) + 2
 _DTYPE_WIDTH = len("bfloat16") + 2
 
 
@@ -44,14 +56,13 @@ def _check_row(label: str, backend: str, case: str, dtype, y: mx.array, expected
 
 
 def run(_args=None) -> int:
-    """Every backend on every stream against the float64 oracle; returns 1 if any disagreed, else 0.
+    """Every backend on every stream against the float64 oracle, for the transposed convolution and the
+    anti-aliased activation; returns 1 if any disagreed, else 0.
 
-    Without Metal (Linux), the Metal kernel runs in the CPU emulator instead,
-    from the exact source MLX generates, when a C++ compiler is present.
+    Without Metal (Linux), both Metal kernels run in the CPU emulator instead, from the exact source MLX
+    generates, when a C++ compiler is present.
     """
-    from ..backends import metal_emulator
-
-    emulate = not mx.metal.is_available() and metal_emulator.compiler() is not None
+    emulate = not mx.metal.is_available() and emulator.compiler() is not None
     rng = np.random.default_rng(0)
     failures = 0
     print(_check_line("stream", "backend", "case", "dtype", "max |err|", "ok"))
@@ -69,14 +80,43 @@ def run(_args=None) -> int:
                     y = conv_transpose1d(xa, wa, ba, **kwargs, backend=backend, stream=stream)
                     failures += not _check_row(str(stream), backend, name, dtype, y, expected, tol)
             if emulate:
-                y = metal_emulator.run(xa, wa, ba, geom)
+                y = emulator.run(xa, wa, ba, geom)
                 failures += not _check_row("emulated Metal (CPU)", "metal", name, dtype, y, expected, tol)
+    failures += _check_activation(emulate)
     if not mx.metal.is_available():
         if emulate:
-            print("Metal is not available here: the metal rows ran MLX's generated Metal source, compiled with a C++ compiler, on the CPU.")
+            print("Metal is not available here: the metal rows ran MLX's generated Metal source of both kernels, "
+                  "compiled with a C++ compiler, on the CPU.")
         else:
             print("Metal is not available here, and no C++ compiler was found to emulate it: the metal backend was not checked.")
     print("all backends agree with the float64 reference" if not failures else f"{failures} FAILED")
     return 1 if failures else 0
 
 
+
+
+
+def _check_activation(emulate: bool) -> int:
+    """The anti-aliased activation on every backend of every stream (and its Metal kernel in the emulator)."""
+    rng = np.random.default_rng(1)
+    failures = 0
+    for name, n, length, c, ratio, taps, activation in ACTIVATION_CHECKS:
+        x = rng.standard_normal((n, length, c))
+        alpha = rng.standard_normal(c) * 0.3
+        beta = rng.standard_normal(c) * 0.3 if activation == "snakebeta" else None
+        up = kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, taps)
+        down = kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, taps)
+        geom = ActivationGeometry(n, length, c, ratio, taps, taps, activation, True)
+        expected = reference.anti_aliased_activation(x, alpha, beta, np.array(up), np.array(down), geom)
+        for dtype, tol in ((mx.float32, 1e-4), (mx.float16, 5e-2)):
+            xa, aa = mx.array(x, dtype), mx.array(alpha, mx.float32)
+            ba = None if beta is None else mx.array(beta, mx.float32)
+            for stream in streams():
+                for backend in backends.usable_backends(geom, stream):
+                    y = anti_aliased_activation(xa, aa, ba, up_filter=up, down_filter=down, activation=activation,
+                                                ratio=ratio, backend=backend, stream=stream)
+                    failures += not _check_row(str(stream), backend, name, dtype, y, expected, tol)
+            if emulate:
+                y = metal_activation.emulate(xa, aa, ba, up, down, geom)
+                failures += not _check_row("emulated Metal (CPU)", "metal", name, dtype, y, expected, tol)
+    return failures
