@@ -1,6 +1,6 @@
 // Body of the mlx_deconv anti-aliased activation kernel (BigVGAN's Activation1d in one pass);
 // mx.fast.metal_kernel wraps it in a function whose signature it generates
-// (see mlx_deconv/backends/anti_aliased.py).
+// (see mlx_deconv/backends/anti_aliased/__init__.py; wrapped by mlx_deconv/backends/metal/anti_aliased.py).
 //
 // Each thread owns one output element y[n, t, c] and computes everything it reads:
 // the RATIO*t + j - DOWN_LEFT samples (j < DOWN_TAPS) of the upsampled signal that the

@@ -1,5 +1,5 @@
 // Just enough of the Metal Shading Language for g++ to compile the kernels
-// MLX generates, so that mlx_deconv/metal_emulator.py can run them on a CPU.
+// MLX generates, so that mlx_deconv/backends/metal/emulator.py can run them on a CPU.
 // Address spaces become nothing, vector and half types become plain structs,
 // and each thread of the grid is one call of the kernel function.
 #pragma once

@@ -1,4 +1,4 @@
-"""The optimized BLAS under MLX (mlx_deconv/blas.py), each case in a fresh process.
+"""The optimized BLAS under MLX (mlx_deconv/runtime/blas.py), each case in a fresh process.
 
 Which library serves ``cblas_sgemm`` is fixed when MLX's library loads, so
 every case starts its own interpreter. No timings: speed belongs to ``bench``.

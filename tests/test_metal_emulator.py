@@ -1,6 +1,6 @@
 """The Metal kernel, executed: MLX's generated source compiled with g++ and run over the whole grid.
 
-See mlx_deconv/emulator.py. Compared with the float64 reference of
+See mlx_deconv/backends/metal/emulator.py. Compared with the float64 reference of
 tests/reference.py, output buffers poisoned with NaN first.
 """
 

@@ -30,7 +30,7 @@ def test_metal_sources_ship_in_the_wheel(wheel, tmp_path):
     assert "mlx_deconv/metal/conv_transpose1d.metal" in names
     assert "mlx_deconv/metal/anti_aliased_activation.metal" in names
     assert "mlx_deconv/metal/emulator_shim.h" in names
-    assert "mlx_deconv/backends/metal.py" in names
+    assert "mlx_deconv/backends/metal/__init__.py" in names and "mlx_deconv/backends/metal/anti_aliased.py" in names
     # Every folder of the package ships (pyproject lists them one by one).
     root = Path(__file__).resolve().parents[1]
     folders = [str(p.relative_to(root)) for p in (root / "mlx_deconv").rglob("__init__.py")]

@@ -9,7 +9,7 @@ computes the same map (``mx.custom_function``), so training works.
 
 On this project's machines (Linux, no GPU) the kernel cannot run; it is
 verified by running MLX's generated Metal source on the CPU
-(``mlx_deconv/backends/metal_emulator.py``, tested by ``tests/test_metal_emulator.py``).
+(``mlx_deconv/backends/metal/emulator.py``, tested by ``tests/test_metal_emulator.py``).
 """
 
 from __future__ import annotations
