@@ -33,13 +33,14 @@ def v2_like(preset, channels=64, num_mels=12, **changes):
 
 def nvidia(config, weight_norm="legacy", seed=0):
     """NVIDIA's generator with every parameter moved off its initial value; skips without torch or bigvgan."""
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     try:
         bigvgan.nvidia_module()
     except ImportError as err:  # not importorskip("bigvgan"): its __init__ imports librosa, which it does not need
         pytest.skip(f"NVIDIA's bigvgan package is not usable: {err}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # NVIDIA's code uses the legacy weight norm
+        torch.manual_seed(seed)  # NVIDIA's init draws from the global generator: the same weights in any test order
         model = bigvgan.torch_generator(config, weight_norm=weight_norm)
     return bigvgan.pytorch.randomize(model, seed=seed)
 
