@@ -13,6 +13,7 @@ import numpy as np
 from . import __version__, backends
 from .tuning import tuner as autotune, command as autotune_command
 from .bench import runner as bench
+from .cli import vocode
 from .ops import patch, reference
 from .runtime.devices import is_metal, resolve_stream
 from .ops.functional import conv_transpose1d
@@ -160,7 +161,7 @@ def program_name(argv0: Optional[str] = None) -> str:
 
 DESCRIPTION = ("1-D transposed convolution for MLX: device info (info), a checked upsampling stack (demo), "
                "every backend against a float64 reference (check), the benchmark (bench), and measured "
-               "choices for backend='auto' on this machine (tune).")
+               "choices for backend='auto' on this machine (tune); and a vocoder checkpoint's mel spectrogram to a WAV (vocode).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     t.add_argument("--stream", default=None, help="'cpu' or 'gpu' (default: the default stream)")
     t.add_argument("--clear", action="store_true", help="delete the tuning cache (memory and disk) and exit")
+    vocode.add_parser(sub)
     return parser
 
 
@@ -221,6 +223,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         argv: the arguments after the program name; default ``sys.argv[1:]``.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "vocode":
+        sys.exit(args.handler(args))
     if args.command == "tune":
         autotune_command.main(args)
     elif args.command == "info":

@@ -77,7 +77,7 @@ class MelLayout:
                        f"{shape[axis]} mel bands, but config.num_mels={bands}")
             if shape[other_axis] == bands:
                 other = "NCL" if fmt == "NLC" else "NLC"
-                message += (f"; it looks {MEL_LAYOUTS[other]}: build the model with data_format=\"{other}\", "
+                message += (f"; it looks {MEL_LAYOUTS[other]}: build {owner} with data_format=\"{other}\", "
                             f"or transpose the mel")
             else:
                 message += " (is the config the one the mel was made for?)"
