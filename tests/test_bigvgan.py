@@ -362,7 +362,8 @@ def test_a_mel_in_the_other_layout_names_data_format():
     with pytest.raises(ValueError, match=r"BigVGAN \(data_format='NLC'\).*\(1, 8, 20\) has 20 mel bands.*"
                                          r"data_format=\"NCL\""):
         bigvgan.BigVGAN(config)(mx.zeros((1, 8, 20)))
-    with pytest.raises(ValueError, match=r"StreamingBigVGAN \(data_format='NCL'\).*20 mel bands.*build StreamingBigVGAN with data_format=\"NLC\""):
+    with pytest.raises(ValueError, match=r"StreamingBigVGAN \(data_format='NCL'\).*20 mel bands.*"
+                                         r"build StreamingBigVGAN with data_format=\"NLC\""):
         bigvgan.StreamingBigVGAN(bigvgan.BigVGAN(config, data_format="NCL")).step(mx.zeros((1, 20, 8)))
     with pytest.raises(ValueError, match="num_mels=8 .is the config"):
         bigvgan.BigVGAN(config, data_format="NCL")(mx.zeros((1, 10, 20)))

@@ -189,12 +189,20 @@ def test_saved_weights_vocode_the_same_without_the_checkpoint(tmp_path):
 
 
 # -- errors: one line on stderr, status 2 -------------------------------------------------------------------------------
-def one_line_error(result):
+def one_line_error(result, prog="python -m mlx_deconv vocode"):
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("python -m mlx_deconv vocode: error: "), lines[0]
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
     return lines[0]
+
+
+def in_process(capsys, *args):
+    """The command run here (no interpreter to start): its status and output, as ``cli`` gives them."""
+    capsys.readouterr()
+    status = vocode.main(list(map(str, args)), prog="mlx-deconv vocode")
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, out, err)
 
 
 def test_a_missing_file_is_one_line_naming_it(tmp_path):
@@ -225,40 +233,45 @@ def test_a_missing_file_is_one_line_naming_it(tmp_path):
     ("bigvgan", dict(upsample_rates=[4, 2, 2], upsample_kernel_sizes=[8, 4, 4], upsample_initial_channel=32, hop_size=16),
      "upsample_rates", ("[4, 2, 2]", "2 rates")),
 ])
-def test_a_config_that_does_not_fit_names_its_key(tmp_path, kind, change, key, values):
+def test_a_config_that_does_not_fit_names_its_key(tmp_path, capsys, kind, change, key, values):
     checkpoint, _ = (hifigan_checkpoint if kind == "hifigan" else bigvgan_checkpoint)(tmp_path / "ck")
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
     (tmp_path / "wrong.json").write_text(json.dumps({**config, **change}))
     mel = tmp_path / "mel.npy"
     np.save(mel, nvidia_mel(n_mels=change.get("num_mels", 8)))
-    line = one_line_error(cli("--checkpoint", checkpoint, "--config", tmp_path / "wrong.json", "--mel", mel,
-                              "--out", tmp_path / "o.wav"))
+    line = one_line_error(in_process(capsys, "--checkpoint", checkpoint, "--config", tmp_path / "wrong.json",
+                                     "--mel", mel, "--out", tmp_path / "o.wav"), "mlx-deconv vocode")
     mine, theirs = values
     assert f"{key} is {mine} in the config, the checkpoint needs {theirs}" in line, line
     assert str(checkpoint) in line and not (tmp_path / "o.wav").exists()
 
 
-def test_a_mel_in_the_other_layout_is_refused_not_guessed(tmp_path):
+def test_a_mel_in_the_other_layout_is_refused_not_guessed(tmp_path, capsys):
     checkpoint, _ = hifigan_checkpoint(tmp_path / "ck")
     np.save(tmp_path / "mel.npy", nvidia_mel(frames=30).T)  # (frames, n_mels)
-    line = one_line_error(cli("--checkpoint", checkpoint, "--mel", tmp_path / "mel.npy", "--out", tmp_path / "o.wav"))
+    line = one_line_error(in_process(capsys, "--checkpoint", checkpoint, "--mel", tmp_path / "mel.npy",
+                                     "--out", tmp_path / "o.wav"), "mlx-deconv vocode")
     assert "(n_mels=8, frames)" in line and "(30, 8)" in line and "mel.T" in line
 
 
-def test_bad_values_are_one_line(tmp_path):
+def test_bad_values_are_one_line(tmp_path, capsys):
     checkpoint, _ = hifigan_checkpoint(tmp_path / "ck")
     np.save(tmp_path / "mel.npy", nvidia_mel())
-    base = ["--checkpoint", checkpoint, "--mel", tmp_path / "mel.npy", "--out", tmp_path / "o.wav"]
-    assert "--chunk-frames must be >= 1, got 0" in one_line_error(cli(*base, "--stream", "--chunk-frames", 0))
+    mel, out = ["--mel", tmp_path / "mel.npy"], ["--out", tmp_path / "o.wav"]
+    base = ["--checkpoint", checkpoint, *mel, *out]
+    error = lambda *args: one_line_error(in_process(capsys, *args), "mlx-deconv vocode")  # noqa: E731
+    assert "--chunk-frames must be >= 1, got 0" in error(*base, "--stream", "--chunk-frames", 0)
+    assert "--backend must be one of auto, builtin" in error(*base, "--backend", "nope")
+    assert "--save-weights: give a .safetensors" in error(*base, "--save-weights", tmp_path / "w.npz")
     bad = nvidia_mel()
     bad[3, 4] = np.nan
     np.save(tmp_path / "nan.npy", bad)
-    assert "1 non-finite" in one_line_error(cli(*base[:2], "--mel", tmp_path / "nan.npy", "--out", tmp_path / "o.wav"))
+    assert "1 non-finite" in error("--checkpoint", checkpoint, "--mel", tmp_path / "nan.npy", *out)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    line = one_line_error(cli("--checkpoint", tmp_path / "junk.pt", "--config", tmp_path / "ck" / "config.json",
-                              *base[2:]))
+    line = error("--checkpoint", tmp_path / "junk.pt", "--config", tmp_path / "ck" / "config.json", *mel, *out)
     assert "cannot read" in line and "junk.pt" in line
-    assert "BigVGAN" in one_line_error(cli(*base, "--model", "bigvgan"))  # not a BigVGAN config: lacks its keys
+    assert "not a BigVGAN config" in error(*base, "--model", "bigvgan")  # a HiFi-GAN config lacks BigVGAN's keys
+    assert not (tmp_path / "o.wav").exists()
 
 
 # -- pieces ------------------------------------------------------------------------------------------------------------
@@ -302,3 +315,11 @@ def test_the_command_is_registered():
 
     args = build_parser().parse_args(["vocode", "--checkpoint", "g", "--mel", "m.npy", "--out", "o.wav", "--stream"])
     assert args.handler is vocode.run and args.stream and args.chunk_frames == 32 and args.config is None
+
+
+def test_the_package_command_exits_with_the_status(tmp_path, capsys):
+    from mlx_deconv.__main__ import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["vocode", "--checkpoint", str(tmp_path / "g"), "--mel", "m.npy", "--out", str(tmp_path / "o.wav")])
+    assert exit.value.code == 2 and f"no such file: {tmp_path / 'g'}" in capsys.readouterr().err

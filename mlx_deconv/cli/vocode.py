@@ -33,6 +33,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, TypeVar
 import mlx.core as mx
 import numpy as np
 
+from ..backends import BACKENDS
 from ..models import bigvgan, hifigan
 
 T = TypeVar("T")
@@ -158,6 +159,11 @@ def vocode(args: argparse.Namespace) -> Dict:
     for name in ("chunk_frames", "segment_frames", "frames"):
         if getattr(args, name) < 1:
             raise VocodeError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    known = ("auto", *sorted(BACKENDS))
+    if args.backend not in known:  # the layers check it only at their first call
+        raise VocodeError(f"--backend must be one of {', '.join(known)}, got {args.backend!r}")
+    if args.save_weights and args.save_weights.suffix != ".safetensors":
+        raise VocodeError(f"--save-weights: give a .safetensors file, got {args.save_weights}")
     if args.make_random_checkpoint:
         folder = args.make_random_checkpoint
         made = make_random_checkpoint(folder, args.frames, "hifigan" if args.model == "auto" else args.model)
@@ -180,11 +186,11 @@ def vocode(args: argparse.Namespace) -> Dict:
     kind, config = read_config(config_path, args.model, args.output_padding)
     entry = MODELS[kind]
     print(f"model: {entry['name']} ({config_path})")
+    mel = load_mel(args.mel, config.num_mels)  # before the checkpoint: a wrong mel fails without the long read
     model = load_generator(kind, args.checkpoint, config, args.backend, config_path)
     if args.save_weights:
         save_weights(model, args.save_weights)
         print(f"weights: saved to {args.save_weights}")
-    mel = load_mel(args.mel, config.num_mels)
     frames = mel.shape[1]
     seconds = frames * config.hop_size / config.sampling_rate
     print(f"mel: {config.num_mels} x {frames} frames -> {frames * config.hop_size} samples ({seconds:.2f} s at "
@@ -255,10 +261,7 @@ def load_generator(kind: str, checkpoint: Path, config, backend: str = "auto", c
             config key when the checkpoint's tensors tell it).
     """
     entry = MODELS[kind]
-    try:
-        model = entry["model"](config, backend=backend, data_format="NCL")  # NVIDIA's layout, as the mel is saved
-    except ValueError as err:
-        raise VocodeError(f"--backend: {err}") from None
+    model = entry["model"](config, backend=backend, data_format="NCL")  # NVIDIA's layout, as the mel is saved
     start = time.perf_counter()
     where = f"{config_path}" if config_path is not None else "the config"
     if checkpoint.suffix in MLX_WEIGHTS:
@@ -288,8 +291,9 @@ def read_checkpoint(load: Callable, checkpoint: Path):
 
     try:
         return load(checkpoint)
-    except ImportError as err:
-        raise VocodeError(f"--checkpoint: reading {checkpoint} needs torch (pip install torch): {err}") from None
+    except ImportError:
+        raise VocodeError(f"--checkpoint: reading {checkpoint} needs torch (pip install torch); weights saved by "
+                          f"--save-weights do not") from None
     except (ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise VocodeError(f"--checkpoint: cannot read {checkpoint} as a PyTorch checkpoint: {one_line(err)}") from None
 
@@ -301,9 +305,10 @@ def one_line(err: BaseException) -> str:
 
 def save_weights(model, path: Path) -> None:
     """The model's MLX weights to ``path`` (``.safetensors``), through a temporary file renamed into place."""
-    if path.suffix != ".safetensors":
-        raise VocodeError(f"--save-weights: give a .safetensors file, got {path}")
-    write_atomically(path, lambda temporary: model.save_weights(str(temporary)), suffix=".safetensors")
+    try:
+        write_atomically(path, lambda temporary: model.save_weights(str(temporary)), suffix=".safetensors")
+    except OSError as err:
+        raise VocodeError(f"--save-weights: cannot write {path}: {err.strerror or err}") from None
 
 
 def load_mel(path: Path, num_mels: int) -> np.ndarray:
