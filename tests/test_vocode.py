@@ -147,6 +147,19 @@ def test_bigvgan_checkpoint_to_wav_with_a_pt_mel(tmp_path):
         assert_wav_is(out, want, 8000)
 
 
+def test_a_square_mel_file_is_read_as_n_mels_by_frames(tmp_path, capsys):
+    """An 8 x 8 mel (8 bands): the command reads it as NVIDIA's (n_mels, frames), never its transpose."""
+    checkpoint, generator = hifigan_checkpoint(tmp_path / "ck")
+    square = nvidia_mel(frames=8, seed=3)
+    np.save(tmp_path / "mel.npy", square)
+    status = vocode.main(["--checkpoint", str(checkpoint), "--mel", str(tmp_path / "mel.npy"),
+                          "--out", str(tmp_path / "o.wav")])
+    assert status == 0, capsys.readouterr().err
+    want, transposed = reference(generator, square), reference(generator, square.T)
+    assert_wav_is(tmp_path / "o.wav", want, 8000)
+    assert np.abs(want - transposed).max() * 32767 > 100  # the other reading would be caught
+
+
 def test_make_random_checkpoint_writes_everything_into_its_folder(tmp_path):
     pytest.importorskip("torch")
     elsewhere = tmp_path / "cwd"
