@@ -50,6 +50,25 @@ def test_vocoder_writes_wav_and_streams_within_rounding(tmp_path):
         assert (tmp_path / "spectrograms.png").stat().st_size > 1000
 
 
+def test_hifigan_vocoder_example_is_the_vocode_command(tmp_path):
+    """The example only runs ``mlx-deconv vocode`` (tests/test_vocode.py checks the command's audio)."""
+    usage = run_example("hifigan_vocoder.py", "--help")
+    assert usage.startswith("usage: examples/hifigan_vocoder.py") and "--make-random-checkpoint" in usage
+    missing = subprocess.run([sys.executable, str(EXAMPLES / "hifigan_vocoder.py"), "--checkpoint",
+                              str(tmp_path / "g_missing"), "--mel", "m.npy", "--out", str(tmp_path / "o.wav")],
+                             capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        f"examples/hifigan_vocoder.py: error: --checkpoint: no such file: {tmp_path / 'g_missing'}")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    run_example("hifigan_vocoder.py", "--make-random-checkpoint", str(tmp_path / "ck"), "--frames", "16", cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "generator.pt", "mel.npy", "vocoded.wav"]
+    with wave.open(str(tmp_path / "ck" / "vocoded.wav")) as f:
+        assert f.getnframes() == 16 * 16 and f.getframerate() == 8000
+
+
 def test_cpu_vs_gpu_table(tmp_path):
     out = run_example("cpu_vs_gpu.py", "--repeat", "1", "--scale", "0.05", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "results.json").read_text())

@@ -1,11 +1,8 @@
-"""HiFi-GAN: our generator against the same network in PyTorch, checkpoints, streaming, the example end to end."""
+"""HiFi-GAN: our generator against the same network in PyTorch, checkpoints, streaming, the mel's layout, and a
+config that does not fit a checkpoint (the command line is tests/test_vocode.py)."""
 
 import json
-import subprocess
-import sys
 import warnings
-import wave
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -14,8 +11,6 @@ from mlx.utils import tree_flatten
 
 import mlx_deconv as md  # noqa: F401 (first, as a user would)
 from mlx_deconv import hifigan
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hifigan_vocoder.py"
 
 CONFIGS = {
     "1": dict(resblock="1", upsample_rates=[4, 2], upsample_kernel_sizes=[8, 4], upsample_initial_channel=16,
@@ -158,125 +153,77 @@ def test_backend_reaches_every_layer():
     np.testing.assert_allclose(np.array(model(mel)), np.array(auto(mel)), atol=1e-5)
 
 
-def test_example_end_to_end(tmp_path):
-    pytest.importorskip("torch")
-    out = tmp_path / "out" / "v.wav"
-    out.parent.mkdir()
-    out.parent.chmod(0o755)  # private enough to keep the converted weights, whatever the umask
-    cmd = [sys.executable, str(EXAMPLE), "--make-random-checkpoint", str(tmp_path / "ck"), "--frames", "40",
-           "--out", str(out), "--stream", "--chunk-frames", "7"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out.parent / "summary.json").read_text())
-    assert summary["stream_max_abs_difference"] < 1e-5
-    with wave.open(str(out)) as f:
-        assert f.getframerate() == 8000 and f.getnframes() == 40 * 16 == summary["samples"]
-    assert "converted" in result.stdout and "vocoding [" in result.stderr or "vocoding:" in result.stderr
-    # Second run: the converted weights are reused (no torch needed to read them), offline in segments.
-    again = subprocess.run([sys.executable, str(EXAMPLE), "--checkpoint", str(tmp_path / "ck" / "generator.pt"),
-                            "--config", str(tmp_path / "ck" / "config.json"), "--mel", str(tmp_path / "ck" / "mel.npy"),
-                            "--out", str(out), "--segment-frames", "16"], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "converted earlier" in again.stdout
-    with wave.open(str(out)) as f:
-        assert f.getnframes() == 640
-
-
-def _vocoder_example():
-    import importlib.util
-
-    sys.path.insert(0, str(EXAMPLE.parent))  # the example imports its sibling common.py
-    try:
-        spec = importlib.util.spec_from_file_location("hifigan_vocoder_example", EXAMPLE)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLE.parent))
-    return module
-
-
-def test_example_reuses_converted_weights_only_of_the_same_checkpoint_and_config(tmp_path):
-    example = _vocoder_example()
+# -- the mel's layout ---------------------------------------------------------------------------------------------------
+def test_square_mel_runs_in_the_layout_named():
+    """An 8 x 8 mel (8 bands, 8 frames) is read as the model was told: ``"NCL"`` is PyTorch's ``(N, n_mels, frames)``,
+    ``"NLC"`` its transpose; each agrees with the PyTorch generator on the matching input, and they differ."""
+    torch = pytest.importorskip("torch")
     config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
-    first, second = tmp_path / "a" / "g.pt", tmp_path / "b" / "g.pt"
-    for path, content in ((first, b"one checkpoint"), (second, b"another checkpoint")):
-        path.parent.mkdir()
-        path.write_bytes(content)
-    out = tmp_path / "out"
-    out.mkdir(mode=0o755)
-    # Same file name, different content or config: a different converted file, never the other's weights.
-    assert example.converted_path(out, first, config) != example.converted_path(out, second, config)
-    other = hifigan.HiFiGANConfig.from_dict({**CONFIGS["1"], "resblock": "2"})
-    assert example.converted_path(out, first, config) != example.converted_path(out, first, other)
-    converted = example.converted_path(out, first, config)
-    converted.write_bytes(b"weights")
-    converted.chmod(0o644)
-    assert example.trusted(converted)
-    out.chmod(0o777)  # another local user could swap the file
-    assert not example.trusted(converted)
-    out.chmod(0o775)  # group-writable: a sticky bit or not, someone else could have planted the file
-    assert not example.trusted(converted)
-    out.chmod(0o1777)
-    assert not example.trusted(converted)
-    out.chmod(0o755)
-    converted.chmod(0o666)
-    assert not example.trusted(converted)
+    generator = torch_model(config, "legacy").double()
+    square = np.random.default_rng(5).standard_normal((1, 8, 8))
+    with torch.no_grad():
+        as_bands_by_frames = generator(torch.from_numpy(square)).numpy()  # (1, 1, samples)
+        as_frames_by_bands = generator(torch.from_numpy(square.transpose(0, 2, 1).copy())).numpy()
+    state = generator.float().state_dict()
+    ncl = hifigan.HiFiGAN(config, data_format="NCL").load_torch_state_dict(state)
+    nlc = hifigan.from_checkpoint(state, config)
+    x = mx.array(square.astype(np.float32))
+    got_ncl, got_nlc = np.array(ncl(x)), np.array(nlc(x))
+    assert got_ncl.shape == (1, 1, 64) and got_nlc.shape == (1, 64)  # NCL's output as PyTorch's generator gives it
+    np.testing.assert_allclose(got_ncl, as_bands_by_frames, atol=1e-5)
+    np.testing.assert_allclose(got_nlc, as_frames_by_bands[:, 0], atol=1e-5)
+    assert np.abs(as_bands_by_frames[:, 0] - as_frames_by_bands[:, 0]).max() > 1e-2
+    # The streams read the same layout (the model's, or their own data_format).
+    for stream, want in ((hifigan.StreamingHiFiGAN(ncl), got_ncl), (hifigan.StreamingHiFiGAN(nlc, data_format="NCL"), got_ncl),
+                         (hifigan.StreamingHiFiGAN(ncl, data_format="NLC"), got_nlc)):
+        step = 3 if stream.data_format == "NCL" else None
+        pieces = [stream.step(x[..., i:i + 3] if step else x[:, i:i + 3]) for i in range(0, 8, 3)] + [stream.flush()]
+        np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=-1)), want, atol=1e-6)
 
 
-def test_example_does_not_trust_a_symlink_named_like_the_converted_file(tmp_path):
-    example = _vocoder_example()
+def test_a_mel_in_the_other_layout_names_data_format():
     config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
-    checkpoint = tmp_path / "g.pt"
-    checkpoint.write_bytes(b"a checkpoint")
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o755)
-    elsewhere = tmp_path / "planted.safetensors"  # a file that would pass every other check
-    elsewhere.write_bytes(b"weights")
-    elsewhere.chmod(0o644)
-    converted = example.converted_path(out, checkpoint, config)
-    converted.symlink_to(elsewhere)
-    assert example.trusted(elsewhere) and not example.trusted(converted)
+    nvidia_layout = mx.zeros((1, 8, 20))  # (N, n_mels, frames)
+    with pytest.raises(ValueError, match=r"HiFiGAN \(data_format='NLC'\).*\(1, 8, 20\) has 20 mel bands.*"
+                                         r"num_mels=8.*data_format=\"NCL\""):
+        hifigan.HiFiGAN(config)(nvidia_layout)
+    with pytest.raises(ValueError, match=r"data_format='NCL'.*data_format=\"NLC\""):
+        hifigan.HiFiGAN(config, data_format="NCL")(nvidia_layout.transpose(0, 2, 1))
+    with pytest.raises(ValueError, match=r"StreamingHiFiGAN \(data_format='NCL'\).*12 mel bands"):
+        hifigan.StreamingHiFiGAN(hifigan.HiFiGAN(config), data_format="NCL").step(mx.zeros((1, 12, 8)))
+    with pytest.raises(ValueError, match="data_format must be one of"):
+        hifigan.HiFiGAN(config, data_format="NCHW")
+    one = hifigan.HiFiGAN(config, data_format="channels_first")(mx.zeros((8, 5)))  # unbatched: (n_mels, frames)
+    assert one.shape == (1, 40)
 
 
-def _random_checkpoint(example, tmp_path):
-    pytest.importorskip("torch")
-    example.make_random_checkpoint(tmp_path / "ck", frames=8)
-    config = hifigan.HiFiGANConfig.from_dict(json.loads((tmp_path / "ck" / "config.json").read_text()))
-    return tmp_path / "ck" / "generator.pt", config
+# -- a config that does not fit ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("weight_norm", ["legacy", "parametrizations", "removed"])
+@pytest.mark.parametrize("change, key, needs", [
+    (dict(upsample_initial_channel=32), "upsample_initial_channel", 16),
+    (dict(num_mels=10), "num_mels", 8),
+    (dict(upsample_kernel_sizes=[8, 6]), "upsample_kernel_sizes", [8, 4]),
+    (dict(upsample_rates=[4, 2, 2], upsample_kernel_sizes=[8, 4, 4], upsample_initial_channel=32), "upsample_rates", None),
+    (dict(resblock_kernel_sizes=[3, 7]), "resblock_kernel_sizes", [3, 5]),
+    (dict(resblock_kernel_sizes=[3, 5, 7], resblock_dilation_sizes=[[1, 3, 5]] * 3), "resblock_kernel_sizes", [3, 5]),
+    (dict(resblock="2", resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]]), "resblock", "1"),
+    (dict(resblock_dilation_sizes=[[1, 3], [1, 3, 5]]), "resblock_dilation_sizes", None),
+])
+def test_a_config_that_does_not_fit_names_its_key(weight_norm, change, key, needs):
+    from mlx_deconv.models.mismatch import ConfigMismatch
 
-
-def test_example_writes_converted_weights_through_a_temporary_file(tmp_path, monkeypatch):
-    example = _vocoder_example()
-    checkpoint, config = _random_checkpoint(example, tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o700)
-    converted = example.converted_path(out, checkpoint, config)
-
-    def save_then_fail(model, file):
-        Path(file).write_bytes(b"half a file")
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(hifigan.HiFiGAN, "save_weights", save_then_fail)
-    with pytest.raises(RuntimeError, match="disk full"):
-        example.load_model(checkpoint, config, converted, "builtin")
-    assert list(out.iterdir()) == []  # neither the converted name nor a temporary file is left
-    monkeypatch.undo()
-    model = example.load_model(checkpoint, config, converted, "builtin")
-    assert [p.name for p in out.iterdir()] == [converted.name] and example.trusted(converted)
-    again = example.load_model(checkpoint, config, converted, "builtin")
-    for (name, value), (_, reloaded) in zip(tree_flatten(model.parameters()), tree_flatten(again.parameters())):
-        np.testing.assert_array_equal(np.array(value), np.array(reloaded), err_msg=name)
-
-
-def test_example_neither_reads_nor_writes_a_cache_in_a_folder_others_can_write(tmp_path, capsys):
-    example = _vocoder_example()
-    checkpoint, config = _random_checkpoint(example, tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o775)
-    converted = example.converted_path(out, checkpoint, config)
-    capsys.readouterr()
-    example.load_model(checkpoint, config, converted, "builtin")
-    assert list(out.iterdir()) == [] and "memory only" in capsys.readouterr().out
+    config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
+    model = torch_model(config, "legacy" if weight_norm == "removed" else weight_norm)
+    if weight_norm == "removed":
+        model.remove_weight_norm()
+    wrong = hifigan.HiFiGAN(hifigan.HiFiGANConfig.from_dict({**CONFIGS["1"], **change}))
+    before = {k: np.array(v) for k, v in tree_flatten(wrong.parameters())}
+    with pytest.raises(ConfigMismatch, match=f"{key} is .* in the config, the checkpoint needs") as caught:
+        wrong.load_torch_state_dict(model.state_dict())
+    plain = lambda value: json.loads(json.dumps(value))  # noqa: E731 (tuples and lists alike)
+    assert plain(caught.value.keys[key][0]) == plain(getattr(wrong.config, key))
+    if needs is not None:
+        assert caught.value.keys[key][1] == needs
+    assert set(caught.value.keys) <= set(change)  # only keys that were changed are blamed
+    for name, value in tree_flatten(wrong.parameters()):
+        np.testing.assert_array_equal(np.array(value), before[name])

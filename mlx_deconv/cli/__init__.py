@@ -1,6 +1,6 @@
 """The command line, ``mlx-deconv`` or ``python -m mlx_deconv``: one module per command, above the library.
 
-Commands: :mod:`.info`, :mod:`.demo`, :mod:`.check`, :mod:`.bench`, :mod:`.tune`. Nothing below this
+Commands: :mod:`.info`, :mod:`.demo`, :mod:`.check`, :mod:`.bench`, :mod:`.tune`, :mod:`.vocode`. Nothing below this
 folder imports it.
 """
 
@@ -11,11 +11,12 @@ import os
 import sys
 from typing import List, Optional
 
-from . import bench, check, demo, info, tune
+from . import bench, check, demo, info, tune, vocode
 
 DESCRIPTION = ("1-D transposed convolution for MLX: device info (info), a checked upsampling stack (demo), "
-               "every backend against a float64 reference (check), the benchmark (bench), and measured "
-               "choices for backend='auto' on this machine (tune).")
+               "every backend against a float64 reference (check), the benchmark (bench), measured "
+               "choices for backend='auto' on this machine (tune), and a vocoder checkpoint's mel spectrogram "
+               "to a WAV (vocode).")
 
 
 def program_name(argv0: Optional[str] = None) -> str:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         run=check.run)
     bench.add_parser(sub)
     tune.add_parser(sub)
+    vocode.add_parser(sub)
     return parser
 
 

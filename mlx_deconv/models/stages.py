@@ -1,10 +1,13 @@
 """What HiFi-GAN and BigVGAN share: after each upsampling layer, one block per ``(kernel, dilations)``
-pair, their outputs averaged; and a config read from a ``config.json``'s dictionary."""
+pair, their outputs averaged; a config read from a ``config.json``'s dictionary; and the mel layout
+(``data_format``) of their input and output."""
 
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
 from typing import Dict, List
+
+import mlx.core as mx
 
 
 class StageBlocks:
@@ -31,3 +34,57 @@ def config_from_dict(cls, values: Dict, model: str):
     if missing:
         raise ValueError(f"{model} config lacks {missing}")
     return cls(**{k: v for k, v in values.items() if k in names})
+
+
+#: The mel layouts a generator takes, by the layers' own names: ``"NLC"`` is ``(N, frames, num_mels)``,
+#: ``"NCL"`` is ``(N, num_mels, frames)`` (NVIDIA's code, the original HiFi-GAN and mlx-audio).
+MEL_LAYOUTS = {"NLC": "(N, frames, num_mels)", "NCL": "(N, num_mels, frames)"}
+
+
+def mel_data_format(data_format) -> str:
+    """``"NLC"`` or ``"NCL"`` (the layers' aliases ``"channels_last"``/``"channels_first"`` too).
+
+    Raises:
+        ValueError: naming ``data_format`` and its value otherwise.
+    """
+    from ..nn.config import normalize_data_format
+
+    return normalize_data_format(data_format)
+
+
+class MelLayout:
+    """The mel layout of a generator (``self.data_format``, ``self.config.num_mels``): its input checked and
+    put channels-last for the layers, its output put back in the caller's layout."""
+
+    def mel_to_layers(self, mel: mx.array, owner: str = "") -> mx.array:
+        """``mel`` in ``self.data_format``, checked, as ``(N, frames, num_mels)`` (or ``(frames, num_mels)``).
+
+        The layout is never guessed: a square mel runs in the layout named. A mel whose band axis, in that
+        layout, is not ``config.num_mels`` is refused, with the layout that would fit when the other axis is.
+
+        Raises:
+            ValueError: naming ``data_format``, the shape and ``num_mels``.
+        """
+        owner = owner or type(self).__name__
+        fmt, bands = self.data_format, self.config.num_mels
+        shape = tuple(getattr(mel, "shape", ()))
+        if len(shape) not in (2, 3):
+            raise ValueError(f"{owner} (data_format={fmt!r}) takes a mel {MEL_LAYOUTS[fmt]}, or one without N; "
+                             f"got shape {shape}")
+        axis, other_axis = (-1, -2) if fmt == "NLC" else (-2, -1)
+        if shape[axis] != bands:
+            message = (f"{owner} (data_format={fmt!r}) takes a mel {MEL_LAYOUTS[fmt]}: shape {shape} has "
+                       f"{shape[axis]} mel bands, but config.num_mels={bands}")
+            if shape[other_axis] == bands:
+                other = "NCL" if fmt == "NLC" else "NLC"
+                message += (f"; it looks {MEL_LAYOUTS[other]}: build {owner} with data_format=\"{other}\", "
+                            f"or transpose the mel")
+            else:
+                message += " (is the config the one the mel was made for?)"
+            raise ValueError(message)
+        return mel if fmt == "NLC" else mx.swapaxes(mel, -1, -2)
+
+    def audio_from_layers(self, y: mx.array) -> mx.array:
+        """The last layer's ``(N, samples, 1)`` as the caller's layout has it: ``(N, samples)`` for ``"NLC"``,
+        ``(N, 1, samples)`` for ``"NCL"`` (as NVIDIA's generator returns it); without N for an unbatched mel."""
+        return y[..., 0] if self.data_format == "NLC" else mx.swapaxes(y, -1, -2)

@@ -42,7 +42,8 @@ from ...nn.anti_aliased import Activation1d
 from ...nn.interop import to_numpy
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..hifigan.model import load_torch_checkpoint, same_padding
-from ..stages import StageBlocks
+from ..mismatch import explain_mismatch
+from ..stages import MelLayout, StageBlocks, mel_data_format
 from .config import BigVGANConfig
 
 __all__ = ["AMPBlock1", "AMPBlock2", "BigVGAN", "activation_layer", "from_checkpoint", "load_torch_checkpoint"]
@@ -98,7 +99,7 @@ class AMPBlock2(nn.Module):
         return x
 
 
-class BigVGAN(StageBlocks, nn.Module):
+class BigVGAN(StageBlocks, MelLayout, nn.Module):
     """NVIDIA's BigVGAN generator on :class:`~mlx_deconv.Conv1d`, :class:`~mlx_deconv.ConvTranspose1d` and
     :class:`~mlx_deconv.Activation1d`.
 
@@ -111,16 +112,24 @@ class BigVGAN(StageBlocks, nn.Module):
             MLX's own ``conv1d``/``conv_transpose1d`` (for comparisons). Default: ``"auto"``.
         weight_norm (bool): keep PyTorch's weight norm as parameters (for training);
             ``False`` folds it into plain weights when loading. Default: ``False``.
+        data_format (str): the mel's layout, as the layers name theirs: ``"NLC"`` takes
+            ``(N, frames, num_mels)`` and returns ``(N, samples)``; ``"NCL"`` takes NVIDIA's (and
+            mlx-audio's) ``(N, num_mels, frames)`` and returns ``(N, 1, samples)``, as NVIDIA's
+            generator does. Never guessed from the shape (a square mel runs in the layout named).
+            Default: ``"NLC"``.
 
     Call:
-        ``mel`` of shape ``(N, frames, num_mels)`` -> audio ``(N, frames * hop_size)`` in ``[-1, 1]``.
+        ``mel`` of shape ``(N, frames, num_mels)`` (``"NCL"``: ``(N, num_mels, frames)``) -> audio
+        ``(N, frames * hop_size)`` (``"NCL"``: ``(N, 1, frames * hop_size)``) in ``[-1, 1]``.
     """
 
-    def __init__(self, config: BigVGANConfig, *, backend: str = "auto", weight_norm: bool = False):
+    def __init__(self, config: BigVGANConfig, *, backend: str = "auto", weight_norm: bool = False,
+                 data_format: str = "NLC"):
         super().__init__()
         if not isinstance(config, BigVGANConfig):
             raise TypeError(f"config must be a BigVGANConfig (BigVGANConfig.from_json(path)), got {type(config).__name__}")
         self.config = config
+        self.data_format = mel_data_format(data_format)
         kw = dict(backend=backend, weight_norm=weight_norm)
         self.conv_pre = Conv1d(config.num_mels, config.channels(0), 7, padding=3, **kw)
         self.ups = []
@@ -141,7 +150,7 @@ class BigVGAN(StageBlocks, nn.Module):
         return mx.tanh(x) if self.config.use_tanh_at_final else mx.clip(x, -1.0, 1.0)
 
     def __call__(self, mel: mx.array) -> mx.array:
-        x = self.conv_pre(mel)
+        x = self.conv_pre(self.mel_to_layers(mel))
         for i, (up,) in enumerate(self.ups):
             x = up(x)
             blocks = self.stage_blocks(i)
@@ -150,7 +159,7 @@ class BigVGAN(StageBlocks, nn.Module):
                 total = total + block(x)
             x = total / len(blocks)
         x = self.conv_post(self.activation_post(x))
-        return self.final(x)[..., 0]
+        return self.audio_from_layers(self.final(x))
 
     # -- PyTorch checkpoints -------------------------------------------------------------------------------------
     def conv_layers(self) -> List[Tuple[str, nn.Module]]:
@@ -172,10 +181,18 @@ class BigVGAN(StageBlocks, nn.Module):
 
         Raises:
             ValueError: when a layer's tensors are missing or misshapen, or keys are left over
-                (a config that does not match the checkpoint). Nothing is changed then.
+                (a config that does not match the checkpoint): a
+                :class:`~mlx_deconv.models.mismatch.ConfigMismatch` naming the config keys that
+                differ from the checkpoint's, when its tensors tell. Nothing is changed then.
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+        try:
+            return self._load_torch_state_dict(state_dict)
+        except ValueError as err:
+            raise explain_mismatch(err, self.config, state_dict, "bigvgan") from None
+
+    def _load_torch_state_dict(self, state_dict: Dict[str, object]) -> "BigVGAN":
         layers = self.conv_layers()
         activations = self.activation_layers()
         used = set()
@@ -230,10 +247,11 @@ def _activation_plan(prefix: str, layer: nn.Module, state_dict) -> Tuple[List[st
     return used, plan
 
 
-def from_checkpoint(checkpoint, config: BigVGANConfig, *, backend: str = "auto") -> BigVGAN:
+def from_checkpoint(checkpoint, config: BigVGANConfig, *, backend: str = "auto", data_format: str = "NLC") -> BigVGAN:
     """A generator with the weights of NVIDIA's ``bigvgan_generator.pt`` (a path) or a state dict, weight norm folded.
 
-    The file is read with ``torch.load(..., weights_only=True)``: no code in it runs.
+    The file is read with ``torch.load(..., weights_only=True)``: no code in it runs. ``backend`` and
+    ``data_format`` are :class:`BigVGAN`'s.
     """
     state = checkpoint if isinstance(checkpoint, dict) else load_torch_checkpoint(checkpoint)
-    return BigVGAN(config, backend=backend).load_torch_state_dict(state)
+    return BigVGAN(config, backend=backend, data_format=data_format).load_torch_state_dict(state)

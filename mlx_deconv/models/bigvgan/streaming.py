@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 import mlx.core as mx
 
 from ..hifigan.streaming import _Chain, _Mean, _Residual
+from ..stages import MelLayout, mel_data_format
 from .model import AMPBlock1, BigVGAN
 
 __all__ = ["ActivationStream", "StreamingBigVGAN", "activation_context"]
@@ -120,20 +121,26 @@ class ActivationStream:
         return out
 
 
-class StreamingBigVGAN:
+class StreamingBigVGAN(MelLayout):
     """Runs a :class:`BigVGAN` on mel frames that arrive in chunks.
 
-    ``step(mel_chunk)`` (``(N, frames, num_mels)``, any number of frames) returns the audio samples that
-    chunk completed; ``flush()`` the rest. Their concatenation equals ``model(mel)`` to float32 rounding,
+    ``step(mel_chunk)`` (``(N, frames, num_mels)``, or ``(N, num_mels, frames)`` with ``"NCL"``; any number of
+    frames) returns the audio samples that chunk completed; ``flush()`` the rest. Their concatenation (along
+    the last axis) equals ``model(mel)`` to float32 rounding,
     for any chunking. Each anti-aliased activation holds back a few samples for its right context (five at
     its input rate for NVIDIA's), so the first samples come after a few frames.
 
     Args:
         model (BigVGAN): the generator; its parameters are read on every step.
+        data_format (str, optional): the chunks' layout: ``"NLC"`` (``(N, frames, num_mels)`` in,
+            ``(N, samples)`` out) or ``"NCL"`` (``(N, num_mels, frames)`` in, ``(N, 1, samples)`` out).
+            Default: the model's ``data_format``.
     """
 
-    def __init__(self, model: BigVGAN):
+    def __init__(self, model: BigVGAN, data_format: Optional[str] = None):
         self.model = model
+        self.data_format = model.data_format if data_format is None else mel_data_format(data_format)
+        self.config = model.config
         self.reset()
 
     def reset(self) -> None:
@@ -155,11 +162,16 @@ class StreamingBigVGAN:
         self._chain = _Chain(parts)
 
     def step(self, mel_chunk: mx.array) -> mx.array:
-        """Feeds mel frames; returns ``(N, samples)`` of audio they completed."""
-        return self._chain.step(mel_chunk)[..., 0]
+        """Feeds mel frames (in ``data_format``); returns the audio they completed, ``(N, samples)``
+        (``"NCL"``: ``(N, 1, samples)``).
+
+        Raises:
+            ValueError: for a chunk whose band axis, in ``data_format``, is not ``config.num_mels``.
+        """
+        return self.audio_from_layers(self._chain.step(self.mel_to_layers(mel_chunk)))
 
     def flush(self) -> mx.array:
-        """Returns the last samples and resets the stream."""
-        tail = self._chain.flush()[..., 0]
+        """Returns the last samples (in ``data_format``'s layout) and resets the stream."""
+        tail = self.audio_from_layers(self._chain.flush())
         self.reset()
         return tail

@@ -37,7 +37,8 @@ import mlx.nn as nn
 
 from ...nn.activations import leaky_relu  # each thread's own compiled copy (docs/threads-exit.md)
 from ...nn.layers import Conv1d, ConvTranspose1d
-from ..stages import StageBlocks, config_from_dict
+from ..mismatch import explain_mismatch
+from ..stages import MelLayout, StageBlocks, config_from_dict, mel_data_format
 
 LRELU_SLOPE = 0.1
 #: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
@@ -164,7 +165,7 @@ class ResBlock2(nn.Module):
         return x
 
 
-class HiFiGAN(StageBlocks, nn.Module):
+class HiFiGAN(StageBlocks, MelLayout, nn.Module):
     """HiFi-GAN's generator on :class:`~mlx_deconv.Conv1d` and :class:`~mlx_deconv.ConvTranspose1d`.
 
     Parameter names follow the original repository (``conv_pre``, ``ups.i``,
@@ -176,14 +177,21 @@ class HiFiGAN(StageBlocks, nn.Module):
             on MLX's own ``conv1d``/``conv_transpose1d`` (for comparisons). Default: ``"auto"``.
         weight_norm (bool): keep PyTorch's weight norm as parameters (for training);
             ``False`` folds it into plain weights when loading. Default: ``False``.
+        data_format (str): the mel's layout, as the layers name theirs: ``"NLC"`` takes
+            ``(N, frames, num_mels)`` and returns ``(N, samples)``; ``"NCL"`` takes the original
+            repository's ``(N, num_mels, frames)`` and returns ``(N, 1, samples)``, as its generator
+            does. Never guessed from the shape (a square mel runs in the layout named). Default: ``"NLC"``.
 
     Call:
-        ``mel`` of shape ``(N, frames, num_mels)`` -> audio ``(N, frames * hop_size)`` in ``[-1, 1]``.
+        ``mel`` of shape ``(N, frames, num_mels)`` (``"NCL"``: ``(N, num_mels, frames)``) -> audio
+        ``(N, frames * hop_size)`` (``"NCL"``: ``(N, 1, frames * hop_size)``) in ``[-1, 1]``.
     """
 
-    def __init__(self, config: HiFiGANConfig, *, backend: str = "auto", weight_norm: bool = False):
+    def __init__(self, config: HiFiGANConfig, *, backend: str = "auto", weight_norm: bool = False,
+                 data_format: str = "NLC"):
         super().__init__()
         self.config = config
+        self.data_format = mel_data_format(data_format)
         kw = dict(backend=backend, weight_norm=weight_norm)
         self.conv_pre = Conv1d(config.num_mels, config.channels(0), 7, padding=3, **kw)
         self.ups = []
@@ -198,7 +206,7 @@ class HiFiGAN(StageBlocks, nn.Module):
         self.conv_post = Conv1d(config.channels(len(self.ups)), 1, 7, padding=3, **kw)
 
     def __call__(self, mel: mx.array) -> mx.array:
-        x = self.conv_pre(mel)
+        x = self.conv_pre(self.mel_to_layers(mel))
         for i, up in enumerate(self.ups):
             x = up(leaky_relu(x, LRELU_SLOPE))
             blocks = self.stage_blocks(i)
@@ -207,7 +215,7 @@ class HiFiGAN(StageBlocks, nn.Module):
                 total = total + block(x)
             x = total / len(blocks)
         x = self.conv_post(leaky_relu(x, POST_LRELU_SLOPE))
-        return mx.tanh(x)[..., 0]
+        return self.audio_from_layers(mx.tanh(x))
 
     def conv_layers(self) -> List[Tuple[str, nn.Module]]:
         """``(prefix, layer)`` of every convolution, the prefix as in the PyTorch state dict."""
@@ -224,8 +232,16 @@ class HiFiGAN(StageBlocks, nn.Module):
 
         Raises:
             ValueError: when a layer's tensors are missing or misshapen, or keys are left
-                over (a config that does not match the checkpoint). Nothing is changed then.
+                over (a config that does not match the checkpoint): a
+                :class:`~mlx_deconv.models.mismatch.ConfigMismatch` naming the config keys
+                that differ from the checkpoint's, when its tensors tell. Nothing is changed then.
         """
+        try:
+            return self._load_torch_state_dict(state_dict)
+        except ValueError as err:
+            raise explain_mismatch(err, self.config, state_dict, "hifigan") from None
+
+    def _load_torch_state_dict(self, state_dict: Dict[str, object]) -> "HiFiGAN":
         layers = self.conv_layers()
         used = set()
         for prefix, _ in layers:
@@ -265,9 +281,11 @@ def load_torch_checkpoint(path) -> Dict[str, object]:
     return data
 
 
-def from_checkpoint(checkpoint, config: HiFiGANConfig, *, backend: str = "auto") -> HiFiGAN:
-    """A generator with the weights of a ``.pt`` checkpoint (path) or a state dict, weight norm folded."""
+def from_checkpoint(checkpoint, config: HiFiGANConfig, *, backend: str = "auto", data_format: str = "NLC") -> HiFiGAN:
+    """A generator with the weights of a ``.pt`` checkpoint (path) or a state dict, weight norm folded.
+
+    ``backend`` and ``data_format`` are :class:`HiFiGAN`'s."""
     state = checkpoint if isinstance(checkpoint, dict) else load_torch_checkpoint(checkpoint)
-    model = HiFiGAN(config, backend=backend)
+    model = HiFiGAN(config, backend=backend, data_format=data_format)
     return model.load_torch_state_dict(state)
 

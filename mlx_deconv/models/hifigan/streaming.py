@@ -13,6 +13,7 @@ from typing import Optional
 import mlx.core as mx
 
 from ...nn.activations import leaky_relu
+from ..stages import MelLayout, mel_data_format
 from .model import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGAN, ResBlock1
 
 
@@ -99,19 +100,24 @@ def _lrelu(slope):
     return lambda x: leaky_relu(x, slope)  # each thread's own compiled copy (docs/threads-exit.md)
 
 
-class StreamingHiFiGAN:
+class StreamingHiFiGAN(MelLayout):
     """Runs a :class:`HiFiGAN` on mel frames that arrive in chunks, through the layers' own streams.
 
-    ``step(mel_chunk)`` (``(N, frames, num_mels)``, any number of frames) returns
-    the audio samples that chunk completed; ``flush()`` the rest. Their
-    concatenation equals ``model(mel)`` to float32 rounding, for any chunking.
+    ``step(mel_chunk)`` (``(N, frames, num_mels)``, or ``(N, num_mels, frames)`` with ``"NCL"``; any number
+    of frames) returns the audio samples that chunk completed; ``flush()`` the rest. Their concatenation
+    (along the last axis) equals ``model(mel)`` to float32 rounding, for any chunking.
 
     Args:
         model (HiFiGAN): the generator; its parameters are read on every step.
+        data_format (str, optional): the chunks' layout: ``"NLC"`` (``(N, frames, num_mels)`` in,
+            ``(N, samples)`` out) or ``"NCL"`` (``(N, num_mels, frames)`` in, ``(N, 1, samples)`` out).
+            Default: the model's ``data_format``.
     """
 
-    def __init__(self, model: HiFiGAN):
+    def __init__(self, model: HiFiGAN, data_format: Optional[str] = None):
         self.model = model
+        self.data_format = model.data_format if data_format is None else mel_data_format(data_format)
+        self.config = model.config
         self.reset()
 
     def reset(self) -> None:
@@ -133,11 +139,16 @@ class StreamingHiFiGAN:
         self._chain = _Chain(parts)
 
     def step(self, mel_chunk: mx.array) -> mx.array:
-        """Feeds mel frames; returns ``(N, samples)`` of audio they completed."""
-        return self._chain.step(mel_chunk)[..., 0]
+        """Feeds mel frames (in ``data_format``); returns the audio they completed, ``(N, samples)``
+        (``"NCL"``: ``(N, 1, samples)``).
+
+        Raises:
+            ValueError: for a chunk whose band axis, in ``data_format``, is not ``config.num_mels``.
+        """
+        return self.audio_from_layers(self._chain.step(self.mel_to_layers(mel_chunk)))
 
     def flush(self) -> mx.array:
-        """Returns the last samples and resets the stream."""
-        tail = self._chain.flush()[..., 0]
+        """Returns the last samples (in ``data_format``'s layout) and resets the stream."""
+        tail = self.audio_from_layers(self._chain.flush())
         self.reset()
         return tail
