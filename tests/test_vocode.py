@@ -324,14 +324,14 @@ def test_wav_rounds_to_the_nearest_step_and_clips(tmp_path):
 
 
 def test_the_command_is_registered():
-    from mlx_deconv.__main__ import build_parser
+    from mlx_deconv.cli import build_parser
 
     args = build_parser().parse_args(["vocode", "--checkpoint", "g", "--mel", "m.npy", "--out", "o.wav", "--stream"])
     assert args.run is vocode.run and args.stream and args.chunk_frames == 32 and args.config is None
 
 
 def test_the_package_command_exits_with_the_status(tmp_path, capsys):
-    from mlx_deconv.__main__ import main
+    from mlx_deconv.cli import main
 
     with pytest.raises(SystemExit) as exit:
         main(["vocode", "--checkpoint", str(tmp_path / "g"), "--mel", "m.npy", "--out", str(tmp_path / "o.wav")])
