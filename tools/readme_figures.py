@@ -165,81 +165,68 @@ def _optional_table(pages: Mapping[str, str], name: str) -> Optional[List[Dict[s
         return None
 
 
+def _machine_and_blas(pages: Mapping[str, str]) -> str:
+    """``machine; BLAS`` as the forward table's caption names them."""
+    caption = page_region(pages, "forward")
+    machine = re.search(r"measured on (.*?), mlx ", caption)
+    blas = re.search(r"CPU BLAS (\S+)", caption)
+    return f"{machine.group(1) if machine else 'see the tables'}; BLAS {blas.group(1) if blas else 'see the tables'}"
+
+
 def headline(pages: Mapping[str, str]) -> str:
-    """The headline computed from the tables in ``pages`` (a sentence per table that is filled in)."""
+    """The README's headline table computed from the tables in ``pages``: a few rows, each saying what was
+    measured, against what the user would otherwise run, and the ratio (a row for each table filled in).
+    Every other figure stays in its table in the docs."""
     forward_rows = table_rows(page_region(pages, "forward"))
     forward = table_ratios(page_region(pages, "forward"))
     backward = table_ratios(page_region(pages, "backward"))
     for name, table in (("forward", forward), ("backward", backward)):
-        missing = [s for s in HIFIGAN + (DEPTHWISE,) if s not in table]
+        missing = [s for s in HIFIGAN if s not in table]
         if missing:
             raise ValueError(f"the {name} table lacks {missing}: write it from a run of every shape")
-    parts = [f"On the CPU stream `conv_transpose1d` ran {_span([forward[s] for s in HIFIGAN])} faster than "
-             f"`mx.conv_transpose1d` on the HiFi-GAN shapes, {_span([backward[s] for s in HIFIGAN])} with the "
-             f"backward pass, and {forward[DEPTHWISE]} on BigVGAN's depthwise anti-aliasing layer"]
+    rows = [("`conv_transpose1d`, HiFi-GAN's upsampling layers", "`mx.conv_transpose1d`",
+             f"{_span([forward[s] for s in HIFIGAN])} faster"),
+            ("the same, forward and backward", "`mx.conv_transpose1d`", f"{_span([backward[s] for s in HIFIGAN])} faster")]
     vs_torch = [_times_torch(row) for row in forward_rows if row["shape"] in HIFIGAN]
     if all(v is not None for v in vs_torch):
-        parts[-1] += (f"; on the HiFi-GAN shapes it took {_span([f'{v:.2f}' for v in vs_torch])} PyTorch's "
-                      f"CPU time")
+        rows.append(("HiFi-GAN's upsampling layers", "PyTorch (CPU)", f"{_span([f'{v:.2f}' for v in vs_torch])} its time"))
     conv = _optional_table(pages, "conv1d")
-    if conv:
-        dilated = [r[RATIO_COLUMN] for r in conv if int(r["dilation"]) > 1]
-        plain = [r[RATIO_COLUMN] for r in conv if int(r["dilation"]) == 1]
-        said = []
-        if dilated:
-            said.append(f"{_span(dilated)} faster than `mx.conv1d` on HiFi-GAN's dilated residual-block "
-                        f"convolutions")
-        if plain:
-            said.append(f"{_span(plain)} on the undilated ones")
-        parts.append("`conv1d` ran " + " and ".join(said))
+    dilated = [r[RATIO_COLUMN] for r in conv or () if int(r["dilation"]) > 1]
+    if dilated:
+        rows.append(("`conv1d`, HiFi-GAN's dilated residual-block convolutions", "`mx.conv1d`", f"{_span(dilated)} faster"))
     decoder = _optional_table(pages, "decoder")
     if decoder:
-        rows = {r["HiFi-GAN V1 generator"].split(" ")[0]: r for r in decoder}
-        ours = rows[MLX_DECONV_ROW]
-        sentence = (f"the HiFi-GAN V1 generator ran end to end at a real-time factor of {ours['real-time factor']}, "
-                    f"{ours['speed-up over MLX ops']} faster than on MLX's ops")
-        if TORCH_ROW in rows:
-            sentence += f" and in {_value(ours['seconds']) / _value(rows[TORCH_ROW]['seconds']):.2f}x PyTorch's time"
-        parts.append(sentence)
-    short = _optional_table(pages, "short")
-    if short:
-        said = [f"`{r['op'].strip('`')}` minimum {r['builtin / auto, minimum']}, geomean {r['geomean']} behind "
-                f"{'the reference BLAS' if 'reference' in r['BLAS'] else r['BLAS']}" for r in short]
-        tiny = max(_value(r["tiny, auto / mx (worst)"]) for r in short if r["tiny, auto / mx (worst)"] != "-")
-        parts.append(f"on the short calls of streaming and real models `auto` over MLX's op was {'; '.join(said)}, "
-                     f"and a tiny call took at most {tiny:.2f}x MLX's own")
+        named = {r["HiFi-GAN V1 generator"].split(" ")[0]: r for r in decoder}
+        ours = named[MLX_DECONV_ROW]
+        rows.append((f"HiFi-GAN V1 end to end, at a real-time factor of {ours['real-time factor']}", "MLX's ops",
+                     f"{ours['speed-up over MLX ops']} faster"))
+        if TORCH_ROW in named:
+            rows.append(("HiFi-GAN V1 end to end", "PyTorch (CPU)",
+                         f"{_value(ours['seconds']) / _value(named[TORCH_ROW]['seconds']):.2f}x its time"))
     streaming = _optional_table(pages, "streaming")
     if streaming:
         rtf = {r["frames per step"]: r["real-time factor"] for r in streaming}
-        parts.append("streaming HiFi-GAN V1 ran at a real-time factor of "
-                     + ", ".join(f"{rtf[k]} at {k}-frame" for k in rtf) + " steps")
-    activation = _optional_table(pages, "activation")
-    if activation:
-        sentence = (f"BigVGAN's fused anti-aliased activation ran {_span([r['unfused / fused'] for r in activation])} "
-                    f"faster than the same steps unfused")
-        if all(r["fused / PyTorch"] not in ("", "-") for r in activation):
-            sentence += f", in {_span([r['fused / PyTorch'] for r in activation])} PyTorch's time"
-        parts.append(sentence)
+        first, *rest = list(rtf)
+        rows.append(("streaming HiFi-GAN V1", "real time", f"real-time factor of {rtf[first]} at {first} frames a step"
+                     + "".join(f", {rtf[k]} at {k}" for k in rest)))
     generator = _optional_table(pages, "bigvgan")
     if generator:
-        rows = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}
-        ours = _value(next(r for k, r in rows.items() if k.startswith("mlx_deconv"))["seconds"])
-        said = []
-        for k, r in rows.items():
+        named = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}
+        ours = _value(next(r for k, r in named.items() if k.startswith("mlx_deconv"))["seconds"])
+        for k, r in named.items():
             if k.startswith("PyTorch"):
-                said.append(f"in {ours / _value(r['seconds']):.2f}x PyTorch's time")
-            elif "patched" in k:
-                said.append(f"{_value(r['seconds']) / ours:.1f}x faster than mlx-audio's under `patch_mlx()`")
-        if said:
-            parts.append("the BigVGAN v2 generator ran end to end " + " and ".join(said))
+                rows.append(("BigVGAN v2 end to end", "PyTorch (CPU)", f"{ours / _value(r['seconds']):.2f}x its time"))
     models = _optional_table(pages, "models")
     if models:
         longest = max(int(r["frames"]) for r in models)
         ups = [r["speed-up"] for r in models if int(r["frames"]) == longest and r["model"] != "hifigan"]
         if ups:
-            parts.append(f"`patch_mlx()` made mlx-audio's decoders {_span(ups)} faster at {longest} frames")
+            rows.append((f"mlx-audio's decoders under `patch_mlx()`, {longest} frames", "the same decoders on MLX",
+                         f"{_span(ups)} faster"))
     where = _link_to_region(pages, "forward", locate(pages, "headline"))
-    return "; ".join(parts) + f" (one `bench` run of each kind; tables in {where}).\n"
+    lines = ["| what | compared with | ratio |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return ("\n".join(lines) + f"\n\nCPU stream, float32: {_machine_and_blas(pages)}. One `bench` run of each kind; "
+            f"the tables, with dates: {where}.\n")
 
 
 # -- writing the regions from JSON ---------------------------------------------------------------
