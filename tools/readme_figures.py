@@ -1,5 +1,8 @@
 """Writes the benchmark tables of the docs and the README's headline figures from ``mlx-deconv bench --json``.
 
+One tool (about 550 lines): each region of the docs is written by a small function from the same
+JSON, and the headline read back from the tables it wrote.
+
 From the repository root (the runs take minutes; the MLX-ops decoder alone
 takes minutes behind the reference BLAS)::
 

@@ -1,5 +1,8 @@
 """``bench``'s models part: whole decoders of mlx-audio on plain MLX and under :func:`~mlx_deconv.patch_mlx`.
 
+One module (about 370 lines) for one part of the benchmark: each decoder's builder is a few lines of
+the same concept, mlx-audio's model built with random weights.
+
 Each row is one decoder with random weights (its own initialisation, seeded) run on one random
 input twice in the same process, timed round-robin (:func:`~mlx_deconv.bench.timing.timed_medians`):
 as written, on MLX's ``mx.conv1d`` / ``mx.conv_transpose1d``, and with those routed to this package by

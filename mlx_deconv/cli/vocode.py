@@ -1,5 +1,8 @@
 """``mlx-deconv vocode``: a HiFi-GAN or BigVGAN checkpoint, its ``config.json`` and a mel spectrogram to a WAV.
 
+One command, one module (about 480 lines): its arguments, files and one-line errors are one concept,
+and nothing else in the package reads mels or writes WAVs.
+
 The checkpoint is the original HiFi-GAN repository's ``g_XXXXXXXX`` or NVIDIA's
 ``bigvgan_generator.pt`` (``{"generator": state_dict}`` or a bare state dict, weight norm on or
 removed; read with ``torch.load(..., weights_only=True)``), or MLX weights this command saved

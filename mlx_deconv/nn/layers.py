@@ -1,5 +1,8 @@
 """``ConvTranspose1d`` and ``Conv1d``: the ops as ``mlx.nn`` Modules, sharing one frozen configuration.
 
+Both layers in one module (about 420 lines), as ``mlx.nn``'s convolution layers are: they share
+their base class, weight norm, activation and PyTorch import, and differ only in the op they call.
+
 :class:`~mlx_deconv.nn.config.ConvConfig` holds everything that is not a
 parameter; the layers, the Keras spelling (:mod:`mlx_deconv.keras`) and the
 streaming wrappers (:mod:`mlx_deconv.nn.streaming`) all read it. What happens

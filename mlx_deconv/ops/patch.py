@@ -1,5 +1,8 @@
 """``patch_mlx()``: route ``mx.conv1d`` and ``mx.conv_transpose1d`` to this package, for every caller.
 
+One concept (about 360 lines): the two functions put on ``mlx.core``, the state that puts them there
+and takes them back, and the statistics of what they did.
+
 An existing MLX model (mlx-audio's vocoders and codecs, a port of one's own) reaches its 1-D
 convolutions through the names ``mlx.core.conv1d`` and ``mlx.core.conv_transpose1d``, looked up
 when each call runs: ``mx.conv1d(...)`` in a hand-written weight-norm layer, and ``mlx.nn.Conv1d``

@@ -1,5 +1,8 @@
 """The compute paths of the ``gemm`` backend (the table of which layer takes which is in :mod:`.gemm`).
 
+One module for all of them (about 420 lines): they are one concept, variations of one overlap-add
+that share their arrangement and block interface, and reading them side by side is the point.
+
 A path is one way to compute the transposed convolution's output block by
 block. Each holds the call's geometry and has:
 
