@@ -934,3 +934,24 @@ def test_patch_backend_is_checked_and_restored_by_the_block():
             assert patch._STATE["backend"] == "gemm"
         assert patch._STATE["backend"] == "gemm"
     assert patch._STATE["backend"] == "auto"
+
+
+def test_the_documented_nan_difference_with_padding():
+    """docs/patching.md names one difference of values: a NaN weight tap meeting zero padding. MLX leaves the
+    padding's products out; the patched call puts NaN where the definition (zeros times NaN) does."""
+    x = mx.ones((1, 3000, 32))
+    w = np.ones((32, 9, 32), np.float32)
+    w[:, 0, :] = np.nan
+    theirs = MLX_CONV1D(x, mx.array(w), 1, 4, 4)
+    with md.patched_mlx():
+        ours = mx.conv1d(x, mx.array(w), 1, 4, 4)
+    assert int(mx.isnan(theirs).sum()) == 95_104 and int(mx.isnan(ours).sum()) == 95_232
+    # The definition: the input zero-padded, every product taken (tests/reference.py skips the padding, as MLX).
+    padded = np.pad(np.ones((1, 3000, 32)), ((0, 0), (4, 4), (0, 0)))
+    expected = np.zeros((1, 2976, 32))
+    with np.errstate(invalid="ignore"):
+        for k in range(9):
+            expected += padded[:, 4 * k:4 * k + 2976] @ w[:, k, :].astype(np.float64).T
+    np.testing.assert_array_equal(np.isnan(np.array(ours)), np.isnan(expected))
+    finite = ~np.isnan(np.array(theirs))
+    np.testing.assert_allclose(np.array(ours)[finite], np.array(theirs)[finite], rtol=1e-5)
