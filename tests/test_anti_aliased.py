@@ -728,8 +728,8 @@ def _good():
     (dict(up_filter=mx.zeros((1,))), ValueError, "up_filter must have at least ratio=2 taps, got 1"),
     (dict(up_filter=mx.zeros((12,), mx.int32)), TypeError, "up_filter must be float32"),
     (dict(data_format="LNC"), ValueError, "data_format must be one of"),
-    (dict(backend="fast"), ValueError, "backend must be one of"),
-    (dict(backend="metal", stream=mx.cpu), ValueError, "backend='metal' needs a Metal GPU stream"),
+    (dict(backend="fast"), ValueError, "backend must be 'auto' or one of \\['metal', 'polyphase', 'unfused'\\], got 'fast'"),
+    (dict(backend="metal", stream=mx.cpu), ValueError, "backend='metal' is not available for anti_aliased_activation on .*; available: \\['polyphase', 'unfused'\\]"),
     (dict(stream="tpu"), ValueError, "stream must be"),
 ])
 def test_argument_errors(change, error, words):

@@ -185,7 +185,7 @@ def test_user_thread_count_is_not_overridden():
 @pytest.mark.skipif(not _optimized_available(), reason="no BLAS wheel installed (pip install '.[blas]')")
 def test_pytorch_keeps_its_threads():
     pytest.importorskip("torch")
-    env = {k: v for k, v in os.environ.items() if k not in ("MLX_DECONV_BLAS",) + tuple(__import__("mlx_deconv").blas.THREAD_VARIABLES)}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_DECONV_BLAS",) + tuple(__import__("mlx_deconv.runtime.blas", fromlist=["THREAD_VARIABLES"]).THREAD_VARIABLES)}
 
     def torch_threads(first: str) -> int:
         code = f"{first}import torch; print('THREADS', torch.get_num_threads())"

@@ -18,7 +18,7 @@ from hypothesis import given
 from mlx_deconv.backends.metal import emulator
 from mlx_deconv.ops import reference as package_reference
 from mlx_deconv.cli import build_parser, main, program_name
-from mlx_deconv.cli.check import CHECKS
+from mlx_deconv.cli.check import ACTIVATION_CHECKS, CHECKS
 from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
 
@@ -70,7 +70,7 @@ def test_check_table_columns_never_touch(capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith(("stream", "Stream", "emulated"))]
     assert len(rows) > len(CHECKS)
-    names = {case[0] for case in CHECKS}
+    names = {case[0] for case in CHECKS + ACTIVATION_CHECKS}
     for line in rows:
         cells = re.split(r"\s{2,}", line.strip())
         assert len(cells) == 6, line

@@ -40,7 +40,7 @@ def test_metal_sources_ship_in_the_wheel(wheel, tmp_path):
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); from mlx_deconv.backends import metal; "
-             "from mlx_deconv.backends import metal_emulator as e; import mlx_deconv; "
+             "from mlx_deconv.backends.metal import emulator as e; import mlx_deconv; "
              "assert mlx_deconv.__file__.startswith(sys.argv[1]), mlx_deconv.__file__; "
              "assert 'thread_position_in_grid' in metal.kernel_source(); print(e.shim_path())")
     out = subprocess.run([sys.executable, "-c", probe, str(target)], check=True, capture_output=True, text=True, cwd=tmp_path)
