@@ -16,7 +16,7 @@ import sys
 MOVED = {
     "functional": "ops.functional", "validation": "geometry.validation", "layouts": "geometry.layouts",
     "reference": "ops.reference",
-    "layers": "nn.layers", "conv_config": "nn.config", "streaming": "nn.streaming", "keras": "nn.keras",
+    "layers": "nn.layers", "conv_config": "nn.config", "keras": "nn.keras",
     "weight_norm": "nn.weight_norm", "initializers": "nn.initializers", "activations": "nn.activations",
     "interop": "nn.interop",
     "hifigan": "models.hifigan", "hifigan_streaming": "models.hifigan.streaming", "hifigan_torch": "models.hifigan.pytorch",
