@@ -250,7 +250,7 @@ class DecoderStream:
         f = self.field
         if f is None:
             return head + ", receptive field not measured yet: at the first step)"
-        how = ("measured by perturbation" if f.measured else "as given")
+        how = f"measured by {f.how}" if f.measured else "as given"
         if self.method == "state":
             steps = "the model's own layer-by-layer stream, its state kept (each sample computed once)"
         else:

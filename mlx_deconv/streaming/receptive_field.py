@@ -54,6 +54,8 @@ class ReceptiveField:
         measured (bool): ``first``/``last`` found by probing (``False``: from ``context=``/``lookahead=``).
         output_shape (tuple): the output's shape with its time axis of length 0 (for the example's other axes).
         output_dtype: the output's dtype.
+        how (str): how ``first`` and ``last`` were found (``"perturbation"``, ``"perturbation and gradients"``,
+            ``"given"``).
     """
 
     hop: int
@@ -64,6 +66,7 @@ class ReceptiveField:
     measured: bool = True
     output_shape: Tuple[int, ...] = ()
     output_dtype: object = mx.float32
+    how: str = "perturbation"
 
     @property
     def lookahead(self) -> int:
@@ -100,7 +103,7 @@ def from_frames(hop: int, offset: int, context: int, lookahead: int, min_frames:
             raise ValueError(f"{name} must be an int >= 0 (input frames), got {value!r}")
     # Frame t reaches the samples of frames t - lookahead .. t + context.
     return ReceptiveField(hop, offset, -hop * int(lookahead), hop * int(context) + hop - 1, min_frames, measured=False,
-                          output_shape=output_shape, output_dtype=output_dtype)
+                          output_shape=output_shape, output_dtype=output_dtype, how="given")
 
 
 def _held_modules(fn) -> List[Tuple[str, nn.Module]]:
@@ -237,6 +240,68 @@ def _changed(probe: _Probe, base_x: np.ndarray, base_y: np.ndarray, frame: int) 
     return (int(moved[0]), int(moved[-1])) if moved.size else None
 
 
+def _gradient_frames(probe: _Probe, x: np.ndarray, y: np.ndarray, lo: int, hi: int) -> Optional[Tuple[int, int]]:
+    """The first and last input frame with a nonzero gradient of output samples ``lo .. hi`` (None: none)."""
+    cotangent = np.zeros(y.shape, np.float32)
+    index = [slice(None)] * y.ndim
+    index[probe.out_axis] = slice(lo, hi + 1)
+    cotangent[tuple(index)] = 1.0 + probe.rng.random(cotangent[tuple(index)].shape)  # never zero
+    probe.calls += 1
+    _, (grad,) = mx.vjp(lambda a: probe.fn(a).astype(mx.float32), [mx.array(x).astype(probe.dtype)],
+                        [mx.array(cotangent)])
+    reached = np.flatnonzero(_per_sample(np.array(grad.astype(mx.float32)), probe.in_axis) != 0)
+    return (int(reached[0]), int(reached[-1])) if reached.size else None
+
+
+def _search(low: int, high: int, holds) -> int:
+    """The smallest ``r`` in ``[low, high]`` with ``holds(r)``, for ``holds`` false then true (``high`` holds)."""
+    while low < high:
+        mid = (low + high) // 2
+        if holds(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def _refine_by_gradients(probe: _Probe, x: np.ndarray, y: np.ndarray, hop: int, first: int,
+                         last: int) -> Optional[Tuple[int, int]]:
+    """``first`` and ``last`` widened to every sample with a nonzero gradient (None: the decoder has no gradients).
+
+    A perturbation misses the far tails of a receptive field whose change rounds away against the sample's
+    value; a gradient is computed on its own, so every path from a frame to a sample shows (a product of
+    weights, zero only where no path exists). The samples of interior frame ``k`` are searched: the last
+    frame they read is nondecreasing along the frame's samples, and so is the first.
+    """
+    k = x.shape[probe.in_axis] // 2
+    block = (hop * k, hop * k + hop - 1)
+    try:
+        whole = _gradient_frames(probe, x, y, *block)
+    except Exception:  # an op without a gradient (a custom kernel): the perturbation's bounds stand
+        return None
+    if whole is None:
+        return first, last
+    # Lookahead: frame k + ahead is the last any sample of frame k reads; samples from r_first on read it.
+    ahead = max(whole[1] - k, (hop - 1 - first) // hop)
+    def reads_last(r):
+        reached = _gradient_frames(probe, x, y, block[0], block[0] + r)
+        return reached is not None and reached[1] >= k + ahead
+
+    r_first = first + hop * ahead if (hop - 1 - first) // hop == ahead else hop - 1
+    if r_first > 0 and reads_last(r_first - 1):
+        r_first = _search(0, r_first - 1, reads_last)
+    # Context: frame k - behind is the first any sample of frame k reads; samples up to r_last read it.
+    behind = max(k - whole[0], last // hop)
+    def reads_first(r):
+        reached = _gradient_frames(probe, x, y, block[0] + r, block[1])
+        return reached is not None and reached[0] <= k - behind
+
+    r_last = last - hop * behind if last // hop == behind else 0
+    if r_last < hop - 1 and reads_first(r_last + 1):
+        r_last = hop - 1 - _search(0, hop - 2 - r_last, lambda back: reads_first(hop - 1 - back))
+    return min(first, r_first - hop * ahead), max(last, r_last + hop * behind)
+
+
 def measure(fn: Callable, example: mx.array, in_axis: int, out_axis: int, *, context: Optional[int] = None,
             lookahead: Optional[int] = None, max_probe_frames: int = 512, seed: int = 0) -> ReceptiveField:
     """Finds the decoder's hop, offset and receptive field by calling it on random inputs shaped like ``example``.
@@ -296,7 +361,14 @@ def measure(fn: Callable, example: mx.array, in_axis: int, out_axis: int, *, con
                 f"changing input frames {frames // 2} and {frames // 2 + 1} of {frames} changed no output sample: "
                 f"the decoder does not depend on its input along in_axis={in_axis}")
         if not edge:
-            return ReceptiveField(hop, offset, int(first), int(last), min_frames, True, output_shape, probe.output_dtype)
+            refined = _refine_by_gradients(probe, x, y, hop, int(first), int(last))
+            how = "perturbation"
+            if refined is not None:
+                first, last, how = refined[0], refined[1], "perturbation and gradients"
+                edge = hop * t + first < 2 * hop or hop * t + last >= total - 2 * hop
+        if not edge:
+            return ReceptiveField(hop, offset, int(first), int(last), min_frames, True, output_shape, probe.output_dtype,
+                                  how)
         if frames >= max_probe_frames:
             t = frames // 2
             reach = []
