@@ -457,3 +457,14 @@ def test_a_failed_step_leaves_the_stream_as_it_was():
 def test_stream_is_exported():
     assert md.stream is md.streaming.stream
     assert "stream" in md.__all__
+
+
+def test_auto_keeps_state_for_the_package_models_and_says_so():
+    fn, shape, _, _ = package_hifigan()
+    s = md.stream(fn)
+    assert s.method == "state" and s.field is None  # the layers' streams need no measured field
+    assert "hop=8; each step runs the model's own layer-by-layer stream" in repr(s)
+    x = frames_input(shape, 12)
+    assert_exact(run(s, x, [2] * 6), fn(x))
+    with pytest.raises(ValueError, match="flush\\(\\) before any input"):
+        s.flush()

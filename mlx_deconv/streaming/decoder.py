@@ -85,7 +85,9 @@ class DecoderStream:
         # "auto" keeps state where that was measured faster (docs/streaming.md): this package's models.
         self._state_class = state_class if method in ("auto", "state") else None
         self.method = "state" if self._state_class is not None else "recompute"
+        self._method = method
         self.field: Optional[ReceptiveField] = None
+        self._prepared = False
         self._ndim: Optional[int] = None
         self.reset()
         if example is not None:
@@ -100,24 +102,35 @@ class DecoderStream:
         return axis
 
     def _prepare(self, example: mx.array) -> None:
-        """Measures (or takes) the receptive field on inputs shaped like ``example``, then checks a stream of it."""
+        """Measures (or takes) the receptive field on inputs shaped like ``example``, then checks a stream of it.
+
+        The stateful path needs no field (each layer's stream holds its own context): it is not measured.
+        """
         axis = self._axis(example.ndim)
-        field = measure(self.fn, example, axis, self.out_axis, context=self._context, lookahead=self._lookahead,
-                        max_probe_frames=self._max_probe_frames, seed=self._seed)
         shape = list(example.shape)
         shape[axis] = 0
+        field = None
+        if self.method == "state" and example.ndim != 3:
+            if self._method == "state":
+                raise ValueError(f"method='state' takes chunks of shape (N, frames, mels), got {tuple(example.shape)}")
+            self.method, self._state_class = "recompute", None  # "auto": the models' streams take 3-D chunks only
+            self.reset()
+        if self.method == "recompute":
+            field = measure(self.fn, example, axis, self.out_axis, context=self._context, lookahead=self._lookahead,
+                            max_probe_frames=self._max_probe_frames, seed=self._seed)
         self.field, self._ndim, self._shape, self._dtype = field, example.ndim, tuple(shape), example.dtype
+        self._prepared = True
         if self._verify:
             try:
                 self._check_against_whole()
             except Exception:
-                self.field = None
+                self.field, self._ndim, self._prepared = None, None, False
                 raise
 
     def _check_against_whole(self) -> None:
         """Streams a random input in uneven chunks (1 frame first) and compares it with its whole decode."""
         f = self.field
-        window = (f.last - f.first) // f.hop + f.min_frames + 2
+        window = 8 if f is None else (f.last - f.first) // f.hop + f.min_frames + 2
         frames = max(3 * window, 16)
         shape = list(self._shape)
         axis = self._axis(len(shape))
@@ -183,11 +196,13 @@ class DecoderStream:
             NonLocalDecoderError: at the first step, when the decoder cannot be streamed exactly.
         """
         x = self._check_chunk(chunk)
-        if self.field is None:
+        if not self._prepared:
             self._prepare(x)
         axis = self._axis(x.ndim)
         if self._state is not None:
-            return self._state.step(x)
+            out = self._state.step(x)
+            self._received += x.shape[axis]
+            return out
         buffer = x if self._buffer is None else mx.concatenate([self._buffer, x], axis=axis)
         f, start = self.field, self._start
         received = self._received + x.shape[axis]
@@ -215,7 +230,7 @@ class DecoderStream:
         Raises:
             ValueError: before any input, or when the whole signal is shorter than the decoder takes.
         """
-        if self._state is not None:
+        if self._state is not None and self._received:
             tail = self._state.flush()
             self.reset()
             return tail
@@ -248,14 +263,16 @@ class DecoderStream:
         name = getattr(self.fn, "__name__", type(self.fn).__name__)
         head = f"DecoderStream({name}, in_axis={self.in_axis}, out_axis={self.out_axis}"
         f = self.field
+        if self.method == "state":
+            hop = int(np.prod(self.fn.config.upsample_rates))
+            return (f"{head}, hop={hop}; each step runs the model's own layer-by-layer stream, every layer keeping "
+                    f"the context it needs as state, so each sample is computed once and returned as soon as its "
+                    f"frames have arrived)")
         if f is None:
             return head + ", receptive field not measured yet: at the first step)"
         how = f"measured by {f.how}" if f.measured else "as given"
-        if self.method == "state":
-            steps = "the model's own layer-by-layer stream, its state kept (each sample computed once)"
-        else:
-            steps = (f"each step decodes the kept window (at most {self.window_frames} frames plus the chunk) and "
-                     f"returns the samples not returned yet whose frames have all arrived")
+        steps = (f"each step decodes the kept window (at most {self.window_frames} frames plus the chunk) and "
+                 f"returns the samples not returned yet whose frames have all arrived")
         return (f"{head}, hop={f.hop}, offset={f.offset}, context={f.context} frames, lookahead={f.lookahead} frames "
                 f"({how}: frame t reaches samples hop*t{f.first:+d} .. hop*t{f.last:+d}), min_frames={f.min_frames}; "
                 f"{steps})")
