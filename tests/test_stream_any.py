@@ -468,3 +468,14 @@ def test_auto_keeps_state_for_the_package_models_and_says_so():
     assert_exact(run(s, x, [2] * 6), fn(x))
     with pytest.raises(ValueError, match="flush\\(\\) before any input"):
         s.flush()
+
+
+RECURRENT_GLOBAL = WithLSTM()
+
+
+def test_a_recurrent_layer_read_as_a_global_is_found():
+    def decode(x):
+        return RECURRENT_GLOBAL(x)
+
+    with pytest.raises(NonLocalDecoderError, match=r"recurrent layer RECURRENT_GLOBAL.rnn \(LSTM\)"):
+        md.stream(decode)

@@ -107,7 +107,8 @@ def from_frames(hop: int, offset: int, context: int, lookahead: int, min_frames:
 
 
 def _held_modules(fn) -> List[Tuple[str, nn.Module]]:
-    """The modules ``fn`` is or holds: itself, a bound method's object, a closure's or a partial's values."""
+    """The modules ``fn`` is or holds: itself, a bound method's object, a function's closure and the
+    module-level names it reads, a partial's function and arguments."""
     found: List[Tuple[str, nn.Module]] = []
     seen = set()
 
@@ -125,6 +126,10 @@ def _held_modules(fn) -> List[Tuple[str, nn.Module]]:
                     add(var, cell.cell_contents, depth + 1)
                 except ValueError:  # an empty cell
                     pass
+            for var in obj.__code__.co_names:  # module-level names the function reads (a global model)
+                held = obj.__globals__.get(var)
+                if isinstance(held, nn.Module):
+                    add(var, held, depth + 1)
         elif hasattr(obj, "func") and callable(obj.func):  # functools.partial
             add(name, obj.func, depth + 1)
             for i, a in enumerate(getattr(obj, "args", ())):
@@ -143,18 +148,21 @@ def nonlocal_layers(fn) -> List[Tuple[str, str, str]]:
     Returns:
         list: ``(path, class name, kind)`` with kind ``"recurrent"`` or ``"attention"``.
     """
-    hits = []
+    exact, named = [], []
     for root, module in _held_modules(fn):
         for path, child in module.named_modules():
             name = type(child).__name__
-            kind = None
-            if isinstance(child, (nn.LSTM, nn.GRU, nn.RNN)) or any(k.lower() in name.lower() for k in RECURRENT):
-                kind = "recurrent"
-            elif isinstance(child, (nn.MultiHeadAttention, nn.Transformer)) or any(
-                    k.lower() in name.lower() for k in ATTENTION):
-                kind = "attention"
-            if kind:
-                hits.append((f"{root}.{path}" if path else root, name, kind))
+            where = f"{root}.{path}" if path else root
+            if isinstance(child, (nn.LSTM, nn.GRU, nn.RNN)):
+                exact.append((where, name, "recurrent"))
+            elif isinstance(child, (nn.MultiHeadAttention, nn.Transformer)):
+                exact.append((where, name, "attention"))
+            elif any(k.lower() in name.lower() for k in RECURRENT):
+                named.append((where, name, "recurrent"))
+            elif any(k.lower() in name.lower() for k in ATTENTION):
+                named.append((where, name, "attention"))
+    # mlx.nn's own classes name the layer best; otherwise a class name (a model's own LSTM) does.
+    hits = exact or named
     # The outermost hit of each kind names it: a transformer's own attention layers add nothing.
     outer = []
     for path, name, kind in hits:
