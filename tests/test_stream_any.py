@@ -20,15 +20,6 @@ CHUNKS = [1, 2, 3, 8, 64]
 FRAMES = 70
 
 
-def has_mlx_audio():
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("mlx_audio.codec") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def take(x, axis, start, stop=None):
     index = [slice(None)] * x.ndim
     index[axis] = slice(start, stop)
