@@ -269,6 +269,15 @@ def _snac(tiny: bool):
             decoder, latents, 1, 1, 24000, own)
 
 
+def _under_patch(fn):
+    from ..ops.patch import patched_mlx
+
+    def call(*args):
+        with patched_mlx():
+            return fn(*args)
+    return call
+
+
 def _max_relative(pieces, whole, axis: int) -> Dict:
     got = np.array(mx.concatenate(pieces, axis=axis).astype(mx.float32))
     want = np.array(whole.astype(mx.float32))
@@ -278,7 +287,7 @@ def _max_relative(pieces, whole, axis: int) -> Dict:
 
 
 def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = CHUNKS, *, tiny: bool = False,
-                 steps: int = 5, method: str = "auto") -> Dict:
+                 steps: int = 5, method: str = "auto", patched: bool = False) -> Dict:
     """Streams each decoder through :func:`mlx_deconv.stream` (and mlx-audio's own streaming where it has one).
 
     Per decoder and chunk size, the input is ``lookahead + (steps + 3) * chunk`` frames (at least two windows):
@@ -293,6 +302,8 @@ def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = 
         tiny (bool): few-channel versions (tests).
         steps (int): steady steps timed.
         method (str): passed to :func:`mlx_deconv.stream`.
+        patched (bool): run mlx-audio's decoders (and SNAC's ``decode_stream``) under
+            :func:`~mlx_deconv.patched_mlx`, on this package's convolutions. Default: ``False`` (as written).
 
     Returns:
         dict: ``rows`` (``name``, ``label``, ``frames``, ``setup_seconds``, ``hop``, ``context``, ``lookahead``,
@@ -311,6 +322,8 @@ def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = 
             skipped[name] = "mlx-audio is not installed"
             continue
         label, fn, make_input, in_axis, out_axis, rate, own = _decoder(name, tiny)
+        if patched and name not in ("hifigan", "bigvgan"):
+            fn, own, label = _under_patch(fn), own and _under_patch(own), label + ", under patched_mlx()"
         sys.stderr.write(f"streaming: {name}, measuring its receptive field\n")
         t0 = time.perf_counter()
         s = stream(fn, in_axis, out_axis, example=make_input(1), method=method)
@@ -353,7 +366,7 @@ def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = 
                     row["own"] = dict(step_seconds=float(np.median(own_seconds[-steps:])), note=note,
                                       first_audio_seconds=own_seconds[0], **_max_relative(own_pieces, own_whole, 1))
             rows.append(row)
-    return dict(rows=rows, skipped=skipped)
+    return dict(rows=rows, skipped=skipped, patched=patched)
 
 
 def decoders_table(result: Dict) -> str:
