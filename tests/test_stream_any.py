@@ -470,3 +470,16 @@ def test_a_recurrent_layer_read_as_a_global_is_found():
 
     with pytest.raises(NonLocalDecoderError, match=r"recurrent layer RECURRENT_GLOBAL.rnn \(LSTM\)"):
         md.stream(decode)
+
+
+def test_bad_arguments_are_refused_before_any_call():
+    calls = []
+
+    def decoder(x):
+        calls.append(1)
+        return x
+
+    for kwargs in (dict(context=-1, lookahead=0), dict(lookahead=3), dict(max_probe_frames=True)):
+        with pytest.raises(ValueError):
+            md.stream(decoder, **kwargs)
+    assert calls == []

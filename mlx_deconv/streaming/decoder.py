@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import mlx.core as mx
 import numpy as np
 
-from .receptive_field import NonLocalDecoderError, ReceptiveField, measure, nonlocal_layers
+from .receptive_field import NonLocalDecoderError, ReceptiveField, check_arguments, measure, nonlocal_layers
 
 __all__ = ["DecoderStream", "stream"]
 
@@ -65,6 +65,7 @@ class DecoderStream:
                 raise ValueError(f"{name} must be an int (the time axis), got {value!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_arguments(context, lookahead, max_probe_frames)
         self.fn, self.in_axis, self.out_axis = fn, int(in_axis), int(out_axis)
         self._context, self._lookahead = context, lookahead
         self._max_probe_frames, self._seed, self._verify = max_probe_frames, seed, bool(verify)
@@ -123,8 +124,9 @@ class DecoderStream:
         if self._verify:
             try:
                 self._check_against_whole()
-            except Exception:
+            except Exception:  # unmeasured and empty again, as before this call
                 self.field, self._ndim, self._prepared = None, None, False
+                self.reset()
                 raise
 
     def _check_against_whole(self) -> None:

@@ -91,6 +91,23 @@ class ReceptiveField:
         return max(0, -((self.last - sample) // self.hop))  # ceil((sample - last) / hop)
 
 
+def _check_frames(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0 (input frames), got {value!r}")
+
+
+def check_arguments(context, lookahead, max_probe_frames) -> None:
+    """Raises ValueError, naming the argument, for a ``context``/``lookahead``/``max_probe_frames`` out of range."""
+    if (context is None) != (lookahead is None):
+        raise ValueError(f"pass both context= and lookahead= (or neither, to measure them), got context={context!r} "
+                         f"and lookahead={lookahead!r}")
+    if context is not None:
+        _check_frames("context", context)
+        _check_frames("lookahead", lookahead)
+    if isinstance(max_probe_frames, bool) or not isinstance(max_probe_frames, (int, np.integer)) or max_probe_frames < 32:
+        raise ValueError(f"max_probe_frames must be an int >= 32, got {max_probe_frames!r}")
+
+
 def from_frames(hop: int, offset: int, context: int, lookahead: int, min_frames: int = 1,
                 output_shape: Tuple[int, ...] = (), output_dtype=mx.float32) -> ReceptiveField:
     """The field of a decoder whose samples of frame ``k`` depend on frames ``k - context .. k + lookahead``.
@@ -98,9 +115,8 @@ def from_frames(hop: int, offset: int, context: int, lookahead: int, min_frames:
     Raises:
         ValueError: for a negative or non-integer ``context`` or ``lookahead``.
     """
-    for name, value in (("context", context), ("lookahead", lookahead)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be an int >= 0 (input frames), got {value!r}")
+    _check_frames("context", context)
+    _check_frames("lookahead", lookahead)
     # Frame t reaches the samples of frames t - lookahead .. t + context.
     return ReceptiveField(hop, offset, -hop * int(lookahead), hop * int(context) + hop - 1, min_frames, measured=False,
                           output_shape=output_shape, output_dtype=output_dtype, how="given")
@@ -330,11 +346,7 @@ def measure(fn: Callable, example: mx.array, in_axis: int, out_axis: int, *, con
         NonLocalDecoderError: when the decoder is not deterministic, not a fixed hop, or not local
             (a change of one frame reaches the ends of the output at every probed length).
     """
-    if (context is None) != (lookahead is None):
-        raise ValueError(f"pass both context= and lookahead= (or neither, to measure them), got context={context!r} "
-                         f"and lookahead={lookahead!r}")
-    if isinstance(max_probe_frames, bool) or not isinstance(max_probe_frames, (int, np.integer)) or max_probe_frames < 32:
-        raise ValueError(f"max_probe_frames must be an int >= 32, got {max_probe_frames!r}")
+    check_arguments(context, lookahead, max_probe_frames)
     probe = _Probe(fn, example.shape, example.dtype, in_axis, out_axis, seed)
     hop, offset = _hop(probe, (16, 17, 19))
     x = probe.random(16)
