@@ -483,3 +483,25 @@ def test_bad_arguments_are_refused_before_any_call():
         with pytest.raises(ValueError):
             md.stream(decoder, **kwargs)
     assert calls == []
+
+
+def test_a_measured_field_is_reused_for_another_batch():
+    pytest.importorskip("mlx_audio.codec")
+    s, fn, shape = stream_of("mlx-audio dac")
+    calls = []
+
+    def counted(x):
+        calls.append(x.shape)
+        return fn(x)
+
+    again = md.stream(counted, field=s.field, verify=False)
+    x = frames_input((2, None, 8), 90, seed=5)
+    pieces = [again.step(x[:, t:t + 8]) for t in range(0, 90, 8)] + [again.flush()]
+    assert_exact(mx.concatenate(pieces, axis=1), fn(x))
+    # One short call for the output's shape, then one per step that returned samples: no measurement.
+    assert len(calls) == 1 + sum(p.shape[1] > 0 for p in pieces)
+    assert "from field=" in repr(again)
+    with pytest.raises(TypeError, match="field must be a ReceptiveField"):
+        md.stream(fn, field=(6, -1))
+    with pytest.raises(ValueError, match="pass field= or context=/lookahead=, not both"):
+        md.stream(fn, field=s.field, context=1, lookahead=1)

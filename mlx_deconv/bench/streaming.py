@@ -205,7 +205,7 @@ def _decoder(name: str, tiny: bool):
         built = _dac(tiny)
         latent = 8 if tiny else 1024
         return ("mlx-audio DAC decoder (384 channels, rates 8, 5, 4, 2)" if not tiny else "mlx-audio DAC decoder (tiny)",
-                built.plain, normal((1, None, latent)), 1, 1, 44100, None)
+                built.plain, normal((1, None, latent)), 1, 1, 24000, None)  # rates 8, 5, 4, 2: 24 kHz DAC's
     if name == "snac":
         return _snac(tiny)
     raise ValueError(f"decoder {name!r} is not one of {DECODERS}")

@@ -16,6 +16,7 @@ sample once (:mod:`mlx_deconv.models.hifigan.streaming`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional
 
 import mlx.core as mx
@@ -56,7 +57,7 @@ class DecoderStream:
     ``fn(whole)`` to float32 rounding, for any chunking.
     """
 
-    def __init__(self, fn: Callable, in_axis: int, out_axis: int, *, context=None, lookahead=None,
+    def __init__(self, fn: Callable, in_axis: int, out_axis: int, *, context=None, lookahead=None, field=None,
                  example=None, method: str = "auto", verify: bool = True, max_probe_frames: int = 512, seed: int = 0):
         if not callable(fn):
             raise TypeError(f"fn must be a callable decoder (one array in, one array out), got {type(fn).__name__}")
@@ -66,6 +67,11 @@ class DecoderStream:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         check_arguments(context, lookahead, max_probe_frames)
+        if field is not None and not isinstance(field, ReceptiveField):
+            raise TypeError(f"field must be a ReceptiveField (another stream's .field), got {type(field).__name__}")
+        if field is not None and context is not None:
+            raise ValueError("pass field= or context=/lookahead=, not both")
+        self._given_field = field
         self.fn, self.in_axis, self.out_axis = fn, int(in_axis), int(out_axis)
         self._context, self._lookahead = context, lookahead
         self._max_probe_frames, self._seed, self._verify = max_probe_frames, seed, bool(verify)
@@ -116,7 +122,16 @@ class DecoderStream:
                 raise ValueError(f"method='state' takes chunks of shape (N, frames, mels), got {tuple(example.shape)}")
             self.method, self._state_class = "recompute", None  # "auto": the models' streams take 3-D chunks only
             self.reset()
-        if self.method == "recompute":
+        if self.method == "recompute" and self._given_field is not None:
+            field = self._given_field
+            # The field's output shape is the measuring example's: take this example's from one short call.
+            probe = list(example.shape)
+            probe[axis] = field.min_frames
+            y = self.fn(mx.zeros(probe, example.dtype))
+            out_shape = list(y.shape)
+            out_shape[self.out_axis] = 0
+            field = dataclasses.replace(field, output_shape=tuple(out_shape), output_dtype=y.dtype)
+        elif self.method == "recompute":
             field = measure(self.fn, example, axis, self.out_axis, context=self._context, lookahead=self._lookahead,
                             max_probe_frames=self._max_probe_frames, seed=self._seed)
         self.field, self._ndim, self._shape, self._dtype = field, example.ndim, tuple(shape), example.dtype
@@ -133,7 +148,7 @@ class DecoderStream:
         """Streams a random input in uneven chunks (1 frame first) and compares it with its whole decode."""
         f = self.field
         window = 8 if f is None else (f.last - f.first) // f.hop + f.min_frames + 2
-        frames = max(3 * window, 16)
+        frames = max(2 * window + 6, 16)  # the start, two slides of the window and the end
         shape = list(self._shape)
         axis = self._axis(len(shape))
         shape[axis] = frames
@@ -142,7 +157,7 @@ class DecoderStream:
         sizes, start = [1, 2, 3], 0
         pieces = []
         while start < frames:
-            size = sizes[len(pieces)] if len(pieces) < len(sizes) else max(1, window // 2)
+            size = sizes[len(pieces)] if len(pieces) < len(sizes) else window
             pieces.append(self.step(_take(x, axis, start, start + size)))
             start += size
         pieces.append(self.flush())
@@ -273,6 +288,8 @@ class DecoderStream:
         if f is None:
             return head + ", receptive field not measured yet: at the first step)"
         how = f"measured by {f.how}" if f.measured else "as given"
+        if self._given_field is not None:
+            how += ", from field="
         steps = (f"each step decodes the kept window (at most {self.window_frames} frames plus the chunk) and "
                  f"returns the samples not returned yet whose frames have all arrived")
         return (f"{head}, hop={f.hop}, offset={f.offset}, context={f.context} frames, lookahead={f.lookahead} frames "
@@ -281,8 +298,8 @@ class DecoderStream:
 
 
 def stream(fn: Callable, in_axis: int = 1, out_axis: int = 1, *, context: Optional[int] = None,
-           lookahead: Optional[int] = None, example=None, method: str = "auto", verify: bool = True,
-           max_probe_frames: int = 512, seed: int = 0) -> DecoderStream:
+           lookahead: Optional[int] = None, field: Optional[ReceptiveField] = None, example=None,
+           method: str = "auto", verify: bool = True, max_probe_frames: int = 512, seed: int = 0) -> DecoderStream:
     """Streams a decoder that is local in time, exactly: chunks of frames in, the samples they made final out.
 
     The concatenation of what ``step`` and ``flush`` return equals ``fn(whole)`` to float32 rounding,
@@ -299,6 +316,8 @@ def stream(fn: Callable, in_axis: int = 1, out_axis: int = 1, *, context: Option
         out_axis (int): the output's time (samples) axis. Default: ``1``.
         context, lookahead (int, optional): input frames before and after a sample's own frame
             (``sample // hop``) that it depends on; given (both), they replace the measurement.
+        field (ReceptiveField, optional): another stream's ``.field`` for the same decoder, to skip the
+            measurement (a new stream per utterance, say).
         example (array, optional): an input to measure on now (its values are not used); otherwise the
             first chunk's shape is used at the first step.
         method (str): ``"recompute"`` (decode the kept window every step), ``"state"`` (this package's
@@ -320,5 +339,5 @@ def stream(fn: Callable, in_axis: int = 1, out_axis: int = 1, *, context: Option
         >>> s = stream(decoder, in_axis=1, out_axis=1)
         >>> audio = mx.concatenate([s.step(c) for c in chunks] + [s.flush()], axis=1)
     """
-    return DecoderStream(fn, in_axis, out_axis, context=context, lookahead=lookahead, example=example, method=method,
-                         verify=verify, max_probe_frames=max_probe_frames, seed=seed)
+    return DecoderStream(fn, in_axis, out_axis, context=context, lookahead=lookahead, field=field, example=example,
+                         method=method, verify=verify, max_probe_frames=max_probe_frames, seed=seed)
