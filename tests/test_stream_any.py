@@ -505,3 +505,24 @@ def test_a_measured_field_is_reused_for_another_batch():
         md.stream(fn, field=(6, -1))
     with pytest.raises(ValueError, match="pass field= or context=/lookahead=, not both"):
         md.stream(fn, field=s.field, context=1, lookahead=1)
+
+
+def test_class_names_match_as_written():
+    from mlx_deconv.streaming import nonlocal_layers
+
+    class TurnNet(nn.Module):  # "rnn" in lower case is no RNN
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(3, 3, 3, padding=1)
+
+        def __call__(self, x):
+            return self.conv(x)
+
+    class MyGRUCell(nn.Module):
+        def __call__(self, x):
+            return x
+
+    assert nonlocal_layers(TurnNet()) == []
+    holder = TurnNet()
+    holder.cell = MyGRUCell()
+    assert nonlocal_layers(holder) == [("TurnNet.cell", "MyGRUCell", "recurrent")]

@@ -36,7 +36,8 @@ class NonLocalDecoderError(ValueError):
     """The decoder cannot be streamed exactly: an output sample may depend on input frames arbitrarily far away."""
 
 
-#: Class-name fragments of layers whose output at one time depends on all earlier (or all) times.
+#: Class-name fragments (case as written: ``TurnNet`` holds no RNN) of layers whose output at one time
+#: depends on all earlier (or all) times.
 RECURRENT = ("LSTM", "GRU", "RNN", "Recurrent")
 ATTENTION = ("Attention", "Transformer", "MHA", "Conformer")
 
@@ -173,9 +174,9 @@ def nonlocal_layers(fn) -> List[Tuple[str, str, str]]:
                 exact.append((where, name, "recurrent"))
             elif isinstance(child, (nn.MultiHeadAttention, nn.Transformer)):
                 exact.append((where, name, "attention"))
-            elif any(k.lower() in name.lower() for k in RECURRENT):
+            elif any(k in name for k in RECURRENT):
                 named.append((where, name, "recurrent"))
-            elif any(k.lower() in name.lower() for k in ATTENTION):
+            elif any(k in name for k in ATTENTION):
                 named.append((where, name, "attention"))
     # mlx.nn's own classes name the layer best; otherwise a class name (a model's own LSTM) does.
     hits = exact or named
@@ -185,12 +186,6 @@ def nonlocal_layers(fn) -> List[Tuple[str, str, str]]:
         if not any(path.startswith(p + ".") for p, _, _ in outer):
             outer.append((path, name, kind))
     return outer
-
-
-def _take(x: mx.array, axis: int, start: int, stop: int) -> mx.array:
-    index = [slice(None)] * x.ndim
-    index[axis] = slice(start, stop)
-    return x[tuple(index)]
 
 
 def _per_sample(diff: np.ndarray, axis: int) -> np.ndarray:
