@@ -27,6 +27,7 @@ from .nn.streaming import StreamingConv1d, StreamingConvTranspose1d  # noqa: E40
 from .ops.functional import available_backends, conv1d, conv_transpose1d  # noqa: E402
 from .ops.patch import patch_mlx, patched_mlx, unpatch_mlx  # noqa: E402
 from .nn.convert import convert  # noqa: E402
+from .streaming import stream  # noqa: E402
 from .geometry.records import conv1d_output_length, output_length, resolve_padding  # noqa: E402
 from .tuning import tuner as autotune  # noqa: E402
 from .tuning.tuner import set_autotune  # noqa: E402
@@ -38,5 +39,5 @@ __all__ = [
     "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d", "StreamingConv1d", "Snake",
     "Activation1d", "anti_aliased_activation", "kaiser_sinc_filter",
     "initializers", "interop", "autotune", "hifigan", "bigvgan", "keras", "set_autotune", "__version__",
-    "patch_mlx", "unpatch_mlx", "patched_mlx", "convert",
+    "patch_mlx", "unpatch_mlx", "patched_mlx", "convert", "stream",
 ]

@@ -58,3 +58,27 @@ def test_rows_cover_every_chunk_size_and_steady_steps():
     assert table.splitlines()[0].startswith("| frames per step | audio per step ms | step ms | real-time factor |")
     assert "| 3 | " in table
     json.dumps(bench_streaming.public(result))
+
+
+def test_decoder_rows_stream_exactly_and_show_snac_s_own_streaming():
+    """One row per decoder and chunk size; this package's stream equals the whole decode, SNAC's own does not."""
+    names = ["hifigan", "snac"] if bench_streaming_has_audio() else ["hifigan"]
+    result = bench_streaming.run_decoders(names, chunks=(2, 8), tiny=True, steps=2)
+    assert [(r["name"], r["frames"]) for r in result["rows"]] == [(n, c) for n in names for c in (2, 8)]
+    for row in result["rows"]:
+        assert row["max_rel"] <= 1e-5 and row["samples"] == row["whole_samples"]
+        assert row["first_audio_frames"] is not None and row["step_seconds"] > 0
+    if "snac" in names:
+        snac = [r for r in result["rows"] if r["name"] == "snac"]
+        assert snac[0]["own"] is None  # decode_stream takes whole coarse frames (4 finest ones)
+        own = snac[1]["own"]
+        assert own["max_rel"] > 1e-3 and "decode_stream returned" in own["note"]
+    table = bench_streaming.decoders_table(result)
+    assert table.splitlines()[0].startswith("| decoder | frames per step | how | step ms |")
+    json.dumps(result)
+
+
+def bench_streaming_has_audio():
+    from mlx_deconv.bench.models import has_mlx_audio
+
+    return has_mlx_audio()

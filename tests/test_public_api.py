@@ -15,7 +15,7 @@ PUBLIC = ["available_backends", "blas_info", "conv1d", "conv1d_output_length", "
           "resolve_padding", "ConvTranspose1d", "Conv1d", "ConvConfig", "Conv1DTranspose", "StreamingConvTranspose1d",
           "StreamingConv1d", "Snake", "Activation1d", "anti_aliased_activation", "kaiser_sinc_filter",
           "initializers", "interop", "autotune", "set_autotune", "hifigan", "bigvgan", "keras",
-          "patch_mlx", "unpatch_mlx", "patched_mlx", "convert", "__version__"]
+          "patch_mlx", "unpatch_mlx", "patched_mlx", "convert", "stream", "__version__"]
 #: The namespaces and a name each must hold.
 NAMESPACES = {"hifigan": ["HiFiGAN", "HiFiGANConfig", "StreamingHiFiGAN", "V1", "from_checkpoint", "torch_generator"],
               "bigvgan": ["BigVGAN", "BigVGANConfig", "StreamingBigVGAN", "from_checkpoint", "PRESETS"],

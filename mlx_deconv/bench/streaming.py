@@ -155,3 +155,232 @@ def table(result: Dict) -> str:
                                         "-" if theirs is None else f"{theirs * 1e3:.1f}",
                                         "-" if theirs is None else f"{theirs / audio:.2f}"]) + " |")
     return "\n".join(lines)
+
+
+# -- Any decoder through mlx_deconv.stream, beside mlx-audio's own streaming and the whole decode -----------------------
+#: The decoders of :func:`run_decoders`, in table order.
+DECODERS = ("hifigan", "bigvgan", "mlx-audio-bigvgan", "dac", "snac")
+
+
+def _decoder(name: str, tiny: bool):
+    """``(label, fn, make_input(frames), in_axis, out_axis, sampling_rate, own)``; ``own`` is mlx-audio's streaming or None.
+
+    ``own(frames, chunk)`` streams ``frames`` input frames in chunks the way mlx-audio's own streaming does and
+    returns ``(whole, pieces, step seconds, note)``.
+    """
+    from .models import _bigvgan, _dac
+
+    rng = np.random.default_rng(1)
+
+    def normal(shape):
+        return lambda frames: mx.array(rng.standard_normal(tuple(frames if s is None else s for s in shape))
+                                       .astype(np.float32))
+
+    if name in ("hifigan", "bigvgan"):
+        if name == "hifigan":
+            from ..models.hifigan import V1, HiFiGAN, HiFiGANConfig
+
+            config = HiFiGANConfig(resblock="1", upsample_rates=(4, 2), upsample_kernel_sizes=(8, 4),
+                                   upsample_initial_channel=16, resblock_kernel_sizes=(3, 5),
+                                   resblock_dilation_sizes=((1, 3), (1, 3)), num_mels=8) if tiny else V1
+            mx.random.seed(0)
+            model, label = HiFiGAN(config), "mlx_deconv HiFi-GAN V1" + (" (tiny)" if tiny else "")
+        else:
+            from ..models.bigvgan import BigVGAN, BigVGANConfig
+            from ..models.bigvgan.config import V2_24KHZ_100BAND_256X as v2
+
+            config = BigVGANConfig.from_dict({**v2.to_dict(), "upsample_rates": [4, 2], "upsample_kernel_sizes": [8, 4],
+                                              "upsample_initial_channel": 16, "resblock_kernel_sizes": [3, 5],
+                                              "resblock_dilation_sizes": [[1, 3], [1, 2]], "num_mels": 8,
+                                              "hop_size": 8}) if tiny else v2
+            mx.random.seed(0)
+            model, label = BigVGAN(config), "mlx_deconv BigVGAN v2 24 kHz" + (" (tiny)" if tiny else "")
+        mx.eval(model.parameters())
+        return label, model, normal((1, None, config.num_mels)), 1, 1, config.sampling_rate, None
+    if name == "mlx-audio-bigvgan":
+        built = _bigvgan(tiny)
+        return ("mlx-audio BigVGAN (256 channels, rates 4, 4, 2, 2)" if not tiny else "mlx-audio BigVGAN (tiny)",
+                built.plain, normal((1, 8 if tiny else 100, None)), 2, 2, 24000, None)
+    if name == "dac":
+        built = _dac(tiny)
+        latent = 8 if tiny else 1024
+        return ("mlx-audio DAC decoder (384 channels, rates 8, 5, 4, 2)" if not tiny else "mlx-audio DAC decoder (tiny)",
+                built.plain, normal((1, None, latent)), 1, 1, 24000, None)  # rates 8, 5, 4, 2: 24 kHz DAC's
+    if name == "snac":
+        return _snac(tiny)
+    raise ValueError(f"decoder {name!r} is not one of {DECODERS}")
+
+
+def _snac(tiny: bool):
+    """SNAC without its noise blocks (random draws: no stream, its own included, can equal a whole decode)."""
+    import time
+
+    from mlx_audio.codec.models.snac.snac import SNAC
+
+    mx.random.seed(0)
+    if tiny:
+        model = SNAC(sampling_rate=24000, encoder_dim=4, encoder_rates=[2, 3], decoder_dim=16, decoder_rates=[3, 2],
+                     attn_window_size=None, codebook_size=16, codebook_dim=4, vq_strides=[4, 2, 1], noise=False)
+    else:  # 24 kHz SNAC's shape (Orpheus' decoder), at a quarter of its 1024 channels
+        model = SNAC(sampling_rate=24000, encoder_dim=48, encoder_rates=[2, 4, 8, 8], decoder_dim=256,
+                     decoder_rates=[8, 8, 4, 2], attn_window_size=None, codebook_size=4096, codebook_dim=8,
+                     vq_strides=[4, 2, 1], noise=False)
+    mx.eval(model.parameters())
+    rng = np.random.default_rng(2)
+    codes_of = {}
+
+    def codes(frames):
+        if frames not in codes_of:  # whole coarse frames: the finest frames rounded up to the coarsest stride
+            padded = -(-frames // model.vq_strides[0]) * model.vq_strides[0]
+            codes_of[frames] = [mx.array(rng.integers(0, model.codebook_size, (1, padded // s)))
+                                for s in model.vq_strides]
+        return codes_of[frames]
+
+    def latents(frames):  # what the decoder reads: the codes' embeddings, one per finest code frame
+        return model.quantizer.from_codes(codes(frames)).moveaxis(1, 2)[:, :frames]
+
+    def own(frames, chunk):
+        """``decode_stream`` as mlx-audio 0.6.2 has it (8 frames of left context, none on the right)."""
+        if chunk % model.vq_strides[0]:
+            return None
+        whole = model.decode(codes(frames))
+        pieces, seconds, prev, returned = [], [], None, 0
+        for start in range(0, frames, chunk):
+            part = [c[:, start // s:(start + chunk) // s] for c, s in zip(codes(frames), model.vq_strides)]
+            t0 = time.perf_counter()
+            audio, prev = model.decode_stream(part, prev)
+            mx.eval(audio)
+            seconds.append(time.perf_counter() - t0)
+            returned += audio.shape[1]
+            # Its crop acts on the last axis, of size 1 here: the context's audio comes back too. Crop time instead.
+            context = 0 if start == 0 else min(8, start) * int(model.hop_length)
+            piece = audio[:, context:] if audio.shape[-1] == 1 else audio
+            # Each piece also holds the decoder's few samples past its chunk (computed against zero padding): a
+            # caller keeps chunk * hop of them, but the last piece's, to make the whole length.
+            last = start + chunk >= frames
+            pieces.append(piece if last else piece[:, :chunk * int(model.hop_length)])
+        note = (f"decode_stream returned {returned} samples for {whole.shape[1]} (its crop acts on the last axis, "
+                f"of size 1): here each piece is cropped on the time axis to its chunk's samples")
+        return whole, pieces, seconds, note
+
+    def decoder(z):
+        return model.decoder(z)
+    return ("mlx-audio SNAC decoder (24 kHz shape, 256 channels, no noise)" if not tiny else "mlx-audio SNAC (tiny)",
+            decoder, latents, 1, 1, 24000, own)
+
+
+def _under_patch(fn):
+    from ..ops.patch import patched_mlx
+
+    def call(*args):
+        with patched_mlx():
+            return fn(*args)
+    return call
+
+
+def _max_relative(pieces, whole, axis: int) -> Dict:
+    got = np.array(mx.concatenate(pieces, axis=axis).astype(mx.float32))
+    want = np.array(whole.astype(mx.float32))
+    n = min(got.shape[axis], want.shape[axis])
+    diff = np.abs(np.take(got, range(n), axis=axis) - np.take(want, range(n), axis=axis)).max()
+    return dict(max_rel=float(diff / np.abs(want).max()), samples=int(got.shape[axis]), whole_samples=int(want.shape[axis]))
+
+
+def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = CHUNKS, *, tiny: bool = False,
+                 steps: int = 5, method: str = "auto", patched: bool = False) -> Dict:
+    """Streams each decoder through :func:`mlx_deconv.stream` (and mlx-audio's own streaming where it has one).
+
+    Per decoder and chunk size, the input is ``lookahead + (steps + 3) * chunk`` frames (at least two windows):
+    each step's time, the steady step's (median of the last ``steps``), the frames fed and the seconds spent
+    until the first sample came out, the real-time factor (steady step over a chunk's audio), and the largest
+    difference of the streamed output from the whole decode, over the whole decode's peak. The whole decode of
+    the same input is timed once, and mlx-audio's own streaming (SNAC's ``decode_stream``) is run on it too.
+
+    Args:
+        names: decoders from :data:`DECODERS` (all by default; mlx-audio's are skipped without it).
+        chunks: input frames per step. Default: :data:`CHUNKS`.
+        tiny (bool): few-channel versions (tests).
+        steps (int): steady steps timed.
+        method (str): passed to :func:`mlx_deconv.stream`.
+        patched (bool): run mlx-audio's decoders (and SNAC's ``decode_stream``) under
+            :func:`~mlx_deconv.patched_mlx`, on this package's convolutions. Default: ``False`` (as written).
+
+    Returns:
+        dict: ``rows`` (``name``, ``label``, ``frames``, ``setup_seconds``, ``hop``, ``context``, ``lookahead``,
+        ``method``, ``step_seconds``, ``first_audio_frames``, ``first_audio_seconds``, ``audio_seconds``,
+        ``max_rel``, ``whole_seconds``, ``own``), ``skipped``.
+    """
+    import time
+
+    from ..streaming import stream
+    from .models import has_mlx_audio
+
+    rows: List[Dict] = []
+    skipped: Dict[str, str] = {}
+    for name in names or DECODERS:
+        if name not in ("hifigan", "bigvgan") and not has_mlx_audio():
+            skipped[name] = "mlx-audio is not installed"
+            continue
+        label, fn, make_input, in_axis, out_axis, rate, own = _decoder(name, tiny)
+        if patched and name not in ("hifigan", "bigvgan"):
+            fn, own, label = _under_patch(fn), own and _under_patch(own), label + ", under patched_mlx()"
+        sys.stderr.write(f"streaming: {name}, measuring its receptive field\n")
+        t0 = time.perf_counter()
+        s = stream(fn, in_axis, out_axis, example=make_input(1), method=method)
+        setup = time.perf_counter() - t0
+        f = s.field
+        for frames in chunks:
+            sys.stderr.write(f"streaming: {name} at {frames} frames a step\n")
+            # Enough frames for the first audio and `steps` steady steps after the window has filled.
+            reach = f.lookahead + f.context if f is not None else 70
+            total = reach + (steps + 3) * frames
+            x = make_input(total)
+            mx.eval(x)
+            t0 = time.perf_counter()
+            whole = fn(x)
+            mx.eval(whole)
+            whole_seconds = time.perf_counter() - t0
+            pieces, seconds, first = [], [], None
+            for start in range(0, total, frames):
+                chunk = x[:, start:start + frames] if in_axis == 1 else x[..., start:start + frames]
+                mx.eval(chunk)
+                t0 = time.perf_counter()
+                y = s.step(chunk)
+                mx.eval(y)
+                seconds.append(time.perf_counter() - t0)
+                pieces.append(y)
+                if first is None and y.shape[out_axis]:
+                    first = (start + frames, float(sum(seconds)))
+            pieces.append(s.flush())
+            hop = f.hop if f is not None else int(np.prod(fn.config.upsample_rates))
+            step = float(np.median(seconds[-steps:]))
+            row = dict(name=name, label=label, frames=frames, setup_seconds=setup, hop=hop, method=s.method,
+                       context=None if f is None else f.context, lookahead=None if f is None else f.lookahead,
+                       step_seconds=step, first_audio_frames=first[0] if first else None,
+                       first_audio_seconds=first[1] if first else None, audio_seconds=frames * hop / rate,
+                       whole_seconds=whole_seconds, own=None, **_max_relative(pieces, whole, out_axis))
+            if own is not None:
+                result = own(total, frames)
+                if result is not None:
+                    own_whole, own_pieces, own_seconds, note = result
+                    row["own"] = dict(step_seconds=float(np.median(own_seconds[-steps:])), note=note,
+                                      first_audio_seconds=own_seconds[0], **_max_relative(own_pieces, own_whole, 1))
+            rows.append(row)
+    return dict(rows=rows, skipped=skipped, patched=patched)
+
+
+def decoders_table(result: Dict) -> str:
+    """A Markdown table: per decoder and chunk size, this package's stream, mlx-audio's own, the whole decode."""
+    head = ["decoder", "frames per step", "how", "step ms", "real-time factor", "first audio after",
+            "max diff / peak", "mlx-audio's own: step ms", "its max diff / peak", "whole decode ms (same input)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        own = r["own"]
+        first = ("-" if r["first_audio_frames"] is None else
+                 f"{r['first_audio_frames']} frames, {r['first_audio_seconds'] * 1e3:.0f} ms")
+        lines.append("| " + " | ".join([
+            r["name"], str(r["frames"]), r["method"], f"{r['step_seconds'] * 1e3:.1f}",
+            f"{r['step_seconds'] / r['audio_seconds']:.2f}", first, f"{r['max_rel']:.1e}",
+            "-" if own is None else f"{own['step_seconds'] * 1e3:.1f}",
+            "-" if own is None else f"{own['max_rel']:.1e}", f"{r['whole_seconds'] * 1e3:.0f}"]) + " |")
+    return "\n".join(lines)
