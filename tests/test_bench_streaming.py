@@ -79,6 +79,6 @@ def test_decoder_rows_stream_exactly_and_show_snac_s_own_streaming():
 
 
 def bench_streaming_has_audio():
-    from mlx_deconv.bench.models import has_mlx_audio
+    from mlx_deconv.bench.patched_decoders import has_mlx_audio
 
     return has_mlx_audio()

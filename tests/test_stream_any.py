@@ -85,13 +85,13 @@ def audio_vocos():
 
 def audio_mimi_seanet():
     """Mimi's convolutional decoder alone (causal SEANet), without the transformer before it."""
-    from mlx_deconv.bench.models import _mimi
+    from mlx_deconv.bench.patched_decoders import _mimi
 
     return _mimi(True).plain, (1, 8, None), 2, 2
 
 
 def audio_encodec():
-    from mlx_deconv.bench.models import _encodec
+    from mlx_deconv.bench.patched_decoders import _encodec
 
     return _encodec(True).plain, (1, None, 8), 1, 1
 

@@ -4,7 +4,7 @@ Six parts, each optional: the transposed rows (:mod:`.transposed`),
 the ``conv1d`` rows (:mod:`.conv1d`), the end-to-end HiFi-GAN V1
 generator (:mod:`.decoder`), the short calls (:mod:`.short_calls`, with
 HiFi-GAN V1 streamed a few frames a step, :mod:`.streaming`),
-mlx-audio's decoders plain against patched (:mod:`.models`), and BigVGAN's
+mlx-audio's decoders plain against patched (:mod:`.patched_decoders`), and BigVGAN's
 anti-aliased activation and generator (:mod:`.bigvgan`). Each figure is the median of ``repeat``
 timed runs after ``warmup`` untimed ones, the backends timed in turn within
 each repetition; calls of MLX's naive loops, seconds each, are timed fewer
@@ -29,7 +29,10 @@ from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, ru
                                table)
 
 #: The parts of a run, in the order they run.
-PARTS = ("transposed", "conv1d", "decoder", "short", "models", "bigvgan")
+PARTS = ("transposed", "conv1d", "decoder", "short", "models", "bigvgan", "streams")
+#: Parts that run only when ``--only`` names them: ``streams`` streams whole decoders through
+#: :func:`mlx_deconv.stream`, which first measures each one's receptive field (minutes).
+OPT_IN = ("streams",)
 
 
 def select(args) -> tuple:
@@ -39,7 +42,7 @@ def select(args) -> tuple:
     no shape of (the decoder too, unless ``--only`` names it).
     """
     only = getattr(args, "only", None)
-    parts = set(only or PARTS)
+    parts = set(only or [p for p in PARTS if p not in OPT_IN])
     if getattr(args, "no_decoder", False):
         parts.discard("decoder")
     shapes = [s for s in SHAPES if not args.shapes or s.name in args.shapes]
@@ -81,7 +84,7 @@ def _short_calls_selected(args) -> bool:
 
 
 def select_models(args) -> list:
-    """The cases of the models part (:mod:`.models`, mlx-audio's decoders plain and patched) this run takes.
+    """The cases of the models part (:mod:`.patched_decoders`, mlx-audio's decoders plain and patched) this run takes.
 
     Like the decoder, the part runs unless ``--only`` leaves it out, or ``--shapes``,
     ``--backward`` (it times inference only), ``--no-decoder`` or ``--no-models`` narrow the run;
@@ -129,6 +132,8 @@ def main(args) -> None:
                               slow=bench_models.SLOW, **common) if model_cases else None
     big = bench_bigvgan.run(getattr(args, "bigvgan_frames", None) or bench_bigvgan.FRAMES, with_torch=with_torch,
                             **common) if _bigvgan_selected(args) else None
+    decoders = (bench_streaming.run_decoders(steps=args.repeat, patched=True)
+                if "streams" in (getattr(args, "only", None) or ()) else None)
     # PyTorch phase.
     if with_torch:
         if big is not None:
@@ -169,6 +174,11 @@ def main(args) -> None:
               f"the chunk plus the {streamed['context']} mel frames of left context its audio depends on, "
               f"under `torch.no_grad()`.{torch_note}\n")
         print(bench_streaming.table(streamed))
+    if decoders is not None:
+        print(f"\nWhole decoders streamed through mlx_deconv.stream (mlx-audio's under patch_mlx()), against their "
+              f"whole decode and mlx-audio's own streaming, float32, stream {args.stream or 'default'}; {machine()}; "
+              f"median of {args.repeat} steady steps.\n")
+        print(bench_streaming.decoders_table(decoders))
     if models is not None:
         caption = bench_models.caption(models, args.repeat, args.warmup, bench_models.SLOW)
         print(f"\nWhole decoders, plain MLX against mlx_deconv.patch_mlx(), float32, "
@@ -188,7 +198,8 @@ def main(args) -> None:
                            conv1d_rows=conv_rows, decoder=None if dec is None else bench_decoder.public(dec),
                            short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows),
                            models=models, bigvgan=None if big is None else bench_bigvgan.public(big),
-                           streaming=None if streamed is None else bench_streaming.public(streamed)),
+                           streaming=None if streamed is None else bench_streaming.public(streamed),
+                           streamed_decoders=decoders),
                       f, indent=2)
     if args.plot and rows:
         try:

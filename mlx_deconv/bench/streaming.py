@@ -1,5 +1,8 @@
 """``bench``'s streaming rows: :class:`~mlx_deconv.hifigan.StreamingHiFiGAN` (V1) fed a few mel frames a step.
 
+One part of the benchmark in one module (about 390 lines): HiFi-GAN V1's stream against PyTorch, and
+whole decoders through :func:`mlx_deconv.stream` (:func:`run_decoders`, ``bench --only streams``).
+
 For each chunk size the stream is fed chunks of random mel frames; each step (``step`` and the
 evaluation of the audio it returns) is timed once the stream is steady (its context filled, a whole
 chunk of audio out per step) and after ``warmup`` more.
@@ -168,7 +171,7 @@ def _decoder(name: str, tiny: bool):
     ``own(frames, chunk)`` streams ``frames`` input frames in chunks the way mlx-audio's own streaming does and
     returns ``(whole, pieces, step seconds, note)``.
     """
-    from .models import _bigvgan, _dac
+    from .patched_decoders import _bigvgan, _dac
 
     rng = np.random.default_rng(1)
 
@@ -313,7 +316,7 @@ def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = 
     import time
 
     from ..streaming import stream
-    from .models import has_mlx_audio
+    from .patched_decoders import has_mlx_audio
 
     rows: List[Dict] = []
     skipped: Dict[str, str] = {}

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..backends import BACKENDS
 from ..models import bigvgan, hifigan
+from ..streaming import stream as decoder_stream
 
 T = TypeVar("T")
 
@@ -374,9 +375,10 @@ def offline(model, mel: mx.array, segment_frames: int, show: bool = True) -> mx.
 
 
 def streamed(model, mel: mx.array, chunk_frames: int, show: bool = True) -> mx.array:
-    """The model fed ``mel`` ``(1, n_mels, frames)`` ``chunk_frames`` at a time through its stream; the audio
-    ``(1, 1, samples)``. The one place the streamed synthesis lives, so that another stream can replace it."""
-    stream = (bigvgan.StreamingBigVGAN if isinstance(model, bigvgan.BigVGAN) else hifigan.StreamingHiFiGAN)(model)
+    """The model fed ``mel`` ``(1, n_mels, frames)`` ``chunk_frames`` at a time through
+    :func:`mlx_deconv.stream`, the package's exact stream of any decoder (for this package's models it keeps
+    their own state); the audio ``(1, 1, samples)``."""
+    stream = decoder_stream(model, in_axis=-1, out_axis=-1)
     starts = range(0, mel.shape[-1], chunk_frames)
     pieces = []
     for i in progress(starts, len(starts), "vocoding", enabled=show):

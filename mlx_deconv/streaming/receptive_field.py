@@ -1,5 +1,8 @@
 """The receptive field of a decoder, found on the decoder itself, and the refusal of decoders that are not local.
 
+One concept in one module (about 400 lines): the measurement of a decoder's field and the refusals
+that measurement makes, each needing the other's probes.
+
 A decoder maps ``L`` input frames to ``hop * L + offset`` output samples. It is *local* when input
 frame ``t`` changes only output samples ``[hop*t + first, hop*t + last]`` (the same ``first`` and
 ``last`` for every interior ``t``): then output sample ``n`` depends only on frames

@@ -93,7 +93,7 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
 def emulate(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
             geom: ActivationGeometry) -> mx.array:
     """The Metal kernel's output computed on the CPU: the exact source MLX generates for the launch,
-    compiled with the system C++ compiler and run thread by thread (see :mod:`.metal_emulator`)."""
+    compiled with the system C++ compiler and run thread by thread (see :mod:`.emulator`)."""
     return run_kernel(x, alpha, beta, up, down, geom, launch=emulated_launch)
 
 
