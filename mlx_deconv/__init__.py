@@ -10,7 +10,6 @@ each backend) -> arrays. Around them: :mod:`.nn` (layers), :mod:`.models` (whole
 from .runtime import blas as _blas
 
 _blas.load()
-_blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
 from .runtime import old_names as _old_names  # noqa: E402
 
