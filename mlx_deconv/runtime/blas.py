@@ -420,7 +420,17 @@ class _WrongResult(RuntimeError):
 
 
 class _LeftAlone(Exception):
-    """MLX is not a build whose slots we may write; the message says why."""
+    """MLX's slots are not ours to write; the message says why.
+
+    Args:
+        message (str): why.
+        recognised (bool): True when the build is one we know but its ``cblas_sgemm`` is another
+            optimized library's already (``LD_PRELOAD``): a note then, not a warning.
+    """
+
+    def __init__(self, message: str, recognised: bool = False):
+        super().__init__(message)
+        self.recognised = recognised
 
 
 def _find_target(library: str = "libmlx.so") -> _Target:
@@ -452,6 +462,9 @@ def _find_target(library: str = "libmlx.so") -> _Target:
         path, name, address = jump_slots.symbol_at(value)
         if path is not None and os.path.basename(path) in bundled_names and name == symbol and address == value:
             target.slots[symbol], target.original[symbol], target.bundled = slot, value, path
+        elif symbol == REQUIRED and path is not None and name == symbol and address == value:
+            raise _LeftAlone(f"MLX's {symbol} is already {path}'s (loaded before MLX, e.g. by LD_PRELOAD); "
+                             "left as it is", recognised=True)
         elif symbol == REQUIRED:
             held = f"{name or '?'} of {path}" if path else f"0x{value:x}, in no loaded library"
             raise _LeftAlone(f"{library}'s {symbol} slot holds {held}, not {symbol} of its bundled "
@@ -551,6 +564,8 @@ def load() -> Optional[str]:
         target = _target()
     except _LeftAlone as why:
         _STATE.notes.append(f"MLX left alone: {why}")
+        if why.recognised:
+            return None
         _warn(f"MLX's CPU matmul keeps its own BLAS: {why}. This MLX build is not one mlx_deconv recognises; "
               f"{ENV}=0 silences this.")
         return None
