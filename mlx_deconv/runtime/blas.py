@@ -466,7 +466,10 @@ def _find_target(library: str = "libmlx.so") -> _Target:
             raise _LeftAlone(f"MLX's {symbol} is already {path}'s (loaded before MLX, e.g. by LD_PRELOAD); "
                              "left as it is", recognised=True)
         elif symbol == REQUIRED:
-            held = f"{name or '?'} of {path}" if path else f"0x{value:x}, in no loaded library"
+            if path == target.path:
+                held = f"an address inside {library} itself (lazy binding, not yet resolved)"
+            else:
+                held = f"{name or 'an unnamed address'} of {path}" if path else f"0x{value:x}, in no loaded library"
             raise _LeftAlone(f"{library}'s {symbol} slot holds {held}, not {symbol} of its bundled "
                              f"{bundled_names[0]}")
     return target
@@ -495,7 +498,9 @@ def _install(candidate: _Candidate, target: _Target) -> None:
     if os.sep in path and not _private_enough(path):
         raise RuntimeError("skipped, other users can write or own it or its folder")
     try:
-        handle = ctypes.CDLL(path, mode=os.RTLD_LOCAL | os.RTLD_NOW)  # nothing enters the global scope
+        # Nothing enters the global scope. ctypes never unloads a library, so one a slot pointed at
+        # (even briefly, then refused) stays mapped for a call still inside it.
+        handle = ctypes.CDLL(path, mode=os.RTLD_LOCAL | os.RTLD_NOW)
     except OSError as err:
         raise RuntimeError(str(err)) from None
     prefix = candidate.prefix if candidate.prefix is not None else _prefix_of(handle)
@@ -517,6 +522,9 @@ def _install(candidate: _Candidate, target: _Target) -> None:
         try:
             _write(target, addresses)
             wrong = _check_through_mlx([dtypes[s] for s in addresses])
+        except Exception as err:  # mprotect refused, or MLX raised: as it was, and on to the next library
+            _write(target, {s: target.original[s] for s in addresses})
+            raise RuntimeError(f"{type(err).__name__}: {err}; the slots hold MLX's own BLAS again") from err
         except BaseException:
             _write(target, {s: target.original[s] for s in addresses})
             raise
