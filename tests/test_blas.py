@@ -336,15 +336,27 @@ def test_pytorch_keeps_its_threads():
 def test_order_puts_mkl_first_on_intel_only():
     from mlx_deconv.runtime import blas
 
-    mkl, scipy, cmeel = "/v/lib/libmkl_rt.so.2", "/v/scipy_openblas32/lib/libscipy_openblas.so", "/v/libopenblas.so.0"
-    system = ["/usr/lib/libopenblas.so.0"]
-    wheels = [mkl, scipy, cmeel]
-    assert blas.order_candidates(wheels, system, "GenuineIntel") == [
-        ("wheel", mkl), ("wheel", scipy), ("wheel", cmeel), ("system", system[0])]
+    assert blas.order_sources("GenuineIntel") == ["mkl", "scipy-openblas32", "cmeel-openblas", "system"]
     for vendor in ("AuthenticAMD", None):
-        assert blas.order_candidates(wheels, system, vendor) == [
-            ("wheel", scipy), ("wheel", cmeel), ("system", system[0]), ("wheel", mkl)]
-    assert blas.order_candidates([], system, "AuthenticAMD") == [("system", system[0])]
+        assert blas.order_sources(vendor) == ["scipy-openblas32", "cmeel-openblas", "system", "mkl"]
+
+
+def test_mkl_is_not_looked_for_before_its_turn(monkeypatch):
+    """On a CPU that is not Intel's the first library found is tried before MKL's wheel is even looked up."""
+    from mlx_deconv.runtime import blas
+
+    looked = []
+    monkeypatch.delenv("MLX_DECONV_BLAS", raising=False)
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(blas, "system_openblas", lambda: ["/usr/lib/libopenblas.so.0"])
+    monkeypatch.setattr(blas, "_wheel_candidate", lambda dist: looked.append(dist) or (
+        blas._Candidate("wheel", f"/v/{dist}.so", "") if dist in ("mkl", "scipy-openblas32") else None))
+    candidates = blas._candidates()
+    assert next(candidates).path == "/v/scipy-openblas32.so" and looked == ["scipy-openblas32"]
+    assert [c.path for c in candidates] == ["/usr/lib/libopenblas.so.0", "/v/mkl.so"]
+    assert looked == ["scipy-openblas32", "cmeel-openblas", "mkl"]
+    monkeypatch.setattr(blas, "cpu_vendor", lambda: "GenuineIntel")
+    assert [c.path for c in blas._candidates()] == ["/v/mkl.so", "/v/scipy-openblas32.so", "/usr/lib/libopenblas.so.0"]
 
 
 def test_scipy_openblas_wheel_is_found_with_its_prefix():

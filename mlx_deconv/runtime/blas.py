@@ -30,6 +30,7 @@ On macOS MLX multiplies with Accelerate and nothing is done.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import stat
 import sys
@@ -37,7 +38,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 #: Environment switch: a library path or soname, or ``0`` to leave MLX's own BLAS alone.
 ENV = "MLX_DECONV_BLAS"
@@ -138,31 +139,34 @@ def _prefix_of(handle: ctypes.CDLL) -> Optional[str]:
     return None
 
 
+def _wheel_candidate(dist: str) -> Optional[_Candidate]:
+    """The CBLAS library the installed wheel ``dist`` (a name of :data:`WHEELS`) carries, or None."""
+    from importlib import util
+
+    _, package, file_prefix, symbol_prefix = next(w for w in WHEELS if w[0] == dist)
+    if package is not None:  # the package's own folder: cheaper than importing importlib.metadata
+        spec = util.find_spec(package)
+        for folder in list(spec.submodule_search_locations or []) if spec else []:
+            lib = os.path.join(folder, "lib")
+            names = sorted(n for n in os.listdir(lib) if n.startswith(file_prefix)) if os.path.isdir(lib) else []
+            if names:
+                return _Candidate("wheel", os.path.realpath(os.path.join(lib, names[0])), symbol_prefix)
+        return None
+    from importlib import metadata
+
+    try:
+        files = metadata.files(dist) or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith(file_prefix):
+            return _Candidate("wheel", os.path.realpath(str(f.locate())), symbol_prefix)
+    return None
+
+
 def _wheel_candidates() -> List[_Candidate]:
     """The CBLAS libraries that installed wheels carry, in :data:`WHEELS`' order."""
-    from importlib import metadata, util
-
-    found = []
-    for dist, package, file_prefix, symbol_prefix in WHEELS:
-        if package is not None:  # the package's own folder: cheaper than reading the wheel's file list
-            spec = util.find_spec(package)
-            folders = list(spec.submodule_search_locations or []) if spec else []
-            for folder in folders:
-                lib = os.path.join(folder, "lib")
-                names = sorted(n for n in os.listdir(lib) if n.startswith(file_prefix)) if os.path.isdir(lib) else []
-                if names:
-                    found.append(_Candidate("wheel", os.path.realpath(os.path.join(lib, names[0])), symbol_prefix))
-                    break
-            continue
-        try:
-            files = metadata.files(dist) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for f in files:
-            if f.name.startswith(file_prefix):
-                found.append(_Candidate("wheel", os.path.realpath(str(f.locate())), symbol_prefix))
-                break
-    return found
+    return [c for c in (_wheel_candidate(w[0]) for w in WHEELS) if c is not None]
 
 
 def cpu_vendor() -> Optional[str]:
@@ -190,26 +194,22 @@ def _is_openblas(path: str) -> bool:
     return "openblas" in os.path.basename(path)
 
 
-def order_candidates(wheels: List[str], system: List[str], vendor: Optional[str]) -> List[Tuple[str, str]]:
-    """The order in which libraries are tried.
+def order_sources(vendor: Optional[str]) -> List[str]:
+    """The order in which the sources of a library are tried: wheels by name (:data:`WHEELS`), and ``"system"``.
 
     MKL goes first on an Intel CPU; elsewhere last, since it runs its AVX2
     kernels, not its AVX-512 ones, on other vendors' CPUs, and
     scipy-openblas32 measured as fast or faster there (docs/blas.md). Among
-    the rest, wheels (in the order given) go before the system's OpenBLAS.
+    the rest, wheels go before the system's OpenBLAS.
 
     Args:
-        wheels: paths of the libraries wheels carry, in :data:`WHEELS`' order.
-        system: paths of the system's OpenBLAS.
         vendor: :func:`cpu_vendor`.
 
     Returns:
-        list: ``(origin, path)``, origin ``"wheel"`` or ``"system"``.
+        list of str: e.g. ``["scipy-openblas32", "cmeel-openblas", "system", "mkl"]``.
     """
-    wheel_items = [("wheel", p) for p in wheels]
-    mkl = [c for c in wheel_items if _is_mkl(c[1])]
-    others = [c for c in wheel_items if not _is_mkl(c[1])] + [("system", p) for p in system]
-    return mkl + others if vendor == "GenuineIntel" else others + mkl
+    others = [w[0] for w in WHEELS if w[0] != "mkl"] + ["system"]
+    return ["mkl"] + others if vendor == "GenuineIntel" else others + ["mkl"]
 
 
 def system_library_folders() -> List[str]:
@@ -233,15 +233,19 @@ def system_openblas() -> List[str]:
     return found
 
 
-def _candidates() -> List[_Candidate]:
-    """The libraries to try, in order."""
+def _candidates() -> Iterator[_Candidate]:
+    """The libraries to try, in order, each source looked for only when reached (MKL's costs an import)."""
     chosen = os.environ.get(ENV, "").strip()
     if chosen:
-        return [_Candidate(ENV, chosen)]
-    wheels = _wheel_candidates()
-    prefixes = {c.path: c.prefix for c in wheels}
-    ordered = order_candidates([c.path for c in wheels], system_openblas(), cpu_vendor())
-    return [_Candidate(origin, path, prefixes.get(path, "")) for origin, path in ordered]
+        yield _Candidate(ENV, chosen)
+        return
+    for source in order_sources(cpu_vendor()):
+        if source == "system":
+            yield from (_Candidate("system", path, "") for path in system_openblas())
+        else:
+            found = _wheel_candidate(source)
+            if found is not None:
+                yield found
 
 
 def _set_threads(handle: ctypes.CDLL, prefix: str = "") -> Optional[int]:
@@ -565,7 +569,8 @@ def load() -> Optional[str]:
     import mlx.core  # noqa: F401  (maps libmlx.so, whose slots are written)
 
     candidates = _candidates()
-    if not candidates:
+    first = next(candidates, None)
+    if first is None:
         _STATE.notes.append("no optimized BLAS found (pip install scipy-openblas32, or mlx-deconv[mkl])")
         return None
     try:
@@ -578,7 +583,7 @@ def load() -> Optional[str]:
               f"{ENV}=0 silences this.")
         return None
     refused_by_a_check = []
-    for candidate in candidates:
+    for candidate in itertools.chain([first], candidates):
         try:
             _install(candidate, target)
             return _STATE.loaded

@@ -205,15 +205,18 @@ def read_jump_slots(path: str, symbols: Iterable[str]) -> ElfFacts:
         relro = [(h[3], h[3] + h[5]) for h in headers if h[0] == PT_GNU_RELRO]
         jump_slot = JUMP_SLOT_TYPE[machine]
         relocations = read_at(tags[DT_JMPREL], tags[DT_PLTRELSZ])
+        entries = [struct.unpack_from("<QQq", relocations, i)[:2] for i in range(0, len(relocations) - 23, 24)]
+        entries = [(r_offset, r_info >> 32) for r_offset, r_info in entries if r_info & 0xFFFFFFFF == jump_slot]
         slots: Dict[str, Tuple[int, bool]] = {}
-        for i in range(0, len(relocations) - 23, 24):
-            r_offset, r_info, _ = struct.unpack_from("<QQq", relocations, i)
-            if r_info & 0xFFFFFFFF != jump_slot:
-                continue
-            st_name, = struct.unpack_from("<I", read_at(tags[DT_SYMTAB] + (r_info >> 32) * syment, 4))
-            symbol = name_at(st_name)
-            if symbol in wanted:
-                slots[symbol] = (r_offset, any(lo <= r_offset < hi for lo, hi in relro))
+        if entries:
+            # The symbols the slots name, read in one piece rather than one read per slot.
+            low, high = min(i for _, i in entries), max(i for _, i in entries)
+            symbols_read = read_at(tags[DT_SYMTAB] + low * syment, (high - low) * syment + 4)
+            for r_offset, index in entries:
+                st_name, = struct.unpack_from("<I", symbols_read, (index - low) * syment)
+                symbol = name_at(st_name)
+                if symbol in wanted:
+                    slots[symbol] = (r_offset, any(lo <= r_offset < hi for lo, hi in relro))
         bind_now = (DT_BIND_NOW in tags or bool(tags.get(DT_FLAGS, 0) & DF_BIND_NOW)
                     or bool(tags.get(DT_FLAGS_1, 0) & DF_1_NOW))
         return ElfFacts(machine, bind_now, tuple(name_at(o) for o in needed_offsets), slots, phdrs)
