@@ -437,3 +437,30 @@ def test_system_openblas_by_soname_is_reported_as_the_file_it_resolved_to():
     assert os.path.realpath(info["provider"]) == info["loaded"]
     assert info["library"].startswith("OpenBLAS"), info["library"]
     _assert_products_right(info)
+
+
+def test_a_slot_on_a_read_only_page_is_written_and_the_page_made_read_only_again():
+    """The RELRO case: libmlx.so's slots are writable today, but a build with BIND_NOW would have them read-only."""
+    import ctypes
+    import mmap
+
+    from mlx_deconv.runtime import jump_slots
+
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    cell = ctypes.c_void_p.from_buffer(page, 64)
+    address = ctypes.addressof(cell)
+    cell.value = 0x1234
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    start = address - address % mmap.PAGESIZE
+    assert libc.mprotect(start, mmap.PAGESIZE, jump_slots.PROT_READ) == 0
+    try:
+        assert jump_slots.page_protection(address) == jump_slots.PROT_READ
+        slot = jump_slots.JumpSlot("cblas_sgemm", address, read_only=True)
+        jump_slots.write_slot(slot, 0x5678)
+        assert jump_slots.read_slot(slot) == 0x5678
+        assert jump_slots.page_protection(address) == jump_slots.PROT_READ  # as it was found
+    finally:
+        libc.mprotect(start, mmap.PAGESIZE, jump_slots.PROT_READ | jump_slots.PROT_WRITE)
+        del cell
+        page.close()
