@@ -10,19 +10,24 @@ TORCH ?= torch==2.13.0
 # without them, plus the few their modules import. `make test CLIENTS=` leaves them out.
 CLIENTS ?= mlx-audio==0.6.2 bigvgan==2.4.1
 CLIENT_DEPS := huggingface_hub pyyaml scipy tokenizers typing_extensions tqdm
+# The default install brings scipy-openblas32 on Linux x86-64; `make BLAS_EXTRA=mkl` adds Intel MKL
+# (about 1 GB; used on Intel CPUs only, docs/blas.md). Empty by default, so the figures are the default's.
+BLAS_EXTRA ?=
+comma := ,
+EXTRA_BLAS := $(if $(BLAS_EXTRA),$(comma)$(BLAS_EXTRA))
 
 .PHONY: demo test bench check clean
 
 $(VENV)/.base: pyproject.toml
-	@echo "make: creating $(VENV) and installing mlx-deconv (editable) with mlx, numpy, matplotlib (examples) and, on Linux x86-64, Intel MKL (blas)"
+	@echo "make: creating $(VENV) and installing mlx-deconv (editable) with mlx, numpy, matplotlib (examples) and, on Linux x86-64, scipy-openblas32"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[examples,blas]"
+	$(PY) -m pip install --quiet -e ".[examples$(EXTRA_BLAS)]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
 	@echo "make: installing the test extra (pytest, hypothesis) into $(VENV)"
-	$(PY) -m pip install --quiet -e ".[test,examples,blas]"
+	$(PY) -m pip install --quiet -e ".[test,examples$(EXTRA_BLAS)]"
 	@if [ -n "$(TORCH)" ]; then echo "make: installing $(TORCH) for the PyTorch parity tests (optional; a large download on Linux; skip it with: make test TORCH=)"; else echo "make: TORCH is empty: PyTorch not installed, its parity tests will skip"; fi
 	if [ -n "$(TORCH)" ]; then $(PY) -m pip install --quiet "$(TORCH)" || echo "$(TORCH) not installed: PyTorch parity tests will skip"; fi
 	if [ -n "$(CLIENTS)" ]; then $(PY) -m pip install --quiet --no-deps $(CLIENTS) && $(PY) -m pip install --quiet $(CLIENT_DEPS) || echo "$(CLIENTS) not installed: their tests will skip"; fi

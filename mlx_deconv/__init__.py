@@ -7,11 +7,10 @@ the anti-aliased activation, ``patch_mlx``) -> :mod:`.geometry` (the call valida
 :mod:`.tuning` (measured choices) and :mod:`.runtime` (the BLAS, streams, compiled helpers, thread exit).
 """
 
-# First, before anything imports mlx.core: an optimized CBLAS under MLX's matmul on Linux (runtime/blas.py).
+# An optimized BLAS under MLX's CPU matmul on Linux, whatever was imported before (runtime/blas.py).
 from .runtime import blas as _blas
 
 _blas.load()
-_blas.warn_if_too_late()
 from .runtime.blas import blas_info  # noqa: E402
 from .runtime import thread_exit as _thread_exit  # noqa: E402, F401  (threads empty MLX's caches as they end)
 
