@@ -128,6 +128,8 @@ def _cells(op: str, length: int, channels: int) -> List[ShortCall]:
                  ShortCall(op, "up8", length, channels, 16, stride=8)]
     cells.append(ShortCall(op, "depthwise", length, channels, 12 if op == "conv_transpose1d" else 7,
                            stride=2 if op == "conv_transpose1d" else 1, groups=channels))
+    if op == "conv1d":  # BigVGAN's low-pass filter after each anti-aliased activation
+        cells.append(ShortCall(op, "depthwise-strided", length, channels, 12, stride=2, groups=channels))
     if channels >= 8:
         cells.append(ShortCall(op, "grouped", length, channels, 7, groups=4))
     return cells
@@ -230,10 +232,10 @@ def _rounding(dtype) -> float:
 def agreement(cell: ShortCall, x: mx.array, w: mx.array, ours: mx.array, theirs: mx.array) -> Dict:
     """How far ``auto``'s output (``ours``) and MLX's (``theirs``) are from the float64 definition.
 
-    Each output sample's error is measured in units of its rounding bound,
-    ``eps(dtype) * sqrt(depth) * sum|x*w|`` over the products it sums (``depth = K * C_in/groups``):
-    a sum of ``depth`` products rounded in the dtype stays well within a few such units, and a wrong
-    tap or channel is off by about ``1 / eps`` of them.
+    Each output sample's error is measured in units of ``eps(dtype) * sum|x*w|`` over the products it sums:
+    rounding the products, their sum and the output in the dtype stays within a few such units (measured:
+    at most 2.6 in float32, 0.5 in float16 and bfloat16, over the held-out grid and a fifth of the fitting
+    grid), while a wrong tap or channel is off by about ``1 / eps`` of them.
 
     Returns:
         dict: ``auto`` and ``mx``: the largest error in those units; ``agree``: both at most
@@ -244,8 +246,7 @@ def agreement(cell: ShortCall, x: mx.array, w: mx.array, ours: mx.array, theirs:
     x64, w64 = (np.array(a.astype(mx.float32)) for a in (x, w))
     exact = reference_output(cell, x64, w64)
     bound = reference_output(cell, np.abs(x64), np.abs(w64))
-    depth = cell.kernel_size * cell.channels // cell.groups
-    unit = _rounding(x.dtype) * math.sqrt(depth) * bound + np.finfo(np.float32).tiny
+    unit = _rounding(x.dtype) * bound + np.finfo(np.float32).tiny
 
     def units(y):
         return float(np.max(np.abs(np.array(y.astype(mx.float32), np.float64) - exact) / unit, initial=0.0))

@@ -1,0 +1,202 @@
+"""The short calls: ``bench``'s comparison with MLX's function called directly, its two grids, the rule's
+dtype, and the call that ends in MLX's op.
+
+Nothing here times anything: the bench's tiny run takes an injected clock.
+"""
+
+import itertools
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_deconv as md
+import reference as ref
+from mlx_deconv.bench import short_calls
+from mlx_deconv.choice import choose, rule
+from mlx_deconv.geometry.validation import conv1d_geometry, conv_geometry
+from mlx_deconv.ops import functional
+from mlx_deconv.runtime.devices import cpu_blas
+
+CPU = mx.default_stream(mx.cpu)
+
+
+def reference_of(cell, x, w):
+    """The cell's float64 output from tests/reference.py (written apart from the bench's own)."""
+    kw = cell.kwargs()
+    p = kw["padding"]
+    fn = ref.conv1d if cell.op == "conv1d" else ref.conv_transpose1d
+    return fn(np.asarray(x, np.float64), np.asarray(w, np.float64), None, stride=cell.stride, left=p, right=p,
+              dilation=cell.dilation, groups=cell.groups)
+
+
+def arrays(cell, dtype=None):
+    x, w = short_calls._data(cell, getattr(mx, cell.dtype or "float32") if dtype is None else dtype)
+    return x, w, np.array(x.astype(mx.float32)), np.array(w.astype(mx.float32))
+
+
+def test_held_out_grid_is_what_it_claims_and_apart_from_the_fitting_grid():
+    held = short_calls.HELD_OUT
+    assert not set(held) & set(short_calls.SHORT_CALLS)
+    assert all(c.batch > 1 for c in held) and all(c.length % 2 == 1 for c in held)
+    assert all(c.out_channels != c.channels for c in held if c.groups != c.channels)
+    assert {c.dtype for c in held} == {"float32", "float16", "bfloat16"}
+    assert {c.op for c in held} == {"conv1d", "conv_transpose1d"}
+    assert {2, 8} <= {c.groups for c in held if 1 < c.groups < c.channels}
+    assert {"dense", "depthwise", "dilated", "strided"} <= {c.kind for c in held}
+    # The fitting grid is batch 1 in the run's dtype.
+    assert all(c.batch == 1 and c.dtype is None for c in short_calls.SHORT_CALLS)
+
+
+def test_cells_translate_to_mlx_arguments():
+    cell = short_calls.ShortCall("conv_transpose1d", "up2", 9, 8, 4, stride=2, batch=2, outputs=6)
+    assert cell.mlx_kwargs() == dict(stride=2, padding=1, dilation=1, groups=1, output_padding=0)
+    assert short_calls.ShortCall("conv1d", "dilated", 9, 8, 3, dilation=2).mlx_kwargs() == dict(
+        stride=1, padding=2, dilation=2, groups=1)
+    # A crop MLX cannot take is refused by name, not compared with something else.
+    wide = short_calls.ShortCall("conv_transpose1d", "odd", 9, 8, 3)
+    object.__setattr__(wide, "kwargs", lambda: dict(stride=1, padding=3, dilation=1, groups=1))
+    with pytest.raises(ValueError, match=r"conv_transpose1d-odd-L9-C8-K3.*padding=3 > dilation\*\(K-1\)=2"):
+        wide.mlx_kwargs()
+
+
+@pytest.mark.parametrize("cell", short_calls.HELD_OUT[::3] + short_calls.SHORT_CALLS[::37], ids=lambda c: c.name)
+def test_bench_reference_and_mlx_agree_with_the_definition(cell):
+    """The bench's float64 reference equals tests/reference.py's; MLX's function on the translated
+    arguments and ``auto`` both agree with it."""
+    x, w, x64, w64 = arrays(cell)
+    expected = reference_of(cell, x64, w64)
+    np.testing.assert_allclose(short_calls.reference_output(cell, x64, w64), expected, rtol=1e-12, atol=1e-12)
+    theirs = (mx.conv1d if cell.op == "conv1d" else mx.conv_transpose1d)(x, w, **cell.mlx_kwargs())
+    ours = (md.conv1d if cell.op == "conv1d" else md.conv_transpose1d)(x, w, **cell.kwargs())
+    assert ours.dtype == theirs.dtype == x.dtype and ours.shape == theirs.shape == expected.shape
+    values = short_calls.agreement(cell, x, w, ours, theirs)
+    assert values["agree"], values
+
+
+def test_agreement_catches_a_wrong_output():
+    cell = short_calls.HELD_OUT[1]  # float16
+    x, w, _, _ = arrays(cell)
+    ours = md.conv1d(x, w, **cell.kwargs())
+    theirs = mx.conv1d(x, w, **cell.mlx_kwargs())
+    assert short_calls.agreement(cell, x, w, ours, theirs)["agree"]
+    wrong = 0.05 * mx.abs(ours.astype(mx.float32)).max()  # one sample off by 5% of the largest
+    off = ours.astype(mx.float32) + mx.where(mx.arange(ours.size).reshape(ours.shape) == 5, wrong, 0.0)
+    assert not short_calls.agreement(cell, x, w, off.astype(ours.dtype), theirs)["agree"]
+    assert not short_calls.agreement(cell, x, w, ours[:, 1:], theirs)["agree"]
+
+
+def test_tiny_run_has_both_grids_the_columns_and_a_summary_per_grid():
+    ticks = itertools.count()
+    tick = 2.0 ** -12
+    clock = lambda: tick * next(ticks)  # noqa: E731  (no real timing in tests)
+    fitting = [short_calls.ShortCall("conv1d", "dense", 8, 4, 3), short_calls.ShortCall("conv_transpose1d", "up2",
+                                                                                       8, 4, 4, stride=2)]
+    held = [short_calls.HELD_OUT[1], short_calls.HELD_OUT[-1]]
+    rows = short_calls.run(fitting, held_out=held, warmup=1, repeat=2, clock=clock)
+    assert [r["grid"] for r in rows] == ["fitting", "fitting", "held-out", "held-out"]
+    assert [r["dtype"] for r in rows] == ["float32", "float32", "float16", "float32"]
+    for row in rows:
+        assert set(row["seconds"]) == {"mx", "auto", "builtin"}
+        assert row["mx_over_auto"] == row["builtin_over_auto"] == 1.0 and row["values"]["agree"]
+    summary = short_calls.summary(rows)
+    assert set(summary) == {"fitting", "held-out"}
+    assert summary["held-out"]["conv1d"] == dict(cells=1, below=0, min=1.0, geomean=1.0, disagree=0)
+    text = short_calls.table(rows)
+    head = "| cell | dtype | auto | mx ms | auto ms | builtin ms | mx / auto | builtin / auto | values |"
+    assert text.count(head) == 2
+    assert "**fitting grid** (2 cells; the rule's thresholds were fitted on it)" in text
+    assert "**held-out grid** (2 cells; no threshold was fitted on it)" in text
+    assert "- held-out, `conv_transpose1d`: 1 cells, 0 below 0.9x, mx / auto minimum 1.00x" in text
+    caption = short_calls.caption(rows)
+    assert "MLX's function called directly" in caption and "fitted on the fitting grid (2 cells" in caption
+    # The default run is both grids.
+    assert short_calls.run.__defaults__[0] is None
+
+
+def test_summary_counts_cells_below_and_disagreeing():
+    rows = [dict(cell=dict(op="conv1d"), grid="held-out", mx_over_auto=v, values=dict(agree=a))
+            for v, a in ((0.5, True), (2.0, False), (1.0, True))]
+    s = short_calls.summary(rows)["held-out"]["conv1d"]
+    assert (s["cells"], s["below"], s["min"], s["disagree"]) == (3, 1, 0.5, 1)
+    assert s["geomean"] == pytest.approx(1.0)
+
+
+# -- the rule knows the dtype ---------------------------------------------------------------
+
+def test_half_precision_moves_the_loop_threshold_by_the_measured_factor():
+    """A dilated conv1d (MLX's naive loop) between the float16 and the float32 threshold: float32 and
+    bfloat16 stay on MLX's op, float16 (MLX's loop 1.46x slower, the package's path 1.17x) goes to gemm."""
+    geom = conv1d_geometry((1, 64, 16), (16, 3, 16), padding=3, dilation=3)[0]
+    work = rule.naive_work(geom)
+    factor = rule.HALF_PRECISION_WORK_FACTOR["float16"]
+    assert rule.BUILTIN_MAX_NAIVE_WORK / factor < work < rule.BUILTIN_MAX_NAIVE_WORK
+    blas = cpu_blas(CPU)
+    assert rule.builtin_is_faster(geom, blas) and rule.builtin_is_faster(geom, blas, mx.bfloat16)
+    assert not rule.builtin_is_faster(geom, blas, mx.float16)
+    assert choose(geom, CPU, dtype=mx.float32).name == "builtin"
+    assert choose(geom, CPU, dtype=mx.float16).name == "gemm"
+    # ...and the op's call passes its input's dtype to the choice.
+    x = mx.random.normal((1, 64, 16)).astype(mx.float16)
+    w = mx.random.normal((16, 3, 16)).astype(mx.float16)
+    call = functional.Call("conv1d", x.shape, w.shape, None, x.dtype, 1, 3, None, 3, 1, "NLC", "mlx", None, "auto",
+                           repr(CPU), None)
+    assert functional.prepared(call, CPU).backend.name == "gemm"
+
+
+def test_bigvgan_low_pass_goes_to_mlx_op():
+    """BigVGAN's low-pass depthwise conv1d (L=512, C=64, K=12, stride 2) lost to MLX's loop on gemm."""
+    geom = conv1d_geometry((1, 512, 64), (64, 12, 1), stride=2, padding=5, groups=64)[0]
+    assert choose(geom, CPU).name == "builtin"
+    wide = conv1d_geometry((1, 1024, 512), (512, 12, 1), stride=2, padding=5, groups=512)[0]
+    assert choose(wide, CPU).name == "gemm"
+
+
+# -- the call that ends in MLX's op ----------------------------------------------------------
+
+@pytest.mark.parametrize("op,x_shape,w_shape,kwargs", [
+    ("conv1d", (2, 9, 6), (4, 3, 6), dict(padding=1)),
+    ("conv1d", (2, 9, 6), (6, 5, 1), dict(stride=2, padding=2, groups=6)),
+    ("conv1d", (1, 11, 4), (4, 3, 4), dict(dilation=2)),
+    ("conv_transpose1d", (2, 7, 6), (4, 4, 6), dict(stride=2, padding=1)),
+    ("conv_transpose1d", (1, 5, 8), (8, 3, 2), dict(padding=2, dilation=2, groups=4)),
+])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+def test_builtin_call_mlx_expresses_is_mlx_function_bound(op, x_shape, w_shape, kwargs, dtype):
+    """MLX's own function runs it (no wrapper), with the bias and a float32 weight cast to the input's dtype,
+    and the values are the definition's."""
+    rng = np.random.default_rng(3)
+    x64, w64, b64 = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    x, w, b = mx.array(x64, dtype=dtype), mx.array(w64, dtype=mx.float32), mx.array(b64, dtype=mx.float32)
+    check = conv1d_geometry if op == "conv1d" else conv_geometry
+    geom = check(x.shape, w.shape, **kwargs)[0]
+    run = functional.mlx_function(geom, CPU)
+    assert run is not None
+    y = (md.conv1d if op == "conv1d" else md.conv_transpose1d)(x, w, b, **kwargs, backend="builtin", stream=CPU)
+    assert y.dtype == dtype and mx.array_equal(y, run(x, w, b)).item()
+    call_entry = functional.prepared(functional.Call(op, x.shape, w.shape, b.shape, x.dtype,
+                                                     kwargs.get("stride", 1), kwargs.get("padding", 0), None,
+                                                     kwargs.get("dilation", 1), kwargs.get("groups", 1), "NLC", "mlx",
+                                                     None, "builtin", repr(CPU), None), CPU)
+    assert call_entry.run.__qualname__ == "mlx_function.<locals>.run"  # not the compiled layout wrapper
+    p = kwargs.get("padding", 0)
+    fn = ref.conv1d if op == "conv1d" else ref.conv_transpose1d
+    rounded = lambda a, t: np.array(mx.array(a, dtype=t).astype(mx.float32), np.float64)  # noqa: E731
+    expected = fn(rounded(x64, dtype), rounded(w64, dtype), rounded(b64, dtype), stride=kwargs.get("stride", 1),
+                  left=p, right=p, dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1))
+    tol = 2e-5 if dtype == mx.float32 else 3e-2
+    np.testing.assert_allclose(np.array(y.astype(mx.float32)), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("op,x_shape,w_shape,kwargs", [
+    ("conv1d", (1, 11, 4), (4, 3, 4), dict(padding=2, dilation=2)),  # zero padding with real zeros (NaN taps)
+    ("conv1d", (1, 11, 4), (4, 4, 4), dict(padding="same")),  # unequal sides
+    ("conv_transpose1d", (1, 5, 4), (4, 3, 4), dict(padding=(1, 0))),
+    ("conv_transpose1d", (1, 5, 4), (4, 4, 4), dict(stride=2, padding=1, output_padding=1)),
+    ("conv_transpose1d", (1, 5, 4), (4, 3, 4), dict(padding=3)),  # beyond dilation*(K-1)
+    ("conv1d", (0, 11, 4), (4, 3, 4), dict(padding=1)),  # an empty batch
+])
+def test_calls_mlx_cannot_express_as_is_keep_the_wrapped_form(op, x_shape, w_shape, kwargs):
+    check = conv1d_geometry if op == "conv1d" else conv_geometry
+    geom = check(x_shape, w_shape, **kwargs)[0]
+    assert functional.mlx_function(geom, CPU) is None
