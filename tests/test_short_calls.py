@@ -200,3 +200,35 @@ def test_calls_mlx_cannot_express_as_is_keep_the_wrapped_form(op, x_shape, w_sha
     check = conv1d_geometry if op == "conv1d" else conv_geometry
     geom = check(x_shape, w_shape, **kwargs)[0]
     assert functional.mlx_function(geom, CPU) is None
+
+
+# -- the docs' short region ------------------------------------------------------------------
+
+def load_figures():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "readme_figures.py"
+    spec = importlib.util.spec_from_file_location("readme_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_region_says_what_the_ratio_is_compared_with_and_which_grid_was_fitted():
+    figures = load_figures()
+    row = lambda op, grid, ratio, agree=True: dict(cell=dict(op=op), grid=grid, mx_over_auto=ratio,  # noqa: E731
+                                                   values=dict(agree=agree))
+    rows = [row("conv1d", "fitting", 0.8), row("conv1d", "fitting", 1.25), row("conv_transpose1d", "fitting", 2.0),
+            row("conv1d", "held-out", 1.5, agree=False)]
+    result = dict(short_calls=rows, dtype="float32", stream="default", machine="a machine",
+                  machine_details=dict(blas="libblas.so"))
+    text = figures.short_region(result, None, None)
+    assert "MLX's function called directly" in text and "fitted on the fitting grid" in text
+    assert "| BLAS | grid | op | cells | below 0.9x | mx / auto, minimum | geomean | values differ |" in text
+    assert "| `libblas.so` | fitting | `conv1d` | 2 | 1 | 0.80x | 1.00x | 0 |" in text
+    assert "| `libblas.so` | held-out | `conv1d` | 1 | 0 | 1.50x | 1.50x | 1 |" in text
+    # Rows of an older bench, compared with builtin through the package, are refused, not mislabelled.
+    old = dict(result, short_calls=[dict(cell=dict(op="conv1d"), seconds=dict(auto=1.0, builtin=1.0), gain=1.0)])
+    with pytest.raises(ValueError, match="compare `auto` with `builtin`"):
+        figures.short_region(old, None, None)
