@@ -1,5 +1,5 @@
 """The short calls: ``bench``'s comparison with MLX's function called directly, its two grids, the rule's
-dtype, and the call that ends in MLX's op.
+dtype, and the docs' region written from them.
 
 Nothing here times anything: the bench's tiny run takes an injected clock.
 """
@@ -14,7 +14,7 @@ import mlx_deconv as md
 import reference as ref
 from mlx_deconv.bench import short_calls
 from mlx_deconv.choice import choose, rule
-from mlx_deconv.geometry.validation import conv1d_geometry, conv_geometry
+from mlx_deconv.geometry.validation import conv1d_geometry
 from mlx_deconv.ops import functional
 from mlx_deconv.runtime.devices import cpu_blas
 
@@ -150,56 +150,6 @@ def test_bigvgan_low_pass_goes_to_mlx_op():
     assert choose(geom, CPU).name == "builtin"
     wide = conv1d_geometry((1, 1024, 512), (512, 12, 1), stride=2, padding=5, groups=512)[0]
     assert choose(wide, CPU).name == "gemm"
-
-
-# -- the call that ends in MLX's op ----------------------------------------------------------
-
-@pytest.mark.parametrize("op,x_shape,w_shape,kwargs", [
-    ("conv1d", (2, 9, 6), (4, 3, 6), dict(padding=1)),
-    ("conv1d", (2, 9, 6), (6, 5, 1), dict(stride=2, padding=2, groups=6)),
-    ("conv1d", (1, 11, 4), (4, 3, 4), dict(dilation=2)),
-    ("conv_transpose1d", (2, 7, 6), (4, 4, 6), dict(stride=2, padding=1)),
-    ("conv_transpose1d", (1, 5, 8), (8, 3, 2), dict(padding=2, dilation=2, groups=4)),
-])
-@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
-def test_builtin_call_mlx_expresses_is_mlx_function_bound(op, x_shape, w_shape, kwargs, dtype):
-    """MLX's own function runs it (no wrapper), with the bias and a float32 weight cast to the input's dtype,
-    and the values are the definition's."""
-    rng = np.random.default_rng(3)
-    x64, w64, b64 = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-    x, w, b = mx.array(x64, dtype=dtype), mx.array(w64, dtype=mx.float32), mx.array(b64, dtype=mx.float32)
-    check = conv1d_geometry if op == "conv1d" else conv_geometry
-    geom = check(x.shape, w.shape, **kwargs)[0]
-    run = functional.mlx_function(geom, CPU)
-    assert run is not None
-    y = (md.conv1d if op == "conv1d" else md.conv_transpose1d)(x, w, b, **kwargs, backend="builtin", stream=CPU)
-    assert y.dtype == dtype and mx.array_equal(y, run(x, w, b)).item()
-    call_entry = functional.prepared(functional.Call(op, x.shape, w.shape, b.shape, x.dtype,
-                                                     kwargs.get("stride", 1), kwargs.get("padding", 0), None,
-                                                     kwargs.get("dilation", 1), kwargs.get("groups", 1), "NLC", "mlx",
-                                                     None, "builtin", repr(CPU), None), CPU)
-    assert call_entry.run.__qualname__ == "mlx_function.<locals>.run"  # not the compiled layout wrapper
-    p = kwargs.get("padding", 0)
-    fn = ref.conv1d if op == "conv1d" else ref.conv_transpose1d
-    rounded = lambda a, t: np.array(mx.array(a, dtype=t).astype(mx.float32), np.float64)  # noqa: E731
-    expected = fn(rounded(x64, dtype), rounded(w64, dtype), rounded(b64, dtype), stride=kwargs.get("stride", 1),
-                  left=p, right=p, dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1))
-    tol = 2e-5 if dtype == mx.float32 else 3e-2
-    np.testing.assert_allclose(np.array(y.astype(mx.float32)), expected, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("op,x_shape,w_shape,kwargs", [
-    ("conv1d", (1, 11, 4), (4, 3, 4), dict(padding=2, dilation=2)),  # zero padding with real zeros (NaN taps)
-    ("conv1d", (1, 11, 4), (4, 4, 4), dict(padding="same")),  # unequal sides
-    ("conv_transpose1d", (1, 5, 4), (4, 3, 4), dict(padding=(1, 0))),
-    ("conv_transpose1d", (1, 5, 4), (4, 4, 4), dict(stride=2, padding=1, output_padding=1)),
-    ("conv_transpose1d", (1, 5, 4), (4, 3, 4), dict(padding=3)),  # beyond dilation*(K-1)
-    ("conv1d", (0, 11, 4), (4, 3, 4), dict(padding=1)),  # an empty batch
-])
-def test_calls_mlx_cannot_express_as_is_keep_the_wrapped_form(op, x_shape, w_shape, kwargs):
-    check = conv1d_geometry if op == "conv1d" else conv_geometry
-    geom = check(x_shape, w_shape, **kwargs)[0]
-    assert functional.mlx_function(geom, CPU) is None
 
 
 # -- the docs' short region ------------------------------------------------------------------

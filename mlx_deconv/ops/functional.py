@@ -19,7 +19,7 @@ from ..backends import available_backends as _available_backends, check_op
 from ..backends.record import Backend
 from ..choice import choose
 from ..geometry.call import Call
-from ..geometry.records import Conv1dGeometry, Padding
+from ..geometry.records import Padding
 from ..geometry.torch_layout import from_torch_layout
 from ..geometry.validation import geometry_of
 from ..runtime.compiling import COMPILE_MAX_OUTPUT
@@ -268,16 +268,14 @@ def prepared(call: Call, stream: mx.Stream) -> Prepared:
     calls = _prepared_calls()
     try:
         key = key_of(call)
-        entry = calls.get(key)
+        entry = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
         key, entry = None, None
-    if entry is not None:  # the common case, kept short: a tiny call's whole cost is a few microseconds
-        calls.move_to_end(key)  # most recently used last
-        return entry
-    entry = _prepare(call, stream)
-    if key is not None and call.tuning is None and entry.backend.name != call.backend:
-        # "auto" runs the very call its choice runs when asked by name: one compiled function, not two.
-        entry = calls.setdefault(key._replace(backend=entry.backend.name), entry)
+    if entry is None:
+        entry = _prepare(call, stream)
+        if key is not None and call.tuning is None and entry.backend.name != call.backend:
+            # "auto" runs the very call its choice runs when asked by name: one compiled function, not two.
+            entry = calls.setdefault(key._replace(backend=entry.backend.name), entry)
     if key is not None:
         calls[key] = entry  # most recently used last
         while len(calls) > PREPARED_CALLS:  # ("auto" may have added its choice's entry too)
@@ -291,62 +289,9 @@ def _prepare(call: Call, stream: mx.Stream) -> Prepared:
     backend = choose(geom, stream, call.backend, dtype=call.dtype,
                      tuning=None if call.tuning is None else call.tuning[0])
     transposed = call.op == "conv_transpose1d"
-    if backend.name == "builtin" and batched and call.data_format == "NLC" and call.weight_format == "mlx":
-        direct = mlx_function(geom, stream)
-        if direct is not None:
-            return Prepared(backend, direct)
     to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if call.weight_format == "torch" else None
     return Prepared(backend, _wrap(backend.run(call.op), geom, batched, call.data_format, to_mlx, stream,
                                    compile=backend.compilable))
-
-
-# MLX's own functions, taken when the package is imported: under patch_mlx() the names on mx are ours.
-_MLX_CONV1D = mx.conv1d
-_MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
-
-
-def mlx_function(geom, stream: mx.Stream) -> Optional[Callable[..., mx.array]]:
-    """MLX's own function bound to the call's arguments, where MLX computes exactly what ``"builtin"`` does with
-    no step of its own; else None.
-
-    A call that ends in MLX's op then costs what MLX's op costs: no layout wrapper and no compiled function
-    around it, whose dispatch cost about as much as a tiny call's whole work. The bound form needs an NLC input
-    with its batch axis and an MLX-layout weight (the caller checks those), a batch, and padding MLX takes as
-    ``"builtin"`` does: ``conv1d`` with equal padding on both sides and, when dilated, none (``"builtin"`` pads
-    with real zeros there, see :mod:`mlx_deconv.backends.builtin`); the transposed op with an equal crop of
-    each end of at most ``dilation*(K-1)`` and no output padding.
-
-    Args:
-        geom: the call's validated geometry (either op).
-        stream (mx.Stream): where it runs.
-
-    Returns:
-        Callable or None: ``run(x, weight)`` / ``run(x, weight, bias)``, the weight and bias cast to ``x``'s
-        dtype as the wrapped form does.
-    """
-    if geom.batch == 0:
-        return None
-    stride, dilation, groups = geom.stride, geom.dilation, geom.groups
-    if isinstance(geom, Conv1dGeometry):
-        padding = geom.pad_left
-        if geom.pad_right != padding or (dilation > 1 and padding):
-            return None
-        op, args = _MLX_CONV1D, (stride, padding, dilation, groups)
-    else:
-        right = geom.full_length - geom.crop - geom.output_length
-        padding = geom.crop
-        if right != padding or padding > dilation * (geom.kernel_size - 1):
-            return None
-        op, args = _MLX_CONV_TRANSPOSE1D, (stride, padding, dilation, 0, groups)
-
-    def run(x, weight, bias=None):
-        if weight.dtype != x.dtype:
-            weight = weight.astype(x.dtype, stream=stream)
-        y = op(x, weight, *args, stream=stream)
-        if bias is None:
-            return y
-        return mx.add(y, bias if bias.dtype == x.dtype else bias.astype(x.dtype, stream=stream), stream=stream)
-    return run
 
 
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):
