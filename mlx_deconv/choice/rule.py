@@ -136,13 +136,13 @@ def dense_conv1d_gemm_pays(geom: Conv1dGeometry, blas: str) -> bool:
             or (rows >= very_rows and depth >= very_depth and geom.flops >= very_flops))
 
 
-#: How much later, in naive work, the package's path pays for a half-precision input on a CPU stream: MLX's
-#: float16 loop took 1.46x its float32 time (median over 46 loop cells of the fitting grid with 3e4-1e6
-#: FLOPs; quartiles 1.24-1.73 over all 70 loop cells), and the package's float16 path, which computes in
-#: float32 between two casts, 1.17x its float32 time; their ratio is 1.25. MLX's bfloat16 loop took 1.06x
-#: (quartiles 1.00-1.08): no change. (Paired in one process, AMD EPYC, MKL, a loaded machine.) Where MLX's
-#: op is a matmul, its half-precision time was 1.0-3x its float32 time and the package's moved alike, so
-#: those thresholds stay.
+#: How much more a half-precision call's naive work counts on a CPU stream, so that the package's path takes
+#: over from a smaller call. MLX's float16 loop took 1.46x its float32 time (median over the 46 loop cells
+#: of the fitting grid with 3e4-1e6 FLOPs; quartiles 1.24-1.70 over its 70 loop cells of 2e4-3e6), and the
+#: package's float16 path, which computes in float32 between two casts, 1.17x its own; their ratio is 1.25.
+#: MLX's bfloat16 loop took 1.06x (quartiles 1.00-1.08): no change. (Paired in one process, AMD EPYC, MKL,
+#: a loaded machine; not the 8x measured before.) Where MLX's op is a matmul its half-precision time was
+#: 1.0-3x its float32 time and the package's moved alike, so those thresholds stay.
 HALF_PRECISION_WORK_FACTOR = {"float16": 1.25, "bfloat16": 1.0}
 #: Depthwise ``conv1d`` with a stride (BigVGAN's low-pass filter: K=12, stride 2): the package's strided
 #: path took 1.1-1.6x the time of MLX's loop from 2e5 to 8e5 FLOPs and 0.26-0.74x from 1.6e6 on (the
