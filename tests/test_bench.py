@@ -282,20 +282,21 @@ def test_short_calls_time_back_to_back_calls_and_divide():
     rows = short_calls.run(cells, warmup=1, repeat=3, clock=clock)
     for row in rows:
         assert row["number"] == math.ceil(short_calls.SAMPLE_SECONDS / tick) == 2
-        assert set(row["seconds"]) >= {"auto", "builtin"}
+        assert set(row["seconds"]) == {"mx", "auto", "builtin"} and row["grid"] == "fitting"
         for seconds in row["seconds"].values():
             assert seconds == tick / 2
 
 
-def test_short_calls_gain_pairs_each_round():
-    """The gain is the median of per-round ratios, not the ratio of medians: a slow spell that falls on
+def test_short_calls_ratio_pairs_each_round():
+    """The ratio is the median of per-round ratios, not the ratio of medians: a slow spell that falls on
     one round of both functions cancels."""
     from mlx_deconv.bench import short_calls
 
-    builtin, auto = [1.0, 1.0, 5.0, 5.0, 5.0], [1.0, 1.0, 5.0, 5.0, 4.0]  # medians 5 and 5; pairs 1,1,1,1,1.25
-    assert short_calls.paired_gain(builtin, auto) == 1.0
-    assert short_calls.paired_gain([2.0, 4.0, 9.0], [1.0, 1.0, 10.0]) == 2.0  # ratio of medians: 4.0
-    with pytest.raises(ValueError, match="as many builtin as auto samples, got 2 and 1"):
-        short_calls.paired_gain([1.0, 2.0], [1.0])
-    row = dict(seconds=dict(builtin=4.0, auto=1.0), gain=2.0)
-    assert short_calls.ratios([row, dict(seconds=dict(builtin=3.0, auto=1.0))]) == [2.0, 3.0]
+    mlx, auto = [1.0, 1.0, 5.0, 5.0, 5.0], [1.0, 1.0, 5.0, 5.0, 4.0]  # medians 5 and 5; pairs 1,1,1,1,1.25
+    assert short_calls.paired_ratio(mlx, auto) == 1.0
+    assert short_calls.paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 10.0]) == 2.0  # ratio of medians: 4.0
+    with pytest.raises(ValueError, match="as many samples of each, got 2 and 1"):
+        short_calls.paired_ratio([1.0, 2.0], [1.0])
+    # The headline ratio is MLX's function called directly over auto, not builtin over auto.
+    row = dict(seconds=dict(mx=4.0, builtin=8.0, auto=1.0), mx_over_auto=2.0, builtin_over_auto=9.0)
+    assert short_calls.ratios([row]) == [2.0]

@@ -31,9 +31,10 @@ table in ``docs/blas.md`` and the other tables in ``docs/performance.md``.
 * ``blas``: the forward run (optimized BLAS, loaded by ``import mlx_deconv``)
   against ``--reference-blas``, the same benchmark with ``MLX_DECONV_BLAS=0``
   (MLX's bundled reference BLAS): MLX's matmul rate and ``auto``'s times;
-* ``short``: the short-calls grid of the forward run (and of ``--reference-blas``
-  when it has one): per op and BLAS, ``builtin / auto``'s minimum and geomean,
-  and the worst ``auto`` over MLX's own function on a tiny call (L <= 64, C <= 32);
+* ``short``: the short-calls grids of the forward run (and of ``--reference-blas``
+  when it has one): per BLAS, grid (the fitting grid the rule's thresholds were
+  fitted on, and the held-out grid) and op, the time of MLX's function called
+  directly over ``auto``'s: cells below 0.9x, minimum and geomean;
 * ``streaming``: HiFi-GAN V1 streamed 2, 8 and 32 frames a step, of the forward run;
 * ``activation`` and ``bigvgan``: the anti-aliased activation's rows and the BigVGAN v2 generator's;
 * ``models``: mlx-audio's decoders, plain MLX against ``patch_mlx()``;
@@ -64,8 +65,6 @@ MLX_DECONV_ROW = "mlx_deconv"  # the decoder table's row label starts with this
 TORCH_ROW = "PyTorch"
 REGIONS = ("headline", "forward", "backward", "conv1d", "decoder", "blas", "short", "streaming", "activation",
            "bigvgan", "models")
-#: A tiny call, for the short-calls summary: at most this length and channels.
-TINY = (64, 32)
 
 
 def region(text: str, name: str) -> str:
@@ -383,16 +382,18 @@ def blas_region(optimized: Dict, reference: Dict, machine: Optional[str]) -> str
 
 
 def _short_summary(result: Dict) -> List[Dict[str, str]]:
-    """Per op: cells, ``builtin / auto`` minimum and geomean, the worst ``auto / mx`` on a tiny call."""
+    """Per grid and op: cells, cells below 0.9x, ``mx / auto`` minimum and geomean, cells whose values disagree."""
     from mlx_deconv.bench import short_calls
 
     rows = result["short_calls"]
+    if any("mx_over_auto" not in r for r in rows):
+        raise ValueError("these short-calls rows compare `auto` with `builtin` (an older bench): rerun "
+                         "`bench --only short --json PATH`, which compares with MLX's function called directly")
     out = []
-    for op, v in short_calls.summary(rows).items():
-        tiny = [r["seconds"]["auto"] / r["seconds"]["mlx"] for r in rows if r["cell"]["op"] == op and "mlx" in r["seconds"]
-                and r["cell"]["length"] <= TINY[0] and r["cell"]["channels"] <= TINY[1]]
-        out.append(dict(op=op, cells=str(v["cells"]), min=f"{v['min']:.2f}x", geomean=f"{v['geomean']:.2f}x",
-                        tiny=f"{max(tiny):.2f}x" if tiny else "-"))
+    for grid, ops in short_calls.summary(rows).items():
+        for op, v in ops.items():
+            out.append(dict(grid=grid, op=op, cells=str(v["cells"]), below=str(v["below"]), min=f"{v['min']:.2f}x",
+                            geomean=f"{v['geomean']:.2f}x", disagree=str(v["disagree"])))
     return out
 
 
@@ -403,18 +404,26 @@ def _short_medians() -> str:
 
 
 def short_region(result: Dict, reference: Optional[Dict], machine: Optional[str]) -> str:
-    """The short-calls summary behind each BLAS that has a run."""
+    """The short-calls summary, against MLX's function called directly, per grid behind each BLAS that has a run."""
+    from mlx_deconv.bench import short_calls
+
     runs = [(_blas_name(result), result)]
     if reference is not None and reference.get("short_calls"):
         runs.append(("the bundled reference BLAS (`MLX_DECONV_BLAS=0`)", reference))
-    lines = [f"Short calls, {result['dtype']}, {_stream(result)}, batch 1, measured on {_where(result, machine)}, "
-             f"{_short_medians()}: \"builtin / auto\" is MLX's op's time over `auto`'s on each cell (above 1: "
-             f"`auto` is faster); \"tiny, auto / mx\": the most a call of L <= {TINY[0]}, C <= {TINY[1]} took "
-             f"through `auto` over MLX's own function called directly.", "",
-             "| BLAS | op | cells | builtin / auto, minimum | geomean | tiny, auto / mx (worst) |", "|---|---|---|---|---|---|"]
+    lines = [f"Short calls, {_stream(result)}, measured on {_where(result, machine)}, {_short_medians()}. "
+             f"\"mx / auto\" is the time of MLX's function called directly (`mx.conv1d` / `mx.conv_transpose1d` "
+             f"with MLX's own arguments, what a user would call instead) over `backend=\"auto\"`'s, paired per "
+             f"round: above 1, `auto` is faster. The rule's thresholds were fitted on the fitting grid (batch 1, "
+             f"{result['dtype']}, L 1-1024); the held-out grid (batch 2-4, odd lengths, C_in ≠ C_out, float16, "
+             f"bfloat16 and float32, groups 2 and 8) was fitted on by nothing. \"values differ\": cells where "
+             f"`auto`'s or MLX's output is off the float64 definition by more than {short_calls.AGREE_UNITS:g} "
+             f"rounding units.", "",
+             f"| BLAS | grid | op | cells | below {short_calls.SLOWER:g}x | mx / auto, minimum | geomean | values differ |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, run in runs:
         for r in _short_summary(run):
-            lines.append(f"| {name} | `{r['op']}` | {r['cells']} | {r['min']} | {r['geomean']} | {r['tiny']} |")
+            lines.append(f"| {name} | {r['grid']} | `{r['op']}` | {r['cells']} | {r['below']} | {r['min']} | "
+                         f"{r['geomean']} | {r['disagree']} |")
     return "\n".join(lines) + "\n"
 
 

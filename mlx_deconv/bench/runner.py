@@ -163,10 +163,11 @@ def main(args) -> None:
               + bench_decoder.caption(dec, args.repeat, args.warmup, bench_decoder.SLOW) + torch_note + "\n")
         print(bench_decoder.table(dec, args.repeat))
     if short_rows:
-        short_settings = (f"{args.dtype}, stream {args.stream or 'default'}; {machine()}; "
+        short_settings = (f"the fitting grid in {args.dtype}, stream {args.stream or 'default'}; {machine()}; "
                           f"{short_calls.timing_phrase()}")
-        print(f"\nShort calls: `auto` against MLX's op (builtin) on {len(short_rows)} calls, batch 1, {short_settings}; "
-              "the 25 lowest ratios, then every cell's summary\n")
+        print(f"\nShort calls: `auto` against MLX's function called directly on {len(short_rows)} calls, "
+              f"{short_settings}. {short_calls.caption(short_rows)}. Per grid, the 25 lowest ratios, then every "
+              "cell's summary\n")
         print(short_calls.table(short_rows, worst=25))
     if streamed is not None:
         print(f"\nStreaming HiFi-GAN V1 (`StreamingHiFiGAN.step`), batch 1, float32, stream {args.stream or 'default'}; "

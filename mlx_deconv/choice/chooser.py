@@ -55,7 +55,7 @@ def choose(geom, stream: mx.Stream, asked: str = "auto", *, dtype=mx.float32,
     """
     op = op_of(geom)
     if asked == "auto":
-        name = rule.auto(geom, stream)
+        name = rule.auto(geom, stream, dtype)
         if tuning is not None and op in TUNED_OPS:
             name = _tuned(geom, stream, dtype, tuning, name)["choice"]
     else:
@@ -95,4 +95,4 @@ def tuned_entry(geom, stream: mx.Stream, dtype=mx.float32, backward: bool = Fals
         dict: ``choice`` (the tuned backend), ``rule`` (what the rule picks), ``seconds`` (median per
         timed backend), ``signature``.
     """
-    return _tuned(geom, stream, dtype, "train" if backward else "forward", rule.auto(geom, stream))
+    return _tuned(geom, stream, dtype, "train" if backward else "forward", rule.auto(geom, stream, dtype))

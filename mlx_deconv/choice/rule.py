@@ -19,6 +19,9 @@ The ``"auto"`` rule for ``conv_transpose1d``:
       kernel for wide layers.
     * Never ``"metal"`` on MLX's CUDA backend.
 
+On a CPU stream the naive-work thresholds move with the input's dtype (MLX's float16 loop is
+slower: :data:`HALF_PRECISION_WORK_FACTOR`).
+
 For ``conv1d``: ``"gemm"`` on a CPU stream (MLX's CPU op loops naively for a
 dilation > 1); MLX's own ``"builtin"`` on a GPU stream, whose conv kernels are
 tuned for it (reasoned, not measured: no GPU was at hand).
@@ -133,9 +136,38 @@ def dense_conv1d_gemm_pays(geom: Conv1dGeometry, blas: str) -> bool:
             or (rows >= very_rows and depth >= very_depth and geom.flops >= very_flops))
 
 
-def builtin_is_faster(geom: AnyGeometry, blas: str) -> bool:
+#: How much more a half-precision call's naive work counts on a CPU stream, so that the package's path takes
+#: over from a smaller call. MLX's float16 loop took 1.46x its float32 time (median over the 46 loop cells
+#: of the fitting grid with 3e4-1e6 FLOPs; quartiles 1.24-1.70 over its 70 loop cells of 2e4-3e6), and the
+#: package's float16 path, which computes in float32 between two casts, 1.17x its own; their ratio is 1.25.
+#: MLX's bfloat16 loop took 1.06x (quartiles 1.00-1.08): no change. (Paired in one process, AMD EPYC, MKL,
+#: a loaded machine; not the 8x measured before.) Where MLX's op is a matmul its half-precision time was
+#: 1.0-3x its float32 time and the package's moved alike, so those thresholds stay.
+HALF_PRECISION_WORK_FACTOR = {"float16": 1.25, "bfloat16": 1.0}
+#: Depthwise ``conv1d`` with a stride (BigVGAN's low-pass filter: K=12, stride 2): the package's strided
+#: path took 1.1-1.6x the time of MLX's loop from 2e5 to 8e5 FLOPs and 0.26-0.74x from 1.6e6 on (the
+#: ``depthwise-strided`` cells of the fitting grid, L 16-1024, C 8-512), so the thin limit applies.
+BUILTIN_MAX_NAIVE_WORK_STRIDED_DEPTHWISE_CONV1D = BUILTIN_MAX_NAIVE_WORK_THIN
+
+
+def _work_factor(dtype) -> float:
+    """:data:`HALF_PRECISION_WORK_FACTOR` of ``dtype`` (an ``mx.Dtype`` or its name); 1 for float32."""
+    return HALF_PRECISION_WORK_FACTOR.get(str(dtype).rsplit(".", 1)[-1], 1.0)
+
+
+def builtin_is_faster(geom: AnyGeometry, blas: str, dtype=mx.float32) -> bool:
     """Where MLX's own op beats every path of the package on a CPU stream behind ``blas``
-    (``cpu_blas``'s kind; measured over the short-calls grid: docs/performance.md)."""
+    (``cpu_blas``'s kind; measured over the short-calls fitting grid: docs/performance.md).
+
+    Args:
+        geom: the call's geometry (either op).
+        blas (str): :func:`~mlx_deconv.runtime.devices.cpu_blas`'s kind.
+        dtype: the input's dtype: MLX's loop is slower in float16 (:data:`HALF_PRECISION_WORK_FACTOR`).
+            Default: ``mx.float32``.
+
+    Returns:
+        bool: True where ``"builtin"`` should run the call.
+    """
     if mlx_matmuls(geom) and op_of(geom) == "conv1d" and geom.groups == 1 and blas in ("reference", "optimized"):
         return not dense_conv1d_gemm_pays(geom, blas)
     if mlx_matmuls(geom):
@@ -144,21 +176,24 @@ def builtin_is_faster(geom: AnyGeometry, blas: str) -> bool:
     short = geom.batch * geom.length <= SHORT_INPUT_ROWS
     if short and blas == "reference":
         return True
+    work = naive_work(geom) * _work_factor(dtype)
     transposed = op_of(geom) == "conv_transpose1d"
     if transposed and geom.depthwise and not short:
-        return naive_work(geom) < BUILTIN_MAX_NAIVE_WORK_DEPTHWISE
+        return work < BUILTIN_MAX_NAIVE_WORK_DEPTHWISE
+    if not transposed and geom.depthwise and geom.stride > 1:
+        return work < BUILTIN_MAX_NAIVE_WORK_STRIDED_DEPTHWISE_CONV1D
     thin = short or (transposed and (geom.groups > 1 or (geom.stride > 1 and geom.in_per_group * geom.out_channels < 256)))
-    return naive_work(geom) < (BUILTIN_MAX_NAIVE_WORK_THIN if thin else BUILTIN_MAX_NAIVE_WORK)
+    return work < (BUILTIN_MAX_NAIVE_WORK_THIN if thin else BUILTIN_MAX_NAIVE_WORK)
 
 
-def _convolution(geom: AnyGeometry, stream: mx.Stream) -> str:
+def _convolution(geom: AnyGeometry, stream: mx.Stream, dtype) -> str:
     if op_of(geom) == "conv1d":
         if is_gpu(stream):
             return "builtin"
-        return "builtin" if builtin_is_faster(geom, cpu_blas(stream)) else "gemm"
+        return "builtin" if builtin_is_faster(geom, cpu_blas(stream), dtype) else "gemm"
     if BACKENDS["metal"].available(stream) and geom.in_per_group <= METAL_MAX_IN_PER_GROUP:
         return "metal"
-    if not is_gpu(stream) and builtin_is_faster(geom, cpu_blas(stream)):
+    if not is_gpu(stream) and builtin_is_faster(geom, cpu_blas(stream), dtype):
         return "builtin"
     return "winograd" if _winograd_pays(geom, stream) else "gemm"
 
@@ -178,8 +213,17 @@ def _activation(geom: ActivationGeometry, stream: mx.Stream) -> str:
     return "polyphase" if geom.batch * geom.length * geom.channels >= FUSED_MIN_ELEMENTS else "unfused"
 
 
-def auto(geom, stream: mx.Stream) -> str:
-    """The backend the rule picks for ``geom`` on ``stream`` (of any op)."""
+def auto(geom, stream: mx.Stream, dtype=mx.float32) -> str:
+    """The backend the rule picks for ``geom`` on ``stream`` (of any op) for an input of ``dtype``.
+
+    Args:
+        geom: the call's geometry.
+        stream (mx.Stream): where it runs.
+        dtype: the input's dtype (the convolutions' CPU thresholds depend on it). Default: ``mx.float32``.
+
+    Returns:
+        str: a backend's name.
+    """
     if isinstance(geom, ActivationGeometry):
         return _activation(geom, stream)
-    return _convolution(geom, stream)
+    return _convolution(geom, stream, dtype)
