@@ -1,6 +1,9 @@
 """``bench``'s short calls: small convolutions as streaming and real decoders make them, ``auto`` against
 MLX's function called directly.
 
+One part of the benchmark in one module (about 440 lines): its two grids, their translation to MLX's
+own arguments, the paired timing and the tables are one measurement.
+
 A streaming vocoder feeds a few mel frames per step and a codec decodes tens of latent frames, so the
 first stages of a decoder run on signals of 1 to 1024 samples. Each cell is one call of either op,
 timed three ways, interleaved round by round: MLX's own function (``mx.conv1d`` /

@@ -1,5 +1,9 @@
 """An optimized BLAS under MLX's CPU matmul on Linux, whatever was imported first.
 
+One concept in one module (about 700 lines): choosing, checking, installing and reporting the BLAS
+under MLX are one decision whose steps share their state and their refusals; the ELF reading that writes
+the slots is apart, in :mod:`.jump_slots`.
+
 MLX's Linux wheel multiplies with the reference BLAS it bundles (one thread, a
 few GFLOP/s). ``libmlx.so`` calls ``cblas_sgemm`` (and ``cblas_dgemm``,
 ``cblas_cgemm``) through jump slots that the loader filled when ``mlx.core``
