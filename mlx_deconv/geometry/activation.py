@@ -57,7 +57,8 @@ class ActivationGeometry:
         return (self.up_length + left + right - self.down_taps) // r + 1
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool: what the activation's integer arguments take."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
@@ -84,7 +85,7 @@ def activation_geometry(x_shape: Sequence[int], *, up_taps: int, down_taps: int,
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if not isinstance(logscale, (bool, np.bool_)):
         raise TypeError(f"logscale must be a bool, got {logscale!r}")
-    if not _is_int(ratio) or ratio < 1:
+    if not is_int(ratio) or ratio < 1:
         raise ValueError(f"ratio must be an int >= 1, got {ratio!r}")
     batched = len(x_shape) == 3
     shape = tuple(x_shape) if batched else (1, *x_shape)

@@ -17,13 +17,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..geometry.activation import ACTIVATIONS, DATA_FORMATS
+from ..geometry.activation import ACTIVATIONS, DATA_FORMATS, is_int
 from ..ops.anti_aliased import anti_aliased_activation
 
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> mx.array:
@@ -42,7 +38,7 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> mx
     Returns:
         mx.array: ``(kernel_size,)`` float32 (computed in float64).
     """
-    if not _is_int(kernel_size) or kernel_size < 1:
+    if not is_int(kernel_size) or kernel_size < 1:
         raise ValueError(f"kernel_size must be an int >= 1, got {kernel_size!r}")
     for name, value in (("cutoff", cutoff), ("half_width", half_width)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
@@ -99,15 +95,15 @@ class Activation1d(nn.Module):
     def __init__(self, channels: int, activation: str = "snakebeta", logscale: bool = True, ratio: int = 2,
                  kernel_size: Optional[int] = None, data_format: str = "NLC"):
         super().__init__()
-        if not _is_int(channels) or channels < 1:
+        if not is_int(channels) or channels < 1:
             raise ValueError(f"channels must be an int >= 1, got {channels!r}")
         if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if not _is_int(ratio) or ratio < 1:
+        if not is_int(ratio) or ratio < 1:
             raise ValueError(f"ratio must be an int >= 1, got {ratio!r}")
         if kernel_size is None:
             kernel_size = default_kernel_size(ratio)
-        if not _is_int(kernel_size) or kernel_size < ratio:
+        if not is_int(kernel_size) or kernel_size < ratio:
             raise ValueError(f"kernel_size must be an int >= ratio={ratio}, got {kernel_size!r}")
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
