@@ -240,12 +240,16 @@ def expected_headline_figures(pages):
     span = lambda values: (min(values), max(values))
     ratio = lambda rows, s: _number(rows[s]["auto / builtin"])
     figures_ = [span([ratio(forward, s) for s in hifi]), span([ratio(backward, s) for s in hifi])]
-    if all(forward[s].get("torch ms") for s in hifi):
-        figures_.append(span([round(_number(forward[s][forward[s]["auto"] + " ms"]) / _number(forward[s]["torch ms"]), 2)
-                              for s in hifi]))
+    times_torch = lambda row: round(_number(row[row["auto"] + " ms"]) / _number(row["torch ms"]), 2)
+    for rows in (forward, backward):
+        if all(rows[s].get("torch ms") for s in hifi):
+            figures_.append(span([times_torch(rows[s]) for s in hifi]))
     conv = _table(in_pages(pages, "conv1d"))
     values = [_number(r["auto / builtin"]) for r in conv or () if int(r["dilation"]) > 1]
     figures_ += [span(values)] if values else []
+    for rows in (conv, _table(in_pages(pages, "conv1d-backward"))):
+        if rows and all(r.get("torch ms") for r in rows):
+            figures_.append(span([times_torch(r) for r in rows]))
     decoder = _table(in_pages(pages, "decoder"))
     if decoder:
         rows = {r["HiFi-GAN V1 generator"].split()[0]: r for r in decoder}

@@ -14,7 +14,7 @@ takes minutes behind the reference BLAS)::
 
 The reference-BLAS run leaves out the end-to-end decoder (its MLX-ops variant takes minutes
 there); without ``--no-decoder`` the ``blas`` region gets the generator's row too. The
-``conv1d`` rows of a ``--backward`` run are not written anywhere.
+``conv1d`` rows of a ``--backward`` run go to the ``conv1d-backward`` region.
 
 ``--forward`` takes one or more JSON files of forward runs (``bench --only
 PART`` runs the parts separately); each part is taken from the file that
@@ -26,7 +26,8 @@ table in ``docs/blas.md`` and the other tables in ``docs/performance.md``.
 * ``forward`` and ``backward``: the ``conv_transpose1d`` table of a forward
   and of a ``--backward`` run, with a caption (machine, dtype, stream,
   median of how many runs);
-* ``conv1d``: the ``conv1d`` rows (HiFi-GAN V1's residual blocks) of a forward run;
+* ``conv1d`` and ``conv1d-backward``: the ``conv1d`` rows (HiFi-GAN V1's residual blocks) of a forward
+  and of a ``--backward`` run;
 * ``decoder``: the end-to-end HiFi-GAN V1 row of a forward run;
 * ``blas``: the forward run (optimized BLAS, loaded by ``import mlx_deconv``)
   against ``--reference-blas``, the same benchmark with ``MLX_DECONV_BLAS=0``
@@ -63,7 +64,7 @@ DEPTHWISE = "bigvgan-aa"
 RATIO_COLUMN = "auto / builtin"
 MLX_DECONV_ROW = "mlx_deconv"  # the decoder table's row label starts with this
 TORCH_ROW = "PyTorch"
-REGIONS = ("headline", "forward", "backward", "conv1d", "decoder", "blas", "short", "streaming", "activation",
+REGIONS = ("headline", "forward", "backward", "conv1d", "conv1d-backward", "decoder", "blas", "short", "streaming", "activation",
            "bigvgan", "models")
 
 
@@ -189,13 +190,20 @@ def headline(pages: Mapping[str, str]) -> str:
     rows = [("`conv_transpose1d`, HiFi-GAN's upsampling layers", "`mx.conv_transpose1d`",
              f"{_span([forward[s] for s in HIFIGAN])} faster"),
             ("the same, forward and backward", "`mx.conv_transpose1d`", f"{_span([backward[s] for s in HIFIGAN])} faster")]
-    vs_torch = [_times_torch(row) for row in forward_rows if row["shape"] in HIFIGAN]
-    if all(v is not None for v in vs_torch):
-        rows.append(("HiFi-GAN's upsampling layers", "PyTorch (CPU)", f"{_span([f'{v:.2f}' for v in vs_torch])} its time"))
+    for what, table in (("HiFi-GAN's upsampling layers", forward_rows),
+                        ("the same, forward and backward", table_rows(page_region(pages, "backward")))):
+        vs_torch = [_times_torch(row) for row in table if row["shape"] in HIFIGAN]
+        if all(v is not None for v in vs_torch):
+            rows.append((what, "PyTorch (CPU)", f"{_span([f'{v:.2f}' for v in vs_torch])} its time"))
     conv = _optional_table(pages, "conv1d")
     dilated = [r[RATIO_COLUMN] for r in conv or () if int(r["dilation"]) > 1]
     if dilated:
         rows.append(("`conv1d`, HiFi-GAN's dilated residual-block convolutions", "`mx.conv1d`", f"{_span(dilated)} faster"))
+    for what, table in (("`conv1d`, HiFi-GAN's residual-block convolutions", conv),
+                        ("the same, forward and backward", _optional_table(pages, "conv1d-backward"))):
+        vs_torch = [_times_torch(row) for row in table or ()]
+        if vs_torch and all(v is not None for v in vs_torch):
+            rows.append((what, "PyTorch (CPU)", f"{_span([f'{v:.2f}' for v in vs_torch])} its time"))
     decoder = _optional_table(pages, "decoder")
     if decoder:
         named = {r["HiFi-GAN V1 generator"].split(" ")[0]: r for r in decoder}
@@ -456,7 +464,7 @@ def bigvgan_region(result: Dict, machine: Optional[str]) -> str:
 
 
 def models_region(result: Dict, machine: Optional[str]) -> str:
-    from mlx_deconv.bench import models as bench_models
+    from mlx_deconv.bench import patched_decoders as bench_models
 
     repeat, warmup = _settings(result)
     models = result["models"]
@@ -516,6 +524,8 @@ def rewrite(pages: Mapping[str, str], forward=None, backward: Optional[Dict] = N
         if backward.get("kind") != "forward+backward":
             raise ValueError(f"--backward expects a forward+backward run, got {backward.get('kind')!r}")
         put("backward", table_region(backward, machine))
+        if backward.get("conv1d_rows"):
+            put("conv1d-backward", conv1d_region(backward, machine))
     if reference_blas is not None:
         if not forwards:
             raise ValueError("--reference-blas is compared with --forward: give both")
