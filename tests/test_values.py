@@ -179,3 +179,34 @@ def test_prepared_calls_stay_within_their_bound(monkeypatch):
     for length in range(3, 13):
         md.conv1d(mx.ones((1, length, 2)), w)
         assert len(calls) <= 4
+
+
+@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
+@pytest.mark.parametrize("name,value", [("stride", 1.0), ("stride", True), ("dilation", 1.0), ("groups", True)])
+def test_a_prepared_call_is_not_served_to_an_argument_of_another_type(op, name, value):
+    """``1.0 == True == 1`` and they hash alike: once the int call is prepared, the same call with a float or
+    bool argument must still reach validation and be refused, not be handed the int call's prepared form."""
+    fn = getattr(md, op)
+    x, w = mx.ones((1, 6, 2)), mx.ones((2, 3, 2))
+    mx.eval(fn(x, w, **{name: 1}))
+    with pytest.raises((TypeError, ValueError), match=name):
+        fn(x, w, **{name: value})
+
+
+def test_a_call_keys_on_the_stream_it_runs_on():
+    """The prepared call's stream text follows the default stream a ``with mx.stream`` sets, and comes back
+    with it: a call on another stream is prepared for that stream."""
+    from mlx_deconv.ops import functional
+
+    x, w = mx.ones((1, 6, 2)), mx.ones((2, 3, 2))
+    other = mx.new_stream(mx.cpu)
+    default = repr(mx.default_stream(mx.default_device()))
+    calls = functional._prepared_calls()
+    calls.clear()
+    mx.eval(md.conv1d(x, w))
+    with mx.stream(other):
+        mx.eval(md.conv1d(x, w))
+    mx.eval(md.conv1d(x, w))
+    streams = {key.stream for key in calls if key.op == "conv1d"}
+    assert streams == {default, repr(other)}
+    assert functional.stream_text(mx.default_stream(mx.default_device())) == default

@@ -142,9 +142,9 @@ def conv_transpose1d(
     """
     x, weight, bias = checked_arrays(x, weight, bias)
     stream = resolve_stream(stream)
-    call = Call("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride,
-                padding, output_padding, dilation, groups, data_format, weight_format, output_size, backend,
-                repr(stream), tuning_state(backend))
+    call = _new_call(Call, ("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype,
+                            stride, padding, output_padding, dilation, groups, data_format, weight_format, output_size,
+                            backend, stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
     return run(x, weight) if bias is None else run(x, weight, bias)
 
@@ -200,8 +200,9 @@ def conv1d(
     """
     x, weight, bias = checked_arrays(x, weight, bias)
     stream = resolve_stream(stream)
-    call = Call("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride, padding,
-                None, dilation, groups, data_format, weight_format, None, backend, repr(stream), tuning_state(backend))
+    call = _new_call(Call, ("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride,
+                            padding, None, dilation, groups, data_format, weight_format, None, backend,
+                            stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
     return run(x, weight) if bias is None else run(x, weight, bias)
 
@@ -210,6 +211,34 @@ def conv1d(
 _PLAIN_TYPES = frozenset((int, str, type(None)))
 #: The argument fields of a Call, by index (the shapes, dtype and stream are plain by construction).
 _ARGUMENTS = range(Call._fields.index("stride"), Call._fields.index("backend") + 1)
+# A Call built without the named tuple's Python-level __new__: the ops build one per call.
+_new_call = tuple.__new__
+_INT_OR_NONE = (int, type(None))
+_INT_OR_STR = (int, str)
+
+
+def _numbers_plain(call: Call) -> bool:
+    """True when the numeric arguments are ints (or None where they may be): the only arguments whose
+    equal values of other types (``1.0``, ``True``) would find their entry. Cheaper than :func:`key_of`'s
+    look at every field, which a repeated call skips."""
+    return (type(call.stride) is int and type(call.dilation) is int and type(call.groups) is int
+            and type(call.padding) in _INT_OR_STR and type(call.output_padding) in _INT_OR_NONE
+            and type(call.output_size) in _INT_OR_NONE and type(call.data_format) is str
+            and type(call.weight_format) is str and type(call.backend) is str)
+
+
+def stream_text(stream: mx.Stream) -> str:
+    """``repr(stream)``, the :class:`Call`'s ``stream`` field, remembered per thread for the last stream seen
+    (streams compare by device and index; comparing costs a fifth of writing the text)."""
+    local = _LOCAL
+    try:
+        if stream == local.stream:
+            return local.stream_text
+    except AttributeError:
+        pass
+    local.stream_text = text = repr(stream)
+    local.stream = stream
+    return text
 
 
 def _typed(value):
@@ -265,7 +294,15 @@ def prepared(call: Call, stream: mx.Stream) -> Prepared:
     Raises:
         ValueError, TypeError: from validation or the choice, naming the argument and its value.
     """
-    calls = _prepared_calls()
+    try:
+        calls = _LOCAL.calls
+    except AttributeError:
+        calls = _prepared_calls()
+    if _numbers_plain(call):  # then key_of(call) is call: the strings cannot equal another type's value
+        entry = calls.get(call)
+        if entry is not None:  # a decoder's repeated call: most recently used last, nothing else
+            calls.move_to_end(call)
+            return entry
     try:
         key = key_of(call)
         entry = calls.pop(key, None)

@@ -309,8 +309,9 @@ def _call(op: str, input, weight, stride, padding, output_padding, dilation, gro
     """The call record of a routed call (``NLC``, MLX's weight layout), and its resolved stream."""
     resolved = resolve_stream(stream)
     backend = _STATE["backend"]
-    return Call(op, input.shape, weight.shape, None, input.dtype, stride, padding, output_padding, dilation, groups,
-                "NLC", "mlx", None, backend, repr(resolved), _functional.tuning_state(backend)), resolved
+    call = Call(op, input.shape, weight.shape, None, input.dtype, stride, padding, output_padding, dilation, groups,
+                "NLC", "mlx", None, backend, _functional.stream_text(resolved), _functional.tuning_state(backend))
+    return call, resolved
 
 
 def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None):
