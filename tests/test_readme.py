@@ -260,6 +260,11 @@ def expected_headline_figures(pages):
     streaming = _table(in_pages(pages, "streaming"))
     if streaming:
         figures_.append(span([_number(streaming[0]["real-time factor"])]))  # only the first carries the phrase
+    training = _table(in_pages(pages, "training"))
+    for family in ("bigvgan", "hifigan"):
+        ratios = [_number(r["mlx_deconv / PyTorch"]) for r in training or ()
+                  if r["generator"].startswith(family) and r["mlx_deconv / PyTorch"] != "-"]
+        figures_ += [span(ratios)] if ratios else []
     generator = _table(in_pages(pages, "bigvgan"))
     if generator:
         rows = {r["BigVGAN v2 24 kHz generator"]: _number(r["seconds"]) for r in generator}

@@ -39,6 +39,7 @@ table in ``docs/blas.md`` and the other tables in ``docs/performance.md``.
 * ``streaming``: HiFi-GAN V1 streamed 2, 8 and 32 frames a step, of the forward run;
 * ``activation`` and ``bigvgan``: the anti-aliased activation's rows and the BigVGAN v2 generator's;
 * ``models``: mlx-audio's decoders, plain MLX against ``patch_mlx()``;
+* ``training``: a training step of BigVGAN and HiFi-GAN against PyTorch's;
 * ``headline``: the README introduction's figures, always recomputed from
   the tables now in the docs, so the words cannot disagree with the tables;
   it ends with a link to the page and section of the ``forward`` table.
@@ -64,8 +65,8 @@ DEPTHWISE = "bigvgan-aa"
 RATIO_COLUMN = "auto / builtin"
 MLX_DECONV_ROW = "mlx_deconv"  # the decoder table's row label starts with this
 TORCH_ROW = "PyTorch"
-REGIONS = ("headline", "forward", "backward", "conv1d", "conv1d-backward", "decoder", "blas", "short", "streaming", "activation",
-           "bigvgan", "models")
+REGIONS = ("headline", "forward", "backward", "conv1d", "conv1d-backward", "training", "decoder", "blas", "short",
+           "streaming", "activation", "bigvgan", "models")
 
 
 def region(text: str, name: str) -> str:
@@ -219,6 +220,13 @@ def headline(pages: Mapping[str, str]) -> str:
         first, *rest = list(rtf)
         rows.append(("streaming HiFi-GAN V1", "real time", f"real-time factor of {rtf[first]} at {first} frames a step"
                      + "".join(f", {rtf[k]} at {k}" for k in rest)))
+    training = _optional_table(pages, "training")
+    if training:
+        for family, label in (("bigvgan", "a BigVGAN v2 training step"), ("hifigan", "a HiFi-GAN V1 training step")):
+            ratios = [r["mlx_deconv / PyTorch"] for r in training
+                      if r["generator"].startswith(family) and r["mlx_deconv / PyTorch"] != "-"]
+            if ratios:
+                rows.append((label, "PyTorch (CPU), same weights", f"{_span(ratios)} its time"))
     generator = _optional_table(pages, "bigvgan")
     if generator:
         named = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}
@@ -463,6 +471,14 @@ def bigvgan_region(result: Dict, machine: Optional[str]) -> str:
     return "The same run:\n\n" + bench_bigvgan.generator_table(result["bigvgan"], repeat) + "\n"
 
 
+def training_region(result: Dict, machine: Optional[str]) -> str:
+    from mlx_deconv.bench import training as bench_training
+
+    return (f"A training step (forward, L1 loss, the gradient of every parameter), float32, {_stream(result)}, "
+            f"measured on {_where(result, machine)}, {_medians(result)}.{_torch_note(result)}\n\n"
+            + bench_training.table(result["training"]) + "\n")
+
+
 def models_region(result: Dict, machine: Optional[str]) -> str:
     from mlx_deconv.bench import patched_decoders as bench_models
 
@@ -479,7 +495,7 @@ def _parts(results: Sequence[Dict]) -> Dict[str, Dict]:
     for result in results:
         if result.get("kind") != "forward":
             raise ValueError(f"--forward expects a forward run, got {result.get('kind')!r}")
-        for part in ("rows", "conv1d_rows", "decoder", "short_calls", "streaming", "bigvgan", "models"):
+        for part in ("rows", "conv1d_rows", "decoder", "short_calls", "streaming", "bigvgan", "models", "training"):
             if result.get(part):
                 if part in found:
                     raise ValueError(f"two --forward files hold {part!r}: give each part once")
@@ -520,6 +536,8 @@ def rewrite(pages: Mapping[str, str], forward=None, backward: Optional[Dict] = N
         put("bigvgan", bigvgan_region(parts["bigvgan"], machine))
     if "models" in parts:
         put("models", models_region(parts["models"], machine))
+    if "training" in parts:
+        put("training", training_region(parts["training"], machine))
     if backward is not None:
         if backward.get("kind") != "forward+backward":
             raise ValueError(f"--backward expects a forward+backward run, got {backward.get('kind')!r}")

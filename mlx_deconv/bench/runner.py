@@ -22,14 +22,14 @@ import json
 import mlx.core as mx
 
 from . import bigvgan as bench_bigvgan, conv1d as bench_conv1d, decoder as bench_decoder, patched_decoders as bench_models, short_calls
-from . import streaming as bench_streaming
+from . import streaming as bench_streaming, training as bench_training
 from .decoder import HIFIGAN_STACK, long_signal  # noqa: F401  (re-exported)
 from .timing import machine, machine_details, medians_phrase  # noqa: F401  (machine, machine_details: re-exported)
 from .transposed import (SHAPES, Shape, add_torch, interleaved_medians, plot, run, run_mlx,  # noqa: F401
                                table)
 
 #: The parts of a run, in the order they run.
-PARTS = ("transposed", "conv1d", "decoder", "short", "models", "bigvgan", "streams")
+PARTS = ("transposed", "conv1d", "decoder", "short", "models", "bigvgan", "training", "streams")
 #: Parts that run only when ``--only`` names them: ``streams`` streams whole decoders through
 #: :func:`mlx_deconv.stream`, which first measures each one's receptive field (minutes).
 OPT_IN = ("streams",)
@@ -102,6 +102,13 @@ def select_models(args) -> list:
     return bench_models.select(getattr(args, "models", None))
 
 
+def _training_selected(args) -> bool:
+    """The training part runs unless ``--only`` leaves it out, or ``--shapes``/``--backward``/``--no-decoder``
+    narrow the run (``--only training`` runs it under ``--backward`` too: a step is forward and backward)."""
+    only = getattr(args, "only", None)
+    return "training" in only if only else _short_calls_selected(args)
+
+
 def _bigvgan_selected(args) -> bool:
     """The BigVGAN part runs unless ``--only`` leaves it out, or ``--shapes``/``--backward``/``--no-decoder`` narrow the run."""
     only = getattr(args, "only", None)
@@ -132,6 +139,8 @@ def main(args) -> None:
                               slow=bench_models.SLOW, **common) if model_cases else None
     big = bench_bigvgan.run(getattr(args, "bigvgan_frames", None) or bench_bigvgan.FRAMES, with_torch=with_torch,
                             **common) if _bigvgan_selected(args) else None
+    trained = bench_training.run(stream=args.stream, warmup=args.warmup, repeat=args.repeat) \
+        if _training_selected(args) else None
     decoders = (bench_streaming.run_decoders(steps=args.repeat, patched=True)
                 if "streams" in (getattr(args, "only", None) or ()) else None)
     # PyTorch phase.
@@ -140,6 +149,8 @@ def main(args) -> None:
             bench_bigvgan.add_torch(big, args.warmup, args.repeat)
         if streamed is not None:
             bench_streaming.add_torch(streamed, args.warmup, args.repeat)
+        if trained is not None:
+            bench_training.add_torch(trained, args.warmup, args.repeat)
         add_torch(rows, dtype, args.warmup, args.repeat, args.backward)
         bench_conv1d.add_torch(conv_rows, dtype, args.warmup, args.repeat, args.backward)
         if dec is not None:
@@ -191,6 +202,11 @@ def main(args) -> None:
         print(bench_bigvgan.activation_table(big, args.repeat))
         print()
         print(bench_bigvgan.generator_table(big, args.repeat))
+    if trained is not None:
+        print(f"\nA training step (forward, L1 loss, the gradient of every parameter), float32, "
+              f"stream {args.stream or 'default'}; {machine()}; {medians_phrase(args.repeat, args.warmup)}."
+              f"{torch_note}\n")
+        print(bench_training.table(trained))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine(), machine_details=details, kind=kind, dtype=args.dtype,
@@ -200,7 +216,8 @@ def main(args) -> None:
                            short_calls=short_rows, short_calls_summary=short_calls.summary(short_rows),
                            models=models, bigvgan=None if big is None else bench_bigvgan.public(big),
                            streaming=None if streamed is None else bench_streaming.public(streamed),
-                           streamed_decoders=decoders),
+                           streamed_decoders=decoders,
+                           training=None if trained is None else bench_training.public(trained)),
                       f, indent=2)
     if args.plot and rows:
         try:
