@@ -484,3 +484,33 @@ def test_make_says_what_it_installs_before_installing():
             assert any(line.startswith("echo \"make: ") for line in plan[:i]), plan[:i + 1]
         assert any(says in line for line in plan), plan
         assert "make test TORCH=" in "\n".join(plan)
+
+
+def test_figures_script_writes_conv1d_gradients_and_training_with_their_headline(tmp_path):
+    """A backward run's conv1d rows fill their own region, a forward run's training rows theirs, and the
+    headline says each against PyTorch: from the tables, as the reader sees them."""
+    from mlx_deconv.bench import conv1d as bench_conv1d
+    from mlx_deconv.bench import training as bench_training
+
+    figures = load_figures()
+    root = copy_pages(tmp_path / "repo")
+    forward = fake_run("forward", 10, torch=True, conv1d=True)
+    forward["training"] = {"rows": [
+        dict(name=name, family=name.split("-")[0], channels=c, frames=16, batch=2, samples=4096, parameters=10**6,
+             seconds=dict(mlx_deconv=s, torch=0.2), runs=dict(mlx_deconv=5, torch=5), loss=0.5, torch_loss=0.5,
+             loss_error=dict(mlx_deconv=1e-7, torch=1e-8), gradient_error=dict(mlx_deconv=2e-6, torch=3e-6),
+             gradients_compared=40)
+        for name, c, s in (("bigvgan-128", 128, 0.5), ("bigvgan-256", 256, 0.7), ("hifigan-v1", 512, 0.3))]}
+    backward = fake_run("forward+backward", 20, torch=True, conv1d=True)
+    assert figures.main(["--forward", write(tmp_path, "f.json", forward), "--backward",
+                         write(tmp_path, "b.json", backward), "--root", str(root)]) == 0
+    pages = read_pages(root)
+    assert bench_conv1d.table(backward["conv1d_rows"], 9, 0.5) in in_pages(pages, "conv1d-backward")
+    assert "forward+backward" in in_pages(pages, "conv1d-backward")
+    assert bench_training.table(forward["training"]) in in_pages(pages, "training")
+    headline = in_pages(pages, "headline")
+    for said in ("| a BigVGAN v2 training step | PyTorch (CPU), same weights | 2.50-3.50x its time |",
+                 "| a HiFi-GAN V1 training step | PyTorch (CPU), same weights | 1.50x its time |"):
+        assert said in headline, headline
+    assert headline_figures(headline) == expected_headline_figures(pages)
+    assert figures.main(["--check", "--root", str(root)]) == 0
