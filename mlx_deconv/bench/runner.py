@@ -139,8 +139,7 @@ def main(args) -> None:
                               slow=bench_models.SLOW, **common) if model_cases else None
     big = bench_bigvgan.run(getattr(args, "bigvgan_frames", None) or bench_bigvgan.FRAMES, with_torch=with_torch,
                             **common) if _bigvgan_selected(args) else None
-    trained = bench_training.run(stream=args.stream, warmup=args.warmup, repeat=args.repeat) \
-        if _training_selected(args) else None
+    trained = bench_training.run(**common) if _training_selected(args) else None
     decoders = (bench_streaming.run_decoders(steps=args.repeat, patched=True)
                 if "streams" in (getattr(args, "only", None) or ()) else None)
     # PyTorch phase.

@@ -213,18 +213,6 @@ _PLAIN_TYPES = frozenset((int, str, type(None)))
 _ARGUMENTS = range(Call._fields.index("stride"), Call._fields.index("backend") + 1)
 # A Call built without the named tuple's Python-level __new__: the ops build one per call.
 _new_call = tuple.__new__
-_INT_OR_NONE = (int, type(None))
-_INT_OR_STR = (int, str)
-
-
-def _numbers_plain(call: Call) -> bool:
-    """True when the numeric arguments are ints (or None where they may be): the only arguments whose
-    equal values of other types (``1.0``, ``True``) would find their entry. Cheaper than :func:`key_of`'s
-    look at every field, which a repeated call skips."""
-    return (type(call.stride) is int and type(call.dilation) is int and type(call.groups) is int
-            and type(call.padding) in _INT_OR_STR and type(call.output_padding) in _INT_OR_NONE
-            and type(call.output_size) in _INT_OR_NONE and type(call.data_format) is str
-            and type(call.weight_format) is str and type(call.backend) is str)
 
 
 def stream_text(stream: mx.Stream) -> str:
@@ -252,10 +240,15 @@ def _typed(value):
     return (kind, value)
 
 
+def _plain(call: Call) -> bool:
+    """True when every argument is a plain int, str or None (nearly every call): then ``call`` is its own key."""
+    return _PLAIN_TYPES.issuperset(map(type, call[_ARGUMENTS.start:_ARGUMENTS.stop]))
+
+
 def key_of(call: Call) -> Call:
     """``call`` itself when every argument is a plain int, str or None (nearly every call), else a copy whose
     arguments carry their types."""
-    if _PLAIN_TYPES.issuperset(map(type, call[_ARGUMENTS.start:_ARGUMENTS.stop])):
+    if _plain(call):
         return call
     return call._replace(**{Call._fields[i]: _typed(call[i]) for i in _ARGUMENTS})
 
@@ -294,17 +287,15 @@ def prepared(call: Call, stream: mx.Stream) -> Prepared:
     Raises:
         ValueError, TypeError: from validation or the choice, naming the argument and its value.
     """
-    try:
-        calls = _LOCAL.calls
-    except AttributeError:
-        calls = _prepared_calls()
-    if _numbers_plain(call):  # then key_of(call) is call: the strings cannot equal another type's value
+    calls = _prepared_calls()
+    plain = _plain(call)
+    if plain:  # the call is its own key
         entry = calls.get(call)
         if entry is not None:  # a decoder's repeated call: most recently used last, nothing else
             calls.move_to_end(call)
             return entry
     try:
-        key = key_of(call)
+        key = call if plain else key_of(call)
         entry = calls.pop(key, None)
     except TypeError:  # an unhashable argument (a numpy array as stride): on to prepare, whose checks name it
         key, entry = None, None
