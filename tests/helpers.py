@@ -109,10 +109,12 @@ def grads(case, x, w, b, ct, backend, data_format="NLC", weight_format="mlx"):
 
 def tiny_blocks(chunk_elements=64, **changes):
     """A block policy of a handful of rows per block, spread over every worker stream whatever the size
-    (and no unfolded conv1d, so tiny dense signals take the row-view paths; pass ``unfold_max_rows`` for it)."""
+    (and no unfolded conv1d, so tiny dense signals take the row-view paths and the blocks' gradient; pass
+    ``unfold_max_rows`` and ``unfold_vjp_max_elements`` for them)."""
     return BlockPolicy(chunk_elements=chunk_elements, **{"parallel_min_flops": 0, "depthwise_parallel_min_output": 0,
                                                          "direct_depthwise_parallel_min_output": 0,
-                                                         "unfold_max_rows": 0, **changes})
+                                                         "unfold_max_rows": 0, "unfold_vjp_max_elements": 0,
+                                                         **changes})
 
 
 def backend_call(backend, policy, **kwargs):

@@ -21,7 +21,8 @@ from mlx_deconv.backends.gemm.schedule import DEFAULT_POLICY, BlockPolicy
 from mlx_deconv.geometry.validation import conv1d_geometry
 
 POLICIES = st.sampled_from([DEFAULT_POLICY, tiny_blocks(16), tiny_blocks(64), tiny_blocks(1),
-                            tiny_blocks(16, unfold_max_rows=1 << 30)])
+                            tiny_blocks(16, unfold_max_rows=1 << 30),
+                            tiny_blocks(16, unfold_vjp_max_elements=1 << 30)])
 
 
 @st.composite
@@ -120,6 +121,46 @@ def test_short_dense_signals_unfold_and_long_ones_do_not(w_shape, kwargs):
     assert type(conv1d_paths.path_for(short, tiny_blocks(unfold_max_rows=short.batch * short.output_length - 1))) is not conv1d_paths.DirectUnfolded
     grouped, _ = conv1d_geometry((2, 40, 8), (8, 3, 4), groups=2, **kwargs)
     assert type(conv1d_paths.path_for(grouped)) is not conv1d_paths.DirectUnfolded
+
+
+def test_small_dense_stride1_layers_take_the_unfolded_gradient():
+    """BigVGAN's and HiFi-GAN's residual layers (dense, stride 1, dilated) take the two-matmul gradient; strided,
+    grouped and large ones the transposed op's blocks."""
+    fits = conv1d_paths.unfolded_vjp_fits
+    assert fits(conv1d_geometry((2, 1024, 8), (8, 11, 8), padding=25, dilation=5)[0])
+    assert fits(conv1d_geometry((2, 64, 64), (64, 3, 64), padding=1)[0])
+    assert not fits(conv1d_geometry((2, 64, 8), (8, 4, 8), stride=2)[0])
+    assert not fits(conv1d_geometry((2, 64, 8), (8, 3, 4), groups=2)[0])
+    assert not fits(conv1d_geometry((2, 64, 8), (8, 1, 8))[0])  # one tap: a plain matmul already
+    big, _ = conv1d_geometry((4, 8192, 512), (512, 11, 512), padding=5)
+    assert not fits(big)
+    assert fits(big, BlockPolicy(unfold_vjp_max_elements=1 << 40))
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 300, 8), (8, 11, 8), dict(padding=25, dilation=5)),  # BigVGAN's late stages
+    ((3, 17, 5), (7, 4, 5), dict(padding=(0, 6), dilation=3)),  # asymmetric, C_in != C_out
+    ((1, 9, 3), (6, 5, 3), dict(padding=(13, 1), dilation=3)),  # padding past the span: cotangent rows cropped
+    ((2, 33, 6), (4, 7, 6), dict(padding="causal", dilation=2)),
+])
+def test_unfolded_gradient_matches_reference(x_shape, w_shape, kwargs, dtype):
+    kwargs = dict(dict(stride=1, dilation=1, groups=1), **kwargs)
+    rng = np.random.default_rng(sum(x_shape))
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    geom, _ = conv1d_geometry(x_shape, w_shape, **kwargs)
+    assert conv1d_paths.unfolded_vjp_fits(geom)
+    want, (left, right) = expected(x, w, b, kwargs)
+    ct = rng.standard_normal(want.shape)
+    cast = [mx.array(a).astype(dtype) for a in (x, w, b, ct)]
+    _, grads = mx.vjp(lambda xx, ww, bb: run_gemm(xx, ww, bb, kwargs, DEFAULT_POLICY), cast[:3], [cast[3]])
+    # The reference takes the rounded inputs, so only the computation's own rounding remains.
+    xr, wr, ctr = (np.array(a.astype(mx.float32)).astype(np.float64) for a in (cast[0], cast[1], cast[3]))
+    ex, ew, eb = ref.conv1d_vjp(xr, wr, ctr, 1, left, right, kwargs["dilation"], 1)
+    gx, gw, gb = (np.array(g.astype(mx.float32)) for g in grads)
+    np.testing.assert_allclose(gx, ex, rtol=0, atol=atol(w_shape[1] * w_shape[0], dtype))
+    np.testing.assert_allclose(gw, ew, rtol=0, atol=atol(ct.shape[0] * ct.shape[1], dtype))
+    np.testing.assert_allclose(gb, eb, rtol=0, atol=atol(ct.shape[0] * ct.shape[1], dtype))
 
 
 def test_tiny_policy_cuts_many_blocks():

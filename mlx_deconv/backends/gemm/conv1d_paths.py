@@ -28,10 +28,13 @@ other taps (sparse slots)             ``DirectPlanes``: the block's phases copie
 Past the short signals, no im2col: inner blocks read views of ``x`` itself; only
 blocks at the signal's ends (zero padding) and grouped/plane rows are copied, once.
 
-Gradients: ``conv1d``'s input gradient is the transposed op of the
-cotangent, and its weight gradient that op's weight gradient with the roles
-of signal and cotangent swapped, so one VJP of the ``gemm`` transposed op
-(:func:`.transposed.conv_transpose1d`, blocks and all) gives both.
+Gradients: a dense stride-1 layer of bounded size (``policy.unfold_vjp_max_elements``)
+takes both from two im2col matmuls (:func:`unfolded_vjp`): a training step's small
+dilated layers are bound by the number of ops they issue. Otherwise ``conv1d``'s
+input gradient is the transposed op of the cotangent, and its weight gradient that
+op's weight gradient with the roles of signal and cotangent swapped, so one VJP of
+the ``gemm`` transposed op (:func:`.transposed.conv_transpose1d`, blocks and all)
+gives both.
 """
 
 from __future__ import annotations
@@ -204,11 +207,43 @@ class DirectUnfolded(_DirectPath):
     def block(self, x: mx.array, start: int, stop: int, ws: List[mx.array]) -> mx.array:
         g = self.geom
         count = stop - start
-        last = (count - 1) * g.stride + 1
-        xb = slabs.signal_rows(x, start * g.stride - g.pad_left, last + (g.kernel_size - 1) * g.dilation)
-        cols = mx.concatenate([xb[:, k * g.dilation: k * g.dilation + last: g.stride] for k in range(g.kernel_size)],
-                              axis=-1)
+        cols = columns(x, start * g.stride - g.pad_left, count, g.kernel_size, g.dilation, g.stride)
         return (cols.reshape(g.batch * count, -1) @ ws[0]).reshape(g.batch, count, g.out_channels)
+
+
+def columns(x: mx.array, first: int, count: int, taps: int, dilation: int, stride: int = 1) -> mx.array:
+    """im2col: ``(N, count, taps*C)`` whose row ``m`` holds rows ``first + m*stride + k*dilation`` of
+    ``x (N, L, C)`` for ``k = 0..taps-1`` side by side, zero outside ``[0, L)``."""
+    rows = (count - 1) * stride + 1 + (taps - 1) * dilation
+    xb = slabs.signal_rows(x, first, rows)
+    n, c = xb.shape[0], xb.shape[-1]
+    # One strided view and one copy: as many ops whatever the number of taps.
+    return mx.as_strided(xb, (n, count, taps, c), (rows * c, stride * c, dilation * c, 1)).reshape(n, count, taps * c)
+
+
+def unfolded_vjp_fits(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> bool:
+    """True where :func:`unfolded_vjp` computes the gradient: dense, stride 1, columns within the policy's bound."""
+    rows = geom.batch * max(geom.length, geom.output_length)
+    return (geom.groups == 1 and geom.stride == 1 and geom.kernel_size > 1
+            and rows * geom.kernel_size * max(geom.in_channels, geom.out_channels) <= policy.unfold_vjp_max_elements)
+
+
+def unfolded_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1dGeometry):
+    """``(dx, dw)`` of a dense stride-1 ``conv1d`` by two im2col matmuls, no blocks and no nested trace.
+
+    ``dw = ct^T @ cols(x)``; ``dx`` is the same convolution of ``ct`` with the taps reversed and the
+    channels swapped: ``dx[i] = sum_k ct[i + pad_left - (K-1-k)*d] @ w[:, K-1-k, :]``.
+    A training step's small dilated layers are bound by the number of ops they issue, and these are few.
+    """
+    g = geom
+    n, taps, span = g.batch, g.kernel_size, (g.kernel_size - 1) * g.dilation
+    ct = cotangent.reshape(n * g.output_length, g.out_channels)
+    cols = columns(x, -g.pad_left, g.output_length, taps, g.dilation).reshape(n * g.output_length, -1)
+    dw = (ct.T @ cols).reshape(g.out_channels, taps, g.in_channels)
+    ct_cols = columns(cotangent, g.pad_left - span, g.length, taps, g.dilation).reshape(n * g.length, -1)
+    reversed_taps = weight[:, ::-1, :].transpose(1, 0, 2).reshape(taps * g.out_channels, g.in_channels)
+    dx = (ct_cols @ reversed_taps).reshape(n, g.length, g.in_channels)
+    return dx, dw
 
 
 def path_for(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
@@ -279,6 +314,8 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     @direct.vjp
     def direct_vjp(primals, cotangent, output):
         x, weight = primals
+        if unfolded_vjp_fits(geom, policy):
+            return unfolded_vjp(x, weight, cotangent, geom)
         # <ct, conv1d(x, w)> = <T(ct, w'), x>: T(ct, w') is dx, and its VJP w.r.t. w' at x is dw'.
         (dx,), (dw_adjoint,) = mx.vjp(lambda w: transposed_run(cotangent, w, None, adjoint, policy),
                                       [adjoint_weight(weight, geom.groups)], [x])

@@ -50,6 +50,10 @@ class BlockPolicy:
         unfold_max_rows: a dense ``conv1d`` of at most this many output rows
             (``batch * output_length``) copies its taps side by side for one
             deep matmul (``direct.DirectUnfolded``); above, it reads views.
+        unfold_vjp_max_elements: a dense stride-1 ``conv1d`` whose column matrix
+            (``batch * length * K * channels``) is at most this large takes its
+            gradients from two such matmuls (``conv1d_paths.unfolded_vjp``);
+            above, from the transposed op's blocks, which copy no columns.
     """
 
     chunk_elements: int = 1 << 20
@@ -60,6 +64,7 @@ class BlockPolicy:
     min_block_rows: int = 96
     max_workers: int = 8
     unfold_max_rows: int = 512
+    unfold_vjp_max_elements: int = 1 << 22
 
 
 DEFAULT_POLICY = BlockPolicy()
