@@ -132,7 +132,9 @@ def test_small_dense_stride1_layers_take_the_unfolded_gradient():
     assert not fits(conv1d_geometry((2, 64, 8), (8, 4, 8), stride=2)[0])
     assert not fits(conv1d_geometry((2, 64, 8), (8, 3, 4), groups=2)[0])
     assert not fits(conv1d_geometry((2, 64, 8), (8, 1, 8))[0])  # one tap: a plain matmul already
-    big, _ = conv1d_geometry((4, 8192, 512), (512, 11, 512), padding=5)
+    assert fits(conv1d_geometry((1, 688, 256), (256, 11, 256), padding=25, dilation=5)[0])
+    assert not fits(conv1d_geometry((1, 688, 256), (256, 3, 256), padding=1)[0])  # 270 MFLOP: the blocks share it
+    big, _ = conv1d_geometry((4, 8192, 512), (512, 11, 512), padding=25, dilation=5)
     assert not fits(big)
     assert fits(big, BlockPolicy(unfold_vjp_max_elements=1 << 40))
 
