@@ -124,7 +124,7 @@ def test_short_dense_signals_unfold_and_long_ones_do_not(w_shape, kwargs):
 
 
 def test_small_dense_stride1_layers_take_the_unfolded_gradient():
-    """BigVGAN's and HiFi-GAN's residual layers (dense, stride 1, dilated) take the two-matmul gradient; strided,
+    """A training step's small residual layers (BigVGAN's late stages) take the two-matmul gradient; strided,
     grouped and large ones the transposed op's blocks."""
     fits = conv1d_paths.unfolded_vjp_fits
     assert fits(conv1d_geometry((2, 1024, 8), (8, 11, 8), padding=25, dilation=5)[0])
@@ -132,11 +132,12 @@ def test_small_dense_stride1_layers_take_the_unfolded_gradient():
     assert not fits(conv1d_geometry((2, 64, 8), (8, 4, 8), stride=2)[0])
     assert not fits(conv1d_geometry((2, 64, 8), (8, 3, 4), groups=2)[0])
     assert not fits(conv1d_geometry((2, 64, 8), (8, 1, 8))[0])  # one tap: a plain matmul already
-    assert fits(conv1d_geometry((1, 688, 256), (256, 11, 256), padding=25, dilation=5)[0])
-    assert not fits(conv1d_geometry((1, 688, 256), (256, 3, 256), padding=1)[0])  # 270 MFLOP: the blocks share it
-    big, _ = conv1d_geometry((4, 8192, 512), (512, 11, 512), padding=25, dilation=5)
+    big, _ = conv1d_geometry((1, 688, 256), (256, 11, 256), padding=25, dilation=5)  # 1 GFLOP: the blocks share it
     assert not fits(big)
-    assert fits(big, BlockPolicy(unfold_vjp_max_elements=1 << 40))
+    assert fits(big, BlockPolicy(parallel_min_flops=big.flops))
+    wide, _ = conv1d_geometry((4, 8192, 32), (32, 11, 32), padding=25, dilation=5)  # 11.5 M column elements
+    assert not fits(wide, BlockPolicy(parallel_min_flops=wide.flops))
+    assert fits(wide, BlockPolicy(parallel_min_flops=wide.flops, unfold_vjp_max_elements=1 << 40))
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])

@@ -28,9 +28,10 @@ other taps (sparse slots)             ``DirectPlanes``: the block's phases copie
 Past the short signals, no im2col: inner blocks read views of ``x`` itself; only
 blocks at the signal's ends (zero padding) and grouped/plane rows are copied, once.
 
-Gradients: a dense stride-1 layer of bounded size (``policy.unfold_vjp_max_elements``), dilated or small,
-takes both from two im2col matmuls (:func:`unfolded_vjp`): a training step's small
-dilated layers are bound by the number of ops they issue. Otherwise ``conv1d``'s
+Gradients: a dense stride-1 layer below ``policy.parallel_min_flops`` (its columns
+within ``policy.unfold_vjp_max_elements``) takes both from two im2col matmuls
+(:func:`unfolded_vjp`): a training step's small layers are bound by the number of
+ops they issue. Otherwise ``conv1d``'s
 input gradient is the transposed op of the cotangent, and its weight gradient that
 op's weight gradient with the roles of signal and cotangent swapped, so one VJP of
 the ``gemm`` transposed op (:func:`.transposed.conv_transpose1d`, blocks and all)
@@ -222,11 +223,10 @@ def columns(x: mx.array, first: int, count: int, taps: int, dilation: int, strid
 
 
 def unfolded_vjp_fits(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> bool:
-    """True where :func:`unfolded_vjp` computes the gradient: dense, stride 1, columns within the policy's bound,
-    and dilated or too small to share between streams (an undilated layer past that runs its blocks on several)."""
+    """True where :func:`unfolded_vjp` computes the gradient: dense, stride 1, too small to share between streams
+    (past that the blocks, spread over several, were as fast or faster), columns within the policy's bound."""
     rows = geom.batch * max(geom.length, geom.output_length)
-    return (geom.groups == 1 and geom.stride == 1 and geom.kernel_size > 1
-            and (geom.dilation > 1 or geom.flops <= policy.parallel_min_flops)
+    return (geom.groups == 1 and geom.stride == 1 and geom.kernel_size > 1 and geom.flops <= policy.parallel_min_flops
             and rows * geom.kernel_size * max(geom.in_channels, geom.out_channels) <= policy.unfold_vjp_max_elements)
 
 
