@@ -427,6 +427,36 @@ def test_gradients_match_finite_differences(ratio, up_taps, down_taps, activatio
                 np.testing.assert_allclose((gb * d).sum(), fd, rtol=2e-4, atol=2e-4, err_msg=f"{backend} beta")
 
 
+@pytest.mark.parametrize("whole", [True, False])
+@pytest.mark.parametrize("activation,logscale,length,batch", [("snakebeta", True, 25, 2), ("snake", False, 9, 1)])
+def test_both_forms_of_the_backward_match_finite_differences(monkeypatch, whole, activation, logscale, length, batch):
+    """A small signal's backward runs as one compiled function, a large one as separate kernels: each against the
+    float64 definition, and each taken where the bound says."""
+    from mlx_deconv.backends.anti_aliased import gradient
+
+    taken = []
+    original = gradient._whole_backward
+    monkeypatch.setattr(gradient, "_whole_backward", lambda *a: taken.append(a) or original(*a))
+    if not whole:
+        monkeypatch.setattr(gradient, "WHOLE_BACKWARD_MAX_ELEMENTS", 0)
+    rng = np.random.default_rng(length)
+    x = rng.standard_normal((batch, 3, length))
+    alpha, beta = params(rng, 3, activation, logscale)
+    up, down = kaiser(2, 12), kaiser(2, 12)
+    ct = rng.standard_normal(x.shape)
+    gx, ga, gb = _grads("polyphase", x, alpha, beta, up, down, 2, activation, logscale, ct)
+    assert bool(taken) == whole
+    scalar = lambda xv, al, be: float((reference(xv, al, be, up, down, 2, activation, logscale) * ct).sum())  # noqa: E731
+    for _ in range(2):
+        d = rng.standard_normal(x.shape)
+        np.testing.assert_allclose((gx * d).sum(), _directional(lambda v: scalar(v, alpha, beta), x, d), rtol=2e-4, atol=2e-4)
+        d = rng.standard_normal(3)
+        np.testing.assert_allclose((ga * d).sum(), _directional(lambda v: scalar(x, v, beta), alpha, d), rtol=2e-4, atol=2e-4)
+        if beta is not None:
+            np.testing.assert_allclose((gb * d).sum(), _directional(lambda v: scalar(x, alpha, v), beta, d),
+                                       rtol=2e-4, atol=2e-4)
+
+
 @given(
     ratio=st.integers(1, 3),
     up_extra=st.integers(1, 10),

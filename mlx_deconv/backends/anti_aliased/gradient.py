@@ -16,7 +16,8 @@ import mlx.core as mx
 import numpy as np
 
 from ...geometry.activation import ActivationGeometry
-from .phases import Kernels, as_rows, padded, prepare, snake_params, zero_padded
+from ...runtime.compiling import per_thread_cache
+from .phases import Kernels, _taps, as_rows, kernels, padded, phase_plan, prepare, snake_params, zero_padded
 from .sine import sin_cos_reduced, sin_squared_reduced
 
 
@@ -195,22 +196,48 @@ def run_untraced(fn: Callable, arrays: Sequence[mx.array]):
     return _worker().submit(job).result()
 
 
+#: Up to this many elements of ``x`` the backward is one compiled function, its taps constants of it: a small
+#: signal's backward is bound by its kernels' calls, and MLX fuses the whole. Past it the separate kernels
+#: were faster (figures: docs/performance-history.md).
+WHOLE_BACKWARD_MAX_ELEMENTS = 1 << 17
+
+
+def _cotangents(geom: ActivationGeometry, has_beta: bool, n: int, kern: Kernels, cd, filters, xv, al, be, ybar):
+    """``(xbar, alpha_bar, beta_bar)`` in the inputs' dtypes (``beta_bar`` zero for Snake, whose ``beta`` is a stand-in)."""
+    def params(p, q):
+        return snake_params(p, q if has_beta else None, geom.logscale, cd)
+
+    a, ib = params(al, be)
+    xbar, abar, ibbar = polyphase_backward(kern, as_rows(xv, cd), a, ib, filters, as_rows(ybar, cd))
+    if n == 1:
+        xbar = xbar[None]
+    _, (al_bar, be_bar) = mx.vjp(params, [al, be], [abar, ibbar])
+    return (xbar.astype(xv.dtype), al_bar.astype(al.dtype),
+            (be_bar if has_beta else mx.zeros_like(be)).astype(be.dtype))
+
+
+@per_thread_cache(maxsize=64)
+def _whole_backward(geom: ActivationGeometry, has_beta: bool, n: int, up_taps, down_taps, dtype) -> Callable:
+    """The backward of one configuration as one compiled function of ``(x, alpha, beta, ybar)``."""
+    kern = kernels(phase_plan(geom.ratio, geom.up_taps, geom.down_taps), up_taps, down_taps, geom.length, dtype, False)
+    cd = mx.float32 if dtype in (mx.float16, mx.bfloat16) else dtype
+
+    def whole(xv, al, be, ybar):
+        return _cotangents(geom, has_beta, n, kern, cd, (), xv, al, be, ybar)
+    return mx.compile(whole)
+
+
 def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: bool, forward: Callable) -> Callable:
     """``forward(x, alpha, beta, up, down)`` as an ``mx.custom_function`` whose VJP is the polyphase one."""
 
-    def params(al, be, cd):
-        return snake_params(al, be if has_beta else None, geom.logscale, cd)
-
     def backward(xv, al, be, up_, down_, ybar):
-        kern, cd, filters = prepare(xv, up_, down_, geom, compiled)
-        a, ib = params(al, be, cd)
-        xbar, abar, ibbar = polyphase_backward(kern, as_rows(xv, cd), a, ib, filters, as_rows(ybar, cd))
-        if n == 1:
-            xbar = xbar[None]
-        _, (al_bar, be_bar) = mx.vjp(lambda p, q: params(p, q, cd), [al, be], [abar, ibbar])
-        return (xbar.astype(xv.dtype), al_bar.astype(al.dtype),
-                (be_bar if has_beta else mx.zeros_like(be)).astype(be.dtype),
-                mx.zeros_like(up_), mx.zeros_like(down_))
+        taps = (_taps(up_), _taps(down_)) if compiled and xv.size <= WHOLE_BACKWARD_MAX_ELEMENTS else (None, None)
+        if None not in taps:
+            cotangents = _whole_backward(geom, has_beta, n, *taps, xv.dtype)(xv, al, be, ybar)
+        else:
+            kern, cd, filters = prepare(xv, up_, down_, geom, compiled)
+            cotangents = _cotangents(geom, has_beta, n, kern, cd, filters, xv, al, be, ybar)
+        return (*cotangents, mx.zeros_like(up_), mx.zeros_like(down_))
 
     @mx.custom_function
     def fn(xv, al, be, up_, down_):
