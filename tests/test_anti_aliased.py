@@ -427,6 +427,25 @@ def test_gradients_match_finite_differences(ratio, up_taps, down_taps, activatio
                 np.testing.assert_allclose((gb * d).sum(), fd, rtol=2e-4, atol=2e-4, err_msg=f"{backend} beta")
 
 
+def test_under_grad_only_the_backward_crosses_to_the_worker(monkeypatch):
+    """The forward runs its compiled kernels on the caller's thread (fresh arrays are not tracers there); only
+    the backward, where MLX retains the graph, goes to the worker thread."""
+    from mlx_deconv.backends.anti_aliased import gradient
+
+    jobs = []
+    worker = gradient._worker()
+    monkeypatch.setattr(gradient, "_worker", lambda: jobs.append(1) or worker)
+    rng = np.random.default_rng(3)
+    x = mx.array(rng.standard_normal((2, 16, 3)), mx.float32)
+    al, be = mx.array(rng.uniform(-1, 1, 3), mx.float32), mx.array(rng.uniform(-1, 1, 3), mx.float32)
+    up = md.kaiser_sinc_filter(0.25, 0.3, 12)
+    act = lambda x: md.anti_aliased_activation(x, al, be, up_filter=up, down_filter=up, backend="polyphase")  # noqa: E731
+    g = mx.grad(lambda x: act(x).sum())(x)
+    mx.eval(g)
+    assert len(jobs) == 1
+    np.testing.assert_allclose(np.array(mx.grad(lambda x: act(x).sum())(x)), np.array(g), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("whole", [True, False])
 @pytest.mark.parametrize("activation,logscale,length,batch", [("snakebeta", True, 25, 2), ("snake", False, 9, 1)])
 def test_both_forms_of_the_backward_match_finite_differences(monkeypatch, whole, activation, logscale, length, batch):

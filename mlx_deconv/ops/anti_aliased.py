@@ -101,9 +101,11 @@ def anti_aliased_activation(
 
     Differentiable with respect to ``x``, ``alpha`` and ``beta`` (first derivatives). The fused paths
     treat the filters as constants (a zero cotangent, like NVIDIA's buffers); ``backend="unfused"``
-    differentiates them too. Inside ``mx.grad`` the fused paths evaluate their inputs (they run on a
-    worker thread where MLX compiles their kernels), so a gradient forces the evaluation of the graph up
-    to each activation; inside a caller's ``mx.compile`` they are traced into its graph instead.
+    differentiates them too. Inside ``mx.grad`` MLX compiles nothing given its tracers, so the fused paths
+    evaluate their inputs and run their compiled kernels on copies (the forward on the calling thread, the
+    backward on a worker thread): a gradient forces the evaluation of the graph up to each activation.
+    Inside a caller's ``mx.compile`` (a training step compiled with ``inputs=model.state``) they are traced
+    into its graph instead, where MLX fuses them with the rest: no evaluation, no copy, no worker.
 
     NVIDIA's ``UpSample1d`` returns an empty signal for ``kernel_size == ratio`` (its crop slices
     ``[p:-0]``); here that filter length gives the definition's ``ratio * L`` samples.

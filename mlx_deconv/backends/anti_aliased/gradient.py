@@ -168,13 +168,15 @@ def _from_host(copies) -> List[mx.array]:
             for data, dtype in copies]
 
 
-def run_untraced(fn: Callable, arrays: Sequence[mx.array]):
-    """``fn(*arrays)``, evaluated, computed where its fused kernels compile.
+def run_untraced(fn: Callable, arrays: Sequence[mx.array], *, forward: bool = False):
+    """``fn(*arrays)``, computed where its fused kernels compile.
 
-    Inside ``mx.grad``/``mx.vjp`` every array is a tracer to MLX's compile (the state is per thread),
-    so compiled functions run their bodies as plain ops, several times slower here. The inputs are then
-    evaluated and ``fn`` runs on a worker thread, which is not tracing; its evaluated outputs come back
-    as constants, which suits the inside of a ``custom_function`` (whose VJP is given, not traced).
+    Inside ``mx.grad``/``mx.vjp`` the arrays are tracers to MLX's compile, so compiled functions run
+    their bodies as plain ops, several times slower here. The inputs are then evaluated and copied:
+    a ``forward`` runs on fresh arrays on this thread (arrays made from data are not tracers while the
+    forward is traced); a backward, where MLX retains the graph and every array on this thread counts
+    as a tracer (the state is per thread), runs on a worker thread and its evaluated outputs come back
+    as constants. Either suits the inside of a ``custom_function``, whose VJP is given, not traced.
     Inside a caller's ``mx.compile`` nothing can be evaluated: ``fn`` is traced into the caller's graph.
     """
     if not _PROBE.is_tracer(arrays[0]):
@@ -182,6 +184,10 @@ def run_untraced(fn: Callable, arrays: Sequence[mx.array]):
     copies = _to_host(arrays)
     if copies is None:
         return fn(*arrays)
+    if forward:
+        fresh = _from_host(copies)
+        if not _PROBE.is_tracer(fresh[0]):
+            return fn(*fresh)
     if threading.current_thread().name.startswith("mlx_deconv_anti_aliased"):
         return fn(*_from_host(copies))  # never wait on the worker from the worker
 
@@ -241,7 +247,7 @@ def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: b
 
     @mx.custom_function
     def fn(xv, al, be, up_, down_):
-        return run_untraced(forward, [xv, al, be, up_, down_])
+        return run_untraced(forward, [xv, al, be, up_, down_], forward=True)
 
     @fn.vjp
     def fn_vjp(primals, cotangent, output):
