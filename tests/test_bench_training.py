@@ -24,7 +24,9 @@ def result():
 def test_the_steps_agree_with_pytorch_on_the_same_weights(result):
     assert [r["name"] for r in result["rows"]] == [c.name for c in training.CASES]
     for row in result["rows"]:
-        assert set(row["seconds"]) == {"mlx_deconv", "torch"}
+        assert set(row["seconds"]) == {"mlx_deconv", "compiled", "torch"}
+        # the compiled step computes the same gradients (MLX fuses, it does not reorder the arithmetic)
+        assert row["compiled_difference"] < 1e-5, row
         assert abs(row["loss"] - row["torch_loss"]) < 1e-5 * max(1.0, abs(row["torch_loss"])), row
         assert row["loss_error"]["mlx_deconv"] < 1e-5 and row["loss_error"]["torch"] < 1e-5, row
         # every weight, bias and Snake parameter is compared with float64, none silently dropped
@@ -43,6 +45,13 @@ def test_a_wrong_gradient_shows_in_the_comparison(result):
     training.add_torch(worse, warmup=0, repeat=1)
     assert worse["rows"][0]["gradient_error"]["mlx_deconv"] > 0.05
     assert worse["rows"][0]["gradient_error"]["torch"] < 1e-3
+
+
+def test_the_compiled_step_is_compared_tensor_by_tensor():
+    a = {"w": np.ones(3), "b": np.zeros(2)}
+    assert training._largest_difference(a, a) == 0.0
+    assert training._largest_difference(dict(a, w=np.array([1.0, 1.0, 1.5])), a) == 0.5
+    assert training._largest_difference({"w": np.ones(3)}, a) == float("inf")  # a tensor missing is not agreement
 
 
 def test_table_and_json(result):

@@ -223,10 +223,10 @@ def headline(pages: Mapping[str, str]) -> str:
     training = _optional_table(pages, "training")
     if training:
         for family, label in (("bigvgan", "a BigVGAN v2 training step"), ("hifigan", "a HiFi-GAN V1 training step")):
-            ratios = [r["mlx_deconv / PyTorch"] for r in training
-                      if r["generator"].startswith(family) and r["mlx_deconv / PyTorch"] != "-"]
-            if ratios:
-                rows.append((label, "PyTorch (CPU), same weights", f"{_span(ratios)} its time"))
+            for column, how in (("mlx_deconv / PyTorch", ""), ("compiled / PyTorch", ", compiled")):
+                ratios = [r[column] for r in training if r["generator"].startswith(family) and r.get(column, "-") != "-"]
+                if ratios:
+                    rows.append((label + how, "PyTorch (CPU), same weights", f"{_span(ratios)} its time"))
     generator = _optional_table(pages, "bigvgan")
     if generator:
         named = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}

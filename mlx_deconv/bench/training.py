@@ -2,8 +2,10 @@
 
 A step is what a trainer runs for the generator: the forward pass on a batch of mel frames, an L1
 loss against a target waveform, and the gradient of every parameter. MLX's step is
-``nn.value_and_grad(model, loss)`` evaluated; PyTorch's is the forward, ``loss.backward()`` (the
-gradients set to None before) in training mode. Both generators hold the same weights: NVIDIA's or
+``nn.value_and_grad(model, loss)`` evaluated, timed as called and compiled the way MLX's training
+examples compile it (``mx.compile(step, inputs=model.state, outputs=model.state)``, where MLX fuses
+the whole step); PyTorch's is the forward, ``loss.backward()`` (the gradients set to None before) in
+training mode. Both generators hold the same weights: NVIDIA's or
 the original code's twin is built by PyTorch's initialisation, and ours loads its state dict.
 
 Each row also says how right each side is: both steps are checked against the same step in float64
@@ -123,6 +125,8 @@ def run(names: Optional[Sequence[str]] = None, *, tiny: bool = False, frames: in
         target = rng.uniform(-0.5, 0.5, (batch, frames * hop)).astype(np.float32)
         mel_mx, target_mx = mx.array(mel), mx.array(target)
         loss_and_grad = nn.value_and_grad(ours, _l1)
+        state = [ours.state]
+        compiled = mx.compile(lambda mel, target: loss_and_grad(ours, mel, target), inputs=state, outputs=state)
         kept = {}
 
         def step():
@@ -130,14 +134,22 @@ def run(names: Optional[Sequence[str]] = None, *, tiny: bool = False, frames: in
                 kept["loss"], kept["grads"] = loss_and_grad(ours, mel_mx, target_mx)
             return kept["loss"], kept["grads"]
 
+        def compiled_step():
+            with mx.stream(stream):
+                kept["compiled"] = compiled(mel_mx, target_mx)
+            return kept["compiled"]
+
         sys.stderr.write(f"training: {case.name}, batch {batch} x {frames} frames\n")
-        timing = timed_medians({"mlx_deconv": step}, warmup, repeat, **extra)["mlx_deconv"]
+        timings = timed_medians({"mlx_deconv": step, "compiled": compiled_step}, max(warmup, 1), repeat, **extra)
         grads = {k: np.array(v) for k, v in tree_flatten(kept["grads"])}
+        compiled_grads = {k: np.array(v) for k, v in tree_flatten(kept["compiled"][1])}
         rows.append(dict(name=case.name, family=case.family, channels=config.upsample_initial_channel,
                          frames=frames, batch=batch, samples=frames * hop,
                          parameters=int(sum(v.size for v in grads.values())),
-                         seconds={"mlx_deconv": timing.seconds}, runs={"mlx_deconv": timing.runs},
+                         seconds={n: t.seconds for n, t in timings.items()},
+                         runs={n: t.runs for n, t in timings.items()},
                          loss=float(kept["loss"].item()),
+                         compiled_difference=_largest_difference(compiled_grads, grads),
                          _torch=None if theirs is None else (theirs, ours, mel, target, grads)))
     return dict(rows=rows)
 
@@ -153,6 +165,16 @@ def _torch_grads_on_our_names(theirs, ours) -> Dict[str, np.ndarray]:
     twin = type(ours)(ours.config)
     twin.load_torch_state_dict(state)
     return {k: np.array(v) for k, v in tree_flatten(twin.parameters())}
+
+
+def _largest_difference(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> float:
+    """Over every tensor of ``b``, the largest ``|a - b| / max|b|`` (inf when ``a`` lacks a tensor)."""
+    worst = 0.0
+    for name, g in b.items():
+        if name not in a or a[name].shape != g.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(a[name] - g).max()) / (float(np.abs(g).max()) or 1.0))
+    return worst
 
 
 def _largest_errors(ours: Dict[str, np.ndarray], theirs: Dict[str, np.ndarray], reference: Dict[str, np.ndarray]):
@@ -222,17 +244,19 @@ def public(result: Dict) -> Dict:
 def table(result: Dict) -> str:
     """A Markdown table: per generator, the step's time on each side, their ratio, and each side's error
     against the float64 step."""
-    lines = ["| generator | initial channels | batch x frames | parameters | mlx_deconv ms | PyTorch ms "
-             "| mlx_deconv / PyTorch | loss error, mlx_deconv / PyTorch | largest gradient error, mlx_deconv / PyTorch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| generator | initial channels | batch x frames | parameters | mlx_deconv ms | compiled ms | PyTorch ms "
+             "| mlx_deconv / PyTorch | compiled / PyTorch | loss error, mlx_deconv / PyTorch "
+             "| largest gradient error, mlx_deconv / PyTorch | compiled against uncompiled |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        ours, theirs = r["seconds"]["mlx_deconv"], r["seconds"].get("torch")
-        cells = ["-"] * 4
+        ours, fused, theirs = r["seconds"]["mlx_deconv"], r["seconds"]["compiled"], r["seconds"].get("torch")
+        cells = ["-"] * 5
         if theirs is not None:
             loss, grad = r["loss_error"], r["gradient_error"]
-            cells = [f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}x",
+            cells = [f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}x", f"{fused / theirs:.2f}x",
                      f"{loss['mlx_deconv']:.1e} / {loss['torch']:.1e}",
                      f"{grad['mlx_deconv']:.1e} / {grad['torch']:.1e} ({r['gradients_compared']} tensors)"]
         lines.append(f"| {r['name']} | {r['channels']} | {r['batch']} x {r['frames']} | "
-                     f"{r['parameters'] / 1e6:.2f} M | {ours * 1e3:.0f} | " + " | ".join(cells) + " |")
+                     f"{r['parameters'] / 1e6:.2f} M | {ours * 1e3:.0f} | {fused * 1e3:.0f} | " + " | ".join(cells)
+                     + f" | {r['compiled_difference']:.1e} |")
     return "\n".join(lines)
