@@ -647,7 +647,7 @@ def test_output_memory_counts_4_bytes_an_element(monkeypatch, op, weight):
     from mlx_deconv.ops import functional
     from mlx_deconv.geometry import validation
 
-    functional._prepared_calls().clear()  # the check runs when a call signature is prepared, not on a cached one
+    functional.forget_prepared_calls()  # the check runs when a call signature is prepared, not on a cached one
     x = mx.zeros((1, 1000, 1))
     monkeypatch.setattr(validation, "_memory_bytes", lambda: 3 * 100 * 1000)  # 3 bytes an output element
     with pytest.raises(ValueError, match=r"100000 elements \(4 bytes each\), more than this machine's 300000 bytes"):

@@ -877,7 +877,7 @@ def test_a_signature_is_prepared_once_and_a_builtin_one_is_mlx_s_call(routed, mo
     prepared = []
     real = functional._prepare
     monkeypatch.setattr(functional, "_prepare", lambda call, stream: prepared.append(call) or real(call, stream))
-    functional._prepared_calls().clear()
+    functional.forget_prepared_calls()
     rng = np.random.default_rng(4)
     small = (mx.array(rng.standard_normal((1, 6, 3)).astype(np.float32)),
              mx.array(rng.standard_normal((4, 3, 3)).astype(np.float32)))
@@ -911,7 +911,7 @@ def test_a_failure_of_the_package_is_raised_in_tests_and_warned_in_use(monkeypat
         raise RuntimeError("a bug in the backend")
 
     monkeypatch.setitem(backends.BACKENDS, "gemm", replace(backends.BACKENDS["gemm"], conv1d=broken))
-    functional._prepared_calls().clear()
+    functional.forget_prepared_calls()
     x, w = mx.ones((1, 300, 8)), mx.ones((8, 3, 8))
     with md.patched_mlx("gemm"):
         with pytest.raises(RuntimeError, match="a bug in the backend"):
@@ -922,7 +922,7 @@ def test_a_failure_of_the_package_is_raised_in_tests_and_warned_in_use(monkeypat
             y = mx.conv1d(x, w, 1, 1)
     assert patch.statistics()["conv1d"]["failed"] == before + 1
     assert np.array_equal(np.array(y), np.array(MLX_CONV1D(x, w, 1, 1)))
-    functional._prepared_calls().clear()
+    functional.forget_prepared_calls()
 
 
 def test_patch_backend_is_checked_and_restored_by_the_block():

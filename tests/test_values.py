@@ -156,8 +156,8 @@ def test_auto_shares_the_call_of_the_backend_it_picks():
     case = Case(batch=1, length=9, groups=1, in_per_group=3, out_per_group=2, taps=3, stride=2, dilation=1,
                 padding=1, output_padding=None, use_bias=False, seed=31)
     x, w, b = case.arrays()
+    functional.forget_prepared_calls()
     calls = functional._prepared_calls()
-    calls.clear()
     for backend in ("auto", "builtin", "gemm"):
         np.testing.assert_allclose(run(case, x, w, b, backend), case.expected(x, w, b), rtol=0, atol=forward_atol(case))
     by_backend = {key.backend: entry.run for key, entry in calls.items() if key.op == "conv_transpose1d"}
@@ -173,12 +173,13 @@ def test_prepared_calls_stay_within_their_bound(monkeypatch):
     from mlx_deconv.ops import functional
 
     monkeypatch.setattr(functional, "PREPARED_CALLS", 4)
+    functional.forget_prepared_calls()
     calls = functional._prepared_calls()
-    calls.clear()
     w = mx.ones((2, 3, 2))
     for length in range(3, 13):
         md.conv1d(mx.ones((1, length, 2)), w)
         assert len(calls) <= 4
+        assert len(functional._hot_table()) <= 4
 
 
 @pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
@@ -201,8 +202,8 @@ def test_a_call_keys_on_the_stream_it_runs_on():
     x, w = mx.ones((1, 6, 2)), mx.ones((2, 3, 2))
     other = mx.new_stream(mx.cpu)
     default = repr(mx.default_stream(mx.default_device()))
+    functional.forget_prepared_calls()
     calls = functional._prepared_calls()
-    calls.clear()
     mx.eval(md.conv1d(x, w))
     with mx.stream(other):
         mx.eval(md.conv1d(x, w))
@@ -210,3 +211,49 @@ def test_a_call_keys_on_the_stream_it_runs_on():
     streams = {key.stream for key in calls if key.op == "conv1d"}
     assert streams == {default, repr(other)}
     assert functional.stream_text(mx.default_stream(mx.default_device())) == default
+
+
+@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
+def test_a_repeated_plain_call_takes_the_hot_path_and_a_bad_one_never_does(op, monkeypatch):
+    """The second of two plain calls skips the record and the prepared table; an int weight, a float64 input, a
+    float stride, another stream or autotuning after it still go the whole way (refused, cast, typed, keyed)."""
+    from mlx_deconv.ops import functional
+    from mlx_deconv.tuning import tuner
+
+    fn = getattr(md, op)
+    functional.forget_prepared_calls()
+    seen = []
+    original = functional.prepared
+    monkeypatch.setattr(functional, "prepared", lambda call, stream: seen.append(call) or original(call, stream))
+    x, w, b = mx.ones((1, 6, 2)), mx.ones((2, 3, 2)), mx.zeros((2,))
+    first = fn(x, w, b, stride=2)
+    assert len(seen) == 1
+    again = fn(x, w, b, stride=2)
+    assert len(seen) == 1  # the hot table's run
+    np.testing.assert_array_equal(np.array(again), np.array(first))
+    with pytest.raises(TypeError, match="weight"):
+        fn(x, w.astype(mx.int32), b, stride=2)
+    with pytest.raises(TypeError, match="stride"):
+        fn(x, w, b, stride=2.0)
+    for x64 in (np.ones((1, 6, 2)), np.ones((1, 6, 2)), mx.ones((1, 6, 2), mx.float64), mx.ones((1, 6, 2), mx.float64)):
+        y = fn(x64, w, b, stride=2)  # float64 is cast each time, never kept under its own dtype
+        assert y.dtype == mx.float32
+        np.testing.assert_array_equal(np.array(y), np.array(first))
+    assert all(key[4] in functional._FLOATS for key in functional._hot_table())
+    calls = len(seen)
+    with mx.stream(mx.new_stream(mx.cpu)):
+        fn(x, w, b, stride=2)
+    assert len(seen) == calls + 1
+    monkeypatch.setattr(tuner, "_override", "forward")
+    monkeypatch.setattr(tuner, "tune", lambda *a, **k: {"choice": "builtin"})  # no timing in a test
+    assert not tuner.autotune_off()
+    fn(x, w, b, stride=2)
+    assert len(seen) == calls + 2
+
+
+@pytest.mark.parametrize("name", ["data_format", "weight_format", "backend"])
+def test_an_unhashable_string_argument_is_named_after_a_plain_call(name):
+    x, w = mx.ones((1, 6, 2)), mx.ones((2, 3, 2))
+    mx.eval(md.conv1d(x, w))
+    with pytest.raises((TypeError, ValueError), match=name):
+        md.conv1d(x, w, **{name: ["NLC"]})

@@ -62,7 +62,7 @@ def choose(geom, stream: mx.Stream, asked: str = "auto", *, dtype=mx.float32,
         name = asked
     usable = available_backends(stream, op)
     if name not in usable:
-        if name not in BACKENDS:
+        if not isinstance(name, str) or name not in BACKENDS:
             known = sorted(n for n in BACKENDS if BACKENDS[n].run(op) is not None)
             raise ValueError(f"backend must be 'auto' or one of {known}, got {name!r}")
         raise ValueError(f"backend={name!r} is not available for {op} on {stream}; available: {usable}")

@@ -5,6 +5,10 @@ validated into its geometry, handed to :func:`mlx_deconv.choice.choose` and wrap
 backend's run (layouts in and out; compiled with ``mx.compile`` unless the signal is long). That
 prepared call is kept per thread under the record, so a decoder's repeated calls cost a dictionary
 lookup in Python. ``patch_mlx`` looks its calls up in the same table.
+
+A repeated call with plain arguments (ints and strings, MLX float arrays, the default stream, no
+autotuning) skips even the record: its run is kept in a second, flat table per thread and stream,
+found before anything else is built (:func:`_hot_table`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ..geometry.torch_layout import from_torch_layout
 from ..geometry.validation import geometry_of
 from ..runtime.compiling import COMPILE_MAX_OUTPUT
 from ..runtime.devices import StreamLike, resolve_stream
-from ..tuning.tuner import autotune_mode, generation
+from ..tuning.tuner import autotune_mode, autotune_off, generation
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]
@@ -49,6 +53,14 @@ def _prepared_calls() -> "OrderedDict[Call, Prepared]":
     except AttributeError:
         _LOCAL.calls = OrderedDict()
         return _LOCAL.calls
+
+
+def forget_prepared_calls() -> None:
+    """Empties the calling thread's tables of prepared calls (the record-keyed one and the hot one), so the
+    next calls are validated and chosen afresh."""
+    _prepared_calls().clear()
+    for table in getattr(_LOCAL, "hot_tables", {}).values():
+        table.clear()
 
 
 def as_float_array(name: str, value) -> mx.array:
@@ -140,12 +152,26 @@ def conv_transpose1d(
         unbatched input) in the dtype of ``x`` (float32 for float64 input), where
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
+    hot = (stream is None and type(x) is _ARRAY and type(weight) is _ARRAY and (bias is None or type(bias) is _ARRAY)
+           and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
+           and type(data_format) is str and type(weight_format) is str and type(backend) is str
+           and type(output_padding) in _NONE_OR_INT and type(output_size) in _NONE_OR_INT and autotune_off())
+    if hot:
+        table = _hot_table()
+        key = ("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, weight.dtype,
+               None if bias is None else bias.dtype, stride, padding, output_padding, dilation, groups, data_format,
+               weight_format, output_size, backend)
+        run = table.get(key)
+        if run is not None:
+            return run(x, weight) if bias is None else run(x, weight, bias)
     x, weight, bias = checked_arrays(x, weight, bias)
     stream = resolve_stream(stream)
     call = _new_call(Call, ("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype,
                             stride, padding, output_padding, dilation, groups, data_format, weight_format, output_size,
                             backend, stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
+    if hot:
+        _keep_hot(table, key, run)
     return run(x, weight) if bias is None else run(x, weight, bias)
 
 
@@ -198,12 +224,26 @@ def conv1d(
         ``L_out = floor((L + left + right - dilation*(K-1) - 1) / stride) + 1``
         (see :func:`mlx_deconv.conv1d_output_length`).
     """
+    hot = (stream is None and type(x) is _ARRAY and type(weight) is _ARRAY and (bias is None or type(bias) is _ARRAY)
+           and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
+           and type(data_format) is str and type(weight_format) is str and type(backend) is str
+           and autotune_off())
+    if hot:
+        table = _hot_table()
+        key = ("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, weight.dtype,
+               None if bias is None else bias.dtype, stride, padding, dilation, groups, data_format, weight_format,
+               backend)
+        run = table.get(key)
+        if run is not None:
+            return run(x, weight) if bias is None else run(x, weight, bias)
     x, weight, bias = checked_arrays(x, weight, bias)
     stream = resolve_stream(stream)
     call = _new_call(Call, ("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride,
                             padding, None, dilation, groups, data_format, weight_format, None, backend,
                             stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
+    if hot:
+        _keep_hot(table, key, run)
     return run(x, weight) if bias is None else run(x, weight, bias)
 
 
@@ -213,6 +253,39 @@ _PLAIN_TYPES = frozenset((int, str, type(None)))
 _ARGUMENTS = range(Call._fields.index("stride"), Call._fields.index("backend") + 1)
 # A Call built without the named tuple's Python-level __new__: the ops build one per call.
 _new_call = tuple.__new__
+_ARRAY = mx.array
+_FLOATS = frozenset(FLOAT_DTYPES)
+#: Argument types the hot path takes as they are (an int is never equal to a str; 1.0 and True are not these types).
+_HOT_PADDING = frozenset((int, str))
+_NONE_OR_INT = frozenset((int, type(None)))
+
+
+def _hot_table() -> dict:
+    """The calling thread's flat table of runs for its default stream (``key -> run``).
+
+    The hot path of the ops: a short call's time was mostly the Python before MLX's op (figures:
+    docs/performance-history.md), so a repeated call with plain arguments is one tuple and one lookup.
+    """
+    local = _LOCAL
+    stream = mx.default_stream(mx.default_device())
+    try:
+        if stream == local.hot_stream:
+            return local.hot
+        tables = local.hot_tables
+    except AttributeError:
+        tables = local.hot_tables = {}
+    local.hot = table = tables.setdefault(stream_text(stream), {})
+    local.hot_stream = stream
+    return table
+
+
+def _keep_hot(table: dict, key: tuple, run) -> None:
+    """Keeps ``run`` under ``key`` when the call's arrays were MLX float arrays (none cast on the way in), so the
+    key's dtypes are the run's; a full table starts over (its runs stay in the prepared table)."""
+    if key[4] in _FLOATS and key[5] in _FLOATS and (key[6] is None or key[6] in _FLOATS):
+        if len(table) >= PREPARED_CALLS:
+            table.clear()
+        table[key] = run
 
 
 def stream_text(stream: mx.Stream) -> str:

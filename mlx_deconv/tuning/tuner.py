@@ -81,6 +81,13 @@ def set_autotune(enabled: bool = True, *, backward: bool = False) -> None:
     _override = ("train" if backward else "forward") if enabled else "off"
 
 
+def autotune_off() -> bool:
+    """True when autotuning is off, as :func:`autotune_mode` says, in the fewest steps: the ops' hot path asks it."""
+    if _override is not None:
+        return _override == "off"
+    return (_ENVIRON is not None and _ENV_KEY not in _ENVIRON) or _env_mode() is None
+
+
 def autotune_mode() -> Optional[str]:
     """``"forward"`` or ``"train"`` when autotuning is on, else ``None``."""
     if _override is not None:
