@@ -37,6 +37,13 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
     return y
 
 
+def pads_input(geom: Conv1dGeometry) -> bool:
+    """Whether :func:`conv1d` pads the input with real zeros before MLX's op (see there): then MLX's loop
+    visits the padding rows too."""
+    asymmetric_groups = geom.groups > 1 and geom.pad_left != geom.pad_right
+    return (geom.dilation > 1 or asymmetric_groups) and bool(geom.pad_left or geom.pad_right)
+
+
 def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1dGeometry) -> mx.array:
     """Direct conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says.
 
@@ -52,8 +59,7 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     There the input is padded with real zeros first.
     """
     padding = ([geom.pad_left], [geom.pad_right])
-    asymmetric_groups = geom.groups > 1 and geom.pad_left != geom.pad_right
-    if (geom.dilation > 1 or asymmetric_groups) and (geom.pad_left or geom.pad_right):
+    if pads_input(geom):
         x = mx.pad(x, [(0, 0), (geom.pad_left, geom.pad_right), (0, 0)])
         padding = 0
     y = mx.conv_general(x, weight, stride=geom.stride, padding=padding, kernel_dilation=geom.dilation, groups=geom.groups)

@@ -38,7 +38,7 @@ from typing import Optional, Union
 
 import mlx.core as mx
 
-from ..backends import BACKENDS, op_of, winograd
+from ..backends import BACKENDS, builtin, op_of, winograd
 from ..geometry.activation import ActivationGeometry
 from ..geometry.records import Conv1dGeometry, Geometry
 from ..runtime.devices import cpu_blas, is_gpu
@@ -173,7 +173,8 @@ def builtin_is_faster(geom: AnyGeometry, blas: str, dtype=mx.float32) -> bool:
     if mlx_matmuls(geom):
         return (geom.batch * geom.output_length < GEMM_MIN_ROWS_WHERE_MLX_MATMULS
                 or geom.in_per_group < GEMM_MIN_DEPTH_WHERE_MLX_MATMULS)
-    short = geom.batch * geom.length <= SHORT_INPUT_ROWS
+    # On a short input MLX's loop skips the padding rows, unless "builtin" pads them in first (dilated conv1d).
+    short = geom.batch * geom.length <= SHORT_INPUT_ROWS and not (op_of(geom) == "conv1d" and builtin.pads_input(geom))
     if short and blas == "reference":
         return True
     work = naive_work(geom) * _work_factor(dtype)
