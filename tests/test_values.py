@@ -257,3 +257,13 @@ def test_an_unhashable_string_argument_is_named_after_a_plain_call(name):
     mx.eval(md.conv1d(x, w))
     with pytest.raises((TypeError, ValueError), match=name):
         md.conv1d(x, w, **{name: ["NLC"]})
+
+
+def test_a_thread_making_a_stream_per_call_keeps_a_bounded_few_hot_tables():
+    from mlx_deconv.ops import functional
+
+    x, w = mx.ones((1, 6, 2)), mx.ones((2, 3, 2))
+    for _ in range(3 * functional.HOT_STREAMS):
+        with mx.stream(mx.new_stream(mx.cpu)):
+            mx.eval(md.conv1d(x, w))
+    assert len(functional._LOCAL.hot_tables) <= functional.HOT_STREAMS

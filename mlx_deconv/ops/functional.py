@@ -34,6 +34,8 @@ FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]
 #: Prepared calls kept per thread, one per :class:`~mlx_deconv.geometry.call.Call`.
 PREPARED_CALLS = 256
+#: Streams per thread whose hot tables are kept (:func:`_hot_table`).
+HOT_STREAMS = 8
 # Prepared calls are per thread: MLX's default stream and compile cache are per thread, and a
 # compiled function shared between threads aborts the process at exit (see compiling.py). A
 # thread's calls are freed, with the GIL, when it ends.
@@ -274,6 +276,8 @@ def _hot_table() -> dict:
         tables = local.hot_tables
     except AttributeError:
         tables = local.hot_tables = {}
+    if len(tables) >= HOT_STREAMS:  # a thread that makes streams as it goes (one per request) keeps a bounded few
+        tables.clear()
     local.hot = table = tables.setdefault(stream_text(stream), {})
     local.hot_stream = stream
     return table
