@@ -215,6 +215,15 @@ def copy_pages(tmp_path):
     return tmp_path
 
 
+def assert_headline_says(figures, root, pages, *rows):
+    """The rewritten headline holds each of ``rows``, its figures are the tables' and ``--check`` agrees."""
+    headline = in_pages(pages, "headline")
+    for said in rows:
+        assert said in headline, headline
+    assert headline_figures(headline) == expected_headline_figures(pages)
+    assert figures.main(["--check", "--root", str(root)]) == 0
+
+
 def in_pages(pages, name):
     """Region ``name``'s text, from the one page that holds it."""
     holders = [text for text in pages.values() if f"<!-- bench:{name} -->" in text]
@@ -388,15 +397,12 @@ def test_figures_script_writes_conv1d_decoder_and_their_headline(tmp_path):
             in in_pages(pages, "decoder"))
     assert "TODO(lead)" not in in_pages(pages, "conv1d") + in_pages(pages, "decoder")
     assert "PyTorch 2.0 was timed after every MLX timing" in in_pages(pages, "conv1d")
-    headline = in_pages(pages, "headline")
     # Shapes 1, 2, 4, 5 are dilated (30 + j); 0 and 3 are not (2 + j/10).
-    for said in ("| HiFi-GAN's upsampling layers | PyTorch (CPU) | 2.00x its time |",
-                 "| `conv1d`, HiFi-GAN's dilated residual-block convolutions | `mx.conv1d` | 31.0-35.0x faster |",
-                 "| HiFi-GAN V1 end to end, at a real-time factor of 4 | MLX's ops | 50.0x faster |",
-                 "| HiFi-GAN V1 end to end | PyTorch (CPU) | 2.00x its time |"):
-        assert said in headline, headline
-    assert headline_figures(headline) == expected_headline_figures(pages)
-    assert figures.main(["--check", "--root", str(root)]) == 0
+    assert_headline_says(figures, root, pages,
+                         "| HiFi-GAN's upsampling layers | PyTorch (CPU) | 2.00x its time |",
+                         "| `conv1d`, HiFi-GAN's dilated residual-block convolutions | `mx.conv1d` | 31.0-35.0x faster |",
+                         "| HiFi-GAN V1 end to end, at a real-time factor of 4 | MLX's ops | 50.0x faster |",
+                         "| HiFi-GAN V1 end to end | PyTorch (CPU) | 2.00x its time |")
     # The parts of separate runs (bench --only ...) are taken each from the file that has it.
     parts = copy_pages(tmp_path / "parts")
     only_transposed = dict(run, conv1d_rows=[], decoder=None)
@@ -509,11 +515,8 @@ def test_figures_script_writes_conv1d_gradients_and_training_with_their_headline
     assert bench_conv1d.table(backward["conv1d_rows"], 9, 0.5) in in_pages(pages, "conv1d-backward")
     assert "forward+backward" in in_pages(pages, "conv1d-backward")
     assert bench_training.table(forward["training"]) in in_pages(pages, "training")
-    headline = in_pages(pages, "headline")
-    for said in ("| a BigVGAN v2 training step | PyTorch (CPU), same weights | 2.50-3.50x its time |",
-                 "| a BigVGAN v2 training step, compiled | PyTorch (CPU), same weights | 1.25-1.75x its time |",
-                 "| a HiFi-GAN V1 training step | PyTorch (CPU), same weights | 1.50x its time |",
-                 "| a HiFi-GAN V1 training step, compiled | PyTorch (CPU), same weights | 0.75x its time |"):
-        assert said in headline, headline
-    assert headline_figures(headline) == expected_headline_figures(pages)
-    assert figures.main(["--check", "--root", str(root)]) == 0
+    assert_headline_says(figures, root, pages,
+                         "| a BigVGAN v2 training step | PyTorch (CPU), same weights | 2.50-3.50x its time |",
+                         "| a BigVGAN v2 training step, compiled | PyTorch (CPU), same weights | 1.25-1.75x its time |",
+                         "| a HiFi-GAN V1 training step | PyTorch (CPU), same weights | 1.50x its time |",
+                         "| a HiFi-GAN V1 training step, compiled | PyTorch (CPU), same weights | 0.75x its time |")
