@@ -17,7 +17,7 @@ import numpy as np
 
 from ...geometry.activation import ActivationGeometry
 from ...runtime.compiling import per_thread_cache
-from .phases import Kernels, _taps, as_rows, kernels, padded, phase_plan, prepare, snake_params, zero_padded
+from .phases import Kernels, as_rows, filter_taps, kernels_for, padded, prepare, snake_params, zero_padded
 from .sine import sin_cos_reduced, sin_squared_reduced
 
 
@@ -225,8 +225,7 @@ def _cotangents(geom: ActivationGeometry, has_beta: bool, n: int, kern: Kernels,
 @per_thread_cache(maxsize=64)
 def _whole_backward(geom: ActivationGeometry, has_beta: bool, n: int, up_taps, down_taps, dtype) -> Callable:
     """The backward of one configuration as one compiled function of ``(x, alpha, beta, ybar)``."""
-    kern = kernels(phase_plan(geom.ratio, geom.up_taps, geom.down_taps), up_taps, down_taps, geom.length, dtype, False)
-    cd = mx.float32 if dtype in (mx.float16, mx.bfloat16) else dtype
+    kern, cd = kernels_for(geom, up_taps, down_taps, dtype, False)
 
     def whole(xv, al, be, ybar):
         return _cotangents(geom, has_beta, n, kern, cd, (), xv, al, be, ybar)
@@ -237,11 +236,11 @@ def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: b
     """``forward(x, alpha, beta, up, down)`` as an ``mx.custom_function`` whose VJP is the polyphase one."""
 
     def backward(xv, al, be, up_, down_, ybar):
-        taps = (_taps(up_), _taps(down_)) if compiled and xv.size <= WHOLE_BACKWARD_MAX_ELEMENTS else (None, None)
-        if None not in taps:
+        taps = filter_taps(up_, down_)
+        if compiled and taps[0] is not None and xv.size <= WHOLE_BACKWARD_MAX_ELEMENTS:
             cotangents = _whole_backward(geom, has_beta, n, *taps, xv.dtype)(xv, al, be, ybar)
         else:
-            kern, cd, filters = prepare(xv, up_, down_, geom, compiled)
+            kern, cd, filters = prepare(xv, up_, down_, geom, compiled, taps)
             cotangents = _cotangents(geom, has_beta, n, kern, cd, filters, xv, al, be, ybar)
         return (*cotangents, mx.zeros_like(up_), mx.zeros_like(down_))
 

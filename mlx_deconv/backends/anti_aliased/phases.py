@@ -267,13 +267,21 @@ def window(v: mx.array, lo: int, hi: int, first: mx.array, last: mx.array) -> mx
     return mx.concatenate(parts, axis=-2) if len(parts) > 1 else parts[0]
 
 
-def prepare(x, up, down, geom: ActivationGeometry, compiled: bool):
-    plan = phase_plan(geom.ratio, geom.up_taps, geom.down_taps)
+def filter_taps(up: mx.array, down: mx.array):
+    """``(up_taps, down_taps)`` as floats, or ``(None, None)`` when either cannot be read (inside ``mx.compile``)."""
     up_taps, down_taps = _taps(up), _taps(down)
-    if up_taps is None or down_taps is None:
-        up_taps = down_taps = None
-    kern = kernels(plan, up_taps, down_taps, geom.length, x.dtype, compiled)
-    cd = _compute_dtype(x.dtype)
+    return (None, None) if up_taps is None or down_taps is None else (up_taps, down_taps)
+
+
+def kernels_for(geom: ActivationGeometry, up_taps, down_taps, dtype, compiled: bool) -> Tuple[Kernels, object]:
+    """``(kernels, compute dtype)`` of a configuration, its taps constants or (``None``) kernel inputs."""
+    plan = phase_plan(geom.ratio, geom.up_taps, geom.down_taps)
+    return kernels(plan, up_taps, down_taps, geom.length, dtype, compiled), _compute_dtype(dtype)
+
+
+def prepare(x, up, down, geom: ActivationGeometry, compiled: bool, taps=None):
+    """``(kernels, compute dtype, filters as kernel inputs or ())``; ``taps``: :func:`filter_taps`'s, if already read."""
+    kern, cd = kernels_for(geom, *(filter_taps(up, down) if taps is None else taps), x.dtype, compiled)
     filters = () if kern.const else (up.astype(cd), down.astype(cd))
     return kern, cd, filters
 
