@@ -167,13 +167,18 @@ def _torch_grads_on_our_names(theirs, ours) -> Dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in tree_flatten(twin.parameters())}
 
 
+def _relative_error(g: np.ndarray, ref: np.ndarray) -> float:
+    """``max|g - ref| / max|ref|`` (over ``max|g - ref|`` alone where ``ref`` is all zeros)."""
+    return float(np.abs(g - ref).max()) / (float(np.abs(ref).max()) or 1.0)
+
+
 def _largest_difference(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> float:
-    """Over every tensor of ``b``, the largest ``|a - b| / max|b|`` (inf when ``a`` lacks a tensor)."""
+    """Over every tensor of ``b``, the largest :func:`_relative_error` of ``a``'s (inf when ``a`` lacks a tensor)."""
     worst = 0.0
     for name, g in b.items():
         if name not in a or a[name].shape != g.shape:
             return float("inf")
-        worst = max(worst, float(np.abs(a[name] - g).max()) / (float(np.abs(g).max()) or 1.0))
+        worst = max(worst, _relative_error(a[name], g))
     return worst
 
 
@@ -185,9 +190,8 @@ def _largest_errors(ours: Dict[str, np.ndarray], theirs: Dict[str, np.ndarray], 
         ref = reference.get(name)
         if ref is None or np.isnan(ref).any():  # a buffer of PyTorch's (the fixed filters): no gradient there
             continue
-        scale = float(np.abs(ref).max()) or 1.0
-        worst_ours = max(worst_ours, float(np.abs(g - ref).max()) / scale)
-        worst_theirs = max(worst_theirs, float(np.abs(theirs[name] - ref).max()) / scale)
+        worst_ours = max(worst_ours, _relative_error(g, ref))
+        worst_theirs = max(worst_theirs, _relative_error(theirs[name], ref))
         compared += 1
     return worst_ours, worst_theirs, compared
 
