@@ -154,6 +154,7 @@ def conv_transpose1d(
         unbatched input) in the dtype of ``x`` (float32 for float64 input), where
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
+    # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
     hot = (stream is None and type(x) is _ARRAY and type(weight) is _ARRAY and (bias is None or type(bias) is _ARRAY)
            and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
            and type(data_format) is str and type(weight_format) is str and type(backend) is str
@@ -226,6 +227,7 @@ def conv1d(
         ``L_out = floor((L + left + right - dilation*(K-1) - 1) / stride) + 1``
         (see :func:`mlx_deconv.conv1d_output_length`).
     """
+    # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
     hot = (stream is None and type(x) is _ARRAY and type(weight) is _ARRAY and (bias is None or type(bias) is _ARRAY)
            and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
            and type(data_format) is str and type(weight_format) is str and type(backend) is str
