@@ -166,6 +166,54 @@ def test_unfolded_gradient_matches_reference(x_shape, w_shape, kwargs, dtype):
     np.testing.assert_allclose(gb, eb, rtol=0, atol=atol(ct.shape[0] * ct.shape[1], dtype))
 
 
+@st.composite
+def weight_heavy_cases(draw):
+    """Dense calls with at most as many output rows as output channels, as a streaming step's first stages
+    (``K > 1``: the unfolded path's)."""
+    c_out = draw(st.integers(2, 12))
+    taps, stride, dilation = draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    batch = draw(st.integers(1, 2))
+    padding = draw(st.sampled_from([0, 2, (3, 0), "same", "causal"]))
+    if padding == "same":
+        stride = 1
+    length = draw(st.integers(1, 12))
+    left, right = ref.conv1d_pads(padding, length, taps, stride, dilation)
+    assume(dilation * (taps - 1) + 1 <= length + left + right)
+    assume(batch * ((length + left + right - dilation * (taps - 1) - 1) // stride + 1) <= c_out)
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    x = rng.standard_normal((batch, length, draw(st.integers(1, 6))))
+    w = rng.standard_normal((c_out, taps, x.shape[2]))
+    return x, w, dict(stride=stride, padding=padding, dilation=dilation, groups=1)
+
+
+@given(case=weight_heavy_cases(), workers=st.integers(2, 3))
+def test_short_weight_heavy_calls_shared_by_output_channel_match_reference(case, workers):
+    x, w, kwargs = case
+    want, _ = expected(x, w, np.zeros(w.shape[0]), kwargs)
+    geom, _ = conv1d_geometry(x.shape, w.shape, **kwargs)
+    streams = [mx.default_stream(mx.cpu)] + [mx.new_stream(mx.cpu) for _ in range(workers - 1)]
+    y = conv1d_paths.by_output_channels(mx.array(x, mx.float32), mx.array(w, mx.float32), geom, streams)
+    np.testing.assert_allclose(np.array(y), want, rtol=0, atol=atol(w.shape[1] * w.shape[2]))
+
+
+def test_short_weight_heavy_calls_are_shared_by_output_channel(monkeypatch):
+    """Where the weight outweighs the columns (rows <= C_out), the workers share the output channels, not the rows;
+    longer calls keep their row blocks."""
+    shared = []
+    real = conv1d_paths.by_output_channels
+    monkeypatch.setattr(conv1d_paths, "by_output_channels", lambda *a: shared.append(a[2]) or real(*a))
+    monkeypatch.setattr(schedule, "worker_streams", lambda stream, most: [stream, mx.new_stream(mx.cpu)])
+    policy = BlockPolicy(parallel_min_flops=0)
+    rng = np.random.default_rng(5)
+    for length, c_out, taken in ((16, 24, True), (40, 24, False)):
+        x, w = rng.standard_normal((1, length, 8)), rng.standard_normal((c_out, 3, 8))
+        kwargs = dict(stride=1, padding=1, dilation=1, groups=1)
+        y = run_gemm(mx.array(x, mx.float32), mx.array(w, mx.float32), None, kwargs, policy)
+        np.testing.assert_allclose(np.array(y), expected(x, w, np.zeros(c_out), kwargs)[0], rtol=0, atol=atol(24))
+        assert bool(shared) == taken
+        shared.clear()
+
+
 def test_tiny_policy_cuts_many_blocks():
     geom, _ = conv1d_geometry((2, 40, 8), (8, 3, 8), dilation=2)
     path = conv1d_paths.path_for(geom, tiny_blocks(16))

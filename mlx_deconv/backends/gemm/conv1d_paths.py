@@ -25,6 +25,9 @@ other taps (sparse slots)             ``DirectPlanes``: the block's phases copie
                                       (one pass over its input), one matmul per tap on row views
 ====================================  ==========================================================
 
+A short dense call with no more output rows than output channels reads more weight than columns:
+its workers share the output channels (:func:`by_output_channels`), not the rows.
+
 Past the short signals, no im2col: inner blocks read views of ``x`` itself; only
 blocks at the signal's ends (zero padding) and grouped/plane rows are copied, once.
 
@@ -274,10 +277,31 @@ def adjoint_weight(weight: mx.array, groups: int) -> mx.array:
     return w.reshape(groups * in_per_group, taps, out_channels // groups)
 
 
+def by_output_channels(x: mx.array, weight: mx.array, geom: Conv1dGeometry, workers: List[mx.Stream]) -> mx.array:
+    """A short dense call (``K > 1``) with at most as many output rows as output channels, shared by output channel.
+
+    Its matmul reads more weight than columns: shared by rows, every worker would pack the whole
+    weight again; shared by output channel, each packs its own share, and the columns are copied once.
+    """
+    g = geom
+    rows = g.batch * g.output_length
+    cols = columns(x, -g.pad_left, g.output_length, g.kernel_size, g.dilation, g.stride).reshape(rows, -1)
+    parts = []
+    workers = workers[:g.out_channels]  # every share at least one channel
+    cuts = schedule.bounds(g.out_channels, len(workers))
+    for stream, lo, hi in zip(workers, cuts, cuts[1:]):
+        with mx.stream(stream):  # the share's rows of the weight: a transposed view, read in place
+            parts.append(cols @ weight[lo:hi].reshape(hi - lo, -1).T)
+    return mx.concatenate(parts, axis=1).reshape(g.batch, g.output_length, g.out_channels)
+
+
 def _forward(x: mx.array, weight: mx.array, geom: Conv1dGeometry, policy: BlockPolicy) -> mx.array:
     path = path_for(geom, policy)
-    ws = path.arrange(weight)
     workers = schedule.worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
+    if (isinstance(path, DirectUnfolded) and len(workers) > 1 and geom.flops >= policy.parallel_min_flops
+            and geom.batch * geom.output_length <= geom.out_channels):
+        return by_output_channels(x, weight, geom, workers)
+    ws = path.arrange(weight)
     count = schedule.direct_block_count(geom, path.per_row, len(workers), policy)
     cuts = schedule.bounds(geom.output_length, count)
     if count == 1:
