@@ -123,21 +123,38 @@ def test_short_dense_signals_unfold_and_long_ones_do_not(w_shape, kwargs):
     assert type(conv1d_paths.path_for(grouped)) is not conv1d_paths.DirectUnfolded
 
 
-def test_small_dense_stride1_layers_take_the_unfolded_gradient():
-    """A training step's small residual layers (BigVGAN's late stages) take the two-matmul gradient; strided,
-    grouped and large ones the transposed op's blocks."""
+def test_dense_stride1_layers_take_the_unfolded_gradient_while_their_columns_fit():
+    """Dense stride-1 layers take the two-computation gradient (the input's as a forward conv1d, the weight's as
+    one matmul) while their column matrix fits the policy; strided, grouped, one-tap and longer ones the
+    transposed op's blocks."""
     fits = conv1d_paths.unfolded_vjp_fits
     assert fits(conv1d_geometry((2, 1024, 8), (8, 11, 8), padding=25, dilation=5)[0])
     assert fits(conv1d_geometry((2, 64, 64), (64, 3, 64), padding=1)[0])
+    assert fits(conv1d_geometry((1, 688, 256), (256, 11, 256), padding=25, dilation=5)[0])  # 1 GFLOP, 1.9 M columns
     assert not fits(conv1d_geometry((2, 64, 8), (8, 4, 8), stride=2)[0])
     assert not fits(conv1d_geometry((2, 64, 8), (8, 3, 4), groups=2)[0])
     assert not fits(conv1d_geometry((2, 64, 8), (8, 1, 8))[0])  # one tap: a plain matmul already
-    big, _ = conv1d_geometry((1, 688, 256), (256, 11, 256), padding=25, dilation=5)  # 1 GFLOP: the blocks share it
-    assert not fits(big)
-    assert fits(big, BlockPolicy(parallel_min_flops=big.flops))
     wide, _ = conv1d_geometry((4, 8192, 32), (32, 11, 32), padding=25, dilation=5)  # 11.5 M column elements
-    assert not fits(wide, BlockPolicy(parallel_min_flops=wide.flops))
-    assert fits(wide, BlockPolicy(parallel_min_flops=wide.flops, unfold_vjp_max_elements=1 << 40))
+    assert not fits(wide)
+    assert fits(wide, BlockPolicy(unfold_vjp_max_elements=1 << 40))
+
+
+def test_input_gradient_geometry_is_the_adjoint():
+    """<conv1d(x, w), ct> == <x, conv1d(ct, w reversed and transposed)> with the adjoint's padding, padding past the
+    span (a negative adjoint pad) included."""
+    rng = np.random.default_rng(3)
+    for x_shape, w_shape, kwargs in (((2, 17, 3), (5, 4, 3), dict(padding=(2, 5), dilation=2)),
+                                     ((1, 9, 3), (6, 5, 3), dict(padding=(13, 1), dilation=3))):
+        geom, _ = conv1d_geometry(x_shape, w_shape, **kwargs)
+        adj = conv1d_paths.input_gradient_geometry(geom)
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        ct = rng.standard_normal((geom.batch, geom.output_length, geom.out_channels))
+        y = ref.conv1d(x, w, None, 1, geom.pad_left, geom.pad_right, geom.dilation, 1)
+        dx = ref.conv1d(ct, w[:, ::-1, :].transpose(2, 1, 0), None, 1, adj.pad_left, adj.pad_right, adj.dilation, 1) \
+            if adj.pad_left >= 0 else ref.conv1d(ct[:, -adj.pad_left:], w[:, ::-1, :].transpose(2, 1, 0), None, 1, 0,
+                                                 adj.pad_right, adj.dilation, 1)
+        assert dx.shape == x.shape
+        np.testing.assert_allclose(np.sum(y * ct), np.sum(x * dx), rtol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
@@ -147,7 +164,14 @@ def test_small_dense_stride1_layers_take_the_unfolded_gradient():
     ((1, 9, 3), (6, 5, 3), dict(padding=(13, 1), dilation=3)),  # padding past the span: cotangent rows cropped
     ((2, 33, 6), (4, 7, 6), dict(padding="causal", dilation=2)),
 ])
-def test_unfolded_gradient_matches_reference(x_shape, w_shape, kwargs, dtype):
+@pytest.mark.parametrize("shared", [False, True])
+def test_unfolded_gradient_matches_reference(x_shape, w_shape, kwargs, dtype, shared, monkeypatch):
+    """Both gradients of the unfolded form against the float64 definition; ``shared``: the weight's split by output
+    channel between two workers, and the input's conv1d on its forward path's workers."""
+    policy = DEFAULT_POLICY
+    if shared:
+        monkeypatch.setattr(schedule, "worker_streams", lambda stream, most: [stream, mx.new_stream(mx.cpu)])
+        policy = BlockPolicy(parallel_min_flops=0)
     kwargs = dict(dict(stride=1, dilation=1, groups=1), **kwargs)
     rng = np.random.default_rng(sum(x_shape))
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
@@ -156,7 +180,7 @@ def test_unfolded_gradient_matches_reference(x_shape, w_shape, kwargs, dtype):
     want, (left, right) = expected(x, w, b, kwargs)
     ct = rng.standard_normal(want.shape)
     cast = [mx.array(a).astype(dtype) for a in (x, w, b, ct)]
-    _, grads = mx.vjp(lambda xx, ww, bb: run_gemm(xx, ww, bb, kwargs, DEFAULT_POLICY), cast[:3], [cast[3]])
+    _, grads = mx.vjp(lambda xx, ww, bb: run_gemm(xx, ww, bb, kwargs, policy), cast[:3], [cast[3]])
     # The reference takes the rounded inputs, so only the computation's own rounding remains.
     xr, wr, ctr = (np.array(a.astype(mx.float32)).astype(np.float64) for a in (cast[0], cast[1], cast[3]))
     ex, ew, eb = ref.conv1d_vjp(xr, wr, ctr, 1, left, right, kwargs["dilation"], 1)

@@ -31,10 +31,11 @@ its workers share the output channels (:func:`by_output_channels`), not the rows
 Past the short signals, no im2col: inner blocks read views of ``x`` itself; only
 blocks at the signal's ends (zero padding) and grouped/plane rows are copied, once.
 
-Gradients: a dense stride-1 layer below ``policy.parallel_min_flops`` (its columns
-within ``policy.unfold_vjp_max_elements``) takes both from two im2col matmuls
-(:func:`unfolded_vjp`): a training step's small layers are bound by the number of
-ops they issue. Otherwise ``conv1d``'s
+Gradients: a dense stride-1 layer whose columns fit ``policy.unfold_vjp_max_elements``
+takes them from two computations (:func:`unfolded_vjp`): the input's is the ``conv1d`` of
+the cotangent with the taps reversed and the channels swapped, run by this module's
+forward (its path and workers), and the weight's one deep matmul of the cotangent by
+the input's columns. Otherwise ``conv1d``'s
 input gradient is the transposed op of the cotangent, and its weight gradient that
 op's weight gradient with the roles of signal and cotangent swapped, so one VJP of
 the ``gemm`` transposed op (:func:`.transposed.conv_transpose1d`, blocks and all)
@@ -226,29 +227,48 @@ def columns(x: mx.array, first: int, count: int, taps: int, dilation: int, strid
 
 
 def unfolded_vjp_fits(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> bool:
-    """True where :func:`unfolded_vjp` computes the gradient: dense, stride 1, too small to share between streams
-    (past that the blocks, spread over several, were as fast or faster), columns within the policy's bound."""
+    """True where :func:`unfolded_vjp` computes the gradient: dense, stride 1, ``K > 1``, its column matrix
+    within the policy's bound (past it, the transposed op's blocks, which copy no columns)."""
     rows = geom.batch * max(geom.length, geom.output_length)
-    return (geom.groups == 1 and geom.stride == 1 and geom.kernel_size > 1 and geom.flops <= policy.parallel_min_flops
+    return (geom.groups == 1 and geom.stride == 1 and geom.kernel_size > 1
             and rows * geom.kernel_size * max(geom.in_channels, geom.out_channels) <= policy.unfold_vjp_max_elements)
 
 
-def unfolded_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1dGeometry):
-    """``(dx, dw)`` of a dense stride-1 ``conv1d`` by two im2col matmuls, no blocks and no nested trace.
+def input_gradient_geometry(geom: Conv1dGeometry) -> Conv1dGeometry:
+    """A dense stride-1 ``conv1d``'s input gradient as a ``conv1d`` of the cotangent: the taps reversed, the channels
+    swapped, and padding ``span - pad`` on each side (negative: rows of the cotangent that reach no input)."""
+    span = (geom.kernel_size - 1) * geom.dilation
+    return Conv1dGeometry(batch=geom.batch, length=geom.output_length, in_channels=geom.out_channels,
+                          out_channels=geom.in_channels, kernel_size=geom.kernel_size, stride=1,
+                          dilation=geom.dilation, groups=1, pad_left=span - geom.pad_left,
+                          pad_right=span - geom.pad_right, output_length=geom.length)
 
-    ``dw = ct^T @ cols(x)``; ``dx`` is the same convolution of ``ct`` with the taps reversed and the
-    channels swapped: ``dx[i] = sum_k ct[i + pad_left - (K-1-k)*d] @ w[:, K-1-k, :]``.
-    A training step's small dilated layers are bound by the number of ops they issue, and these are few.
+
+def unfolded_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1dGeometry,
+                 policy: BlockPolicy = DEFAULT_POLICY):
+    """``(dx, dw)`` of a dense stride-1 ``conv1d``, each one forward computation, no blocks and no nested trace.
+
+    ``dx`` is the ``conv1d`` of the cotangent with the taps reversed and the channels swapped
+    (:func:`input_gradient_geometry`), computed as the forward is: its path, its workers.
+    ``dw = ct^T @ cols(x)``: one deep matmul over every output row, its output channels shared by the workers.
+    A training step's layers are bound by the number of ops they issue, and these are few.
     """
     g = geom
-    n, taps, span = g.batch, g.kernel_size, (g.kernel_size - 1) * g.dilation
+    n, taps = g.batch, g.kernel_size
+    reversed_taps = mx.contiguous(weight[:, ::-1, :].transpose(2, 1, 0))  # (C_in, K, C_out)
+    dx = _forward(cotangent, reversed_taps, input_gradient_geometry(g), policy)
     ct = cotangent.reshape(n * g.output_length, g.out_channels)
     cols = columns(x, -g.pad_left, g.output_length, taps, g.dilation).reshape(n * g.output_length, -1)
-    dw = (ct.T @ cols).reshape(g.out_channels, taps, g.in_channels)
-    ct_cols = columns(cotangent, g.pad_left - span, g.length, taps, g.dilation).reshape(n * g.length, -1)
-    reversed_taps = weight[:, ::-1, :].transpose(1, 0, 2).reshape(taps * g.out_channels, g.in_channels)
-    dx = (ct_cols @ reversed_taps).reshape(n, g.length, g.in_channels)
-    return dx, dw
+    workers = schedule.worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
+    if len(workers) == 1 or g.flops < policy.parallel_min_flops:
+        return dx, (ct.T @ cols).reshape(g.out_channels, taps, g.in_channels)
+    parts = []
+    workers = workers[:g.out_channels]
+    cuts = schedule.bounds(g.out_channels, len(workers))
+    for stream, lo, hi in zip(workers, cuts, cuts[1:]):
+        with mx.stream(stream):
+            parts.append(ct[:, lo:hi].T @ cols)
+    return dx, mx.concatenate(parts, axis=0).reshape(g.out_channels, taps, g.in_channels)
 
 
 def path_for(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
@@ -341,7 +361,7 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     def direct_vjp(primals, cotangent, output):
         x, weight = primals
         if unfolded_vjp_fits(geom, policy):
-            return unfolded_vjp(x, weight, cotangent, geom)
+            return unfolded_vjp(x, weight, cotangent, geom, policy)
         # <ct, conv1d(x, w)> = <T(ct, w'), x>: T(ct, w') is dx, and its VJP w.r.t. w' at x is dw'.
         (dx,), (dw_adjoint,) = mx.vjp(lambda w: transposed_run(cotangent, w, None, adjoint, policy),
                                       [adjoint_weight(weight, geom.groups)], [x])

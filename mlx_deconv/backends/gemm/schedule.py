@@ -51,9 +51,10 @@ class BlockPolicy:
             (``batch * output_length``) copies its taps side by side for one
             deep matmul (``direct.DirectUnfolded``); above, it reads views.
         unfold_vjp_max_elements: a dense stride-1 ``conv1d`` whose column matrix
-            (``batch * length * K * channels``) is at most this large takes its
-            gradients from two such matmuls (``conv1d_paths.unfolded_vjp``);
-            above, from the transposed op's blocks, which copy no columns.
+            (``batch * length * K * channels``) is at most this large takes its input
+            gradient as a forward ``conv1d`` and its weight gradient as one matmul by
+            those columns (``conv1d_paths.unfolded_vjp``); above, both from the
+            transposed op's blocks, which copy no columns.
     """
 
     chunk_elements: int = 1 << 20
