@@ -82,3 +82,31 @@ def bench_streaming_has_audio():
     from mlx_deconv.bench.patched_decoders import has_mlx_audio
 
     return has_mlx_audio()
+
+
+def test_both_methods_run_on_the_same_chunks_and_both_equal_the_whole_decode(monkeypatch):
+    """One row per decoder and chunk size, with each method's time and its error against the whole decode; a
+    method that went wrong shows in its own column."""
+    result = bench_streaming.compare_methods(["hifigan", "bigvgan"], chunks=(1, 3), tiny=True, steps=2)
+    assert [(r["name"], r["frames"]) for r in result["rows"]] == [("hifigan", 1), ("hifigan", 3), ("bigvgan", 1),
+                                                                   ("bigvgan", 3)]
+    for row in result["rows"]:
+        for method in ("state", "recompute"):
+            assert row[method]["max_rel"] <= 1e-5 and row[method]["samples"] == row[method]["whole_samples"]
+            assert row[method]["step_seconds"] > 0
+    table = bench_streaming.methods_table(result)
+    assert table.splitlines()[0].startswith("| decoder | frames per step | state: step ms (RTF) |")
+    json.dumps(result)
+    # A stateful stream that drops its last sample is reported, not hidden.
+    from mlx_deconv.models.hifigan import StreamingHiFiGAN
+
+    real_flush = StreamingHiFiGAN.flush
+    monkeypatch.setattr(StreamingHiFiGAN, "flush", lambda self: real_flush(self)[:, :-1])
+    broken = bench_streaming.compare_methods(["hifigan"], chunks=(3,), tiny=True, steps=2)["rows"][0]
+    assert broken["state"]["samples"] < broken["state"]["whole_samples"]
+    assert broken["recompute"]["samples"] == broken["recompute"]["whole_samples"]
+
+
+def test_compare_methods_refuses_a_decoder_that_keeps_no_state():
+    with pytest.raises(ValueError, match="compare_methods takes 'hifigan' or 'bigvgan'"):
+        bench_streaming.compare_methods(["dac"], tiny=True)

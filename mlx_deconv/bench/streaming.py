@@ -387,3 +387,78 @@ def decoders_table(result: Dict) -> str:
             "-" if own is None else f"{own['step_seconds'] * 1e3:.1f}",
             "-" if own is None else f"{own['max_rel']:.1e}", f"{r['whole_seconds'] * 1e3:.0f}"]) + " |")
     return "\n".join(lines)
+
+
+def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] = CHUNKS, *, tiny: bool = False,
+                    steps: int = 5) -> Dict:
+    """Both ways of computing a step of :func:`mlx_deconv.stream`, on the same chunks, interleaved step by step.
+
+    For each decoder that can keep state (this package's HiFi-GAN and BigVGAN) and each chunk size, a stream
+    with ``method="state"`` and one with ``method="recompute"`` are fed the same chunks, one step of each in
+    turn, so the machine's drift falls on both alike. Each row holds both steady steps' medians (the last
+    ``steps``) and each stream's largest difference from the whole decode, over its peak.
+
+    Args:
+        names: of ``"hifigan"`` and ``"bigvgan"``.
+        chunks: input frames per step. Default: :data:`CHUNKS`.
+        tiny (bool): few-channel versions (tests).
+        steps (int): steady steps timed.
+
+    Returns:
+        dict: ``rows`` (``name``, ``label``, ``frames``, ``audio_seconds``, and per method ``step_seconds`` and
+        ``max_rel``).
+
+    Raises:
+        ValueError: for a name other than ``"hifigan"`` or ``"bigvgan"``.
+    """
+    import time
+
+    from ..streaming import stream
+
+    rows: List[Dict] = []
+    for name in names:
+        if name not in ("hifigan", "bigvgan"):
+            raise ValueError(f"compare_methods takes 'hifigan' or 'bigvgan' (the decoders that keep state), got {name!r}")
+        label, fn, make_input, in_axis, out_axis, rate, _ = _decoder(name, tiny)
+        sys.stderr.write(f"streaming: {name}, both methods\n")
+        recompute = stream(fn, in_axis, out_axis, example=make_input(1), method="recompute")
+        f = recompute.field
+        for frames in chunks:
+            streams = {"state": stream(fn, in_axis, out_axis, method="state", verify=False),
+                       "recompute": stream(fn, in_axis, out_axis, field=f, method="recompute", verify=False)}
+            total = f.lookahead + f.context + (steps + 3) * frames
+            x = make_input(total)
+            mx.eval(x)
+            whole = fn(x)
+            pieces: Dict[str, List[mx.array]] = {m: [] for m in streams}
+            seconds: Dict[str, List[float]] = {m: [] for m in streams}
+            for start in range(0, total, frames):
+                chunk = x[:, start:start + frames]
+                mx.eval(chunk)
+                for method, s in streams.items():
+                    t0 = time.perf_counter()
+                    y = s.step(chunk)
+                    mx.eval(y)
+                    seconds[method].append(time.perf_counter() - t0)
+                    pieces[method].append(y)
+            row = dict(name=name, label=label, frames=frames, audio_seconds=frames * f.hop / rate)
+            for method, s in streams.items():
+                pieces[method].append(s.flush())
+                row[method] = dict(step_seconds=float(np.median(seconds[method][-steps:])),
+                                   **_max_relative(pieces[method], whole, out_axis))
+            rows.append(row)
+    return dict(rows=rows)
+
+
+def methods_table(result: Dict) -> str:
+    """A Markdown table of :func:`compare_methods`: step time and real-time factor of each method, and their errors."""
+    head = ["decoder", "frames per step", "state: step ms (RTF)", "recompute: step ms (RTF)", "recompute / state",
+            "max diff / peak, state / recompute"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        st, rc, audio = r["state"], r["recompute"], r["audio_seconds"]
+        lines.append("| " + " | ".join([
+            r["label"], str(r["frames"]), f"{st['step_seconds'] * 1e3:.1f} ({st['step_seconds'] / audio:.2f})",
+            f"{rc['step_seconds'] * 1e3:.1f} ({rc['step_seconds'] / audio:.2f})",
+            f"{rc['step_seconds'] / st['step_seconds']:.1f}x", f"{st['max_rel']:.1e} / {rc['max_rel']:.1e}"]) + " |")
+    return "\n".join(lines)
