@@ -162,6 +162,7 @@ def test_input_gradient_geometry_is_the_adjoint():
     ((2, 300, 8), (8, 11, 8), dict(padding=25, dilation=5)),  # BigVGAN's late stages
     ((3, 17, 5), (7, 4, 5), dict(padding=(0, 6), dilation=3)),  # asymmetric, C_in != C_out
     ((1, 9, 3), (6, 5, 3), dict(padding=(13, 1), dilation=3)),  # padding past the span: cotangent rows cropped
+    ((2, 6, 3), (4, 3, 3), dict(padding=(0, 9), dilation=2)),  # ... on the right
     ((2, 33, 6), (4, 7, 6), dict(padding="causal", dilation=2)),
 ])
 @pytest.mark.parametrize("shared", [False, True])
