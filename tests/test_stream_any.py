@@ -191,9 +191,10 @@ def test_streamed_equals_whole_at_every_chunk_size(name):
         assert_exact(run(s, x, sizes), whole)
 
 
-@pytest.mark.parametrize("name", ["hifigan", "bigvgan"])
+@pytest.mark.parametrize("name", ["hifigan", "bigvgan", "mlx-audio bigvgan"])
 def test_package_models_stream_both_ways(name):
-    """``method="state"`` (the models' own streams) and ``"recompute"`` (overlap-save) both equal the whole."""
+    """``method="state"`` (the models' own streams; mlx-audio's BigVGAN through a copy in this package's layers) and
+    ``"recompute"`` (overlap-save) both equal the whole."""
     for method in ("state", "recompute"):
         s, fn, shape = stream_of(name, method=method)
         assert s.method == method
@@ -201,6 +202,37 @@ def test_package_models_stream_both_ways(name):
         whole = fn(x)
         for size in (1, 3, 8):
             assert_exact(run(s, x, [size] * 40), whole)
+
+
+def test_mlx_audio_bigvgan_keeps_state_through_a_copy_and_says_so():
+    pytest.importorskip("mlx_audio.codec")
+    s, fn, shape = stream_of("mlx-audio bigvgan")
+    assert s.method == "state"
+    assert "holding a copy of mlx-audio's weights" in repr(s) and "hop=4" in repr(s)
+    negative = md.stream(audio_bigvgan()[0], in_axis=-1, out_axis=-1, verify=False)
+    assert negative.method == "state"
+
+
+def test_a_copy_that_differs_from_mlx_audio_s_bigvgan_is_never_streamed(monkeypatch):
+    """A weight carried over wrongly shows in the copy's check: "auto" recomputes, "state" refuses, naming the gap."""
+    pytest.importorskip("mlx_audio.codec")
+    from mlx_deconv.models.bigvgan import mlx_audio as adapter
+
+    real = adapter.torch_state_dict
+
+    def off_by_a_little(model):
+        state = real(model)
+        state["conv_post.bias"] = state["conv_post.bias"] + 1e-3
+        return state
+
+    monkeypatch.setattr(adapter, "torch_state_dict", off_by_a_little)
+    fn, shape, in_axis, out_axis = audio_bigvgan()
+    s = md.stream(fn, in_axis, out_axis, example=frames_input(shape, 1))
+    assert s.method == "recompute" and "differs from it by" in repr(s)
+    assert_exact(run(s, frames_input(shape, 30), [3] * 10), fn(frames_input(shape, 30)))
+    with pytest.raises(ValueError, match="method='state' needs a decoder that can keep state: mlx-audio's BigVGAN could "
+                                         "not be copied .* differs from it by"):
+        md.stream(fn, in_axis, out_axis, method="state")
 
 
 def test_batched_input_and_other_axes():
@@ -416,8 +448,8 @@ def test_mlx_audio_snac_with_noise_or_attention_is_refused():
     (dict(in_axis=5), ValueError, r"in_axis=5 is not an axis of a 3-D chunk"),
     (dict(out_axis=4), ValueError, r"out_axis=4 is not an axis of the decoder's output of shape \(1, 32, 2\)"),
     (dict(method="fast"), ValueError, r"method must be one of \('auto', 'recompute', 'state'\), got 'fast'"),
-    (dict(method="state"), ValueError, r"method='state' needs one of this package's HiFiGAN or BigVGAN models, got "
-                                       r"TwoLayers"),
+    (dict(method="state"), ValueError, r"method='state' needs a decoder that can keep state: TwoLayers is not one of "
+                                       r"this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN"),
     (dict(max_probe_frames=8), ValueError, r"max_probe_frames must be an int >= 32, got 8"),
 ])
 def test_bad_arguments_are_named(kwargs, error, match):

@@ -389,17 +389,21 @@ def decoders_table(result: Dict) -> str:
     return "\n".join(lines)
 
 
+#: The decoders of :data:`DECODERS` that keep state: this package's models, and mlx-audio's BigVGAN through a copy.
+STATEFUL = ("hifigan", "bigvgan", "mlx-audio-bigvgan")
+
+
 def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] = CHUNKS, *, tiny: bool = False,
                     steps: int = 5) -> Dict:
     """Both ways of computing a step of :func:`mlx_deconv.stream`, on the same chunks, interleaved step by step.
 
-    For each decoder that can keep state (this package's HiFi-GAN and BigVGAN) and each chunk size, a stream
+    For each decoder that can keep state (:data:`STATEFUL`) and each chunk size, a stream
     with ``method="state"`` and one with ``method="recompute"`` are fed the same chunks, one step of each in
     turn, so the machine's drift falls on both alike. Each row holds both steady steps' medians (the last
     ``steps``) and each stream's largest difference from the whole decode, over its peak.
 
     Args:
-        names: of ``"hifigan"`` and ``"bigvgan"``.
+        names: of :data:`STATEFUL` (mlx-audio's needs it installed).
         chunks: input frames per step. Default: :data:`CHUNKS`.
         tiny (bool): few-channel versions (tests).
         steps (int): steady steps timed.
@@ -409,7 +413,7 @@ def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] =
         ``max_rel``).
 
     Raises:
-        ValueError: for a name other than ``"hifigan"`` or ``"bigvgan"``.
+        ValueError: for a name not in :data:`STATEFUL`.
     """
     import time
 
@@ -417,8 +421,8 @@ def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] =
 
     rows: List[Dict] = []
     for name in names:
-        if name not in ("hifigan", "bigvgan"):
-            raise ValueError(f"compare_methods takes 'hifigan' or 'bigvgan' (the decoders that keep state), got {name!r}")
+        if name not in STATEFUL:
+            raise ValueError(f"compare_methods takes one of {STATEFUL} (the decoders that keep state), got {name!r}")
         label, fn, make_input, in_axis, out_axis, rate, _ = _decoder(name, tiny)
         sys.stderr.write(f"streaming: {name}, both methods\n")
         recompute = stream(fn, in_axis, out_axis, example=make_input(1), method="recompute")
@@ -433,7 +437,7 @@ def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] =
             pieces: Dict[str, List[mx.array]] = {m: [] for m in streams}
             seconds: Dict[str, List[float]] = {m: [] for m in streams}
             for start in range(0, total, frames):
-                chunk = x[:, start:start + frames]
+                chunk = x[:, start:start + frames] if in_axis == 1 else x[..., start:start + frames]
                 mx.eval(chunk)
                 for method, s in streams.items():
                     t0 = time.perf_counter()

@@ -11,13 +11,14 @@ and a few frames, whatever the length of the stream.
 
 For this package's :class:`~mlx_deconv.hifigan.HiFiGAN` and :class:`~mlx_deconv.bigvgan.BigVGAN`,
 ``method="state"`` runs their own streams instead, which keep each layer's state and compute every
-sample once (:mod:`mlx_deconv.models.hifigan.streaming`).
+sample once (:mod:`mlx_deconv.models.hifigan.streaming`); mlx-audio's BigVGAN streams so through a copy in
+this package's layers (:mod:`mlx_deconv.models.bigvgan.mlx_audio`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import mlx.core as mx
 import numpy as np
@@ -37,16 +38,41 @@ def _take(x: mx.array, axis: int, start: int, stop: Optional[int] = None) -> mx.
     return x[tuple(index)]
 
 
-def _state_stream(fn):
-    """The model's own stateful stream class when ``fn`` is one of this package's models, else None."""
+@dataclasses.dataclass(frozen=True)
+class _StateForm:
+    """How a decoder can keep state: a maker of a new stateful stream, the time axes it takes, and what it is."""
+
+    make: Callable[[], object]
+    in_axes: Tuple[int, ...]
+    out_axes: Tuple[int, ...]
+    hop: int
+    what: str
+
+
+def _state_form(fn) -> Tuple[Optional[_StateForm], str]:
+    """``(form, why not)``: this package's own stateful stream for ``fn`` where it has one (its HiFiGAN and BigVGAN,
+    and mlx-audio's BigVGAN through a copy in this package's layers), else ``(None, reason)``."""
     from ..models.bigvgan import BigVGAN, StreamingBigVGAN
+    from ..models.bigvgan.mlx_audio import from_mlx_audio, is_mlx_audio_bigvgan
     from ..models.hifigan import HiFiGAN, StreamingHiFiGAN
 
+    def form(model, stream_class, what):
+        ncl = model.data_format == "NCL"  # (N, mels, frames) -> (N, 1, samples); else (N, frames, mels) -> (N, samples)
+        return _StateForm(lambda: stream_class(model), (2, -1) if ncl else (1, -2), (2, -1) if ncl else (1, -1),
+                          int(np.prod(model.config.upsample_rates)), what)
+
     if isinstance(fn, HiFiGAN):
-        return StreamingHiFiGAN
+        return form(fn, StreamingHiFiGAN, "the model's own layer-by-layer stream"), ""
     if isinstance(fn, BigVGAN):
-        return StreamingBigVGAN
-    return None
+        return form(fn, StreamingBigVGAN, "the model's own layer-by-layer stream"), ""
+    if is_mlx_audio_bigvgan(fn):
+        try:
+            copy = from_mlx_audio(fn)
+        except ValueError as err:
+            return None, f"mlx-audio's BigVGAN could not be copied into this package's layers: {err}"
+        return form(copy, StreamingBigVGAN, "a layer-by-layer stream of this package's BigVGAN, holding a copy of "
+                                            "mlx-audio's weights taken when the stream was made"), ""
+    return None, f"{type(fn).__name__} is not one of this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN"
 
 
 class DecoderStream:
@@ -80,18 +106,19 @@ class DecoderStream:
             raise NonLocalDecoderError(
                 "the decoder is not local in time, so it cannot be streamed exactly by overlap-save: it holds "
                 + "; ".join(f"{kind} layer {path} ({name})" for path, name, kind in layers))
-        state_class = _state_stream(fn)
-        if method == "state" and state_class is None:
-            raise ValueError(f"method='state' needs one of this package's HiFiGAN or BigVGAN models, got "
-                             f"{type(fn).__name__}")
-        if state_class is not None and method != "recompute" and not (self.in_axis == 1 and self.out_axis in (1, -1)):
+        form, why_not = (None, "method='recompute'") if method == "recompute" else _state_form(fn)
+        if method == "state" and form is None:
+            raise ValueError(f"method='state' needs a decoder that can keep state: {why_not}")
+        if form is not None and not (self.in_axis in form.in_axes and self.out_axis in form.out_axes):
+            why_not = (f"its stateful stream takes in_axis in {form.in_axes} and out_axis in {form.out_axes}, got "
+                       f"in_axis={in_axis}, out_axis={out_axis}")
             if method == "state":
-                raise ValueError(f"method='state': the model takes (N, frames, mels) and returns (N, samples), so "
-                                 f"in_axis=1 and out_axis=1, got in_axis={in_axis}, out_axis={out_axis}")
-            state_class = None
-        # "auto" keeps state where that was measured faster (docs/streaming.md): this package's models.
-        self._state_class = state_class if method in ("auto", "state") else None
-        self.method = "state" if self._state_class is not None else "recompute"
+                raise ValueError(f"method='state': {why_not}")
+            form = None
+        # "auto" keeps state where that was measured faster (docs/streaming.md): wherever it can.
+        self._state_form = form
+        self.method = "state" if form is not None else "recompute"
+        self._why_not_state = why_not
         self._method = method
         self.field: Optional[ReceptiveField] = None
         self._prepared = False
@@ -119,8 +146,9 @@ class DecoderStream:
         field = None
         if self.method == "state" and example.ndim != 3:
             if self._method == "state":
-                raise ValueError(f"method='state' takes chunks of shape (N, frames, mels), got {tuple(example.shape)}")
-            self.method, self._state_class = "recompute", None  # "auto": the models' streams take 3-D chunks only
+                raise ValueError(f"method='state' takes 3-D chunks (a batch of mels), got {tuple(example.shape)}")
+            self.method, self._state_form = "recompute", None  # "auto": the models' streams take 3-D chunks only
+            self._why_not_state = f"the models' stateful streams take 3-D chunks, got {tuple(example.shape)}"
             self.reset()
         if self.method == "recompute" and self._given_field is not None:
             field = self._given_field
@@ -182,7 +210,7 @@ class DecoderStream:
         self._start = 0
         self._received = 0
         self._emitted = 0
-        self._state = self._state_class(self.fn) if self._state_class is not None else None
+        self._state = self._state_form.make() if self._state_form is not None else None
 
     def _check_chunk(self, chunk) -> mx.array:
         x = chunk if isinstance(chunk, mx.array) else mx.array(chunk)
@@ -281,17 +309,17 @@ class DecoderStream:
         head = f"DecoderStream({name}, in_axis={self.in_axis}, out_axis={self.out_axis}"
         f = self.field
         if self.method == "state":
-            hop = int(np.prod(self.fn.config.upsample_rates))
-            return (f"{head}, hop={hop}; each step runs the model's own layer-by-layer stream, every layer keeping "
-                    f"the context it needs as state, so each sample is computed once and returned as soon as its "
-                    f"frames have arrived)")
+            f = self._state_form
+            return (f"{head}, hop={f.hop}; each step runs {f.what}, every layer keeping the context it needs as "
+                    f"state, so each sample is computed once and returned as soon as its frames have arrived)")
         if f is None:
             return head + ", receptive field not measured yet: at the first step)"
         how = f"measured by {f.how}" if f.measured else "as given"
         if self._given_field is not None:
             how += ", from field="
         steps = (f"each step decodes the kept window (at most {self.window_frames} frames plus the chunk) and "
-                 f"returns the samples not returned yet whose frames have all arrived")
+                 f"returns the samples not returned yet whose frames have all arrived; no kept state: "
+                 f"{self._why_not_state}")
         return (f"{head}, hop={f.hop}, offset={f.offset}, context={f.context} frames, lookahead={f.lookahead} frames "
                 f"({how}: frame t reaches samples hop*t{f.first:+d} .. hop*t{f.last:+d}), min_frames={f.min_frames}; "
                 f"{steps})")
@@ -321,8 +349,9 @@ def stream(fn: Callable, in_axis: int = 1, out_axis: int = 1, *, context: Option
         example (array, optional): an input to measure on now (its values are not used); otherwise the
             first chunk's shape is used at the first step.
         method (str): ``"recompute"`` (decode the kept window every step), ``"state"`` (this package's
-            HiFiGAN and BigVGAN only: their own stateful streams) or ``"auto"`` (``"state"`` where it
-            applies). Default: ``"auto"``.
+            HiFiGAN and BigVGAN, and mlx-audio's BigVGAN through a copy of its weights taken now: their
+            layer-by-layer stateful streams) or ``"auto"`` (``"state"`` where it applies; ``repr`` says why
+            not elsewhere). Default: ``"auto"``.
         verify (bool): stream a random input once after measuring and compare it with its whole decode
             (within 1e-5 of its peak), refusing the decoder when they differ. Default: ``True``.
         max_probe_frames (int): the longest input the measurement tries. Default: ``512``.
