@@ -235,6 +235,44 @@ def test_a_copy_that_differs_from_mlx_audio_s_bigvgan_is_never_streamed(monkeypa
         md.stream(fn, in_axis, out_axis, method="state")
 
 
+def sequential_decoder():
+    mx.random.seed(4)
+    return nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.LeakyReLU(0.1), nn.ConvTranspose1d(16, 8, 8, stride=4, padding=2),
+                         nn.Tanh(), nn.Conv1d(8, 2, 3, padding=1))
+
+
+@pytest.mark.parametrize("converted", [False, True])
+def test_a_tree_of_known_modules_streams_layer_by_layer(converted):
+    """``mlx.nn`` layers in a ``Sequential`` (as written, or after ``convert``) keep state layer by layer, and equal
+    the whole decode at every chunk size."""
+    fn = sequential_decoder()
+    if converted:
+        fn = md.convert(fn)
+    s = md.stream(fn, 1, 1, example=frames_input((2, None, 8), 1))
+    assert s.method == "state" and "layer-by-layer stream of its modules" in repr(s) and "hop=4" in repr(s)
+    x = frames_input((2, None, 8), 33, seed=6)
+    for size in CHUNKS:
+        assert_exact(run(s, x, [size] * 40), fn(x))
+
+
+def test_an_unknown_module_is_recomputed_and_a_layered_stream_that_is_not_exact_is_never_used():
+    fn = nn.Sequential(nn.Conv1d(8, 3, 3, padding=1), TwoLayers())
+    s = md.stream(fn, 1, 1, example=frames_input((1, None, 8), 1))
+    assert s.method == "recompute" and "is not a module the layered stream knows" in repr(s)
+    pytest.importorskip("mlx_audio.codec")
+    snac, shape, in_axis, out_axis = audio_snac()  # a Decoder of the DAC kind whose blocks are not DAC's
+    s = md.stream(snac, in_axis, out_axis, example=frames_input(shape, 1))
+    assert s.method == "recompute" and "the layer-by-layer stream was not exact" in repr(s)
+    with pytest.raises(md.streaming.NonLocalDecoderError, match="method='state': the layer-by-layer stream is not exact"):
+        md.stream(snac, in_axis, out_axis, example=frames_input(shape, 1), method="state")
+
+
+def test_mlx_audio_dac_keeps_state_layer_by_layer():
+    pytest.importorskip("mlx_audio.codec")
+    s, fn, shape = stream_of("mlx-audio dac")
+    assert s.method == "state" and "layer-by-layer stream of its modules" in repr(s)
+
+
 def test_batched_input_and_other_axes():
     pytest.importorskip("mlx_audio.codec")
     fn, _, _, _ = audio_dac()
@@ -278,7 +316,7 @@ def test_each_sample_comes_as_soon_as_its_frames_have_arrived(name):
 
 def test_memory_is_bounded_on_a_long_stream():
     pytest.importorskip("mlx_audio.codec")
-    s, fn, shape = stream_of("mlx-audio dac")
+    s, fn, shape = stream_of("mlx-audio dac", method="recompute")
     x = frames_input(shape, 300, seed=4)
     s.reset()
     pieces = []
@@ -449,7 +487,8 @@ def test_mlx_audio_snac_with_noise_or_attention_is_refused():
     (dict(out_axis=4), ValueError, r"out_axis=4 is not an axis of the decoder's output of shape \(1, 32, 2\)"),
     (dict(method="fast"), ValueError, r"method must be one of \('auto', 'recompute', 'state'\), got 'fast'"),
     (dict(method="state"), ValueError, r"method='state' needs a decoder that can keep state: TwoLayers is not one of "
-                                       r"this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN"),
+                                       r"this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN, nor a tree of modules "
+                                       r"streamed layer by layer \(TwoLayers \(TwoLayers\) is not a module"),
     (dict(max_probe_frames=8), ValueError, r"max_probe_frames must be an int >= 32, got 8"),
 ])
 def test_bad_arguments_are_named(kwargs, error, match):
@@ -522,7 +561,7 @@ def test_bad_arguments_are_refused_before_any_call():
 
 def test_a_measured_field_is_reused_for_another_batch():
     pytest.importorskip("mlx_audio.codec")
-    s, fn, shape = stream_of("mlx-audio dac")
+    s, fn, shape = stream_of("mlx-audio dac", method="recompute")
     calls = []
 
     def counted(x):

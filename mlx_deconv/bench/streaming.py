@@ -389,8 +389,9 @@ def decoders_table(result: Dict) -> str:
     return "\n".join(lines)
 
 
-#: The decoders of :data:`DECODERS` that keep state: this package's models, and mlx-audio's BigVGAN through a copy.
-STATEFUL = ("hifigan", "bigvgan", "mlx-audio-bigvgan")
+#: The decoders of :data:`DECODERS` that keep state: this package's models, mlx-audio's BigVGAN through a copy, and its
+#: DAC decoder layer by layer (:mod:`mlx_deconv.streaming.layered`).
+STATEFUL = ("hifigan", "bigvgan", "mlx-audio-bigvgan", "dac")
 
 
 def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] = CHUNKS, *, tiny: bool = False,

@@ -47,6 +47,7 @@ class _StateForm:
     out_axes: Tuple[int, ...]
     hop: int
     what: str
+    check: Optional[Callable[[mx.array], str]] = None  # "" when a check stream equals the whole decode, else why not
 
 
 def _state_form(fn) -> Tuple[Optional[_StateForm], str]:
@@ -72,7 +73,14 @@ def _state_form(fn) -> Tuple[Optional[_StateForm], str]:
             return None, f"mlx-audio's BigVGAN could not be copied into this package's layers: {err}"
         return form(copy, StreamingBigVGAN, "a layer-by-layer stream of this package's BigVGAN, holding a copy of "
                                             "mlx-audio's weights taken when the stream was made"), ""
-    return None, f"{type(fn).__name__} is not one of this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN"
+    from . import layered
+
+    make, hop, why_not = layered.plan(fn)
+    if make is not None:
+        return _StateForm(make, (1, -2), (1, -2), hop, "a layer-by-layer stream of its modules",
+                          lambda example: layered.check(make, fn, example.shape, example.dtype)), ""
+    return None, (f"{type(fn).__name__} is not one of this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN, "
+                  f"nor a tree of modules streamed layer by layer ({why_not})")
 
 
 class DecoderStream:
@@ -150,6 +158,14 @@ class DecoderStream:
             self.method, self._state_form = "recompute", None  # "auto": the models' streams take 3-D chunks only
             self._why_not_state = f"the models' stateful streams take 3-D chunks, got {tuple(example.shape)}"
             self.reset()
+        if self.method == "state" and self._state_form.check is not None:
+            problem = self._state_form.check(example)  # new machinery for this decoder: checked whatever verify says
+            if problem:
+                if self._method == "state":
+                    raise NonLocalDecoderError(f"method='state': the layer-by-layer stream is not exact here: {problem}")
+                self.method, self._state_form = "recompute", None
+                self._why_not_state = f"the layer-by-layer stream was not exact: {problem}"
+                self.reset()
         if self.method == "recompute" and self._given_field is not None:
             field = self._given_field
             # The field's output shape is the measuring example's: take this example's from one short call.

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 
 import mlx.core as mx
 
-from ..hifigan.streaming import _Chain, _Mean, _Residual
+from ...nn.stream_combinators import Chain, Mean, Residual
 from ..stages import MelLayout, mel_data_format
 from .model import AMPBlock1, BigVGAN
 
@@ -152,14 +152,14 @@ class StreamingBigVGAN(MelLayout):
             blocks = []
             for block in m.stage_blocks(i):
                 if isinstance(block, AMPBlock1):
-                    steps = [_Residual(_Chain([ActivationStream(a1), c1.streaming(), ActivationStream(a2), c2.streaming()]))
+                    steps = [Residual(Chain([ActivationStream(a1), c1.streaming(), ActivationStream(a2), c2.streaming()]))
                              for a1, c1, a2, c2 in block.steps()]
                 else:
-                    steps = [_Residual(_Chain([ActivationStream(a), c.streaming()])) for a, c in block.steps()]
-                blocks.append(_Chain(steps))
-            parts.append(_Mean(blocks))
+                    steps = [Residual(Chain([ActivationStream(a), c.streaming()])) for a, c in block.steps()]
+                blocks.append(Chain(steps))
+            parts.append(Mean(blocks))
         parts += [ActivationStream(m.activation_post), m.conv_post.streaming(), m.final]
-        self._chain = _Chain(parts)
+        self._chain = Chain(parts)
 
     def step(self, mel_chunk: mx.array) -> mx.array:
         """Feeds mel frames (in ``data_format``); returns the audio they completed, ``(N, samples)``

@@ -13,87 +13,9 @@ from typing import Optional
 import mlx.core as mx
 
 from ...nn.activations import leaky_relu
+from ...nn.stream_combinators import Chain, Mean, Residual
 from ..stages import MelLayout, mel_data_format
 from .model import LRELU_SLOPE, POST_LRELU_SLOPE, HiFiGAN, ResBlock1
-
-
-class _Queue:
-    """Samples waiting to be added to another branch's (later) output, along the length axis."""
-
-    def __init__(self):
-        self.items: Optional[mx.array] = None
-
-    def push(self, x: mx.array) -> None:
-        self.items = x if self.items is None else mx.concatenate([self.items, x], axis=1)
-
-    def pop(self, n: int) -> mx.array:
-        out, self.items = self.items[:, :n], self.items[:, n:]
-        return out
-
-    def __len__(self) -> int:
-        return 0 if self.items is None else self.items.shape[1]
-
-
-class _Chain:
-    """Streams and elementwise functions one after the other."""
-
-    def __init__(self, parts):
-        self.parts = parts
-
-    def step(self, x):
-        for p in self.parts:
-            x = p.step(x) if hasattr(p, "step") else p(x)
-        return x
-
-    def flush(self):
-        x = None
-        for p in self.parts:
-            if hasattr(p, "step"):
-                x = p.flush() if x is None else mx.concatenate([p.step(x), p.flush()], axis=1)
-            elif x is not None:
-                x = p(x)
-        return x
-
-
-class _Residual:
-    """``x + branch(x)``, with ``x`` held until the branch's output for it arrives (stride 1)."""
-
-    def __init__(self, branch):
-        self.branch, self.skip = branch, _Queue()
-
-    def step(self, x):
-        self.skip.push(x)
-        y = self.branch.step(x)
-        return y + self.skip.pop(y.shape[1])
-
-    def flush(self):
-        y = self.branch.flush()
-        return y + self.skip.pop(y.shape[1])
-
-
-class _Mean:
-    """The mean of several branches' outputs, emitted as far as all of them have come."""
-
-    def __init__(self, branches):
-        self.branches = branches
-        self.queues = [_Queue() for _ in branches]
-
-    def _emit(self):
-        n = min(len(q) for q in self.queues)
-        total = self.queues[0].pop(n)
-        for q in self.queues[1:]:
-            total = total + q.pop(n)
-        return total / len(self.queues)
-
-    def step(self, x):
-        for b, q in zip(self.branches, self.queues):
-            q.push(b.step(x))
-        return self._emit()
-
-    def flush(self):
-        for b, q in zip(self.branches, self.queues):
-            q.push(b.flush())
-        return self._emit()
 
 
 def _lrelu(slope):
@@ -129,14 +51,14 @@ class StreamingHiFiGAN(MelLayout):
             blocks = []
             for block in m.stage_blocks(i):
                 if isinstance(block, ResBlock1):
-                    steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c1.streaming(), _lrelu(LRELU_SLOPE), c2.streaming()]))
+                    steps = [Residual(Chain([_lrelu(LRELU_SLOPE), c1.streaming(), _lrelu(LRELU_SLOPE), c2.streaming()]))
                              for c1, c2 in zip(block.convs1, block.convs2)]
                 else:
-                    steps = [_Residual(_Chain([_lrelu(LRELU_SLOPE), c.streaming()])) for c in block.convs]
-                blocks.append(_Chain(steps))
-            parts.append(_Mean(blocks))
+                    steps = [Residual(Chain([_lrelu(LRELU_SLOPE), c.streaming()])) for c in block.convs]
+                blocks.append(Chain(steps))
+            parts.append(Mean(blocks))
         parts += [_lrelu(POST_LRELU_SLOPE), m.conv_post.streaming(), mx.tanh]
-        self._chain = _Chain(parts)
+        self._chain = Chain(parts)
 
     def step(self, mel_chunk: mx.array) -> mx.array:
         """Feeds mel frames (in ``data_format``); returns the audio they completed, ``(N, samples)``

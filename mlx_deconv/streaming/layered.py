@@ -1,0 +1,169 @@
+"""Stateful streams of decoders built from known modules: each convolution keeps its own context.
+
+A decoder that is a tree of ``mlx.nn.Sequential``, residual units (``x + block(x)``), convolutions and
+pointwise activations can be streamed layer by layer: every convolution runs through its layer's own
+stream (:mod:`mlx_deconv.nn.streaming`), pointwise modules run on each chunk as they are, and the
+combinators of :mod:`mlx_deconv.nn.stream_combinators` line the branches up. Each sample is then
+computed once, where overlap-save recomputes the whole window every step.
+
+Which modules are known, by class:
+
+- convolutions: this package's ``Conv1d``/``ConvTranspose1d`` (after :func:`mlx_deconv.convert`: their
+  weights are read on every step), ``mlx.nn``'s, and mlx-audio's weight-normed ``WNConv1d`` and
+  ``WNConvTranspose1d`` (copied into this package's layers when the stream is made);
+- pointwise: mlx-audio's ``Snake1d``, and ``mlx.nn``'s ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU``, ``SiLU``,
+  ``Sigmoid`` and ``Identity``;
+- composite: ``mlx.nn.Sequential``, and mlx-audio's DAC ``Decoder``, ``DecoderBlock`` and ``ResidualUnit``
+  (whose ``__call__`` is their ``Sequential`` alone, or ``x`` plus it).
+
+A module tree made only of these is streamed with state by :func:`mlx_deconv.stream` (``method="auto"``
+or ``"state"``), after one check stream has agreed with the decoder's whole output; anything else is
+recomputed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..nn.layers import Conv1d, ConvTranspose1d
+from ..nn.stream_combinators import Chain, Residual
+
+#: Modules that act on each time step alone, by class name (mlx.nn's and mlx-audio's).
+POINTWISE = ("Snake1d", "Tanh", "ReLU", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Identity")
+#: mlx-audio modules whose ``__call__`` is their ``Sequential`` attribute alone: class name -> attribute.
+WRAPPERS = {"Decoder": "model", "DecoderBlock": "block"}
+#: mlx-audio modules whose ``__call__`` is ``x + attribute(x)``: class name -> attribute.
+RESIDUALS = {"ResidualUnit": "block"}
+
+
+class Unsupported(ValueError):
+    """A module the layered stream does not know (the message names it and its path)."""
+
+
+def _norm(v: mx.array, keep: int) -> mx.array:
+    axes = tuple(i for i in range(v.ndim) if i != keep)
+    return mx.sqrt(mx.sum(mx.square(v), axis=axes, keepdims=True))
+
+
+def _layer_of(module, path: str):
+    """This package's layer computing what ``module`` computes, or None when it is not a convolution."""
+    if isinstance(module, (Conv1d, ConvTranspose1d)):
+        return module
+    name = type(module).__name__
+    if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+        from ..nn.convert import convert
+
+        return convert(module)  # a new layer holding the same arrays
+    if name not in ("WNConv1d", "WNConvTranspose1d") or not type(module).__module__.startswith("mlx_audio."):
+        return None
+    transposed = name == "WNConvTranspose1d"
+    v, g = module.weight_v, module.weight_g
+    weight = g * v / _norm(v, 2 if transposed else 0)  # mlx-audio's own folding, in MLX's layout
+    c_out, k = int(weight.shape[0]), int(weight.shape[1])
+    groups = int(getattr(module, "groups", 1))
+    c_in = int(weight.shape[2]) * groups
+    bias = getattr(module, "bias", None)
+    kind = ConvTranspose1d if transposed else Conv1d
+    layer = kind(c_in, c_out, k, stride=int(module.stride), padding=int(module.padding),
+                 dilation=int(module.dilation), groups=groups, bias=bias is not None)
+    layer.update({"weight": weight, **({"bias": bias} if bias is not None else {})})
+    return layer
+
+
+def _part(module, path: str):
+    """A stream (or a pointwise function) for ``module``, and its hop (output samples per input sample)."""
+    name = type(module).__name__
+    layer = _layer_of(module, path)
+    if layer is not None:
+        c = layer.config
+        if c.data_format != "NLC":
+            raise Unsupported(f"{path} ({name}) takes data_format={c.data_format!r}; the layered stream takes NLC")
+        hop = c.stride if isinstance(layer, ConvTranspose1d) else 1
+        if isinstance(layer, Conv1d) and c.stride != 1:
+            raise Unsupported(f"{path} ({name}) has stride {c.stride}: a decoder's layers upsample")
+        return _Layer(layer), hop
+    if name in POINTWISE:
+        return module, 1
+    if isinstance(module, nn.Sequential):
+        return _chain(module.layers, path)
+    if name in WRAPPERS and type(module).__module__.startswith("mlx_audio."):
+        inner = getattr(module, WRAPPERS[name], None)
+        if isinstance(inner, nn.Sequential):
+            return _chain(inner.layers, f"{path}.{WRAPPERS[name]}")
+    if name in RESIDUALS and type(module).__module__.startswith("mlx_audio."):
+        inner = getattr(module, RESIDUALS[name], None)
+        if isinstance(inner, nn.Sequential):
+            branch, hop = _chain(inner.layers, f"{path}.{RESIDUALS[name]}")
+            if hop != 1:
+                raise Unsupported(f"{path} ({name}) adds a branch that changes the rate")
+            return Residual(branch), 1
+    raise Unsupported(f"{path} ({name}) is not a module the layered stream knows")
+
+
+def _chain(modules, path: str):
+    parts, hop = [], 1
+    for i, m in enumerate(modules):
+        part, h = _part(m, f"{path}.{i}")
+        parts.append(part)
+        hop *= h
+    return Chain(parts), hop
+
+
+class _Layer:
+    """A layer's stream, made anew for each stream (a layer may appear once in the tree)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+
+def _fresh(part):
+    """A new stream of a planned tree: layer streams start empty, combinators hold new queues."""
+    if isinstance(part, _Layer):
+        return part.layer.streaming()
+    if isinstance(part, Chain):
+        return Chain([_fresh(p) for p in part.parts])
+    if isinstance(part, Residual):
+        return Residual(_fresh(part.branch))
+    return part
+
+
+def plan(fn) -> Tuple[Optional[Callable[[], Chain]], int, str]:
+    """``(make, hop, why not)``: a maker of new layered streams of ``fn`` and its hop, or ``(None, 0, reason)``."""
+    if not isinstance(fn, nn.Module):
+        return None, 0, f"{type(fn).__name__} is not an mlx.nn.Module"
+    try:
+        tree, hop = _part(fn, type(fn).__name__)
+    except Unsupported as err:
+        return None, 0, str(err)
+    return (lambda: _fresh(tree)), hop, ""
+
+
+def check(make: Callable[[], Chain], fn, example_shape, dtype, frames: int = 24, tolerance: float = 1e-5) -> str:
+    """``""`` when a layered stream of ``fn`` fed a random signal in uneven chunks equals ``fn`` on the whole
+    signal within ``tolerance`` of the peak, else what differed."""
+    shape = list(example_shape)
+    shape[1] = frames
+    x = mx.array(np.random.default_rng(2).standard_normal(shape).astype(np.float32)).astype(dtype)
+    whole = fn(x)
+    s, pieces, start = make(), [], 0
+    try:
+        for size in (1, 2, 3, 5, 8, frames):
+            if start >= frames:
+                break
+            pieces.append(s.step(x[:, start:start + size]))
+            start += size
+        pieces.append(s.flush())
+        streamed = mx.concatenate([p for p in pieces if p is not None], axis=1)
+    except Exception as err:  # a module that cannot run on chunks: the decoder is recomputed instead
+        return f"a check stream raised {type(err).__name__}: {err}"
+    if streamed.shape != whole.shape:
+        return f"a check stream gave shape {tuple(streamed.shape)}, the whole decode {tuple(whole.shape)}"
+    a, b = np.array(streamed.astype(mx.float32)), np.array(whole.astype(mx.float32))
+    err, peak = float(np.abs(a - b).max()), float(np.abs(b).max())
+    if not err <= tolerance * max(peak, 1e-30):
+        return f"a check stream differed from the whole decode by {err:.3g} ({err / max(peak, 1e-30):.2g} of its peak)"
+    return ""
