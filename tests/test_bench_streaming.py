@@ -109,4 +109,4 @@ def test_both_methods_run_on_the_same_chunks_and_both_equal_the_whole_decode(mon
 
 def test_compare_methods_refuses_a_decoder_that_keeps_no_state():
     with pytest.raises(ValueError, match="compare_methods takes one of .*the decoders that keep state"):
-        bench_streaming.compare_methods(["snac"], tiny=True)
+        bench_streaming.compare_methods(["dac-24khz"], tiny=True)

@@ -266,10 +266,9 @@ def _snac(tiny: bool):
                 f"of size 1): here each piece is cropped on the time axis to its chunk's samples")
         return whole, pieces, seconds, note
 
-    def decoder(z):
-        return model.decoder(z)
+    # The decoder module itself, as a user passes it: stream() can then read its layers.
     return ("mlx-audio SNAC decoder (24 kHz shape, 256 channels, no noise)" if not tiny else "mlx-audio SNAC (tiny)",
-            decoder, latents, 1, 1, 24000, own)
+            model.decoder, latents, 1, 1, 24000, own)
 
 
 def _under_patch(fn):
@@ -355,7 +354,7 @@ def run_decoders(names: Optional[Sequence[str]] = None, chunks: Sequence[int] = 
                 if first is None and y.shape[out_axis]:
                     first = (start + frames, float(sum(seconds)))
             pieces.append(s.flush())
-            hop = f.hop if f is not None else int(np.prod(fn.config.upsample_rates))
+            hop = s.hop
             step = float(np.median(seconds[-steps:]))
             row = dict(name=name, label=label, frames=frames, setup_seconds=setup, hop=hop, method=s.method,
                        context=None if f is None else f.context, lookahead=None if f is None else f.lookahead,
@@ -390,8 +389,8 @@ def decoders_table(result: Dict) -> str:
 
 
 #: The decoders of :data:`DECODERS` that keep state: this package's models, mlx-audio's BigVGAN through a copy, and its
-#: DAC decoder layer by layer (:mod:`mlx_deconv.streaming.layered`).
-STATEFUL = ("hifigan", "bigvgan", "mlx-audio-bigvgan", "dac")
+#: DAC and SNAC decoders layer by layer (:mod:`mlx_deconv.streaming.layered`).
+STATEFUL = ("hifigan", "bigvgan", "mlx-audio-bigvgan", "dac", "snac")
 
 
 def compare_methods(names: Sequence[str] = ("hifigan",), chunks: Sequence[int] = CHUNKS, *, tiny: bool = False,

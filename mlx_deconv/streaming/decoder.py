@@ -313,6 +313,13 @@ class DecoderStream:
     # -- what it is ---------------------------------------------------------------------------------------
 
     @property
+    def hop(self) -> Optional[int]:
+        """Output samples per input frame (``None`` until measured, for a stream that recomputes)."""
+        if self._state_form is not None:
+            return self._state_form.hop
+        return None if self.field is None else self.field.hop
+
+    @property
     def window_frames(self) -> Optional[int]:
         """The most input frames a step decodes besides its chunk (``None`` until measured)."""
         f = self.field

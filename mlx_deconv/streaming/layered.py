@@ -9,12 +9,13 @@ computed once, where overlap-save recomputes the whole window every step.
 Which modules are known, by class:
 
 - convolutions: this package's ``Conv1d``/``ConvTranspose1d`` (after :func:`mlx_deconv.convert`: their
-  weights are read on every step), ``mlx.nn``'s, and mlx-audio's weight-normed ``WNConv1d`` and
-  ``WNConvTranspose1d`` (copied into this package's layers when the stream is made);
+  weights are read on every step), ``mlx.nn``'s, and the weight-normed ``WNConv1d`` and
+  ``WNConvTranspose1d`` of mlx-audio's DAC and SNAC (:data:`WEIGHT_NORMED`; copied into this package's layers
+  when the stream is made);
 - pointwise: mlx-audio's ``Snake1d``, and ``mlx.nn``'s ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU``, ``SiLU``,
   ``Sigmoid`` and ``Identity``;
-- composite: ``mlx.nn.Sequential``, and mlx-audio's DAC ``Decoder``, ``DecoderBlock`` and ``ResidualUnit``
-  (whose ``__call__`` is their ``Sequential`` alone, or ``x`` plus it).
+- composite: ``mlx.nn.Sequential``, and mlx-audio's DAC and SNAC ``Decoder``, ``DecoderBlock`` and
+  ``ResidualUnit`` (whose ``__call__`` is their ``Sequential`` alone, or ``x`` plus it).
 
 A module tree made only of these is streamed with state by :func:`mlx_deconv.stream` (``method="auto"``
 or ``"state"``), after one check stream has agreed with the decoder's whole output; anything else is
@@ -40,6 +41,19 @@ WRAPPERS = {"Decoder": "model", "DecoderBlock": "block"}
 RESIDUALS = {"ResidualUnit": "block"}
 
 
+#: mlx-audio's weight-normed convolutions, by (module, class): ``(g, v) -> weight`` in MLX's layout, as each folds
+#: it, and the layer's arguments that differ from its attributes' face value.
+WEIGHT_NORMED = {
+    ("mlx_audio.codec.models.descript.nn.layers", "WNConv1d"): (lambda g, v: g * v / _norm(v, 0), {}),
+    ("mlx_audio.codec.models.descript.nn.layers", "WNConvTranspose1d"): (lambda g, v: g * v / _norm(v, 2), {}),
+    ("mlx_audio.codec.models.snac.layers", "WNConv1d"): (lambda g, v: g * v / _norm(v, 0), {}),
+    # SNAC keeps (C_in, K, C_out) and swaps it for MLX's op, and its call passes ``groups`` where
+    # ``mx.conv_transpose1d`` takes ``output_padding``: its output is one sample longer per group count.
+    ("mlx_audio.codec.models.snac.layers", "WNConvTranspose1d"): (
+        lambda g, v: (g * v / _norm(v, 0)).swapaxes(0, 2), {"output_padding": lambda m: int(m.groups), "groups": 1}),
+}
+
+
 class Unsupported(ValueError):
     """A module the layered stream does not know (the message names it and its path)."""
 
@@ -58,18 +72,20 @@ def _layer_of(module, path: str):
         from ..nn.convert import convert
 
         return convert(module)  # a new layer holding the same arrays
-    if name not in ("WNConv1d", "WNConvTranspose1d") or not type(module).__module__.startswith("mlx_audio."):
+    known = WEIGHT_NORMED.get((type(module).__module__, name))
+    if known is None:
         return None
+    fold, overrides = known
     transposed = name == "WNConvTranspose1d"
-    v, g = module.weight_v, module.weight_g
-    weight = g * v / _norm(v, 2 if transposed else 0)  # mlx-audio's own folding, in MLX's layout
+    weight = fold(module.weight_g, module.weight_v)  # as the module folds it, in MLX's layout
     c_out, k = int(weight.shape[0]), int(weight.shape[1])
-    groups = int(getattr(module, "groups", 1))
+    groups = overrides.get("groups", int(getattr(module, "groups", 1)))
     c_in = int(weight.shape[2]) * groups
     bias = getattr(module, "bias", None)
+    extra = {"output_padding": overrides["output_padding"](module)} if "output_padding" in overrides else {}
     kind = ConvTranspose1d if transposed else Conv1d
     layer = kind(c_in, c_out, k, stride=int(module.stride), padding=int(module.padding),
-                 dilation=int(module.dilation), groups=groups, bias=bias is not None)
+                 dilation=int(module.dilation), groups=groups, bias=bias is not None, **extra)
     layer.update({"weight": weight, **({"bias": bias} if bias is not None else {})})
     return layer
 
