@@ -260,15 +260,10 @@ def unfolded_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1
     ct = cotangent.reshape(n * g.output_length, g.out_channels)
     cols = columns(x, -g.pad_left, g.output_length, taps, g.dilation).reshape(n * g.output_length, -1)
     workers = schedule.worker_streams(mx.default_stream(mx.default_device()), policy.max_workers)
-    if len(workers) == 1 or g.flops < policy.parallel_min_flops:
-        return dx, (ct.T @ cols).reshape(g.out_channels, taps, g.in_channels)
-    parts = []
-    workers = workers[:g.out_channels]
-    cuts = schedule.bounds(g.out_channels, len(workers))
-    for stream, lo, hi in zip(workers, cuts, cuts[1:]):
-        with mx.stream(stream):
-            parts.append(ct[:, lo:hi].T @ cols)
-    return dx, mx.concatenate(parts, axis=0).reshape(g.out_channels, taps, g.in_channels)
+    if g.flops < policy.parallel_min_flops:
+        workers = workers[:1]
+    dw = _by_channel(g.out_channels, workers, lambda lo, hi: ct[:, lo:hi].T @ cols, axis=0)
+    return dx, dw.reshape(g.out_channels, taps, g.in_channels)
 
 
 def path_for(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
@@ -306,13 +301,21 @@ def by_output_channels(x: mx.array, weight: mx.array, geom: Conv1dGeometry, work
     g = geom
     rows = g.batch * g.output_length
     cols = columns(x, -g.pad_left, g.output_length, g.kernel_size, g.dilation, g.stride).reshape(rows, -1)
+    # Each share's rows of the weight: a transposed view, read in place.
+    y = _by_channel(g.out_channels, workers, lambda lo, hi: cols @ weight[lo:hi].reshape(hi - lo, -1).T, axis=1)
+    return y.reshape(g.batch, g.output_length, g.out_channels)
+
+
+def _by_channel(channels: int, workers: List[mx.Stream], share, axis: int) -> mx.array:
+    """``share(lo, hi)`` of output channels ``[lo, hi)`` on each worker (every share at least one channel),
+    joined along ``axis``."""
+    workers = workers[:channels]
+    cuts = schedule.bounds(channels, len(workers))
     parts = []
-    workers = workers[:g.out_channels]  # every share at least one channel
-    cuts = schedule.bounds(g.out_channels, len(workers))
     for stream, lo, hi in zip(workers, cuts, cuts[1:]):
-        with mx.stream(stream):  # the share's rows of the weight: a transposed view, read in place
-            parts.append(cols @ weight[lo:hi].reshape(hi - lo, -1).T)
-    return mx.concatenate(parts, axis=1).reshape(g.batch, g.output_length, g.out_channels)
+        with mx.stream(stream):
+            parts.append(share(lo, hi))
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=axis)
 
 
 def _forward(x: mx.array, weight: mx.array, geom: Conv1dGeometry, policy: BlockPolicy) -> mx.array:
