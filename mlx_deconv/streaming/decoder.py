@@ -47,7 +47,7 @@ class _StateForm:
     out_axes: Tuple[int, ...]
     hop: int
     what: str
-    check: Optional[Callable[[mx.array], str]] = None  # "" when a check stream equals the whole decode, else why not
+    checked: bool = False  # new machinery for this decoder: a check stream runs first, whatever verify says
 
 
 def _state_form(fn) -> Tuple[Optional[_StateForm], str]:
@@ -77,8 +77,7 @@ def _state_form(fn) -> Tuple[Optional[_StateForm], str]:
 
     make, hop, why_not = layered.plan(fn)
     if make is not None:
-        return _StateForm(make, (1, -2), (1, -2), hop, "a layer-by-layer stream of its modules",
-                          lambda example: layered.check(make, fn, example.shape, example.dtype)), ""
+        return _StateForm(make, (1, -2), (1, -2), hop, "a layer-by-layer stream of its modules", checked=True), ""
     return None, (f"{type(fn).__name__} is not one of this package's HiFiGAN or BigVGAN, nor mlx-audio's BigVGAN, "
                   f"nor a tree of modules streamed layer by layer ({why_not})")
 
@@ -155,17 +154,7 @@ class DecoderStream:
         if self.method == "state" and example.ndim != 3:
             if self._method == "state":
                 raise ValueError(f"method='state' takes 3-D chunks (a batch of mels), got {tuple(example.shape)}")
-            self.method, self._state_form = "recompute", None  # "auto": the models' streams take 3-D chunks only
-            self._why_not_state = f"the models' stateful streams take 3-D chunks, got {tuple(example.shape)}"
-            self.reset()
-        if self.method == "state" and self._state_form.check is not None:
-            problem = self._state_form.check(example)  # new machinery for this decoder: checked whatever verify says
-            if problem:
-                if self._method == "state":
-                    raise NonLocalDecoderError(f"method='state': the layer-by-layer stream is not exact here: {problem}")
-                self.method, self._state_form = "recompute", None
-                self._why_not_state = f"the layer-by-layer stream was not exact: {problem}"
-                self.reset()
+            self._recompute_instead(f"the models' stateful streams take 3-D chunks, got {tuple(example.shape)}")
         if self.method == "recompute" and self._given_field is not None:
             field = self._given_field
             # The field's output shape is the measuring example's: take this example's from one short call.
@@ -180,6 +169,18 @@ class DecoderStream:
                             max_probe_frames=self._max_probe_frames, seed=self._seed)
         self.field, self._ndim, self._shape, self._dtype = field, example.ndim, tuple(shape), example.dtype
         self._prepared = True
+        if self.method == "state" and self._state_form.checked:
+            try:
+                self._check_against_whole()
+            except Exception as err:  # a module that cannot run on chunks, or a stream that is not exact
+                self.field, self._ndim, self._prepared = None, None, False
+                if self._method == "state":
+                    self.reset()
+                    raise NonLocalDecoderError(f"method='state': the layer-by-layer stream is not exact here: "
+                                               f"{err}") from err
+                self._recompute_instead(f"the layer-by-layer stream was not exact: {err}")
+                return self._prepare(example)
+            return
         if self._verify:
             try:
                 self._check_against_whole()
@@ -187,6 +188,11 @@ class DecoderStream:
                 self.field, self._ndim, self._prepared = None, None, False
                 self.reset()
                 raise
+
+    def _recompute_instead(self, why: str) -> None:
+        """``method="auto"`` gives up keeping state, saying why (``repr``), and recomputes from now on."""
+        self.method, self._state_form, self._why_not_state = "recompute", None, why
+        self.reset()
 
     def _check_against_whole(self) -> None:
         """Streams a random input in uneven chunks (1 frame first) and compares it with its whole decode."""
@@ -213,7 +219,7 @@ class DecoderStream:
         peak = float(np.abs(b).max())
         err = float(np.abs(a - b).max())
         if not err <= VERIFY_TOLERANCE * peak:
-            given = "" if f.measured else f" (with context={self._context}, lookahead={self._lookahead} as given)"
+            given = "" if f is None or f.measured else f" (with context={self._context}, lookahead={self._lookahead} as given)"
             raise NonLocalDecoderError(
                 f"a check stream of {frames} frames differs from the whole decode by {err:.3g} ({err / max(peak, 1e-30):.2g} "
                 f"of its peak){given}: the decoder is not shift-invariant or its receptive field is wider than found")
@@ -372,7 +378,8 @@ def stream(fn: Callable, in_axis: int = 1, out_axis: int = 1, *, context: Option
         example (array, optional): an input to measure on now (its values are not used); otherwise the
             first chunk's shape is used at the first step.
         method (str): ``"recompute"`` (decode the kept window every step), ``"state"`` (this package's
-            HiFiGAN and BigVGAN, and mlx-audio's BigVGAN through a copy of its weights taken now: their
+            HiFiGAN and BigVGAN, mlx-audio's BigVGAN through a copy of its weights taken now, and trees of
+            known modules such as mlx-audio's DAC and SNAC decoders (:mod:`.layered`, after a check stream):
             layer-by-layer stateful streams) or ``"auto"`` (``"state"`` where it applies; ``repr`` says why
             not elsewhere). Default: ``"auto"``.
         verify (bool): stream a random input once after measuring and compare it with its whole decode

@@ -18,8 +18,8 @@ Which modules are known, by class:
   ``ResidualUnit`` (whose ``__call__`` is their ``Sequential`` alone, or ``x`` plus it).
 
 A module tree made only of these is streamed with state by :func:`mlx_deconv.stream` (``method="auto"``
-or ``"state"``), after one check stream has agreed with the decoder's whole output; anything else is
-recomputed.
+or ``"state"``), after one check stream has agreed with the decoder's whole output (the stream's own
+check, run whatever ``verify`` says); anything else is recomputed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Callable, Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from ..nn.layers import Conv1d, ConvTranspose1d
 from ..nn.stream_combinators import Chain, Residual
@@ -63,7 +62,7 @@ def _norm(v: mx.array, keep: int) -> mx.array:
     return mx.sqrt(mx.sum(mx.square(v), axis=axes, keepdims=True))
 
 
-def _layer_of(module, path: str):
+def _layer_of(module):
     """This package's layer computing what ``module`` computes, or None when it is not a convolution."""
     if isinstance(module, (Conv1d, ConvTranspose1d)):
         return module
@@ -93,7 +92,7 @@ def _layer_of(module, path: str):
 def _part(module, path: str):
     """A stream (or a pointwise function) for ``module``, and its hop (output samples per input sample)."""
     name = type(module).__name__
-    layer = _layer_of(module, path)
+    layer = _layer_of(module)
     if layer is not None:
         c = layer.config
         if c.data_format != "NLC":
@@ -156,30 +155,3 @@ def plan(fn) -> Tuple[Optional[Callable[[], Chain]], int, str]:
     except Unsupported as err:
         return None, 0, str(err)
     return (lambda: _fresh(tree)), hop, ""
-
-
-def check(make: Callable[[], Chain], fn, example_shape, dtype, frames: int = 24, tolerance: float = 1e-5) -> str:
-    """``""`` when a layered stream of ``fn`` fed a random signal in uneven chunks equals ``fn`` on the whole
-    signal within ``tolerance`` of the peak, else what differed."""
-    shape = list(example_shape)
-    shape[1] = frames
-    x = mx.array(np.random.default_rng(2).standard_normal(shape).astype(np.float32)).astype(dtype)
-    whole = fn(x)
-    s, pieces, start = make(), [], 0
-    try:
-        for size in (1, 2, 3, 5, 8, frames):
-            if start >= frames:
-                break
-            pieces.append(s.step(x[:, start:start + size]))
-            start += size
-        pieces.append(s.flush())
-        streamed = mx.concatenate([p for p in pieces if p is not None], axis=1)
-    except Exception as err:  # a module that cannot run on chunks: the decoder is recomputed instead
-        return f"a check stream raised {type(err).__name__}: {err}"
-    if streamed.shape != whole.shape:
-        return f"a check stream gave shape {tuple(streamed.shape)}, the whole decode {tuple(whole.shape)}"
-    a, b = np.array(streamed.astype(mx.float32)), np.array(whole.astype(mx.float32))
-    err, peak = float(np.abs(a - b).max()), float(np.abs(b).max())
-    if not err <= tolerance * max(peak, 1e-30):
-        return f"a check stream differed from the whole decode by {err:.3g} ({err / max(peak, 1e-30):.2g} of its peak)"
-    return ""
