@@ -160,6 +160,8 @@ def test_decoder_three_ways_agree_and_are_compared(monkeypatch):
     if result["_torch"][0] is not None:
         assert bench_decoder.add_torch(result, warmup=0, repeat=1)
         assert result["max_abs_diff"]["torch"] < bench_decoder.AGREE and result["seconds"]["torch"] > 0
+        assert len(result["paired"]["ratios"]) == 1 and result["paired"]["ratio"] > 0
+        assert "Paired" in bench_decoder.caption(result, 1, 0, None)
     text = bench_decoder.table(result, repeat=1)
     assert text.count("(agree)") == len(result["seconds"]) - 1 and "DISAGREE" not in text
     assert "real-time factor" in text and "speed-up over MLX ops" in text
@@ -175,6 +177,29 @@ def test_decoder_three_ways_agree_and_are_compared(monkeypatch):
     monkeypatch.setattr(bench_decoder, "_models", perturbed)
     bad = bench_decoder.run(TINY_DECODER, seconds=0.4, warmup=0, repeat=1, slow=None, with_torch=False)
     assert bad["max_abs_diff"]["builtin"] > 1e-2 and "DISAGREE" in bench_decoder.table(bad, repeat=1)
+
+
+def test_paired_ratios_time_one_call_of_each_a_pause_apart():
+    clock, events, slept = FakeClock(), [], []
+    theirs_costs = iter([1.0, 4.0, 2.0, 2.0, 8.0, 1.0])  # (untimed, timed) per round
+
+    def ours():
+        events.append("ours")
+        clock.now += 2.0
+
+    def theirs():
+        events.append("theirs")
+        clock.now += next(theirs_costs)
+
+    paired = bench_timing.paired_ratios(ours, theirs, 3, pause=0.25, clock=clock, evaluate=lambda out: None,
+                                        sleep=slept.append)
+    # Each timed call right after an untimed one of its own; the sides alternate; a pause after each side.
+    assert events == ["ours", "ours", "theirs", "theirs"] * 3 and slept == [0.25] * 6
+    assert paired.ratios == (0.5, 1.0, 2.0) and paired.ratio == 1.0
+    cell = bench_timing.paired_cell(dict(ratio=paired.ratio, ratios=list(paired.ratios), pause=0.25))
+    assert cell == "1.00x (0.50-2.00)" and bench_timing.paired_cell(None) == "-"
+    with pytest.raises(ValueError, match="rounds"):
+        bench_timing.paired_ratios(ours, theirs, 0)
 
 
 def test_decoder_slow_variant_runs_once():

@@ -48,6 +48,7 @@ def test_pytorch_phase_times_nvidia_s_code_and_agrees():
     gen = result["generator"]
     assert "torch" in gen["seconds"] and gen["max_abs_diff"]["torch"] < 1e-4
     assert "| PyTorch, NVIDIA's code" in bench_bigvgan.generator_table(result, repeat=1)
+    assert len(gen["paired"]["ratios"]) == 1 and "Paired" in bench_bigvgan.caption(result, 1, 0)
 
 
 @pytest.mark.skipif(not has("mlx_audio"), reason="mlx-audio is not installed")

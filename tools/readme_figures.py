@@ -63,6 +63,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HIFIGAN = ("hifigan-1", "hifigan-2", "hifigan-3", "hifigan-4")
 DEPTHWISE = "bigvgan-aa"
 RATIO_COLUMN = "auto / builtin"
+PAIRED_COLUMN = "time / PyTorch's, paired"
+PAIRED_WITH_TORCH = "PyTorch (CPU), call by call"
 MLX_DECONV_ROW = "mlx_deconv"  # the decoder table's row label starts with this
 TORCH_ROW = "PyTorch"
 REGIONS = ("headline", "forward", "backward", "conv1d", "conv1d-backward", "training", "decoder", "blas", "short",
@@ -162,6 +164,15 @@ def _times_torch(row: Dict[str, str]) -> Optional[float]:
     return _value(row[f"{row['auto']} ms"]) / _value(torch)
 
 
+def _paired(row: Dict[str, str]) -> Optional[str]:
+    """The headline cell of a paired ratio, ``"1.02x (0.98-1.12)"`` -> ``"1.02x its time (0.98-1.12 by round)"``."""
+    cell = row.get(PAIRED_COLUMN, "-")
+    if cell in ("-", "—"):
+        return None
+    ratio, _, spread = cell.partition(" ")
+    return f"{ratio} its time" + (f" ({spread.strip('()')} by round)" if spread else "")
+
+
 def _optional_table(pages: Mapping[str, str], name: str) -> Optional[List[Dict[str, str]]]:
     try:
         return table_rows(page_region(pages, name))
@@ -211,7 +222,9 @@ def headline(pages: Mapping[str, str]) -> str:
         ours = named[MLX_DECONV_ROW]
         rows.append((f"HiFi-GAN V1 end to end, at a real-time factor of {ours['real-time factor']}", "MLX's ops",
                      f"{ours['speed-up over MLX ops']} faster"))
-        if TORCH_ROW in named:
+        if _paired(ours):
+            rows.append(("HiFi-GAN V1 end to end", PAIRED_WITH_TORCH, _paired(ours)))
+        elif TORCH_ROW in named:
             rows.append(("HiFi-GAN V1 end to end", "PyTorch (CPU)",
                          f"{_value(ours['seconds']) / _value(named[TORCH_ROW]['seconds']):.2f}x its time"))
     streaming = _optional_table(pages, "streaming")
@@ -230,10 +243,12 @@ def headline(pages: Mapping[str, str]) -> str:
     generator = _optional_table(pages, "bigvgan")
     if generator:
         named = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}
-        ours = _value(next(r for k, r in named.items() if k.startswith("mlx_deconv"))["seconds"])
+        mine = next(r for k, r in named.items() if k.startswith("mlx_deconv"))
+        ours = _value(mine["seconds"])
         for k, r in named.items():
             if k.startswith("PyTorch"):
-                rows.append(("BigVGAN v2 end to end", "PyTorch (CPU)", f"{ours / _value(r['seconds']):.2f}x its time"))
+                rows.append(("BigVGAN v2 end to end", PAIRED_WITH_TORCH, _paired(mine)) if _paired(mine) else
+                            ("BigVGAN v2 end to end", "PyTorch (CPU)", f"{ours / _value(r['seconds']):.2f}x its time"))
     models = _optional_table(pages, "models")
     if models:
         longest = max(int(r["frames"]) for r in models)

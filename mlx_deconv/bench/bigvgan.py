@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import mlx.core as mx
 import numpy as np
 
-from .timing import Clock, timed_medians, torch_phase
+from .timing import Clock, paired_cell, paired_phrase, paired_ratios, timed_medians, torch_phase
 
 #: Mel frames of the run (0.34 s of 24 kHz audio at hop 256).
 FRAMES = 32
@@ -165,7 +165,7 @@ def run(frames: int = FRAMES, *, tiny: bool = False, stream=None, warmup: int = 
     audio = np.array(kept["auto"].astype(mx.float32)).reshape(-1)
     gen = dict(seconds={k: t.seconds for k, t in timings.items()}, runs={k: t.runs for k, t in timings.items()},
                max_abs_diff={}, samples=int(audio.size), audio_seconds=audio.size / config.sampling_rate,
-               _torch=None if torch_model is None else (torch_model, mel, audio))
+               _torch=None if torch_model is None else (torch_model, mel, audio), _auto=fns["auto"])
     if theirs is not None:
         a, b = (np.array(kept[k].astype(mx.float32)).reshape(-1) for k in ("mlx_audio", "mlx_audio_patched"))
         gen["max_abs_diff"]["mlx_audio_patched"] = float(np.abs(a - b).max())  # the patch against plain MLX
@@ -215,6 +215,8 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
             timing = timed_medians({"torch": run_model}, warmup, repeat)["torch"]
             gen["seconds"]["torch"], gen["runs"]["torch"] = timing.seconds, timing.runs
             gen["max_abs_diff"]["torch"] = float(np.abs(kept["audio"].numpy().reshape(-1) - audio).max())
+            paired = paired_ratios(gen["_auto"], run_model, repeat)
+            gen["paired"] = dict(ratio=paired.ratio, ratios=list(paired.ratios), pause=paired.pause)
             done = True
     return done
 
@@ -251,7 +253,8 @@ def generator_table(result: Dict, repeat: int) -> str:
     """A Markdown table: per variant, seconds, real-time factor and the ratio to ours."""
     gen = result["generator"]
     s, n = gen["seconds"], gen["runs"]
-    head = ["BigVGAN v2 24 kHz generator", "seconds", "real-time factor", "time / mlx_deconv's", "max abs diff"]
+    head = ["BigVGAN v2 24 kHz generator", "seconds", "real-time factor", "time / mlx_deconv's",
+            "time / PyTorch's, paired", "max abs diff"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, label in VARIANTS.items():
         if name not in s:
@@ -260,7 +263,7 @@ def generator_table(result: Dict, repeat: int) -> str:
         note = "" if diff is None else (f"{diff:.1e} vs mlx_deconv" if name == "torch" else f"{diff:.1e} vs plain MLX")
         lines.append("| " + " | ".join([label, f"{s[name]:.3g}" + ("*" if n[name] < repeat else ""),
                                         f"{s[name] / gen['audio_seconds']:.2f}", f"{s[name] / s['auto']:.2f}x",
-                                        note]) + " |")
+                                        paired_cell(gen.get("paired")) if name == "auto" else "-", note]) + " |")
     return "\n".join(lines)
 
 
@@ -274,4 +277,5 @@ def caption(result: Dict, repeat: int, warmup: int) -> str:
             f"{result['frames']} mel frames -> {gen['audio_seconds']:.3f} s of audio, batch 1, float32; "
             f"{medians_phrase(repeat, warmup)}" + (f"; \\* timed once: its first call took over {SLOW:g} s" if once else "")
             + ". mlx_deconv's generator has NVIDIA's generator's random weights; mlx-audio's has its own"
-            + ("" if result["mlx_audio"] else " (mlx-audio is not installed: its rows are left out)") + ".")
+            + ("" if result["mlx_audio"] else " (mlx-audio is not installed: its rows are left out)") + "."
+            + (" " + paired_phrase(gen["paired"]) if gen.get("paired") else ""))

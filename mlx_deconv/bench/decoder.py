@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import mlx.core as mx
 import numpy as np
 
-from .timing import Clock, medians_phrase, timed_medians, torch_phase
+from .timing import Clock, medians_phrase, paired_cell, paired_phrase, paired_ratios, timed_medians, torch_phase
 
 #: The variants, in the table's order: name -> what the row says.
 VARIANTS = {"builtin": "MLX ops (`backend=\"builtin\"`)", "auto": "mlx_deconv (`backend=\"auto\"`)",
@@ -109,12 +109,19 @@ def run(config=None, seconds: float = 1.0, stream=None, warmup: int = 2, repeat:
         config=config.to_dict(), frames=frames, audio_seconds=frames * config.hop_size / config.sampling_rate,
         seconds={n: t.seconds for n, t in timings.items()}, runs={n: t.runs for n, t in timings.items()},
         max_abs_diff={"builtin": float(np.abs(out["builtin"] - out["auto"]).max())},
-        _audio=out, _torch=(torch_model, np.array(mel)),
+        _audio=out, _torch=(torch_model, np.array(mel)), _auto=variant("auto", auto),
     )
 
 
 def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
-    """Times the PyTorch generator on the same mel (its own phase) and compares its audio; False without it."""
+    """Times the PyTorch generator on the same mel, in its own phase and paired with ours, and compares its audio.
+
+    ``paired``: our time over PyTorch's, one call of each a pause apart per round
+    (:func:`~mlx_deconv.bench.timing.paired_ratios`), ``repeat`` rounds.
+
+    Returns:
+        bool: False without PyTorch.
+    """
     torch_model, mel = result.get("_torch") or (None, None)
     if torch_model is None:
         return False
@@ -132,6 +139,8 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
     result["seconds"]["torch"], result["runs"]["torch"] = timing.seconds, timing.runs
     audio = kept["audio"][:, 0].numpy()
     result["max_abs_diff"]["torch"] = float(np.abs(audio - result["_audio"]["auto"]).max())
+    paired = paired_ratios(result["_auto"], fn, repeat)
+    result["paired"] = dict(ratio=paired.ratio, ratios=list(paired.ratios), pause=paired.pause)
     return True
 
 
@@ -147,7 +156,7 @@ def table(result: Dict, repeat: int) -> str:
     """
     sec, runs = result["seconds"], result["runs"]
     head = ["HiFi-GAN V1 generator", "seconds", "real-time factor", "speed-up over MLX ops",
-            "speed-up over PyTorch", "max abs diff vs mlx_deconv"]
+            "speed-up over PyTorch", "time / PyTorch's, paired", "max abs diff vs mlx_deconv"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, label in VARIANTS.items():
         if name not in sec:
@@ -157,7 +166,8 @@ def table(result: Dict, repeat: int) -> str:
         agree = "" if diff is None else f"{diff:.1e} ({'agree' if diff <= AGREE else 'DISAGREE'})"
         cells = [label, f"{sec[name]:.3g}{once}", f"{sec[name] / result['audio_seconds']:.3g}",
                  f"{sec['builtin'] / sec[name]:.1f}x",
-                 f"{sec['torch'] / sec[name]:.2f}x" if "torch" in sec else "—", agree or "—"]
+                 f"{sec['torch'] / sec[name]:.2f}x" if "torch" in sec else "—",
+                 paired_cell(result.get("paired")) if name == "auto" else "—", agree or "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -170,7 +180,8 @@ def caption(result: Dict, repeat: int, warmup: int, slow: Optional[float], prime
             f"{result['audio_seconds']:.3f} s of {result['config']['sampling_rate']} Hz audio, random weights, "
             f"batch 1; {medians_phrase(repeat, warmup, primed)}"
             + (f" (\\* {once}: its first call took over {slow:g} s)" if once else "")
-            + "; real-time factor = wall time / audio duration.")
+            + "; real-time factor = wall time / audio duration."
+            + (" " + paired_phrase(result["paired"]) if result.get("paired") else ""))
 
 
 # HiFi-GAN V1's upsampling stack: (C_in, C_out, K, stride, padding); 256 samples per mel frame.

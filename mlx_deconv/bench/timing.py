@@ -3,7 +3,9 @@
 Each part of ``bench`` (transposed rows, ``conv1d`` rows, the end-to-end
 decoder) times MLX first and PyTorch afterwards in its own phase: PyTorch
 calls interleaved with MLX's in one process ran markedly slower than alone
-(the figures are in ``docs/performance.md``).
+(the figures are in ``docs/performance.md``). The end-to-end generators are also
+timed in pairs, one call of each side half a second apart (:func:`paired_ratios`):
+phases minutes apart compare two speeds of a machine whose speed drifts.
 """
 
 from __future__ import annotations
@@ -174,6 +176,71 @@ def torch_phase() -> Iterator[Optional[int]]:
         yield threads
     finally:
         torch.set_num_threads(old)
+
+
+#: Seconds between the calls of a pair: long enough for the other side's threads to have gone to sleep.
+PAIR_PAUSE = 0.5
+
+
+@dataclass
+class Paired:
+    """Our time over PyTorch's, call by call.
+
+    Attributes:
+        ratio: the median of the rounds' ratios.
+        ratios: each round's ratio, in order.
+        pause: the seconds between the calls.
+    """
+
+    ratio: float
+    ratios: Tuple[float, ...]
+    pause: float
+
+
+def paired_ratios(ours: Callable[[], object], theirs: Callable[[], None], rounds: int = 5, *,
+                  pause: float = PAIR_PAUSE, clock: Clock = time.perf_counter,
+                  evaluate: Callable[[object], None] = _evaluate, sleep: Callable[[float], None] = time.sleep) -> Paired:
+    """Our call's time over PyTorch's, each round one call of each, a pause apart.
+
+    Medians of two phases minutes apart compare two speeds of a machine whose speed drifts (a
+    shared VM's does by 20-40% within minutes). A ratio per round of neighbouring calls does not,
+    and the pause keeps either side's threads from running into the other's call.
+
+    Args:
+        ours: the MLX call; what it returns is evaluated.
+        theirs: the PyTorch call, done when it returns (run in :func:`torch_phase`).
+        rounds (int): pairs timed. Default: ``5``.
+        pause (float): seconds slept after each call. Default: :data:`PAIR_PAUSE`.
+
+    Returns:
+        Paired: the median ratio and each round's.
+    """
+    if rounds < 1 or pause < 0:
+        raise ValueError(f"rounds must be >= 1 and pause >= 0, got rounds={rounds}, pause={pause}")
+    ratios = []
+    for _ in range(rounds):
+        mine = time_primed(ours, clock, evaluate)
+        sleep(pause)
+        with torch_phase():
+            other = time_primed(theirs, clock, _evaluate)
+        sleep(pause)
+        ratios.append(mine / other)
+    return Paired(statistics.median(ratios), tuple(ratios), pause)
+
+
+def paired_phrase(paired: Dict) -> str:
+    """How a :class:`Paired` kept as a dict was measured, for a caption."""
+    return (f"\"Paired\": our time over PyTorch's in {len(paired['ratios'])} rounds of one call of each, "
+            f"{paired['pause']:g} s apart, each call right after an untimed one of its own; the median ratio "
+            f"and the rounds' range.")
+
+
+def paired_cell(paired: Optional[Dict]) -> str:
+    """A table's cell for a :class:`Paired` kept as a dict: the median ratio, and the rounds' range."""
+    if not paired:
+        return "-"
+    lo, hi = min(paired["ratios"]), max(paired["ratios"])
+    return f"{paired['ratio']:.2f}x ({lo:.2f}-{hi:.2f})"
 
 
 def add_torch_seconds(rows: List[Dict], torch_fn: Callable[[Dict], Callable[[], None]], warmup: int,
