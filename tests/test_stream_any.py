@@ -255,6 +255,75 @@ def test_a_tree_of_known_modules_streams_layer_by_layer(converted):
         assert_exact(run(s, x, [size] * 40), fn(x))
 
 
+def test_a_layered_stream_follows_weight_updates():
+    """``mlx.nn``'s layers (run by this package's layers holding their arrays) and mlx-audio's weight-normed ones
+    (folded): an update of the decoder's weights after the stream was made shows at the next step."""
+    fn = sequential_decoder()
+    s = md.stream(fn, 1, 1, example=frames_input((1, None, 8), 1))
+    assert s.method == "state"
+    x = frames_input((1, None, 8), 20, seed=3)
+    mx.random.seed(5)
+    fn.update({"layers": [{"weight": mx.random.normal((16, 5, 8)), "bias": mx.random.normal((16,))}, {}, {}, {},
+                          {"weight": mx.random.normal((2, 3, 8))}]})
+    assert_exact(run(s, x, [3] * 7), fn(x))
+    pytest.importorskip("mlx_audio.codec")
+    dac, shape, in_axis, out_axis = audio_dac()
+    s = md.stream(dac, in_axis, out_axis, example=frames_input(shape, 1))
+    assert s.method == "state"
+    x = frames_input(shape, 12, seed=4)
+    first = dac.model.layers[0]
+    first.weight_v = first.weight_v * 2.0 + 1.0
+    first.weight_g = first.weight_g * 0.5
+    assert_exact(run(s, x, [2] * 6), dac(x))
+
+
+@pytest.mark.parametrize("layer, method", [
+    (lambda: nn.ConvTranspose1d(8, 2, 3, stride=2, padding=5), "recompute"),  # padding past the span: MLX's arithmetic
+    (lambda: nn.ConvTranspose1d(8, 1, 4, stride=2, padding=5, output_padding=6), "recompute"),
+    (lambda: nn.ConvTranspose1d(8, 1, 4, stride=2, padding=3, output_padding=3), "state"),  # (3, 0) here
+])
+def test_mlx_s_transposed_layers_with_any_padding_stream_exactly(layer, method):
+    fn = nn.Sequential(nn.Conv1d(8, 8, 3, padding=1), layer())
+    s = md.stream(fn, 1, 1, example=frames_input((1, None, 8), 1))
+    assert s.method == method
+    if method == "recompute":
+        assert "has arguments this package's layers do not take" in repr(s)
+    x = frames_input((1, None, 8), 24, seed=2)
+    for size in (1, 5):
+        assert_exact(run(s, x, [size] * 24), fn(x))
+
+
+@pytest.mark.parametrize("crop", [md.ConvTranspose1d(3, 1, 8, stride=4, padding=(6, 0)),
+                                  lambda x: nn.ConvTranspose1d(3, 1, 8, stride=4)(x)[:, 6:]])
+def test_a_decoder_that_crops_its_start_streams_by_recomputing(crop):
+    """Its samples depend on frames past their own (``first_frame(t) > t // hop``): the kept window still starts
+    at or before the first sample not returned."""
+    mx.random.seed(1)
+    fn = crop if isinstance(crop, nn.Module) else (lambda layer: (lambda x: layer(x)[:, 6:]))(nn.ConvTranspose1d(3, 1, 8, 4))
+    x = frames_input((1, None, 3), 30)
+    s = md.stream(fn, 1, 1, method="recompute")
+    for size in (1, 2, 3, 30):
+        assert_exact(run(s, x, [size] * 30), fn(x))
+
+
+@pytest.mark.parametrize("name", ["hifigan", "bigvgan", "mlx-audio bigvgan"])
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+def test_half_precision_chunks_keep_state_and_equal_the_whole_to_their_rounding(name, dtype):
+    """The check runs in float32 (where the stream's structure shows), and a decoder that computes a half mel in
+    float32 (mlx-audio's BigVGAN, float32 weights) gives float32 samples streamed too."""
+    fn, shape, in_axis, out_axis = build(name)
+    x = frames_input(shape, 30).astype(dtype)
+    whole = fn(x)
+    s = md.stream(fn, in_axis, out_axis)
+    assert s.method == "state"
+    streamed = run(s, x, [1, 2, 3, 8])
+    assert streamed.dtype == whole.dtype
+    a, b = np.array(streamed.astype(mx.float32)), np.array(whole.astype(mx.float32))
+    # One rounding of the output's dtype at the peak: float16's 2**-10, bfloat16's 2**-7.
+    ulp = {mx.float16: 2.0 ** -10, mx.bfloat16: 2.0 ** -7, mx.float32: TOLERANCE}[whole.dtype]
+    assert np.abs(a - b).max() <= 2 * ulp * np.abs(b).max()
+
+
 def test_an_unknown_module_is_recomputed_and_a_layered_stream_that_is_not_exact_is_never_used(monkeypatch):
     fn = nn.Sequential(nn.Conv1d(8, 3, 3, padding=1), TwoLayers())
     s = md.stream(fn, 1, 1, example=frames_input((1, None, 8), 1))

@@ -27,7 +27,7 @@ def _is_int(value, minimum: int) -> bool:
     return type(value) is int and value >= minimum
 
 
-def _replacement(layer: nn.Module) -> Optional[nn.Module]:
+def replacement(layer: nn.Module) -> Optional[nn.Module]:
     """This package's layer computing exactly what ``layer`` does, or None when there is none."""
     kind = type(layer)  # exact classes: a subclass may compute something else
     if kind is not nn.Conv1d and kind is not nn.ConvTranspose1d:
@@ -73,7 +73,7 @@ def _replacement(layer: nn.Module) -> Optional[nn.Module]:
 def _convert(value, counter):
     """``value`` with its conv layers replaced; modules, lists and dicts in place, tuples rebuilt."""
     if isinstance(value, nn.Module):
-        new = _replacement(value)
+        new = replacement(value)
         if new is not None:
             counter[0] += 1
             return new

@@ -29,6 +29,7 @@ __all__ = ["DecoderStream", "stream"]
 
 #: A stream's check run agrees with the whole decode within this fraction of the output's peak.
 VERIFY_TOLERANCE = 1e-5
+HALF = (mx.float16, mx.bfloat16)
 METHODS = ("auto", "recompute", "state")
 
 
@@ -130,6 +131,7 @@ class DecoderStream:
         self.field: Optional[ReceptiveField] = None
         self._prepared = False
         self._ndim: Optional[int] = None
+        self._compute_dtype: Optional[mx.Dtype] = None
         self.reset()
         if example is not None:
             self._prepare(mx.array(example) if not isinstance(example, mx.array) else example)
@@ -169,6 +171,8 @@ class DecoderStream:
                             max_probe_frames=self._max_probe_frames, seed=self._seed)
         self.field, self._ndim, self._shape, self._dtype = field, example.ndim, tuple(shape), example.dtype
         self._prepared = True
+        if self.method == "state":
+            self._compute_dtype = self._whole_dtype(example, axis)
         if self.method == "state" and self._state_form.checked:
             try:
                 self._check_against_whole()
@@ -189,6 +193,16 @@ class DecoderStream:
                 self.reset()
                 raise
 
+    def _whole_dtype(self, example: mx.array, axis: int) -> Optional[mx.Dtype]:
+        """The dtype the decoder computes a chunk's dtype in, where it is wider (a half-precision mel through
+        float32 weights gives float32 samples): the stateful stream casts its chunks to it. None: the chunk's own."""
+        if example.dtype not in HALF:
+            return None
+        shape = list(example.shape)
+        shape[axis] = 16
+        out = self.fn(mx.zeros(shape, example.dtype)).dtype
+        return out if out in (mx.float32, mx.float64) else None
+
     def _recompute_instead(self, why: str) -> None:
         """``method="auto"`` gives up keeping state, saying why (``repr``), and recomputes from now on."""
         self.method, self._state_form, self._why_not_state = "recompute", None, why
@@ -202,15 +216,23 @@ class DecoderStream:
         shape = list(self._shape)
         axis = self._axis(len(shape))
         shape[axis] = frames
-        x = mx.array(np.random.default_rng(self._seed + 1).standard_normal(shape).astype(np.float32)).astype(self._dtype)
+        # Half precision is checked in float32: the check tests where the stream's windows and states lie, which
+        # half's rounding (1e-3 of the peak through a deep decoder) would hide.
+        dtype = mx.float32 if self._dtype in HALF else self._dtype
+        x = mx.array(np.random.default_rng(self._seed + 1).standard_normal(shape).astype(np.float32)).astype(dtype)
         whole = self.fn(x)
         sizes, start = [1, 2, 3], 0
         pieces = []
-        while start < frames:
-            size = sizes[len(pieces)] if len(pieces) < len(sizes) else window
-            pieces.append(self.step(_take(x, axis, start, start + size)))
-            start += size
-        pieces.append(self.flush())
+        kept_dtypes = self._dtype, self._compute_dtype
+        self._dtype, self._compute_dtype = dtype, None
+        try:
+            while start < frames:
+                size = sizes[len(pieces)] if len(pieces) < len(sizes) else window
+                pieces.append(self.step(_take(x, axis, start, start + size)))
+                start += size
+            pieces.append(self.flush())
+        finally:
+            self._dtype, self._compute_dtype = kept_dtypes
         streamed = mx.concatenate(pieces, axis=self.out_axis)
         if streamed.shape != whole.shape:
             raise NonLocalDecoderError(f"a check stream of {frames} frames gave shape {tuple(streamed.shape)}, the whole "
@@ -267,7 +289,7 @@ class DecoderStream:
             self._prepare(x)
         axis = self._axis(x.ndim)
         if self._state is not None:
-            out = self._state.step(x)
+            out = self._state.step(x if self._compute_dtype is None else x.astype(self._compute_dtype))
             self._received += x.shape[axis]
             return out
         buffer = x if self._buffer is None else mx.concatenate([self._buffer, x], axis=axis)
@@ -281,8 +303,10 @@ class DecoderStream:
             emitted = ready
         else:
             emitted = self._emitted
-        # Drop the frames no sample after `emitted` depends on, keeping the decoder's shortest input.
-        keep = max(start, min(f.first_frame(emitted), received - f.min_frames))
+        # Drop the frames no sample after `emitted` depends on, keeping the decoder's shortest input. The window
+        # starts at or before frame `emitted // hop` too: its output begins at sample `hop * start`, and a decoder
+        # that crops its start makes a sample depend on frames past its own.
+        keep = max(start, min(f.first_frame(emitted), emitted // f.hop, received - f.min_frames))
         buffer = _take(buffer, axis, keep - start)
         mx.eval(buffer)  # the window alone, not the graph of every chunk before it
         self._buffer, self._start, self._received, self._emitted = buffer, keep, received, emitted

@@ -8,10 +8,10 @@ computed once, where overlap-save recomputes the whole window every step.
 
 Which modules are known, by class:
 
-- convolutions: this package's ``Conv1d``/``ConvTranspose1d`` (after :func:`mlx_deconv.convert`: their
-  weights are read on every step), ``mlx.nn``'s, and the weight-normed ``WNConv1d`` and
-  ``WNConvTranspose1d`` of mlx-audio's DAC and SNAC (:data:`WEIGHT_NORMED`; copied into this package's layers
-  when the stream is made);
+- convolutions: this package's ``Conv1d``/``ConvTranspose1d``, ``mlx.nn``'s (run by this package's layer
+  holding their arrays), and the weight-normed ``WNConv1d`` and ``WNConvTranspose1d`` of mlx-audio's DAC and
+  SNAC (:data:`WEIGHT_NORMED`; folded into this package's layer). Every step reads each module's current
+  arrays, so a stream follows weight updates (a weight-normed layer is folded again when its arrays change);
 - pointwise: mlx-audio's ``Snake1d``, and ``mlx.nn``'s ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU``, ``SiLU``,
   ``Sigmoid`` and ``Identity``;
 - composite: ``mlx.nn.Sequential``, and mlx-audio's DAC and SNAC ``Decoder``, ``DecoderBlock`` and
@@ -62,37 +62,59 @@ def _norm(v: mx.array, keep: int) -> mx.array:
     return mx.sqrt(mx.sum(mx.square(v), axis=axes, keepdims=True))
 
 
-def _layer_of(module):
-    """This package's layer computing what ``module`` computes, or None when it is not a convolution."""
+def _layer_of(module, path: str):
+    """``(layer, sync)``: this package's layer computing what ``module`` computes, and a function that brings the
+    module's current arrays into it (None: the layer is the module); ``(None, None)`` for a module that is not a
+    convolution.
+
+    Raises:
+        Unsupported: for an ``mlx.nn`` convolution with arguments this package's layers do not take.
+    """
     if isinstance(module, (Conv1d, ConvTranspose1d)):
-        return module
+        return module, None
     name = type(module).__name__
     if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
-        from ..nn.convert import convert
+        from ..nn.convert import replacement
 
-        return convert(module)  # a new layer holding the same arrays
+        layer = replacement(module)  # a new layer holding the same arrays
+        if layer is None:
+            raise Unsupported(f"{path} ({name}) has arguments this package's layers do not take")
+
+        def sync():  # MLX's updates replace arrays: take the module's current ones
+            layer.weight = module.weight
+            if "bias" in module:
+                layer.bias = module.bias
+        return layer, sync
     known = WEIGHT_NORMED.get((type(module).__module__, name))
     if known is None:
-        return None
+        return None, None
     fold, overrides = known
     transposed = name == "WNConvTranspose1d"
     weight = fold(module.weight_g, module.weight_v)  # as the module folds it, in MLX's layout
     c_out, k = int(weight.shape[0]), int(weight.shape[1])
     groups = overrides.get("groups", int(getattr(module, "groups", 1)))
     c_in = int(weight.shape[2]) * groups
-    bias = getattr(module, "bias", None)
+    has_bias = getattr(module, "bias", None) is not None
     extra = {"output_padding": overrides["output_padding"](module)} if "output_padding" in overrides else {}
     kind = ConvTranspose1d if transposed else Conv1d
     layer = kind(c_in, c_out, k, stride=int(module.stride), padding=int(module.padding),
-                 dilation=int(module.dilation), groups=groups, bias=bias is not None, **extra)
-    layer.update({"weight": weight, **({"bias": bias} if bias is not None else {})})
-    return layer
+                 dilation=int(module.dilation), groups=groups, bias=has_bias, **extra)
+    folded = [module.weight_g, module.weight_v]
+
+    def sync():  # folded again only when the module holds other arrays than last time
+        g, v = module.weight_g, module.weight_v
+        if g is not folded[0] or v is not folded[1]:
+            layer.weight, folded[:] = fold(g, v), [g, v]
+        if has_bias:
+            layer.bias = module.bias
+    layer.update({"weight": weight, **({"bias": module.bias} if has_bias else {})})
+    return layer, sync
 
 
 def _part(module, path: str):
     """A stream (or a pointwise function) for ``module``, and its hop (output samples per input sample)."""
     name = type(module).__name__
-    layer = _layer_of(module)
+    layer, sync = _layer_of(module, path)
     if layer is not None:
         c = layer.config
         if c.data_format != "NLC":
@@ -100,7 +122,7 @@ def _part(module, path: str):
         hop = c.stride if isinstance(layer, ConvTranspose1d) else 1
         if isinstance(layer, Conv1d) and c.stride != 1:
             raise Unsupported(f"{path} ({name}) has stride {c.stride}: a decoder's layers upsample")
-        return _Layer(layer), hop
+        return _Layer(layer, sync), hop
     if name in POINTWISE:
         return module, 1
     if isinstance(module, nn.Sequential):
@@ -131,14 +153,30 @@ def _chain(modules, path: str):
 class _Layer:
     """A layer's stream, made anew for each stream (a layer may appear once in the tree)."""
 
-    def __init__(self, layer):
-        self.layer = layer
+    def __init__(self, layer, sync=None):
+        self.layer, self.sync = layer, sync
+
+
+class _Synced:
+    """A layer's stream whose layer takes the module's current arrays before each step."""
+
+    def __init__(self, stream, sync):
+        self.stream, self.sync = stream, sync
+
+    def step(self, x):
+        self.sync()
+        return self.stream.step(x)
+
+    def flush(self):
+        self.sync()
+        return self.stream.flush()
 
 
 def _fresh(part):
     """A new stream of a planned tree: layer streams start empty, combinators hold new queues."""
     if isinstance(part, _Layer):
-        return part.layer.streaming()
+        stream = part.layer.streaming()
+        return stream if part.sync is None else _Synced(stream, part.sync)
     if isinstance(part, Chain):
         return Chain([_fresh(p) for p in part.parts])
     if isinstance(part, Residual):
