@@ -235,6 +235,35 @@ def test_a_copy_that_differs_from_mlx_audio_s_bigvgan_is_never_streamed(monkeypa
         md.stream(fn, in_axis, out_axis, method="state")
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(check_frames=0), "check_frames must be an int >= 1, got 0"),
+    (dict(check_frames=2.5), "check_frames must be an int >= 1, got 2.5"),
+    (dict(check_frames=True), "check_frames must be an int >= 1, got True"),
+    (dict(tolerance=-1.0), "tolerance must be a finite number >= 0, got -1.0"),
+    (dict(tolerance=float("nan")), "tolerance must be a finite number >= 0, got nan"),
+    (dict(tolerance="1e-5"), "tolerance must be a finite number >= 0, got '1e-5'"),
+])
+def test_from_mlx_audio_names_a_bad_argument(kwargs, match):
+    pytest.importorskip("mlx_audio.codec")
+    from mlx_deconv.models.bigvgan.mlx_audio import from_mlx_audio
+
+    with pytest.raises(ValueError, match=match):
+        from_mlx_audio(audio_bigvgan()[0], **kwargs)
+
+
+def test_a_decoder_that_needs_more_than_sixteen_frames_is_measured_on_longer_inputs():
+    """Wide unpadded kernels: 16 frames give it no output, so the probes double the length until it takes one."""
+    mx.random.seed(2)
+    fn = nn.Sequential(nn.Conv1d(8, 8, 21), nn.ConvTranspose1d(8, 2, 4, stride=2, padding=1))
+    x = frames_input((1, None, 8), 50)
+    for method in ("recompute", "auto"):
+        s = md.stream(fn, 1, 1, method=method)
+        assert_exact(run(s, x, [1] * 50), fn(x))
+    assert s.method == "state"
+    with pytest.raises(ValueError, match="input channels"):  # the decoder's own error, for any length
+        md.stream(nn.Conv1d(8, 8, 3), 1, 1, method="recompute").step(mx.zeros((1, 4, 5)))
+
+
 def sequential_decoder():
     mx.random.seed(4)
     return nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.LeakyReLU(0.1), nn.ConvTranspose1d(16, 8, 8, stride=4, padding=2),

@@ -199,7 +199,7 @@ class DecoderStream:
         if example.dtype not in HALF:
             return None
         shape = list(example.shape)
-        shape[axis] = 16
+        shape[axis] = 64
         out = self.fn(mx.zeros(shape, example.dtype)).dtype
         return out if out in (mx.float32, mx.float64) else None
 

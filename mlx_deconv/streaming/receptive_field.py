@@ -245,6 +245,24 @@ def _hop(probe: _Probe, lengths: Sequence[int]) -> Tuple[int, int]:
     return hop, outs[0] - hop * lengths[0]
 
 
+def _base_length(probe: _Probe, max_probe_frames: int) -> int:
+    """16 frames, or the first doubling of it the decoder takes (a decoder of wide unpadded kernels needs more).
+
+    Raises:
+        the decoder's own error at 16 frames, when it takes no input up to ``max_probe_frames``.
+    """
+    frames, first_error = 16, None
+    while True:
+        try:
+            probe(probe.random(frames))
+            return frames
+        except Exception as err:  # too short for it, or something else: the first error tells which
+            first_error = first_error or err
+            if frames >= max_probe_frames:
+                raise first_error
+            frames = min(2 * frames, max_probe_frames)
+
+
 def _min_frames(probe: _Probe, hop: int, offset: int, limit: int) -> int:
     """The shortest input (up to ``limit`` frames) the decoder takes and gives ``hop * L + offset`` samples of."""
     for n in range(1, limit + 1):
@@ -352,8 +370,9 @@ def measure(fn: Callable, example: mx.array, in_axis: int, out_axis: int, *, con
     """
     check_arguments(context, lookahead, max_probe_frames)
     probe = _Probe(fn, example.shape, example.dtype, in_axis, out_axis, seed)
-    hop, offset = _hop(probe, (16, 17, 19))
-    x = probe.random(16)
+    base = _base_length(probe, max_probe_frames)
+    hop, offset = _hop(probe, (base, base + 1, base + 3))
+    x = probe.random(base)
     probe.warm(x)
     once, twice = probe(x), probe(x)
     if not np.array_equal(once, twice):
@@ -364,7 +383,7 @@ def measure(fn: Callable, example: mx.array, in_axis: int, out_axis: int, *, con
     shape = list(once.shape)
     shape[out_axis] = 0
     output_shape = tuple(shape)
-    min_frames = _min_frames(probe, hop, offset, 16)
+    min_frames = _min_frames(probe, hop, offset, base)
     if context is not None:
         return from_frames(hop, offset, context, lookahead, min_frames, output_shape, probe.output_dtype)
     frames = 32

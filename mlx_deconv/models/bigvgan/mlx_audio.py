@@ -9,6 +9,9 @@ which checks every name and shape. :func:`from_mlx_audio` then compares both gen
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from typing import Dict
 
 import mlx.core as mx
@@ -90,6 +93,11 @@ def from_mlx_audio(model, *, check_frames: int = 8, tolerance: float = 1e-5) -> 
     """
     if not is_mlx_audio_bigvgan(model):
         raise ValueError(f"model must be mlx-audio's BigVGAN, got {type(model).__module__}.{type(model).__name__}")
+    if isinstance(check_frames, bool) or not isinstance(check_frames, numbers.Integral) or check_frames < 1:
+        raise ValueError(f"check_frames must be an int >= 1, got {check_frames!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    check_frames = int(check_frames)
     config = config_of(model)
     ours = BigVGAN(config, data_format="NCL").load_torch_state_dict(torch_state_dict(model))
     mel = mx.array(np.random.default_rng(0).standard_normal((1, config.num_mels, check_frames)).astype(np.float32))
