@@ -8,6 +8,8 @@ product of a non-finite value reaches stays finite. Compared: the NaN,
 +Inf and -Inf patterns, and the finite values.
 """
 
+import dataclasses
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ import mlx_deconv as md
 import reference as ref
 from helpers import atol, backend_call, tiny_blocks
 from mlx_deconv.backends.metal import emulator
+from mlx_deconv.backends import builtin
+from mlx_deconv.choice import rule
 from mlx_deconv.backends.gemm import transposed_paths
 from mlx_deconv.geometry.validation import conv_geometry
 
@@ -78,6 +82,8 @@ TRANSPOSED = {
     "depthwise empty slot": ((1, 10, 2), (2, 3, 1), 2, (1, 1), 1, 2),
     "vocoder, long signal": ((1, 40, 4), (3, 4, 4), 2, (1, 1), 1, 1),
     "vocoder, short signal": ((1, 6, 24), (3, 4, 24), 2, (1, 1), 1, 1),
+    "stride 1": ((1, 9, 3), (2, 4, 3), 1, (1, 1), 1, 1),
+    "stride 1, one side": ((2, 8, 3), (3, 3, 3), 1, (0, 2), 1, 1),
 }
 CONV1D = {
     "dense": ((1, 14, 3), (4, 3, 3), 1, (1, 1), 1, 1),
@@ -168,11 +174,40 @@ def _path_of(backend, name):
     return transposed_paths.path_for(geom, minimal_filtering=backend == "winograd")
 
 
+def _geometry(name):
+    shape_x, shape_w, s, (left, right), d, g = TRANSPOSED[name]
+    geom, _ = conv_geometry(shape_x, shape_w, stride=s, padding=(left, max(right, 0)),
+                            output_padding=max(-right, 0) or None, dilation=d, groups=g)
+    return geom
+
+
 def _transposed_params():
-    for backend in ("builtin", "gemm", "winograd"):
+    for backend in ("auto", "builtin", "gemm", "winograd"):
         for name in TRANSPOSED:
+            if backend == "builtin" and builtin.multiplies_its_padding(_geometry(name)):
+                continue  # MLX's op multiplies its own padding there: the documented exception, tested below
             for where in PLACES:
                 yield pytest.param(backend, name, where, id=f"{backend}-{name}-{where}")
+
+
+@pytest.mark.parametrize("name", ["stride 1", "stride 1, one side"])
+def test_mlx_s_transposed_op_multiplies_its_own_padding_and_auto_does_not_take_it(name):
+    """docs/guarantees.md's one exception: ``backend="builtin"`` on a stride-1 dense undilated call whose crop is
+    below ``K - 1`` gives NaN at an edge an infinite weight tap reaches only through MLX's padding; ``auto`` takes
+    another backend there, for every length and width."""
+    geom = _geometry(name)
+    shape_x, shape_w, s, (left, right), d, g = TRANSPOSED[name]
+    x, w, b = poisoned(shape_x, shape_w, shape_w[0], "w inf", 2)
+    kwargs = dict(stride=s, padding=(left, right), dilation=d, groups=g)
+    y = np.array(md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), None, backend="builtin",
+                                     **kwargs), np.float64)
+    assert np.isnan(y).sum() > np.isnan(transposed_definition(x, w, None, s, left, right, d, g)).sum()
+    assert builtin.multiplies_its_padding(geom)
+    for length in (1, 4, 40, 600):
+        for channels in (1, 8, 96):
+            wide = dataclasses.replace(geom, batch=1, length=length, in_channels=channels, out_channels=channels,
+                                       output_length=geom.output_length - geom.length + length)
+            assert rule.auto(wide, mx.default_stream(mx.cpu)) != "builtin"
 
 
 @pytest.mark.parametrize("backend, name, where", list(_transposed_params()))

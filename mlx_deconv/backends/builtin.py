@@ -17,12 +17,24 @@ from ..geometry.records import Conv1dGeometry, Geometry
 _MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
 
 
+def _symmetric_padding(geom: Geometry) -> int:
+    """The ``padding`` MLX's op is given: the smaller crop, at most ``span - 1`` (MLX pads the stuffed input by
+    ``span - 1 - padding``, which must not go negative)."""
+    right = geom.full_length - geom.crop - geom.output_length
+    return max(0, min(geom.crop, right, geom.dilation * (geom.kernel_size - 1)))
+
+
+def multiplies_its_padding(geom: Geometry) -> bool:
+    """Whether MLX's transposed op multiplies zero padding of its own into the outputs: where it is one unfolded
+    matmul (stride 1, no dilation, no groups) over an input it pads. The definition has no such products, so a NaN
+    or infinite weight tap would make those outputs NaN where the definition keeps them finite."""
+    return (geom.stride == 1 and geom.dilation == 1 and geom.groups == 1
+            and _symmetric_padding(geom) < geom.kernel_size - 1)
+
+
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
     """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
-    right = geom.full_length - geom.crop - geom.output_length
-    # MLX pads the stuffed input by span - 1 - padding, which must not go negative.
-    span = geom.dilation * (geom.kernel_size - 1) + 1
-    both = max(0, min(geom.crop, right, span - 1))
+    both = _symmetric_padding(geom)
     y = _MLX_CONV_TRANSPOSE1D(
         x, weight, stride=geom.stride, padding=both, dilation=geom.dilation, groups=geom.groups
     )
