@@ -550,6 +550,32 @@ def test_vmap_matches_mlx():
             np.testing.assert_allclose(np.array(ours), np.array(theirs), atol=1e-4)
 
 
+@pytest.mark.parametrize("transform", ["vmap", "shapeless compile"])
+def test_transforms_the_package_s_graphs_cannot_go_through_trace_mlx_s_ops(transform):
+    """``mx.vmap`` has no rule for the strided views and ordered writes of the package's blocks, and a shapeless
+    ``mx.compile`` no shapes for its slices: under the patch, the functions they trace call MLX's convolutions,
+    on shapes where the package would compute (gemm, split between workers)."""
+    mx.random.seed(3)
+    up = nn.ConvTranspose1d(64, 32, 16, stride=8, padding=4)
+    res = nn.Conv1d(32, 32, 9, padding=12, dilation=3)
+    mx.eval(up.parameters(), res.parameters())
+    model = lambda a: res(up(a))  # noqa: E731
+    x = mx.random.normal((2, 1, 400, 64))
+    wrap = (lambda f: mx.vmap(f)) if transform == "vmap" else (lambda f: mx.compile(f, shapeless=True))
+    args = [x] if transform == "vmap" else [x[0], x[0, :, :301]]  # shapeless: one trace, two lengths
+    theirs = [wrap(model)(a) for a in args]
+    before = patch.statistics()
+    with md.patched_mlx():
+        ours = [wrap(model)(a) for a in args]
+        routed_call = up(x[0])
+    after = patch.statistics()
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and mx.allclose(a, b, atol=1e-5).item()
+    assert after["conv_transpose1d"]["package"] == before["conv_transpose1d"]["package"] + 1  # only the plain call
+    assert after["conv1d"]["passed"] > before["conv1d"]["passed"]
+    mx.eval(routed_call)
+
+
 def test_builtin_backend_inside_the_patch_does_not_loop(monkeypatch, routed):
     """The builtin backend calls ``mx.conv_transpose1d`` itself: under the patch that call is MLX's."""
     x, w = dac_case()
@@ -576,9 +602,11 @@ def test_mlx_nn_layers_are_reached_at_call_time(routed):
 # -- patching itself -----------------------------------------------------------------------------
 
 def test_patch_is_idempotent_and_unpatch_restores_the_objects():
+    mlx_vmap, mlx_compile = mx.vmap, mx.compile
     first = md.patch_mlx()
-    assert first.names == ("conv1d", "conv_transpose1d") == first.changed and first
+    assert first.names == ("conv1d", "conv_transpose1d", "vmap", "compile") == first.changed and first
     assert mx.conv1d is patch.conv1d and mx.conv_transpose1d is patch.conv_transpose1d
+    assert mx.vmap is not mlx_vmap and mx.compile is not mlx_compile
     second = md.patch_mlx()
     assert second.names == first.names and second.changed == ()
     assert patch.original("conv1d") is MLX_CONV1D and patch.original("conv_transpose1d") is MLX_CONV_TRANSPOSE1D
@@ -586,6 +614,7 @@ def test_patch_is_idempotent_and_unpatch_restores_the_objects():
     undone = md.unpatch_mlx()
     assert undone.names == () and undone.changed == first.names and not undone
     assert mx.conv1d is MLX_CONV1D and mx.conv_transpose1d is MLX_CONV_TRANSPOSE1D
+    assert mx.vmap is mlx_vmap and mx.compile is mlx_compile
     assert md.unpatch_mlx().changed == () and patch.status().startswith("no")
     with pytest.raises(ValueError):
         patch.original("conv2d")
@@ -593,7 +622,7 @@ def test_patch_is_idempotent_and_unpatch_restores_the_objects():
 
 def test_patched_blocks_nest_and_close_in_any_order():
     a, b = md.patched_mlx(), md.patched_mlx()
-    assert a.__enter__().changed == ("conv1d", "conv_transpose1d")
+    assert a.__enter__().changed == patch.NAMES
     assert b.__enter__().changed == ()
     a.__exit__(None, None, None)
     assert patch.is_patched() == patch.NAMES  # b still open
@@ -619,7 +648,7 @@ def test_unpatch_leaves_someone_else_s_replacement_alone():
     mx.conv1d = theirs
     try:
         record = md.unpatch_mlx()
-        assert record.changed == ("conv_transpose1d",) and record.skipped == ("conv1d",)
+        assert record.changed == ("conv_transpose1d", "vmap", "compile") and record.skipped == ("conv1d",)
         assert mx.conv1d is theirs
     finally:
         mx.conv1d = MLX_CONV1D

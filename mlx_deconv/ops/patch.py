@@ -1,7 +1,9 @@
 """``patch_mlx()``: route ``mx.conv1d`` and ``mx.conv_transpose1d`` to this package, for every caller.
 
-One concept (about 360 lines): the two functions put on ``mlx.core``, the state that puts them there
-and takes them back, and the statistics of what they did.
+One concept (about 400 lines): the functions put on ``mlx.core``, the state that puts them there
+and takes them back, and the statistics of what they did. Besides the two convolutions, ``mx.vmap``
+and ``mx.compile`` are wrapped: a function they trace with ``vmap`` or ``shapeless=True`` calls MLX's own
+convolutions, since those transformations cannot go through the package's graphs.
 
 An existing MLX model (mlx-audio's vocoders and codecs, a port of one's own) reaches its 1-D
 convolutions through the names ``mlx.core.conv1d`` and ``mlx.core.conv_transpose1d``, looked up
@@ -21,7 +23,7 @@ so it returns what MLX returns or raises what MLX raises. MLX's quirks are kept:
 SNAC layers pass ``groups`` there and get MLX's longer outputs), and ``output_padding`` may be
 as large as MLX allows, not only below ``stride`` as in PyTorch.
 
-The patch is process-wide (it assigns two attributes of the ``mlx.core`` module), guarded by a
+The patch is process-wide (it assigns four attributes of the ``mlx.core`` module), guarded by a
 lock, idempotent, and undone by :func:`unpatch_mlx`, which puts back the very objects it
 replaced. What it cannot reach: a function object stored before patching (``from mlx.core
 import conv1d``, or Kokoro's iSTFTNet, which keeps ``mx.conv1d`` as an argument stored at
@@ -45,8 +47,15 @@ from ..geometry.call import Call
 from ..runtime.devices import resolve_stream
 from . import functional as _functional
 
+#: The convolutions routed to the package.
+ROUTED = ("conv1d", "conv_transpose1d")
+#: MLX's transformations whose tracing the package's graphs cannot go through: ``mx.vmap`` (MLX has no batching
+#: rule for the strided views and write ordering of the package's blocks) and ``mx.compile(..., shapeless=True)``
+#: (their slices have fixed shapes). Patched, they trace the functions given to them with the convolutions on
+#: MLX's own functions.
+TRANSFORMS = ("vmap", "compile")
 #: The names patched on ``mlx.core``, in this order.
-NAMES = ("conv1d", "conv_transpose1d")
+NAMES = ROUTED + TRANSFORMS
 #: The float dtypes the package computes in (others go to MLX).
 _DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 #: MLX's arguments are C++ ints: larger ones go to MLX, which refuses them its own way.
@@ -70,7 +79,8 @@ ENV_STRICT = "MLX_DECONV_PATCH_STRICT"
 #: What the patched functions did with each call, per op: ``package`` (the package computed it),
 #: ``mlx_op`` (the package would run MLX's op with the caller's arguments: MLX's function ran it),
 #: ``refused`` (the package's checks refused it: MLX's function decided), ``passed`` (a kind of call the
-#: package does not take: 2-D or 4-D, float64, a string stream, ...), ``failed`` (the package failed while
+#: package does not take: 2-D or 4-D, float64, a string stream, a call traced by mx.vmap or a shapeless mx.compile,
+#: ...), ``failed`` (the package failed while
 #: computing it: MLX's function computed it, and a warning said so).
 _COUNTS = {op: dict.fromkeys(("package", "mlx_op", "refused", "passed", "failed"), 0)
            for op in ("conv1d", "conv_transpose1d")}
@@ -98,7 +108,7 @@ class PatchRecord:
 
     Attributes:
         names (tuple[str, ...]): the ``mlx.core`` names patched after the call
-            (``("conv1d", "conv_transpose1d")``, or ``()`` once unpatched).
+            (``("conv1d", "conv_transpose1d", "vmap", "compile")``, or ``()`` once unpatched).
         changed (tuple[str, ...]): the names this call assigned: ``()`` when it
             found them as it left them (patching twice, unpatching twice).
         skipped (tuple[str, ...]): for :func:`unpatch_mlx`, names that something
@@ -117,7 +127,7 @@ def original(name: str) -> Callable:
     """MLX's own function of a patched name, patched or not.
 
     Args:
-        name (str): ``"conv1d"`` or ``"conv_transpose1d"``.
+        name (str): one of :data:`NAMES` (``"conv1d"``, ``"conv_transpose1d"``, ``"vmap"``, ``"compile"``).
 
     Returns:
         The function ``mlx.core.<name>`` held before :func:`patch_mlx` (the current one when
@@ -136,7 +146,7 @@ def is_patched() -> Tuple[str, ...]:
     """The names of ``mlx.core`` that hold this module's functions now.
 
     Returns:
-        tuple[str, ...]: e.g. ``("conv1d", "conv_transpose1d")``; ``()`` when not patched.
+        tuple[str, ...]: e.g. ``("conv1d", "conv_transpose1d", "vmap", "compile")``; ``()`` when not patched.
     """
     return tuple(name for name in NAMES if getattr(mx, name) is _WRAPPERS[name])
 
@@ -146,7 +156,9 @@ def status() -> str:
     names = is_patched()
     if not names:
         return "no (mlx_deconv.patch_mlx() routes mx.conv1d and mx.conv_transpose1d here)"
-    return ", ".join(f"mx.{n}" for n in names) + " -> mlx_deconv"
+    routed = [n for n in names if n in ROUTED]
+    return (", ".join(f"mx.{n}" for n in routed) + " -> mlx_deconv"
+            + ("; mx.vmap and shapeless mx.compile trace them on MLX's own" if set(TRANSFORMS) <= set(names) else ""))
 
 
 def _assign_all() -> Tuple[str, ...]:
@@ -314,9 +326,44 @@ def _call(op: str, input, weight, stride, padding, output_padding, dilation, gro
     return call, resolved
 
 
+def _on_mlx_ops(fun):
+    """``fun``, whose convolutions run on MLX's own functions while it runs in this thread (traced by a
+    transformation the package's graphs cannot go through)."""
+    def traced(*args, **kwargs):
+        depth = getattr(_LOCAL, "mlx_ops", 0)
+        _LOCAL.mlx_ops = depth + 1
+        try:
+            return fun(*args, **kwargs)
+        finally:
+            _LOCAL.mlx_ops = depth
+    traced.__wrapped__ = fun
+    traced.__doc__ = getattr(fun, "__doc__", None)
+    return traced
+
+
+def _vmap(fun, in_axes=0, out_axes=0):
+    return _SAVED.get("vmap", _MLX["vmap"])(_on_mlx_ops(fun), in_axes=in_axes, out_axes=out_axes)
+
+
+def _compile(fun, inputs=None, outputs=None, shapeless=False):
+    return _SAVED.get("compile", _MLX["compile"])(_on_mlx_ops(fun) if shapeless else fun, inputs=inputs,
+                                                 outputs=outputs, shapeless=shapeless)
+
+
+def _on_mlx(op: str) -> bool:
+    """Whether a call goes straight to MLX's function: the package's own call of MLX's op, or a call traced by
+    ``mx.vmap`` or a shapeless ``mx.compile`` (counted as ``passed``)."""
+    if getattr(_LOCAL, "active", False):
+        return True
+    if getattr(_LOCAL, "mlx_ops", 0):
+        _COUNTS[op]["passed"] += 1
+        return True
+    return False
+
+
 def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None):
     mlx = _SAVED.get("conv1d", _MLX["conv1d"])
-    if getattr(_LOCAL, "active", False):  # the package's own call of MLX's op
+    if _on_mlx("conv1d"):
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
     y = None
     if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
@@ -332,7 +379,7 @@ def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, strea
 
 def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_padding=0, groups=1, *, stream=None):
     mlx = _SAVED.get("conv_transpose1d", _MLX["conv_transpose1d"])
-    if getattr(_LOCAL, "active", False):  # the package's own call of MLX's op
+    if _on_mlx("conv_transpose1d"):
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
     y = None
     if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
@@ -359,10 +406,12 @@ def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_p
 
 #: MLX's functions as this module found them at import (the fallback before any patch).
 _MLX = {name: getattr(mx, name) for name in NAMES}
-_WRAPPERS = {"conv1d": conv1d, "conv_transpose1d": conv_transpose1d}
+_WRAPPERS = {"conv1d": conv1d, "conv_transpose1d": conv_transpose1d, "vmap": _vmap, "compile": _compile}
 for _name, _fn in _WRAPPERS.items():
+    _what = (f"routed through :func:`mlx_deconv.{_name}`" if _name in ROUTED else
+             "tracing with the convolutions on MLX's own functions" + (" when ``shapeless``" if _name == "compile" else ""))
     _fn.__doc__ = (
-        f"MLX's ``mx.{_name}``, routed through :func:`mlx_deconv.{_name}` by :func:`mlx_deconv.patch_mlx`.\n\n"
+        f"MLX's ``mx.{_name}``, {_what}, by :func:`mlx_deconv.patch_mlx`.\n\n"
         f"    Same signature, results and errors as MLX's (below); ``mlx_deconv.unpatch_mlx()`` puts MLX's back.\n\n"
         + "\n".join("    " + line if line else "" for line in (_MLX[_name].__doc__ or "").splitlines())
     )
