@@ -50,6 +50,16 @@ def test_output_size_inverts_output_length(length, taps, stride, dilation, data)
     assert md.output_length(length, taps, stride, padding, found, dilation) == size
 
 
+@given(length=small, taps=small, stride=small, dilation=small, form=st.sampled_from(["valid", "same", "causal"]))
+def test_output_size_reaches_the_length_a_padding_form_gives_by_itself(length, taps, stride, dilation, form):
+    """``"same"`` gives ``L*stride`` without an output padding, a length no explicit one reaches when the dilated
+    span is even: asked for by ``output_size``, that length comes with the form's own alignment."""
+    size = md.output_length(length, taps, stride, form, None, dilation)
+    assume(size >= 1)
+    found = output_padding_for_size(size, length, taps, stride, form, dilation)
+    assert md.resolve_padding(form, taps, stride, dilation, found) == md.resolve_padding(form, taps, stride, dilation)
+
+
 @given(length=small, taps=small, stride=small, dilation=small, padding=st.integers(0, 4), data=st.data())
 def test_input_span_holds_every_reaching_row(length, taps, stride, dilation, padding, data):
     try:

@@ -183,23 +183,31 @@ def output_padding_for_size(
     stride: int,
     padding: Padding,
     dilation: int,
-) -> int:
+) -> Optional[int]:
     """The ``output_padding`` that makes the output ``output_size`` long (PyTorch's ``output_size``).
 
+    Returns:
+        int or None: None where the length is the one the padding form gives by itself (``"same"``'s
+        ``L*stride``, which no explicit output padding reaches when the dilated kernel's span is even).
+
     Raises:
-        ValueError: naming the reachable range when no output padding fits.
+        ValueError: naming the reachable lengths when no output padding fits.
     """
     output_size = as_int("output_size", output_size, 1)
+    inferred = output_length(length, kernel_size, stride, padding, None, dilation)
+    if output_size == inferred:
+        return None
     # Every padding form adds output_padding to the length one for one, so the
     # reachable lengths are a range (computed, not enumerated: stride may be huge).
     shortest = output_length(length, kernel_size, stride, padding, 0, dilation)
     longest = shortest + max(stride, dilation) - 1
     if not shortest <= output_size <= longest:
+        also = "" if shortest <= inferred <= longest else f" and {inferred} (output_padding=None)"
         raise ValueError(
             f"output_size={output_size} cannot be reached from an input of length "
             f"{length} with kernel_size={kernel_size}, stride={stride}, "
             f"padding={padding!r}, dilation={dilation}: reachable lengths are "
-            f"{shortest}..{longest}"
+            f"{shortest}..{longest}{also}"
         )
     return output_size - shortest
 
