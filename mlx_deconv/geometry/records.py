@@ -79,6 +79,8 @@ def _padding_amounts(padding) -> Tuple[int, int]:
     """``(left, right)`` of the forms both ops read alike: ``p``, ``(p,)`` or ``(left, right)``."""
     if isinstance(padding, (tuple, list)) and len(padding) == 2:
         return as_int("padding[0]", padding[0]), as_int("padding[1]", padding[1])
+    if isinstance(padding, (tuple, list)) and len(padding) != 1:
+        raise _unknown_padding_form(padding)
     left = as_int("padding", padding)
     return left, left
 
