@@ -198,3 +198,26 @@ def _transposed_with_padding_mode(mode):
     module = torch.nn.ConvTranspose1d(2, 3, 3)
     module.padding_mode = mode
     return module
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dim", [None, -3, -2, -1, 0, 1, 2])
+def test_weight_norm_dim_means_what_pytorch_s_does(transposed, dim):
+    """``-1`` is PyTorch's stored form of ``None``: one norm over the whole weight, not the last axis. A layer built
+    with any ``dim`` exports a state PyTorch's own weight-normed module loads, and both compute one weight."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils import parametrizations
+
+    cls, tcls = (md.ConvTranspose1d, torch.nn.ConvTranspose1d) if transposed else (md.Conv1d, torch.nn.Conv1d)
+    mx.random.seed(1)
+    layer = cls(3, 4, 5, weight_norm=True, weight_norm_dim=dim)
+    layer.weight_g = mx.random.uniform(0.5, 2.0, layer.weight_g.shape)
+    module = parametrizations.weight_norm(tcls(3, 4, 5), dim=dim).double()
+    assert tuple(layer.weight_g.shape) == tuple(module.parametrizations.weight.original0.shape)
+    state = {k: torch.from_numpy(np.array(v, np.float64)) for k, v in layer.torch_state_dict().items()}
+    module.load_state_dict({k.replace("weight_g", "parametrizations.weight.original0")
+                             .replace("weight_v", "parametrizations.weight.original1"): v for k, v in state.items()})
+    theirs = module.weight.detach().numpy()
+    ours = np.array(layer.effective_weight(), np.float64)  # MLX layout
+    ours = ours.transpose(2, 0, 1) if transposed else ours.transpose(0, 2, 1)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -95,3 +95,40 @@ def test_keras_layer_shares_the_config_and_streams():
     stream = layer.streaming()
     pieces = [stream.step(x[:, :4]), stream.step(x[:, 4:]), stream.flush()]
     np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), np.array(y), atol=1e-5)
+
+
+def test_keras_weights_that_do_not_fit_are_refused_and_leave_the_layer_as_it_was():
+    kernel = np.ones((5, 4, 3), np.float32)
+    plain = md.Conv1DTranspose(4, 5, use_bias=False)
+    for weights, match in (([kernel, np.ones(4, np.float32)], r"\[kernel\] \(use_bias=False\), got a list of 2"),
+                           ([np.ones((5, 4), np.float32)], "kernel of shape")):
+        with pytest.raises(ValueError, match=match):
+            plain.set_keras_weights(weights)
+        assert not plain.built and "bias" not in plain
+    biased = md.Conv1DTranspose(4, 5)
+    for weights, match in (([kernel], r"\[kernel, bias\], got a list of 1"),
+                           ([kernel, np.ones(7, np.float32)], r"bias of shape \(7,\) does not fit this layer's \(4,\)"),
+                           ([np.ones((5, 6, 3), np.float32), np.ones(4, np.float32)], "kernel of shape")):
+        with pytest.raises(ValueError, match=match):
+            biased.set_keras_weights(weights)
+        assert not biased.built
+    biased.build((1, 3))
+    before = np.array(biased.weight)
+    with pytest.raises(ValueError, match="kernel of shape"):
+        biased.set_keras_weights([np.ones((5, 4, 2), np.float32), np.ones(4, np.float32)])
+    np.testing.assert_array_equal(np.array(biased.weight), before)
+    plain.set_keras_weights([kernel])
+    assert "bias" not in plain and plain(mx.ones((1, 2, 3))).shape == (1, 6, 4)
+
+
+def test_a_stream_made_before_the_layer_is_built_works_once_it_is():
+    layer = md.Conv1DTranspose(6, 4, 2, padding="same")
+    stream = layer.streaming()
+    with pytest.raises(ValueError, match="not built yet"):
+        layer.regularization_loss()
+    with pytest.raises(ValueError, match="not built yet"):
+        layer.apply_constraints()
+    x = mx.random.normal((1, 9, 3), key=mx.random.key(2))
+    y = layer(x)
+    pieces = [stream.step(x[:, :5]), stream.step(x[:, 5:]), stream.flush()]
+    np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), np.array(y), atol=1e-5)

@@ -86,6 +86,7 @@ def test_weight_norm_is_pytorch_semantics(dim, groups):
     layer = md.ConvTranspose1d(4, 6, 5, stride=2, groups=groups, weight_norm=True, weight_norm_dim=dim)
     v = np.array(layer.weight_v, np.float64)
     vt = ref.torch_weight(v, groups)  # PyTorch layout (C_in, C_out/groups, K)
+    dim = None if dim == -1 else dim  # PyTorch: -1 (its stored None) is one norm over the whole weight
     axes = tuple(a for a in range(3) if a != (dim % 3 if dim is not None else None))
     norm = np.sqrt((vt ** 2).sum(axis=axes, keepdims=dim is not None))
     expected_g_shape = () if dim is None else tuple(n if a == dim % 3 else 1 for a, n in enumerate(vt.shape))

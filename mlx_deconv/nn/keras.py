@@ -180,20 +180,41 @@ class Conv1DTranspose(ConvLayer):
         return out
 
     def set_keras_weights(self, weights: Sequence) -> None:
-        """Loads ``[kernel, bias]`` from Keras' ``layer.get_weights()`` (builds the layer if needed)."""
+        """Loads ``[kernel, bias]`` from Keras' ``layer.get_weights()`` (builds the layer if needed).
+
+        Raises:
+            ValueError: for a list of another length than the layer's weights (``[kernel, bias]``, or
+                ``[kernel]`` with ``use_bias=False``), or arrays of other shapes; the layer is then unchanged.
+        """
+        c = self.config
+        wanted = 2 if c.bias else 1
+        if len(weights) != wanted:
+            raise ValueError(f"weights must be {'[kernel, bias]' if c.bias else '[kernel] (use_bias=False)'}, "
+                             f"got a list of {len(weights)}")
         kernel = to_numpy(weights[0])
+        if kernel.ndim != 3 or kernel.shape[1] != c.out_channels or kernel.shape[0] != c.kernel_size:
+            raise ValueError(f"Keras kernel of shape {kernel.shape} does not fit this layer's "
+                             f"(kernel_size={c.kernel_size}, filters={c.out_channels}, C_in)")
+        if c.in_channels is not None and kernel.shape[2] != c.in_channels // c.groups:
+            raise ValueError(f"Keras kernel of shape {kernel.shape} does not fit this layer's {tuple(self.kernel.shape)}")
+        bias = to_numpy(weights[1]) if c.bias else None
+        if bias is not None and bias.shape != (c.out_channels,):
+            raise ValueError(f"Keras bias of shape {bias.shape} does not fit this layer's ({c.out_channels},)")
         if not self.built:
-            shape = (1, kernel.shape[2]) if self.config.data_format == "NLC" else (kernel.shape[2], 1)
+            shape = (1, kernel.shape[2]) if c.data_format == "NLC" else (kernel.shape[2], 1)
             self.build(shape)
-        expected = tuple(self.kernel.shape)
-        if kernel.shape != expected:
-            raise ValueError(f"Keras kernel of shape {kernel.shape} does not fit this layer's {expected}")
         self.weight = keras_to_mlx_weight(mx.array(kernel))
-        if len(weights) > 1:
-            self.bias = mx.array(to_numpy(weights[1]))
+        if bias is not None:
+            self.bias = mx.array(bias)
 
     def regularization_loss(self) -> mx.array:
-        """The sum of the kernel, bias and (last call's) activity regularizers: add it to your loss."""
+        """The sum of the kernel, bias and (last call's) activity regularizers: add it to your loss.
+
+        Raises:
+            ValueError: before the layer is built (it has no kernel yet).
+        """
+        if not self.built:
+            raise ValueError("the layer is not built yet: call it on an input, or build(input_shape), first")
         loss = mx.array(0.0)
         kernel_reg, bias_reg, _ = self._regularizers
         if kernel_reg is not None:
@@ -205,7 +226,13 @@ class Conv1DTranspose(ConvLayer):
         return loss
 
     def apply_constraints(self) -> None:
-        """Projects the kernel and bias onto their constraints; call after each optimizer step."""
+        """Projects the kernel and bias onto their constraints; call after each optimizer step.
+
+        Raises:
+            ValueError: before the layer is built (it has no kernel yet).
+        """
+        if not self.built:
+            raise ValueError("the layer is not built yet: call it on an input, or build(input_shape), first")
         kernel_con, bias_con = self._constraints
         if kernel_con is not None:
             self.weight = keras_to_mlx_weight(kernel_con(self.kernel))

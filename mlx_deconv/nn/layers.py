@@ -255,9 +255,9 @@ _LAYER_ARGS_DOC = """
         weight_norm (bool): parametrise the weight as ``g * v / ||v||`` (PyTorch's
             ``weight_norm``). Default: ``False``.
         weight_norm_dim (int, optional): PyTorch's ``dim``, an axis of the PyTorch layout
-            {torch_layout}; ``0`` gives one norm per {per} channel. Default: ``0``.
-        backend (str): ``"auto"``, ``"builtin"``, ``"gemm"``, ``"winograd"`` or ``"metal"``
-            (Metal GPU streams only). Default: ``"auto"``.
+            {torch_layout}; ``0`` gives one norm per {per} channel, ``None`` or ``-1`` one norm over
+            the whole weight (as in PyTorch). Default: ``0``.
+        backend (str): ``"auto"``, {backends}. Default: ``"auto"``.
         in_size (tuple, optional): brainstate's ``(L, C_in)``; sets :attr:`out_size`.
 """
 
@@ -416,7 +416,8 @@ ConvTranspose1d.__doc__ = """A 1-D transposed convolution layer over ``(N, L, C_
     ``mx.compile``) work unchanged; :attr:`config` holds the rest.
 """ + _LAYER_ARGS_DOC.format(stride="upsampling factor", op="""
         output_padding (int, optional): see the op. Default: ``None``.""",
-                             torch_layout="``(C_in, C_out/groups, K)``", per="input")
+                             torch_layout="``(C_in, C_out/groups, K)``", per="input",
+                             backends='``"builtin"``, ``"gemm"``, ``"winograd"`` or ``"metal"`` (Metal GPU streams only)')
 
 Conv1d.__doc__ = """A 1-D convolution layer over ``(N, L, C_in)`` (or ``(N, C_in, L)``) signals, on :func:`mlx_deconv.conv1d`.
 
@@ -424,4 +425,5 @@ Conv1d.__doc__ = """A 1-D convolution layer over ``(N, L, C_in)`` (or ``(N, C_in
     ``Conv1d`` semantics: ``dim=0`` is one norm per *output* channel, ``weight_g``
     of shape ``(C_out, 1, 1)``.
 """ + _LAYER_ARGS_DOC.format(stride="step between outputs", op="",
-                             torch_layout="``(C_out, C_in/groups, K)``", per="output")
+                             torch_layout="``(C_out, C_in/groups, K)``", per="output",
+                             backends='``"builtin"`` or ``"gemm"``')

@@ -37,8 +37,12 @@ class _Stream:
 
     def __init__(self, layer):
         self.layer = layer
-        self.config = layer.config
         self.reset()
+
+    @property
+    def config(self):
+        """The layer's config, read on every step (a Keras-spelled layer gets its input channels when built)."""
+        return self.layer.config
 
     def reset(self) -> None:
         """Forgets the signal so far."""

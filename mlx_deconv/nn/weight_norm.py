@@ -19,12 +19,13 @@ from ..geometry.torch_layout import from_torch_layout, to_torch_layout
 
 
 def norm_dim(dim: Optional[int]) -> Optional[int]:
-    """Validates PyTorch's ``dim`` (``None`` = one norm for the whole weight; negative counts from the end)."""
+    """Validates PyTorch's ``dim``: ``None`` and ``-1`` mean one norm for the whole weight (PyTorch stores ``None``
+    as ``-1``, and its norm takes ``-1`` so); ``-2`` and ``-3`` count from the end."""
     if dim is None:
         return None
     if isinstance(dim, bool) or not isinstance(dim, int) or not -3 <= dim < 3:
         raise ValueError(f"weight_norm dim must be None or an int in [-3, 2], got {dim!r}")
-    return dim % 3
+    return None if dim == -1 else dim % 3
 
 
 def _norm(v_torch: mx.array, dim: Optional[int]) -> mx.array:
