@@ -153,6 +153,18 @@ def test_output_shape_and_in_size():
     assert ncl.output_shape((3, 16, 28)) == (3, 8, 58)
     with pytest.raises(ValueError, match="in_size"):
         md.ConvTranspose1d(16, 8, 4, in_size=(28, 15))
+    with pytest.raises(TypeError, match="in_size must be .* got 'ab'"):
+        md.ConvTranspose1d(16, 8, 4, in_size="ab")
+
+
+@pytest.mark.parametrize("cls", [md.Conv1d, md.ConvTranspose1d])
+def test_in_size_is_channels_last_in_either_data_format(cls):
+    """brainstate's ``in_size=(L, C_in)`` and ``out_size=(L_out, C_out)`` whatever layout the layer takes."""
+    for fmt in ("NLC", "NCL"):
+        layer = cls(4, 6, 3, stride=2, data_format=fmt, in_size=(10, 4))
+        y = layer(mx.zeros((10, 4) if fmt == "NLC" else (4, 10)))
+        assert layer.in_size == (10, 4)
+        assert layer.out_size == (y.shape if fmt == "NLC" else y.shape[::-1])
 
 
 def test_repr_names_the_configuration():

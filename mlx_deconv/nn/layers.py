@@ -23,7 +23,7 @@ from . import activations, initializers, interop
 from . import weight_norm as wn
 from .config import ConvConfig
 from ..ops.functional import conv1d, conv_transpose1d
-from ..geometry.records import Padding
+from ..geometry.records import Padding, as_int
 from .interop import read_torch_state_dict
 from .streaming import StreamingConv1d, StreamingConvTranspose1d
 
@@ -100,11 +100,20 @@ class ConvLayer(nn.Module):
         return "weight_v" in self
 
     def _check_in_size(self, in_size) -> Tuple[int, int]:
-        in_size = tuple(int(n) for n in in_size)
-        if len(in_size) != 2 or in_size[1] != self.in_channels:
-            raise ValueError(f"in_size must be (L, C_in={self.in_channels}), got {in_size}")
-        self.output_shape((1,) + in_size)  # validates the length
-        return in_size
+        try:
+            size = tuple(as_int("in_size", n, 1) for n in in_size)
+        except TypeError:
+            raise TypeError(f"in_size must be (L, C_in={self.in_channels}), got {in_size!r}") from None
+        if len(size) != 2 or size[1] != self.in_channels:
+            raise ValueError(f"in_size must be (L, C_in={self.in_channels}), got {in_size!r}")
+        self._sizes_through(size)  # validates the length
+        return size
+
+    def _sizes_through(self, size: Tuple[int, int]) -> Tuple[int, int]:
+        """brainstate's ``(L_out, C_out)`` of its ``(L, C_in)``: channels last, whatever the layer's data format."""
+        length, channels = size
+        shape = self.output_shape((1, length, channels) if self.data_format == "NLC" else (1, channels, length))
+        return (shape[1], shape[2]) if self.data_format == "NLC" else (shape[2], shape[1])
 
     @property
     def in_size(self) -> Optional[Tuple[int, int]]:
@@ -113,10 +122,11 @@ class ConvLayer(nn.Module):
 
     @property
     def out_size(self) -> Optional[Tuple[int, int]]:
-        """brainstate's ``(L_out, C_out)`` for the ``in_size`` given at construction."""
+        """brainstate's ``(L_out, C_out)`` for the ``in_size`` given at construction (channels last, whatever
+        ``data_format``)."""
         if self.in_size is None:
             return None
-        return tuple(self.output_shape(self.in_size))
+        return self._sizes_through(self.in_size)
 
     def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         """The output shape for an input shape (batched or not, in the layer's data format)."""
