@@ -298,6 +298,47 @@ def test_activation_stream_edges():
         bigvgan.ActivationStream(layer).flush()
 
 
+@pytest.mark.parametrize("ratio, taps", [(2, 2), (3, 3), (2, 4)])
+def test_activation_stream_of_filters_as_long_as_the_ratio(ratio, taps):
+    """Such filters read no neighbour: no context on either side, and the flush has nothing left to give."""
+    layer = md.Activation1d(3, ratio=ratio, kernel_size=taps)
+    x = mx.random.normal((1, 9, 3), key=mx.random.key(5))
+    whole = layer(x)
+    for size in (1, 4, 9):
+        stream = bigvgan.ActivationStream(layer)
+        pieces = [stream.step(x[:, i:i + size]) for i in range(0, 9, size)] + [stream.flush()]
+        np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), np.array(whole), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["hifigan", "bigvgan"])
+@pytest.mark.parametrize("data_format", ["NLC", "NCL"])
+def test_model_streams_take_an_unbatched_mel_as_the_models_do(family, data_format):
+    """A mel without N gives audio without N, chunk by chunk as whole; a batched chunk after unbatched ones is refused."""
+    from mlx_deconv.models.hifigan import HiFiGAN, HiFiGANConfig, StreamingHiFiGAN
+
+    if family == "bigvgan":
+        model, stream_of = randomized(bigvgan.BigVGANConfig.from_dict(SMALL)), bigvgan.StreamingBigVGAN
+    else:
+        mx.random.seed(0)
+        model = HiFiGAN(HiFiGANConfig(resblock="1", upsample_rates=(4, 2), upsample_kernel_sizes=(8, 4),
+                                      upsample_initial_channel=16, resblock_kernel_sizes=(3, 5),
+                                      resblock_dilation_sizes=((1, 3), (1, 3)), num_mels=SMALL["num_mels"]))
+        stream_of = StreamingHiFiGAN
+    bands = model.config.num_mels
+    mel = mx.random.normal((11, bands) if data_format == "NLC" else (bands, 11), key=mx.random.key(3))
+    model.data_format = data_format
+    whole = model(mel)
+    take = (lambda i, n: mel[i:i + n]) if data_format == "NLC" else (lambda i, n: mel[:, i:i + n])
+    stream = stream_of(model, data_format=data_format)
+    pieces = [stream.step(take(i, 2)) for i in range(0, 11, 2)] + [stream.flush()]
+    streamed = mx.concatenate(pieces, axis=-1)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(np.array(streamed), np.array(whole), atol=1e-5)
+    stream.step(take(0, 2))
+    with pytest.raises(ValueError, match="the stream started unbatched"):
+        stream.step(take(2, 2)[None])
+
+
 def test_namespace():
     from mlx_deconv.models import bigvgan as by_import
     from mlx_deconv.models.bigvgan import pytorch, streaming

@@ -84,6 +84,30 @@ class MelLayout:
             raise ValueError(message)
         return mel if fmt == "NLC" else mx.swapaxes(mel, -1, -2)
 
+    def audio_step(self, chain, mel_chunk) -> mx.array:
+        """A stream's step: ``mel_chunk`` through ``chain`` (its layer streams and combinators take a batch), the
+        audio it completed in the caller's layout; an unbatched mel (no N) gives unbatched audio, as the model does.
+
+        Raises:
+            ValueError: for a mel :meth:`mel_to_layers` refuses, or unbatched where the stream started batched
+                (or the reverse).
+        """
+        mel = self.mel_to_layers(mel_chunk)
+        unbatched = mel.ndim == 2
+        started = getattr(self, "_unbatched", None)
+        if started is not None and started != unbatched:
+            raise ValueError(f"chunk of shape {tuple(mel_chunk.shape)}: the stream started "
+                             f"{'un' if started else ''}batched")
+        y = self.audio_from_layers(chain.step(mel[None] if unbatched else mel))
+        self._unbatched = unbatched
+        return mx.squeeze(y, 0) if unbatched else y
+
+    def audio_flush(self, chain) -> mx.array:
+        """A stream's flush through ``chain``, batched or not as its steps were."""
+        y = self.audio_from_layers(chain.flush())
+        unbatched, self._unbatched = getattr(self, "_unbatched", None), None
+        return mx.squeeze(y, 0) if unbatched else y
+
     def audio_from_layers(self, y: mx.array) -> mx.array:
         """The last layer's ``(N, samples, 1)`` as the caller's layout has it: ``(N, samples)`` for ``"NLC"``,
         ``(N, 1, samples)`` for ``"NCL"`` (as NVIDIA's generator returns it); without N for an unbatched mel."""

@@ -116,7 +116,10 @@ class ActivationStream:
         """The last outputs (the signal's right edge reached); resets the stream."""
         if self._buffer is None or self._received == 0:
             raise ValueError("flush() before any input: the output of an empty signal is undefined")
-        out = self.layer(self._buffer)[:, self._emitted - self._start:]
+        if self._emitted == self._received:  # no right context (filters as long as the ratio): all given already
+            out = self._buffer[:, :0]
+        else:
+            out = self.layer(self._buffer)[:, self._emitted - self._start:]
         self.reset()
         return out
 
@@ -146,6 +149,7 @@ class StreamingBigVGAN(MelLayout):
     def reset(self) -> None:
         """Forgets the signal so far."""
         m = self.model
+        self._unbatched = None  # set by the first step
         parts = [m.conv_pre.streaming()]
         for i, (up,) in enumerate(m.ups):
             parts.append(up.streaming())
@@ -166,12 +170,13 @@ class StreamingBigVGAN(MelLayout):
         (``"NCL"``: ``(N, 1, samples)``).
 
         Raises:
-            ValueError: for a chunk whose band axis, in ``data_format``, is not ``config.num_mels``.
+            ValueError: for a chunk whose band axis, in ``data_format``, is not ``config.num_mels``, or
+                unbatched where the stream started batched (or the reverse).
         """
-        return self.audio_from_layers(self._chain.step(self.mel_to_layers(mel_chunk)))
+        return self.audio_step(self._chain, mel_chunk)
 
     def flush(self) -> mx.array:
         """Returns the last samples (in ``data_format``'s layout) and resets the stream."""
-        tail = self.audio_from_layers(self._chain.flush())
+        tail = self.audio_flush(self._chain)
         self.reset()
         return tail

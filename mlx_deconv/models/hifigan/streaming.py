@@ -45,6 +45,7 @@ class StreamingHiFiGAN(MelLayout):
     def reset(self) -> None:
         """Forgets the signal so far."""
         m = self.model
+        self._unbatched = None  # set by the first step
         parts = [m.conv_pre.streaming()]
         for i, up in enumerate(m.ups):
             parts += [_lrelu(LRELU_SLOPE), up.streaming()]
@@ -65,12 +66,13 @@ class StreamingHiFiGAN(MelLayout):
         (``"NCL"``: ``(N, 1, samples)``).
 
         Raises:
-            ValueError: for a chunk whose band axis, in ``data_format``, is not ``config.num_mels``.
+            ValueError: for a chunk whose band axis, in ``data_format``, is not ``config.num_mels``, or
+                unbatched where the stream started batched (or the reverse).
         """
-        return self.audio_from_layers(self._chain.step(self.mel_to_layers(mel_chunk)))
+        return self.audio_step(self._chain, mel_chunk)
 
     def flush(self) -> mx.array:
         """Returns the last samples (in ``data_format``'s layout) and resets the stream."""
-        tail = self.audio_from_layers(self._chain.flush())
+        tail = self.audio_flush(self._chain)
         self.reset()
         return tail
