@@ -221,3 +221,21 @@ def test_weight_norm_dim_means_what_pytorch_s_does(transposed, dim):
     ours = np.array(layer.effective_weight(), np.float64)  # MLX layout
     ours = ours.transpose(2, 0, 1) if transposed else ours.transpose(0, 2, 1)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_a_weight_normed_state_dict_whose_g_has_one_entry_loads(transposed, dim):
+    """Depthwise weights have an axis of one entry: weight norm over it stores ``g`` of shape ``(1, 1, 1)``, which
+    does not tell ``dim`` apart; every dim that fits computes the same weight."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils import parametrizations
+
+    tcls, cls = (torch.nn.ConvTranspose1d, md.ConvTranspose1d) if transposed else (torch.nn.Conv1d, md.Conv1d)
+    torch.manual_seed(0)
+    module = parametrizations.weight_norm(tcls(2, 2, 3, groups=2), dim=dim)
+    with torch.no_grad():
+        module.parametrizations.weight.original0.mul_(1.7)
+    x = torch.randn(1, 2, 9)
+    layer = cls.from_torch(module.state_dict(), groups=2, data_format="NCL")
+    np.testing.assert_allclose(np.array(layer(mx.array(x.numpy()))), module(x).detach().numpy(), atol=1e-5)

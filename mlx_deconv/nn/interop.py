@@ -99,7 +99,9 @@ def read_torch_state_dict(state_dict: Dict[str, object], prefix: str = "", trans
                 found = None
             else:
                 sized = [a for a in range(g.ndim) if g.shape[a] != 1]
-                found = sized[0] if sized else 0
+                # g of shape (1, 1, 1): a dim whose axis of v has one entry (each such dim computes one weight).
+                ones = [a for a in range(v.ndim) if v.shape[a] == 1]
+                found = sized[0] if sized else (ones[0] if ones else 0)
             return TorchWeights(None, g, v, found, bias)
     if "weight" not in keys:
         raise ValueError(
