@@ -103,6 +103,28 @@ def test_a_wrong_config_is_refused_and_changes_nothing():
         np.testing.assert_array_equal(np.array(value), before[key])
 
 
+@pytest.mark.parametrize("spoil, match", [
+    (lambda st: st.update({"conv_pre.junk": st["conv_pre.bias"]}), r"unknown tensors under 'conv_pre\.'.*conv_pre\.junk"),
+    (lambda st: st.update({"ups.1.weight": st["ups.1.weight_v"]}), r"two weight forms under 'ups\.1\.'"),
+    (lambda st: st.update({"ups.1.parametrizations.weight.original0": st["ups.1.weight_g"] * 2,
+                           "ups.1.parametrizations.weight.original1": st["ups.1.weight_v"]}), "two weight forms"),
+    (lambda st: st.pop("conv_post.weight_v"), r"half a weight-norm pair under 'conv_post\.'"),
+])
+def test_a_tensor_that_would_be_left_unread_is_refused_and_changes_nothing(spoil, match):
+    """Every tensor under a layer's name is read: a stray one, a second form of a weight or half a pair is refused,
+    naming the keys, before any layer changes."""
+    pytest.importorskip("torch")
+    config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
+    state = dict(torch_model(config, "legacy").state_dict())
+    spoil(state)
+    ours = hifigan.HiFiGAN(config)
+    before = {k: np.array(v) for k, v in tree_flatten(ours.parameters())}
+    with pytest.raises(ValueError, match=match):
+        ours.load_torch_state_dict(state)
+    for key, value in tree_flatten(ours.parameters()):
+        np.testing.assert_array_equal(np.array(value), before[key])
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="resblock must be"):
         hifigan.HiFiGANConfig.from_dict(dict(CONFIGS["1"], resblock="3"))

@@ -66,6 +66,29 @@ class TorchWeights:
 _WEIGHT_NORM_KEYS = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
 
 
+def _check_one_form(keys: Dict[str, object], prefix: str) -> None:
+    """One weight form under ``prefix`` (``weight``, or one weight-norm pair, whole) and a bias: a tensor of another
+    name, a second form or half a pair would be left unread.
+
+    Raises:
+        ValueError: naming the keys.
+    """
+    forms = [("weight",)] + [pair for pair in _WEIGHT_NORM_KEYS]
+    known = {name for form in forms for name in form} | {"bias"}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise ValueError(f"unknown tensors under {prefix!r}: {[prefix + k for k in unknown]} (a convolution holds "
+                         f"'weight', or a weight-norm pair, and 'bias')")
+    present = [form for form in forms if any(name in keys for name in form)]
+    halves = [form for form in present if not all(name in keys for name in form)]
+    if halves:
+        raise ValueError(f"half a weight-norm pair under {prefix!r}: {[prefix + n for n in halves[0] if n in keys]} "
+                         f"without {[prefix + n for n in halves[0] if n not in keys]}")
+    if len(present) > 1:
+        raise ValueError(f"two weight forms under {prefix!r}: {[prefix + n for form in present for n in form]}; "
+                         f"a convolution holds one")
+
+
 def _layout(transposed: bool) -> str:
     return "(C_in, C_out/groups, K)" if transposed else "(C_out, C_in/groups, K)"
 
@@ -85,8 +108,14 @@ def read_torch_state_dict(state_dict: Dict[str, object], prefix: str = "", trans
     """
     if not hasattr(state_dict, "items"):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
-    keys = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    keys = {}
+    for k, v in state_dict.items():
+        if not isinstance(k, str):
+            raise TypeError(f"state_dict keys must be strings (tensor names), got {k!r}")
+        if k.startswith(prefix):
+            keys[k[len(prefix):]] = v
     kind = "transposed-conv" if transposed else "conv"
+    _check_one_form(keys, prefix)
     bias = to_numpy(keys["bias"]) if "bias" in keys else None
     for g_key, v_key in _WEIGHT_NORM_KEYS:
         if g_key in keys and v_key in keys:
