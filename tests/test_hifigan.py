@@ -125,6 +125,30 @@ def test_a_tensor_that_would_be_left_unread_is_refused_and_changes_nothing(spoil
         np.testing.assert_array_equal(np.array(value), before[key])
 
 
+@pytest.mark.parametrize("change, match", [
+    (dict(upsample_output_padding="false"), "upsample_output_padding must be true or false, got 'false'"),
+    (dict(upsample_rates=[2.5, 2]), r"upsample_rates must be integers, got \[2.5, 2\]"),
+    (dict(upsample_rates=[0, 2]), "rates and kernel sizes must be >= 1"),
+    (dict(resblock_dilation_sizes=[[1, 0], [1, 3]]), "dilations >= 1"),
+    (dict(resblock_kernel_sizes=[4, 5]), r"resblock_kernel_sizes must be odd, got \(4, 5\)"),
+    (dict(sampling_rate=0), "sampling_rate must be >= 1, got 0"),
+    (dict(sampling_rate="22050"), r"sampling_rate must be integers, got \['22050'\]"),
+    (dict(num_mels="10"), "num_mels must be integers"),
+    (dict(upsample_initial_channel=True), r"upsample_initial_channel must be integers, got \[True\]"),
+])
+def test_config_values_are_checked_as_bigvgan_s_are(change, match):
+    """Both generators read a config.json with one set of checks: a value that is not what its key means is refused,
+    naming the key and the value, never cast ("false" is no flag, 2.5 no rate)."""
+    with pytest.raises(ValueError, match=match):
+        hifigan.HiFiGANConfig.from_dict(dict(CONFIGS["1"], **change))
+    from mlx_deconv import bigvgan
+
+    bigvgan_config = dict(CONFIGS["1"], activation="snakebeta", snake_logscale=True)
+    if "upsample_output_padding" not in change:
+        with pytest.raises(ValueError, match=match):
+            bigvgan.BigVGANConfig.from_dict(dict(bigvgan_config, **change))
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="resblock must be"):
         hifigan.HiFiGANConfig.from_dict(dict(CONFIGS["1"], resblock="3"))

@@ -5,7 +5,7 @@ pair, their outputs averaged; a config read from a ``config.json``'s dictionary;
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import mlx.core as mx
 
@@ -34,6 +34,74 @@ def config_from_dict(cls, values: Dict, model: str):
     if missing:
         raise ValueError(f"{model} config lacks {missing}")
     return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def flag(name: str, value) -> bool:
+    """A JSON boolean (numpy's ``bool_`` too); strings and numbers are refused, not guessed at."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def ints(name: str, values) -> Tuple[int, ...]:
+    """Integers (``4``, ``4.0``), refusing booleans, fractions and strings."""
+    try:
+        values = list(values)
+        out = tuple(int(v) for v in values)
+        bad = any(isinstance(v, (bool, str)) or int(v) != v for v in values)
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"{name} must be integers, got {values!r}")
+    return out
+
+
+def checked_shape(config) -> Dict[str, object]:
+    """The shape fields both generators' configs share, read and checked: ``resblock``, the upsampling rates and
+    kernels, the blocks' kernels and dilations, ``upsample_initial_channel``, ``num_mels`` and ``sampling_rate``.
+
+    Returns:
+        dict: the fields' checked values (tuples of ints, ints, ``resblock`` as a string), to put on the config.
+
+    Raises:
+        ValueError: naming the field and its value.
+    """
+    out = {"resblock": str(config.resblock)}
+    if out["resblock"] not in ("1", "2"):
+        raise ValueError(f"resblock must be '1' or '2', got {config.resblock!r}")
+    for name in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
+        out[name] = ints(name, getattr(config, name))
+    try:
+        dilations = tuple(ints("resblock_dilation_sizes", ds) for ds in config.resblock_dilation_sizes)
+    except TypeError:
+        raise ValueError(f"resblock_dilation_sizes must be a list of lists of integers, "
+                         f"got {config.resblock_dilation_sizes!r}") from None
+    out["resblock_dilation_sizes"] = dilations
+    rates, kernels, blocks = out["upsample_rates"], out["upsample_kernel_sizes"], out["resblock_kernel_sizes"]
+    if len(rates) != len(kernels) or not rates:
+        raise ValueError(f"upsample_rates {rates} and upsample_kernel_sizes {kernels} must be non-empty and of one length")
+    if len(blocks) != len(dilations) or not blocks:
+        raise ValueError(f"resblock_kernel_sizes {blocks} and resblock_dilation_sizes {dilations} must be non-empty "
+                         f"and of one length")
+    if any(not ds for ds in dilations) or any(d < 1 for ds in dilations for d in ds):
+        raise ValueError(f"every block needs dilations >= 1, got resblock_dilation_sizes {dilations}")
+    if any(u < 1 for u in rates) or any(k < 1 for k in blocks):
+        raise ValueError(f"rates and kernel sizes must be >= 1, got upsample_rates {rates}, resblock_kernel_sizes {blocks}")
+    if any(k % 2 == 0 for k in blocks):
+        raise ValueError(f"resblock_kernel_sizes must be odd, got {blocks}: a block adds its input to its convolutions' "
+                         f"output, whose 'same' padding keeps the length for odd kernels only")
+    for k, u in zip(kernels, rates):
+        if k < u:
+            raise ValueError(f"upsample kernel {k} is shorter than its rate {u}: padding (k-u)//2 would be negative")
+    for name in ("upsample_initial_channel", "num_mels", "sampling_rate"):
+        value = ints(name, [getattr(config, name)])[0]
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        out[name] = value
+    channels = out["upsample_initial_channel"]
+    if channels % 2 ** len(rates):
+        raise ValueError(f"upsample_initial_channel={channels} must be divisible by 2**{len(rates)}")
+    return out
 
 
 #: The mel layouts a generator takes, by the layers' own names: ``"NLC"`` is ``(N, frames, num_mels)``,

@@ -16,30 +16,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ..stages import config_from_dict
+from ..stages import checked_shape, config_from_dict, flag
 
 #: The activations NVIDIA's generator knows.
 ACTIVATIONS = ("snake", "snakebeta")
-
-
-def _flag(name: str, value) -> bool:
-    """A JSON boolean (numpy's ``bool_`` too); strings and numbers are refused, not guessed at."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return bool(value)
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
-def _ints(name: str, values) -> Tuple[int, ...]:
-    """Integers (``4``, ``4.0``), refusing booleans, fractions and strings."""
-    try:
-        values = list(values)
-        out = tuple(int(v) for v in values)
-        bad = any(isinstance(v, (bool, str)) or int(v) != v for v in values)
-    except (TypeError, ValueError):
-        bad = True
-    if bad:
-        raise ValueError(f"{name} must be integers, got {values!r}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -80,43 +60,12 @@ class BigVGANConfig:
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        put("resblock", str(self.resblock))
-        if self.resblock not in ("1", "2"):
-            raise ValueError(f"resblock must be '1' (AMPBlock1) or '2' (AMPBlock2), got {self.resblock!r}")
+        for name, value in checked_shape(self).items():
+            put(name, value)
         if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         for name in ("snake_logscale", "use_tanh_at_final", "use_bias_at_final"):
-            put(name, _flag(name, getattr(self, name)))
-        for name in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
-            put(name, _ints(name, getattr(self, name)))
-        try:
-            dilations = tuple(_ints("resblock_dilation_sizes", ds) for ds in self.resblock_dilation_sizes)
-        except TypeError:
-            raise ValueError(f"resblock_dilation_sizes must be a list of lists of integers, "
-                             f"got {self.resblock_dilation_sizes!r}") from None
-        put("resblock_dilation_sizes", dilations)
-        if len(self.upsample_rates) != len(self.upsample_kernel_sizes) or not self.upsample_rates:
-            raise ValueError(f"upsample_rates {self.upsample_rates} and upsample_kernel_sizes "
-                             f"{self.upsample_kernel_sizes} must be non-empty and of one length")
-        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes) or not self.resblock_kernel_sizes:
-            raise ValueError(f"resblock_kernel_sizes {self.resblock_kernel_sizes} and resblock_dilation_sizes "
-                             f"{self.resblock_dilation_sizes} must be non-empty and of one length")
-        if any(not ds for ds in dilations) or any(d < 1 for ds in dilations for d in ds):
-            raise ValueError(f"every block needs dilations >= 1, got resblock_dilation_sizes {dilations}")
-        if any(u < 1 for u in self.upsample_rates) or any(k < 1 for k in self.resblock_kernel_sizes):
-            raise ValueError(f"rates and kernel sizes must be >= 1, got upsample_rates {self.upsample_rates}, "
-                             f"resblock_kernel_sizes {self.resblock_kernel_sizes}")
-        for k, u in zip(self.upsample_kernel_sizes, self.upsample_rates):
-            if k < u:
-                raise ValueError(f"upsample kernel {k} is shorter than its rate {u}: padding (k-u)//2 would be negative")
-        for name in ("upsample_initial_channel", "num_mels", "sampling_rate"):
-            value = _ints(name, [getattr(self, name)])[0]
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-            put(name, value)
-        channels = self.upsample_initial_channel
-        if channels % 2 ** len(self.upsample_rates):
-            raise ValueError(f"upsample_initial_channel={channels} must be divisible by 2**{len(self.upsample_rates)}")
+            put(name, flag(name, getattr(self, name)))
         product = math.prod(self.upsample_rates)
         if self.hop_size is None:
             put("hop_size", product)

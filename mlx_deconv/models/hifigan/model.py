@@ -38,7 +38,7 @@ import mlx.nn as nn
 from ...nn.activations import leaky_relu  # each thread's own compiled copy (docs/threads-exit.md)
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..mismatch import explain_mismatch
-from ..stages import MelLayout, StageBlocks, config_from_dict, mel_data_format
+from ..stages import MelLayout, StageBlocks, checked_shape, config_from_dict, flag, mel_data_format
 
 LRELU_SLOPE = 0.1
 #: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
@@ -74,25 +74,9 @@ class HiFiGANConfig:
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        put("resblock", str(self.resblock))
-        if self.resblock not in ("1", "2"):
-            raise ValueError(f"resblock must be '1' or '2', got {self.resblock!r}")
-        for name in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
-            put(name, tuple(int(v) for v in getattr(self, name)))
-        put("resblock_dilation_sizes", tuple(tuple(int(d) for d in ds) for ds in self.resblock_dilation_sizes))
-        if len(self.upsample_rates) != len(self.upsample_kernel_sizes) or not self.upsample_rates:
-            raise ValueError(f"upsample_rates {self.upsample_rates} and upsample_kernel_sizes "
-                             f"{self.upsample_kernel_sizes} must be non-empty and of one length")
-        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes) or not self.resblock_kernel_sizes:
-            raise ValueError(f"resblock_kernel_sizes {self.resblock_kernel_sizes} and resblock_dilation_sizes "
-                             f"{self.resblock_dilation_sizes} must be non-empty and of one length")
-        for k, u in zip(self.upsample_kernel_sizes, self.upsample_rates):
-            if k < u:
-                raise ValueError(f"upsample kernel {k} is shorter than its rate {u}: padding (k-u)//2 would be negative")
-        channels = int(self.upsample_initial_channel)
-        if channels % 2 ** len(self.upsample_rates):
-            raise ValueError(f"upsample_initial_channel={channels} must be divisible by 2**{len(self.upsample_rates)}")
-        put("upsample_initial_channel", channels)
+        for name, value in checked_shape(self).items():
+            put(name, value)
+        put("upsample_output_padding", flag("upsample_output_padding", self.upsample_output_padding))
 
     @classmethod
     def from_dict(cls, values: Dict) -> "HiFiGANConfig":
