@@ -85,6 +85,20 @@ def test_help_is_plain_text():
         assert result.stdout.startswith("usage: python -m mlx_deconv")
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["tune", "--model", "foo"], "--model must be one of ['hifigan'] or 'package.module:factory', got 'foo'"),
+    (["tune", "--model", "no_such_module_here:fn", "--input-shape", "1,4,8"], "cannot import no_such_module_here"),
+    (["tune", "--model", "hifigan", "--input-shape", "1,x"], "--input-shape must be integers"),
+    (["tune", "--stream", "bogus"], "--stream: stream must be"),
+    (["bench", "--stream", "bogus"], "--stream: stream must be"),
+])
+def test_a_bad_argument_is_one_line_and_status_2(argv, says):
+    result = subprocess.run([sys.executable, "-m", "mlx_deconv", *argv], capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"python -m mlx_deconv {argv[0]}: error: ") and says in lines[0], lines[0]
+
+
 def test_usage_names_the_program_invoked():
     assert program_name("/some/venv/bin/mlx-deconv") == "mlx-deconv"
     assert program_name("/x/mlx_deconv/__main__.py") == "python -m mlx_deconv"

@@ -103,6 +103,19 @@ def test_a_wrong_config_is_refused_and_changes_nothing():
         np.testing.assert_array_equal(np.array(value), before[key])
 
 
+def test_a_state_dict_of_other_keys_or_values_is_named():
+    pytest.importorskip("torch")
+    import torch
+
+    config = hifigan.HiFiGANConfig.from_dict(CONFIGS["1"])
+    state = dict(torch_model(config, "legacy").state_dict())
+    with pytest.raises(TypeError, match="keys must be strings .* got 7"):
+        hifigan.HiFiGAN(config).load_torch_state_dict({**state, 7: state["conv_pre.bias"]})
+    complex_bias = torch.complex(state["conv_post.bias"], state["conv_post.bias"])
+    with pytest.raises(ValueError, match="conv_post.bias holds complex64, not real numbers"):
+        hifigan.HiFiGAN(config).load_torch_state_dict({**state, "conv_post.bias": complex_bias})
+
+
 @pytest.mark.parametrize("spoil, match", [
     (lambda st: st.update({"conv_pre.junk": st["conv_pre.bias"]}), r"unknown tensors under 'conv_pre\.'.*conv_pre\.junk"),
     (lambda st: st.update({"ups.1.weight": st["ups.1.weight_v"]}), r"two weight forms under 'ups\.1\.'"),

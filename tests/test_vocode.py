@@ -166,7 +166,8 @@ def test_make_random_checkpoint_writes_everything_into_its_folder(tmp_path):
     elsewhere.mkdir()
     folder = tmp_path / "random"
     result = ok(cli("--make-random-checkpoint", folder, "--frames", 24, "--stream", "--chunk-frames", 7, cwd=elsewhere))
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generator.pt", "mel.npy", "vocoded.wav"]
+    assert sorted(p.name for p in folder.iterdir()) == [vocode.RANDOM_MARK, "config.json", "generator.pt", "mel.npy",
+                                                        "vocoded.wav"]
     assert list(elsewhere.iterdir()) == []  # nothing in the current folder (the example wrote out/hifigan/)
     config = hifigan.HiFiGANConfig.from_json(folder / "config.json")
     mel = np.load(folder / "mel.npy")
@@ -183,7 +184,8 @@ def test_make_random_bigvgan_checkpoint(tmp_path):
     bigvgan_checkpoint(tmp_path / "probe")  # skips without NVIDIA's package
     folder = tmp_path / "random"
     ok(cli("--model", "bigvgan", "--make-random-checkpoint", folder, "--frames", 20))
-    assert sorted(p.name for p in folder.iterdir()) == ["bigvgan_generator.pt", "config.json", "mel.npy", "vocoded.wav"]
+    assert sorted(p.name for p in folder.iterdir()) == [vocode.RANDOM_MARK, "bigvgan_generator.pt", "config.json",
+                                                        "mel.npy", "vocoded.wav"]
     config = bigvgan.BigVGANConfig.from_json(folder / "config.json")
     pcm, rate = read_wav(folder / "vocoded.wav")
     assert rate == config.sampling_rate and pcm.size == 20 * config.hop_size and np.std(pcm) > 100
@@ -285,6 +287,56 @@ def test_bad_values_are_one_line(tmp_path, capsys):
     assert "cannot read" in line and "junk.pt" in line
     assert "not a BigVGAN config" in error(*base, "--model", "bigvgan")  # a HiFi-GAN config lacks BigVGAN's keys
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_no_file_of_the_user_s_is_replaced_unasked(tmp_path, capsys):
+    """``--out`` naming an input is refused (the WAV would replace it); a random checkpoint goes into a new folder
+    or its own earlier one only; an existing ``--out`` is replaced, and the command says so."""
+    checkpoint, _ = hifigan_checkpoint(tmp_path / "ck")
+    np.save(tmp_path / "mel.npy", nvidia_mel())
+    config = tmp_path / "ck" / "config.json"
+    before = {p: p.read_bytes() for p in (checkpoint, config, tmp_path / "mel.npy")}
+    error = lambda *args: one_line_error(in_process(capsys, *args), "mlx-deconv vocode")  # noqa: E731
+    base = ["--checkpoint", checkpoint, "--mel", tmp_path / "mel.npy"]
+    for flag, target in (("--checkpoint", checkpoint), ("--config", config), ("--mel", tmp_path / "mel.npy")):
+        assert f"is the {flag} file" in error(*base, "--out", target)
+    assert "is a file, not a folder" in error(*base, "--out", tmp_path / "mel.npy" / "x.wav")
+    assert all(p.read_bytes() == data for p, data in before.items())
+    (tmp_path / "old.wav").write_bytes(b"old")
+    replaced = in_process(capsys, *base, "--out", tmp_path / "old.wav")
+    assert replaced.returncode == 0 and f"--out: replacing {tmp_path / 'old.wav'}" in replaced.stdout
+    assert (tmp_path / "old.wav").read_bytes()[:4] == b"RIFF"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{my own}")
+    assert "already holds config.json" in error("--make-random-checkpoint", mine)
+    assert (mine / "config.json").read_text() == "{my own}"
+    again = tmp_path / "again"
+    for _ in range(2):  # its own folder, written twice
+        assert in_process(capsys, "--make-random-checkpoint", again, "--frames", 8).returncode == 0
+
+
+def test_what_cannot_be_audio_is_refused(tmp_path, capsys):
+    """A checkpoint that makes non-finite samples writes no silence; a complex or boolean mel, and a file that is
+    no checkpoint at all, are one line each."""
+    torch = pytest.importorskip("torch")
+    checkpoint, _ = hifigan_checkpoint(tmp_path / "ck")
+    np.save(tmp_path / "mel.npy", nvidia_mel())
+    error = lambda *args: one_line_error(in_process(capsys, *args), "mlx-deconv vocode")  # noqa: E731
+    state = torch.load(checkpoint, weights_only=True)
+    state["generator"]["conv_post.bias"] = torch.full_like(state["generator"]["conv_post.bias"], float("nan"))
+    torch.save(state, tmp_path / "ck" / "g_nan")
+    out = tmp_path / "o.wav"
+    line = error("--checkpoint", tmp_path / "ck" / "g_nan", "--mel", tmp_path / "mel.npy", "--out", out)
+    assert "non-finite samples" in line and not out.exists()
+    for name, tensor in (("complex", torch.complex(torch.ones(8, 5), torch.ones(8, 5))),
+                         ("bool", torch.ones(8, 5, dtype=torch.bool))):
+        torch.save(tensor, tmp_path / f"{name}.pt")
+        assert "not real numbers" in error("--checkpoint", checkpoint, "--mel", tmp_path / f"{name}.pt", "--out", out)
+    (tmp_path / "hello.pt").write_bytes(b"hello world")
+    line = error("--checkpoint", tmp_path / "hello.pt", "--config", tmp_path / "ck" / "config.json",
+                 "--mel", tmp_path / "mel.npy", "--out", out)
+    assert "cannot read" in line and "hello.pt" in line
 
 
 # -- pieces ------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from . import bench, check, demo, info, tune, vocode
+from .usage import UsageError
 
 DESCRIPTION = ("1-D transposed convolution for MLX: device info (info), a checked upsampling stack (demo), "
                "every backend against a float64 reference (check), the benchmark (bench), measured "
@@ -49,7 +50,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     Args:
         argv: the arguments after the program name; default ``sys.argv[1:]``.
     """
-    args = build_parser().parse_args(argv)
-    status = args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.run(args)
+    except UsageError as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
     if status:
         sys.exit(status)

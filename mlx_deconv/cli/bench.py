@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..bench import runner as bench
+from .usage import stream_argument
 
 
 def add_parser(sub) -> None:
@@ -45,5 +46,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Runs the parts ``args`` select and prints their tables."""
+    stream_argument(args.stream)  # a bad --stream is one line before minutes of work, not a traceback after
     bench.main(args)
     return 0

@@ -9,10 +9,10 @@ import mlx.core as mx
 
 from ..bench import runner as bench
 from ..geometry.validation import conv_geometry
-from ..runtime.devices import resolve_stream
 from ..tuning import tuner as autotune
 from ..choice import tuned_entry
 from ..tuning.cache import Signature
+from .usage import UsageError, stream_argument
 
 
 def speedup(entry: dict) -> Optional[float]:
@@ -61,10 +61,14 @@ def _model(spec: str):
         return MODELS[spec][0]()
     module, _, attr = spec.partition(":")
     if not module or not attr:
-        raise ValueError(f"--model must be one of {sorted(MODELS)} or 'package.module:factory', got {spec!r}")
-    factory = getattr(importlib.import_module(module), attr, None)
+        raise UsageError(f"--model must be one of {sorted(MODELS)} or 'package.module:factory', got {spec!r}")
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as err:
+        raise UsageError(f"--model {spec!r}: cannot import {module}: {err}") from None
+    factory = getattr(imported, attr, None)
     if not callable(factory):
-        raise ValueError(f"--model {spec!r}: {attr!r} is not a callable in {module}")
+        raise UsageError(f"--model {spec!r}: {attr!r} is not a callable in {module}")
     return factory()
 
 
@@ -89,18 +93,20 @@ def run(args) -> int:
         folder = tuner.files.folder()
         print(f"removed {len(removed)} file(s) from {folder}" if removed else f"nothing to remove in {folder}")
         return 0
-    stream = resolve_stream(args.stream)
+    stream = stream_argument(args.stream)
     dtype = getattr(mx, args.dtype)
     if args.model:
         if args.input_shape:
             try:
                 shape = tuple(int(v) for v in args.input_shape.split(","))
             except ValueError:
-                raise SystemExit(f"--input-shape must be integers separated by commas, got {args.input_shape!r}")
+                raise UsageError(f"--input-shape must be integers separated by commas, got {args.input_shape!r}") from None
         elif args.model in MODELS:
             shape = MODELS[args.model][1]
+        elif ":" not in args.model:
+            raise UsageError(f"--model must be one of {sorted(MODELS)} or 'package.module:factory', got {args.model!r}")
         else:
-            raise SystemExit("tune --model needs --input-shape, e.g. --input-shape 1,100,80")
+            raise UsageError(f"--model {args.model!r} needs --input-shape, e.g. --input-shape 1,100,80")
         device = mx.default_device()
         mx.set_default_device(stream.device)  # the model's layers run on the default stream
         try:

@@ -186,6 +186,8 @@ def vocode(args: argparse.Namespace) -> Dict:
             raise VocodeError(f"no config.json beside the checkpoint ({config_path}): give --config")
     existing_file(config_path, "--config")
     existing_file(args.mel, "--mel")
+    check_out(args.out, {"--checkpoint": args.checkpoint, "--config": config_path, "--mel": args.mel,
+                         "--save-weights": args.save_weights})
 
     kind, config = read_config(config_path, args.model, args.output_padding)
     entry = MODELS[kind]
@@ -208,12 +210,37 @@ def vocode(args: argparse.Namespace) -> Dict:
         audio = offline(model, mx.array(mel[None]), args.segment_frames, show)
     elapsed = time.perf_counter() - start
     samples = np.array(audio.reshape(-1))
+    bad = int(samples.size - np.isfinite(samples).sum())
+    if bad:
+        raise VocodeError(f"--checkpoint: the generator gave {bad} non-finite samples (NaN or inf) of {samples.size} "
+                          f"from a finite mel: its weights hold non-finite values or a zero weight-norm direction; "
+                          f"nothing was written")
     how = f"streamed in chunks of {args.chunk_frames} frames" if args.stream else "offline"
     print(f"synthesis ({how}): {elapsed:.2f} s for {seconds:.2f} s of audio, real-time factor {elapsed / seconds:.3f}")
     write_wav(args.out, samples, config.sampling_rate)
     print(f"wrote {args.out} ({samples.size} samples, 16-bit, {config.sampling_rate} Hz)")
     return dict(model=kind, samples=int(samples.size), sampling_rate=config.sampling_rate, seconds=elapsed,
                 out=str(args.out))
+
+
+def check_out(out: Path, inputs: Dict[str, Optional[Path]]) -> None:
+    """Refuses an ``--out`` that is one of the command's other files (it would be replaced by the WAV), and an
+    ``--out`` inside a path that is a file; says when an existing file will be replaced.
+
+    Raises:
+        VocodeError: naming both flags, or the path.
+    """
+    for flag, path in inputs.items():
+        if path is not None and (out.resolve() == path.resolve() or (out.exists() and path.exists()
+                                                                      and os.path.samefile(out, path))):
+            raise VocodeError(f"--out: {out} is the {flag} file: writing the WAV there would replace it")
+    for parent in out.resolve().parents:
+        if parent.exists() and not parent.is_dir():
+            raise VocodeError(f"--out: cannot write {out}: {parent} is a file, not a folder")
+    if out.is_dir():
+        raise VocodeError(f"--out: {out} is a folder: give a file name such as {out / 'vocoded.wav'}")
+    if out.exists():
+        print(f"--out: replacing {out}")
 
 
 def existing_file(path: Path, flag: str) -> None:
@@ -298,8 +325,10 @@ def read_checkpoint(load: Callable, checkpoint: Path):
     except ImportError:
         raise VocodeError(f"--checkpoint: reading {checkpoint} needs torch (pip install torch); weights saved by "
                           f"--save-weights do not") from None
-    except (ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-        raise VocodeError(f"--checkpoint: cannot read {checkpoint} as a PyTorch checkpoint: {one_line(err)}") from None
+    except (ValueError, RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as err:
+        # a file that is no checkpoint makes torch's unpickler raise several kinds (KeyError: an unknown opcode)
+        raise VocodeError(f"--checkpoint: cannot read {checkpoint} as a PyTorch checkpoint: "
+                          f"{type(err).__name__}: {one_line(err)}") from None
 
 
 def one_line(err: BaseException) -> str:
@@ -338,9 +367,12 @@ def load_mel(path: Path, num_mels: int) -> np.ndarray:
         try:
             mel = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 (torch raises several kinds for a bad file; each is the user's input)
-            raise VocodeError(f"--mel: cannot read {path} with torch.load(weights_only=True): {one_line(err)}") from None
+            raise VocodeError(f"--mel: cannot read {path} with torch.load(weights_only=True): "
+                              f"{type(err).__name__}: {one_line(err)}") from None
         if not hasattr(mel, "detach"):
             raise VocodeError(f"--mel: {path} holds a {type(mel).__name__}, not a tensor")
+        if mel.is_complex() or mel.dtype == torch.bool:  # before .float(), which drops the imaginary part
+            raise VocodeError(f"--mel: {path} holds {mel.dtype}, not real numbers")
         mel = mel.detach().cpu().float().numpy()
     else:
         raise VocodeError(f"--mel: {path} is neither .npy nor .pt")
@@ -449,12 +481,17 @@ def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
         raise VocodeError(f"--out: cannot write {path}: {err.strerror or err}") from None
 
 
+#: The file that marks a folder as ``--make-random-checkpoint``'s own: its files may be written again.
+RANDOM_MARK = ".mlx-deconv-random-checkpoint"
+
+
 def make_random_checkpoint(folder: Path, frames: int, kind: str = "hifigan") -> Path:
     """A small random generator in its own repository's format (NVIDIA's own code writes BigVGAN's), its
     ``config.json`` and a mel ``(n_mels, frames)`` in ``folder``; returns the checkpoint's path.
 
     Raises:
-        VocodeError: without torch (or, for BigVGAN, NVIDIA's ``bigvgan`` package).
+        VocodeError: without torch (or, for BigVGAN, NVIDIA's ``bigvgan`` package), or when ``folder`` holds one
+            of those files and another run of this command did not write them (they would be replaced).
     """
     import warnings
 
@@ -474,8 +511,14 @@ def make_random_checkpoint(folder: Path, frames: int, kind: str = "hifigan") -> 
                 raise VocodeError(f"--make-random-checkpoint --model bigvgan needs NVIDIA's generator: {err}") from None
         else:
             generator = hifigan.torch_generator(config)
-    folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / entry["file"]
+    theirs = [p.name for p in (checkpoint, folder / "config.json", folder / "mel.npy", folder / "vocoded.wav")
+              if p.exists()]
+    if theirs and not (folder / RANDOM_MARK).exists():  # files another run of this command did not write
+        raise VocodeError(f"--make-random-checkpoint: {folder} already holds {', '.join(theirs)}, which this command "
+                          f"would replace: give a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RANDOM_MARK).write_text("written by mlx-deconv vocode --make-random-checkpoint\n")
     torch.save({"generator": generator.state_dict()}, checkpoint)
     (folder / "config.json").write_text(json.dumps(entry["small"], indent=2))
     mel = np.random.default_rng(0).standard_normal((config.num_mels, frames)).astype(np.float32)

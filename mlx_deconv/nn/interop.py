@@ -66,6 +66,18 @@ class TorchWeights:
 _WEIGHT_NORM_KEYS = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
 
 
+def _real(name: str, value) -> np.ndarray:
+    """``value`` as a numpy array of real numbers.
+
+    Raises:
+        ValueError: naming the tensor, for complex, boolean or non-numeric values.
+    """
+    array = to_numpy(value)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name} holds {array.dtype}, not real numbers")
+    return array
+
+
 def _check_one_form(keys: Dict[str, object], prefix: str) -> None:
     """One weight form under ``prefix`` (``weight``, or one weight-norm pair, whole) and a bias: a tensor of another
     name, a second form or half a pair would be left unread.
@@ -116,7 +128,8 @@ def read_torch_state_dict(state_dict: Dict[str, object], prefix: str = "", trans
             keys[k[len(prefix):]] = v
     kind = "transposed-conv" if transposed else "conv"
     _check_one_form(keys, prefix)
-    bias = to_numpy(keys["bias"]) if "bias" in keys else None
+    keys = {name: _real(prefix + name, value) for name, value in keys.items()}
+    bias = keys.get("bias")
     for g_key, v_key in _WEIGHT_NORM_KEYS:
         if g_key in keys and v_key in keys:
             g, v = to_numpy(keys[g_key]), to_numpy(keys[v_key])

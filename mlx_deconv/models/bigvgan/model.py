@@ -43,7 +43,7 @@ from ...nn.interop import to_numpy
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..hifigan.model import load_torch_checkpoint, same_padding
 from ..mismatch import explain_mismatch
-from ..stages import MelLayout, StageBlocks, mel_data_format
+from ..stages import MelLayout, StageBlocks, check_state_dict, mel_data_format
 from .config import BigVGANConfig
 
 __all__ = ["AMPBlock1", "AMPBlock2", "BigVGAN", "activation_layer", "from_checkpoint", "load_torch_checkpoint"]
@@ -185,8 +185,7 @@ class BigVGAN(StageBlocks, MelLayout, nn.Module):
                 :class:`~mlx_deconv.models.mismatch.ConfigMismatch` naming the config keys that
                 differ from the checkpoint's, when its tensors tell. Nothing is changed then.
         """
-        if not hasattr(state_dict, "items"):
-            raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+        check_state_dict(state_dict)
         try:
             return self._load_torch_state_dict(state_dict)
         except ValueError as err:

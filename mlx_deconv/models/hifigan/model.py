@@ -38,7 +38,8 @@ import mlx.nn as nn
 from ...nn.activations import leaky_relu  # each thread's own compiled copy (docs/threads-exit.md)
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..mismatch import explain_mismatch
-from ..stages import MelLayout, StageBlocks, checked_shape, config_from_dict, flag, mel_data_format
+from ..stages import (MelLayout, StageBlocks, check_state_dict, checked_shape, config_from_dict, flag,
+                      mel_data_format)
 
 LRELU_SLOPE = 0.1
 #: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
@@ -220,6 +221,7 @@ class HiFiGAN(StageBlocks, MelLayout, nn.Module):
                 :class:`~mlx_deconv.models.mismatch.ConfigMismatch` naming the config keys
                 that differ from the checkpoint's, when its tensors tell. Nothing is changed then.
         """
+        check_state_dict(state_dict)
         try:
             return self._load_torch_state_dict(state_dict)
         except ValueError as err:
