@@ -157,6 +157,13 @@ def test_output_shape_and_in_size():
         md.ConvTranspose1d(16, 8, 4, in_size="ab")
 
 
+@pytest.mark.parametrize("cls, backend", [(md.Conv1d, "foo"), (md.Conv1d, None), (md.Conv1d, "winograd"),
+                                          (md.ConvTranspose1d, "Gemm"), (md.ConvTranspose1d, 3)])
+def test_a_backend_the_layer_never_takes_is_refused_at_construction(cls, backend):
+    with pytest.raises(ValueError, match=f"backend must be 'auto' or one of .* got {backend!r}"):
+        cls(4, 2, 3, backend=backend)
+
+
 @pytest.mark.parametrize("cls", [md.Conv1d, md.ConvTranspose1d])
 def test_in_size_is_channels_last_in_either_data_format(cls):
     """brainstate's ``in_size=(L, C_in)`` and ``out_size=(L_out, C_out)`` whatever layout the layer takes."""

@@ -65,8 +65,9 @@ def _icnr(shape, groups, stride, dilation, dtype, key) -> mx.array:
     if len(slots) != len(shifts) * stride:
         raise ValueError(
             f"kernel_init='icnr' needs every output phase to get the same number of taps: "
-            f"kernel_size={taps}, stride={stride}, dilation={dilation} give phases of unequal length "
-            f"(use kernel_size a multiple of stride)"
+            f"kernel_size={taps}, stride={stride}, dilation={dilation} give phases of unequal length"
+            + (" (use kernel_size a multiple of stride)" if taps % stride else
+               " (with a dilation, the taps must still fill each phase's slots once: use dilation=1)")
         )
     fan_in, _ = fans(shape, groups)
     base = _truncated(math.sqrt(2.0 * stride / fan_in), (out_channels, len(shifts), in_per_group), dtype, key)
