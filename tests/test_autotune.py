@@ -205,6 +205,22 @@ def test_a_directory_others_can_write_is_not_trusted(tuner, tmp_path):
     assert cache_files(folder) == []
 
 
+def test_a_private_directory_under_one_others_can_write_is_not_trusted(tuner, tmp_path):
+    """Whoever may write a folder above the cache can swap the private folder for theirs."""
+    if not hasattr(os, "getuid"):
+        pytest.skip("POSIX permissions")
+    tmp_path.chmod(0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    folder = shared / "cache"
+    folder.mkdir(mode=0o700)
+    tuner(FakeTimer({"a": 3.0, "b": 1.0}), directory=folder)
+    with pytest.warns(autotune.AutotuneCacheWarning, match="other users can write"):
+        assert tune(geometry(), names=("a", "b"))["choice"] == "b"
+    assert cache_files(folder) == []
+
+
 @pytest.mark.parametrize("content", [
     b"{not json", b"\xff\xfe\x00", b"[1, 2, 3]", b'{"context": {}, "entries": {}}',
     b'{"context": null, "entries": []}',

@@ -253,36 +253,44 @@ def test_library_that_is_no_blas_is_refused():
 
 
 def test_library_in_a_folder_others_can_write_is_not_loaded(tmp_path):
-    from mlx_deconv.runtime import blas
+    from mlx_deconv.runtime.trust import why_untrusted
 
+    os.chmod(tmp_path, 0o700)
     folder = tmp_path / "open"
     folder.mkdir(mode=0o755)
     lib = folder / "libfake.so"
     lib.write_bytes(b"")
     os.chmod(lib, 0o644)
-    assert blas._private_enough(str(lib))
-    for mode in (0o777, 0o1777, 0o775):  # world-writable, sticky like /tmp, group-writable
+    assert why_untrusted(lib) is None
+    for mode in (0o777, 0o1777, 0o775):  # world-writable, sticky like /tmp, group-writable: its own folder
         os.chmod(folder, mode)
-        assert not blas._private_enough(str(lib)), oct(mode)
+        assert "is writable by other users" in why_untrusted(lib), oct(mode)
     os.chmod(folder, 0o755)
     os.chmod(lib, 0o664)
-    assert not blas._private_enough(str(lib))
+    assert "is writable by other users" in why_untrusted(lib)
     os.chmod(lib, 0o644)
     # A link from a private folder to a library in an open one is judged by where it leads.
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     (private / "libfake.so").symlink_to(lib)
     os.chmod(folder, 0o777)
-    assert not blas._private_enough(str(private / "libfake.so"))
+    assert why_untrusted(private / "libfake.so") is not None
     os.chmod(folder, 0o755)
+    # A folder further up that others may write: they could rename the private folder away and put theirs there.
+    os.chmod(tmp_path, 0o777)
+    assert f"{os.path.realpath(tmp_path)} is writable by other users" in why_untrusted(lib)
+    os.chmod(tmp_path, 0o700)
     if hasattr(os, "getuid") and os.getuid() == 0:  # a library another user owns could be replaced by them
         os.chown(lib, 65534, -1)
-        assert not blas._private_enough(str(lib))
+        assert "belongs to another user" in why_untrusted(lib)
         os.chown(lib, 0, -1)
+        os.chown(tmp_path, 65534, -1)  # and so could a folder above it that they own
+        assert "belongs to another user" in why_untrusted(lib)
+        os.chown(tmp_path, 0, -1)
     os.chmod(folder, 0o777)
     info = _probe({"MLX_DECONV_BLAS": str(lib)})
     assert info["loaded"] is None
-    assert any("other users can write or own" in n for n in info["notes"])
+    assert any("skipped:" in n and "is writable by other users" in n for n in info["notes"])
 
 
 def test_user_thread_count_is_not_overridden():

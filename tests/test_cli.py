@@ -132,6 +132,19 @@ def test_emulator_refuses_a_cache_others_can_write(tmp_path, monkeypatch):
         emulator.compile_kernel(emulator.GeneratedKernel("", "k", []), workdir=str(shared))
 
 
+def test_emulator_refuses_a_private_cache_under_a_folder_others_can_write(tmp_path, monkeypatch):
+    """Whoever may write a folder above the cache can rename the private folders in it and put theirs there."""
+    os.chmod(tmp_path, 0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # no sticky bit: anyone may rename what it holds
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared / "cache"))
+    with pytest.raises(PermissionError, match=f"{shared} is writable by other users"):
+        emulator.cache_dir()
+    os.chmod(shared, 0o755)
+    assert emulator.cache_dir().is_dir()
+
+
 def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
     if emulator.compiler() is None:
         pytest.skip("no C++ compiler: the emulator cannot run")

@@ -64,7 +64,8 @@ def test_hifigan_vocoder_example_is_the_vocode_command(tmp_path):
     except ImportError:
         return
     run_example("hifigan_vocoder.py", "--make-random-checkpoint", str(tmp_path / "ck"), "--frames", "16", cwd=tmp_path)
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "generator.pt", "mel.npy", "vocoded.wav"]
+    written = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert written == [".mlx-deconv-random-checkpoint", "config.json", "generator.pt", "mel.npy", "vocoded.wav"]
     with wave.open(str(tmp_path / "ck" / "vocoded.wav")) as f:
         assert f.getnframes() == 16 * 16 and f.getframerate() == 8000
 

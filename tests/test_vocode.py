@@ -314,6 +314,16 @@ def test_no_file_of_the_user_s_is_replaced_unasked(tmp_path, capsys):
     again = tmp_path / "again"
     for _ in range(2):  # its own folder, written twice
         assert in_process(capsys, "--make-random-checkpoint", again, "--frames", 8).returncode == 0
+    # A link planted under one of its names, marker and all, is replaced: the file it points to is left alone.
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / vocode.RANDOM_MARK).write_text("")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for name in ("config.json", "mel.npy", "generator.pt"):
+        (planted / name).symlink_to(victim)
+    assert in_process(capsys, "--make-random-checkpoint", planted, "--frames", 8).returncode == 0
+    assert victim.read_text() == "mine" and not (planted / "config.json").is_symlink()
 
 
 def test_what_cannot_be_audio_is_refused(tmp_path, capsys):

@@ -517,11 +517,15 @@ def make_random_checkpoint(folder: Path, frames: int, kind: str = "hifigan") -> 
     if theirs and not (folder / RANDOM_MARK).exists():  # files another run of this command did not write
         raise VocodeError(f"--make-random-checkpoint: {folder} already holds {', '.join(theirs)}, which this command "
                           f"would replace: give a new or empty folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RANDOM_MARK).write_text("written by mlx-deconv vocode --make-random-checkpoint\n")
-    torch.save({"generator": generator.state_dict()}, checkpoint)
-    (folder / "config.json").write_text(json.dumps(entry["small"], indent=2))
     mel = np.random.default_rng(0).standard_normal((config.num_mels, frames)).astype(np.float32)
-    np.save(folder / "mel.npy", mel)
+    # Each file through a temporary name renamed into place: a link planted under its name is replaced, never followed.
+    try:
+        write_atomically(folder / RANDOM_MARK,
+                         lambda t: t.write_text("written by mlx-deconv vocode --make-random-checkpoint\n"))
+        write_atomically(checkpoint, lambda t: torch.save({"generator": generator.state_dict()}, t), suffix=".pt")
+        write_atomically(folder / "config.json", lambda t: t.write_text(json.dumps(entry["small"], indent=2)))
+        write_atomically(folder / "mel.npy", lambda t: np.save(t, mel), suffix=".npy")
+    except OSError as err:
+        raise VocodeError(f"--make-random-checkpoint: cannot write into {folder}: {err.strerror or err}") from None
     print(f"wrote {checkpoint}, config.json and mel.npy ({config.num_mels} x {frames}) of a random {entry['name']}")
     return checkpoint

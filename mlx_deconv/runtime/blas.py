@@ -36,13 +36,14 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
-import stat
 import sys
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
+
+from .trust import why_untrusted
 
 #: Environment switch: a library path or soname, or ``0`` to leave MLX's own BLAS alone.
 ENV = "MLX_DECONV_BLAS"
@@ -105,26 +106,6 @@ class _State:
 
 _STATE = _State()
 _LOCK = threading.Lock()
-
-
-def _private_enough(path: str) -> bool:
-    """True when neither the library ``path`` resolves to nor its folder could be swapped by another local user.
-
-    Both must belong to this user or to root, and neither may be writable by group or others
-    (a sticky folder such as ``/tmp`` lets another user own, and so replace, a file in it).
-    """
-    real = os.path.realpath(path)
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    for p in (real, os.path.dirname(real)):
-        try:
-            info = os.stat(p)
-        except OSError:
-            return False
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return False
-        if uid is not None and info.st_uid not in (uid, 0):
-            return False
-    return True
 
 
 def _symbol(handle: ctypes.CDLL, name: str) -> Optional[int]:
@@ -503,8 +484,11 @@ def _install(candidate: _Candidate, target: _Target) -> None:
         RuntimeError: what failed; the slots then hold the bundled functions.
     """
     path = candidate.path
-    if os.sep in path and not _private_enough(path):
-        raise RuntimeError("skipped, other users can write or own it or its folder")
+    if os.sep in path:
+        reason = why_untrusted(path)
+        if reason is not None:
+            raise RuntimeError(f"skipped: {reason}")
+        path = os.path.realpath(path)  # the checked file, not whatever a link in the path points to later
     try:
         # Nothing enters the global scope. ctypes never unloads a library, so one a slot pointed at
         # (even briefly, then refused) stays mapped for a call still inside it.

@@ -34,6 +34,7 @@ import mlx.core as mx
 from ..runtime import blas
 from ..version import __version__
 from ..runtime.devices import cpu_blas
+from ..runtime.trust import why_untrusted
 
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
 FORMAT = "mlx_deconv-autotune-1"
@@ -218,7 +219,7 @@ def _file_lock(path: Path, timeout: float = 30.0) -> Iterator[bool]:
 
 
 def _private_dir(path: Path, create: bool = False) -> bool:
-    """True when ``path`` is safe to read and write: ours and not writable by others.
+    """True when ``path`` is safe to read and write: ours, not writable by others, under no folder they may write.
 
     ``create``: make it first (mode 0700) if missing; else a missing one is False.
     """
@@ -228,9 +229,9 @@ def _private_dir(path: Path, create: bool = False) -> bool:
         st = path.stat()
     except OSError:
         return False
-    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
         return False
-    return True
+    return why_untrusted(path) is None  # nor under a folder another user may write
 
 
 class TuningCache:

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import metal
 from ...geometry.records import Geometry
+from ...runtime.trust import why_untrusted
 from ...version import __version__
 
 SHIM_FILE = "emulator_shim.h"
@@ -208,14 +209,15 @@ def cache_dir() -> Path:
     return folder
 
 
-def _check_private(folder: Path) -> None:
-    """Refuses a folder other users own or may write to (a cache there cannot be trusted)."""
-    st = folder.stat()
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise PermissionError(f"the emulator cache folder {folder} belongs to another user (uid {st.st_uid})")
-    if st.st_mode & 0o022:
-        raise PermissionError(f"the emulator cache folder {folder} is writable by other users "
-                              f"(mode {st.st_mode & 0o777:o}); make it private: chmod 700 {folder}")
+def _check_private(path: Path) -> None:
+    """Refuses a cache folder, or a compiled file in it, that another user could change: theirs, writable by
+    others, or under a folder they may write (:func:`~mlx_deconv.runtime.trust.why_untrusted`)."""
+    if hasattr(os, "getuid") and path.is_dir() and path.stat().st_uid != os.getuid():
+        raise PermissionError(f"the emulator cache folder {path} belongs to another user (uid {path.stat().st_uid})")
+    reason = why_untrusted(path)
+    if reason is not None:
+        raise PermissionError(f"the emulator cache {path} cannot be trusted: {reason}; a compiled kernel found there "
+                              f"could have been planted")
 
 
 def compile_kernel(kernel: GeneratedKernel, workdir: Optional[str] = None) -> str:
@@ -251,10 +253,11 @@ def compile_kernel(kernel: GeneratedKernel, workdir: Optional[str] = None) -> st
             src = Path(build) / "kernel.cpp"
             src.write_text(program)
             result = subprocess.run([cxx, "-std=c++17", "-O1", "-Wno-attributes", "-o", str(Path(build) / "kernel"),
-                                     str(src)], capture_output=True, text=True)
+                                     str(src)], capture_output=True, text=True, errors="replace")
             if result.returncode:
                 raise RuntimeError(f"the generated Metal source did not compile:\n{result.stderr[-4000:]}")
             os.replace(Path(build) / "kernel", exe)
+    _check_private(exe)
     return str(exe)
 
 
@@ -285,7 +288,7 @@ def run_call(kernel, call: dict) -> mx.array:
             Path(path).write_bytes(data)
             argv += [path, str(len(data))]
         argv += [str(n) for n in call["grid"]] + [str(n) for n in call["threadgroup"]]
-        result = subprocess.run(argv, capture_output=True, text=True)
+        result = subprocess.run(argv, capture_output=True, text=True, errors="replace")
         if result.returncode:
             raise RuntimeError(f"the emulated kernel failed: {result.stderr[-2000:]}")
         raw = np.frombuffer(Path(os.path.join(workdir, f"{buffers[-1].name}.bin")).read_bytes(), dtype=_DTYPES[out_dtype][1])

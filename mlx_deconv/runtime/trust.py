@@ -1,0 +1,48 @@
+"""Whether another local user could change what a path holds: the one test before a library is loaded, a
+compiled file run or a cache read.
+
+A check of the path alone is not enough: whoever may write a folder above it can rename that folder's
+entries, and swap the path's target between the check and the use. So every folder up to ``/`` is
+checked, on the path with its symbolic links resolved: each must belong to this user or to root, and
+none may be writable by group or others, except a folder with the sticky bit that belongs to root
+(``/tmp``), where others cannot rename what they do not own. The path itself, and the folder that
+holds it, must be writable by their owner only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional
+
+
+def why_untrusted(path) -> Optional[str]:
+    """Why another local user could change ``path`` or what it resolves to, or None when none could.
+
+    Args:
+        path: a file or folder that exists.
+
+    Returns:
+        str or None: the reason, naming the path at fault (missing, owned by another user, or writable by
+        others); None where only this user and root can change it.
+    """
+    if not hasattr(os, "getuid"):  # Windows: no owners and modes to read here
+        return None
+    uid = os.getuid()
+    real = os.path.realpath(os.fspath(path))
+    current, depth = real, 0
+    while True:
+        try:
+            info = os.lstat(current)
+        except OSError as err:
+            return f"{current} cannot be read ({err.strerror or err})"
+        if info.st_uid not in (uid, 0):
+            return f"{current} belongs to another user (uid {info.st_uid})"
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        shared_sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX and info.st_uid == 0
+        if writable and (depth < 2 or not shared_sticky):
+            return f"{current} is writable by other users (mode {info.st_mode & 0o7777:o})"
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current, depth = parent, depth + 1
