@@ -560,6 +560,48 @@ def test_a_recurrent_layer_is_refused_by_name_before_any_call():
     assert calls == []
 
 
+class Holder:
+    """A plain object wrapping a model, as an app's own class would."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        return self.model(x)
+
+
+@pytest.mark.parametrize("wrap, path", [
+    (Holder, r"Holder\.model\.rnn"),
+    (lambda m: (lambda held: (lambda x: held["decoder"](x)))({"decoder": m}), r"held\['decoder'\]\.rnn"),
+])
+def test_a_recurrent_layer_held_by_a_plain_object_or_a_dict_is_named(wrap, path):
+    calls = []
+
+    class Counting(WithLSTM):
+        def __call__(self, x):
+            calls.append(1)
+            return super().__call__(x)
+
+    with pytest.raises(NonLocalDecoderError, match=path + r" \(LSTM\)"):
+        md.stream(wrap(Counting()), example=mx.zeros((1, 1, 3)))
+    assert calls == []
+
+
+@pytest.mark.parametrize("norm, name", [(nn.InstanceNorm(4), "InstanceNorm"), (nn.GroupNorm(2, 4), "GroupNorm"),
+                                        (nn.BatchNorm(4), r"BatchNorm in training mode: call \.eval\(\)")])
+def test_a_normalisation_over_the_whole_signal_is_named_before_any_call(norm, name):
+    """Instance and group norms take statistics over time, as a batch norm does until ``eval()``: refused by name,
+    with no probing; the same batch norm in eval mode streams exactly."""
+    model = nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), norm)
+    with pytest.raises(NonLocalDecoderError, match=rf"normalisation layer Sequential\.layers\.1 \({name}"):
+        md.stream(model, 1, 1)
+    if isinstance(norm, nn.BatchNorm):
+        norm.update({"running_mean": mx.full((4,), 0.3), "running_var": mx.full((4,), 2.0)})
+        model.eval()
+        x = frames_input((1, None, 4), 20, seed=5)
+        assert_exact(run(md.stream(model, 1, 1), x, [3] * 7), model(x))
+
+
 def test_mlx_audio_encodec_is_refused_naming_its_lstm():
     pytest.importorskip("mlx_audio.codec")
     with pytest.raises(NonLocalDecoderError, match=r"recurrent layer EncodecDecoder.layers.1 \(EncodecLSTM\)"):

@@ -43,6 +43,8 @@ class NonLocalDecoderError(ValueError):
 #: depends on all earlier (or all) times.
 RECURRENT = ("LSTM", "GRU", "RNN", "Recurrent")
 ATTENTION = ("Attention", "Transformer", "MHA", "Conformer")
+#: ... and of normalisations whose statistics run over the whole signal (a LayerNorm's run over channels only).
+NORMALISATION = ("InstanceNorm", "GroupNorm")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def from_frames(hop: int, offset: int, context: int, lookahead: int, min_frames:
 
 def _held_modules(fn) -> List[Tuple[str, nn.Module]]:
     """The modules ``fn`` is or holds: itself, a bound method's object, a function's closure and the
-    module-level names it reads, a partial's function and arguments."""
+    module-level names it reads, a partial's function and arguments, the values of a list, a tuple or a
+    dict, and the attributes of any other object (a plain class wrapping a model)."""
     found: List[Tuple[str, nn.Module]] = []
     seen = set()
 
@@ -146,9 +149,9 @@ def _held_modules(fn) -> List[Tuple[str, nn.Module]]:
                     add(var, cell.cell_contents, depth + 1)
                 except ValueError:  # an empty cell
                     pass
-            for var in obj.__code__.co_names:  # module-level names the function reads (a global model)
+            for var in obj.__code__.co_names:  # module-level names the function reads (a global model, a dict of them)
                 held = obj.__globals__.get(var)
-                if isinstance(held, nn.Module):
+                if isinstance(held, (nn.Module, dict, list, tuple)):
                     add(var, held, depth + 1)
         elif hasattr(obj, "func") and callable(obj.func):  # functools.partial
             add(name, obj.func, depth + 1)
@@ -157,16 +160,23 @@ def _held_modules(fn) -> List[Tuple[str, nn.Module]]:
         elif isinstance(obj, (list, tuple)):
             for i, item in enumerate(obj):
                 add(f"{name}[{i}]", item, depth + 1)
+        elif isinstance(obj, dict):
+            for key, item in list(obj.items())[:256]:
+                add(f"{name}[{key!r}]", item, depth + 1)
+        elif not isinstance(obj, (type, mx.array)) and not inspect.ismodule(obj) and hasattr(obj, "__dict__"):
+            for key, item in list(vars(obj).items())[:256]:  # a plain object holding the model
+                add(f"{name}.{key}", item, depth + 1)
 
     add(getattr(fn, "__name__", type(fn).__name__), fn, 0)
     return found
 
 
 def nonlocal_layers(fn) -> List[Tuple[str, str, str]]:
-    """Recurrent and attention layers in the modules ``fn`` is or holds.
+    """Recurrent, attention and whole-signal normalisation layers in the modules ``fn`` is or holds.
 
     Returns:
-        list: ``(path, class name, kind)`` with kind ``"recurrent"`` or ``"attention"``.
+        list: ``(path, class name, kind)`` with kind ``"recurrent"``, ``"attention"`` or ``"normalisation"``
+        (an instance or group norm, or a batch norm in training mode: statistics over the whole signal).
     """
     exact, named = [], []
     for root, module in _held_modules(fn):
@@ -177,10 +187,16 @@ def nonlocal_layers(fn) -> List[Tuple[str, str, str]]:
                 exact.append((where, name, "recurrent"))
             elif isinstance(child, (nn.MultiHeadAttention, nn.Transformer)):
                 exact.append((where, name, "attention"))
+            elif isinstance(child, (nn.InstanceNorm, nn.GroupNorm)):
+                exact.append((where, name, "normalisation"))
+            elif isinstance(child, nn.BatchNorm) and child.training:  # its batch's statistics, until .eval()
+                exact.append((where, f"{name} in training mode: call .eval() on the model", "normalisation"))
             elif any(k in name for k in RECURRENT):
                 named.append((where, name, "recurrent"))
             elif any(k in name for k in ATTENTION):
                 named.append((where, name, "attention"))
+            elif any(k in name for k in NORMALISATION):
+                named.append((where, name, "normalisation"))
     # mlx.nn's own classes name the layer best; otherwise a class name (a model's own LSTM) does.
     hits = exact or named
     # The outermost hit of each kind names it: a transformer's own attention layers add nothing.
