@@ -16,9 +16,7 @@ The ``"auto"`` rule for ``conv_transpose1d``:
       overlap-add; matmul-free when every output channel reads one input
       channel, as in depthwise). MLX's CPU op takes a naive loop for every
       stride or dilation > 1; on GPUs a matmul is hard to beat with a gather
-      kernel for wide layers. Never ``"builtin"`` where MLX's op multiplies zero
-      padding of its own (stride 1, no dilation, no groups, a crop below ``K - 1``):
-      a non-finite weight tap would reach outputs the definition keeps finite.
+      kernel for wide layers.
     * Never ``"metal"`` on MLX's CUDA backend.
 
 On a CPU stream the naive-work thresholds move with the input's dtype (MLX's float16 loop is
@@ -172,8 +170,6 @@ def builtin_is_faster(geom: AnyGeometry, blas: str, dtype=mx.float32) -> bool:
     """
     if mlx_matmuls(geom) and op_of(geom) == "conv1d" and geom.groups == 1 and blas in ("reference", "optimized"):
         return not dense_conv1d_gemm_pays(geom, blas)
-    if mlx_matmuls(geom) and builtin.multiplies_its_padding(geom):
-        return False  # a non-finite weight tap would reach outputs the definition keeps finite (docs/guarantees.md)
     if mlx_matmuls(geom):
         return (geom.batch * geom.output_length < GEMM_MIN_ROWS_WHERE_MLX_MATMULS
                 or geom.in_per_group < GEMM_MIN_DEPTH_WHERE_MLX_MATMULS)
