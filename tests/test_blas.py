@@ -262,9 +262,11 @@ def test_library_in_a_folder_others_can_write_is_not_loaded(tmp_path):
     lib.write_bytes(b"")
     os.chmod(lib, 0o644)
     assert why_untrusted(lib) is None
-    for mode in (0o777, 0o1777, 0o775):  # world-writable, sticky like /tmp, group-writable: its own folder
+    for mode in (0o777, 0o775):  # world-writable, group-writable: its own folder
         os.chmod(folder, mode)
         assert "is writable by other users" in why_untrusted(lib), oct(mode)
+    os.chmod(folder, 0o1777)  # sticky, as /tmp: others may add files but not rename or replace this one
+    assert why_untrusted(lib) is None
     os.chmod(folder, 0o755)
     os.chmod(lib, 0o664)
     assert "is writable by other users" in why_untrusted(lib)

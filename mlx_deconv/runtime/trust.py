@@ -4,9 +4,9 @@ compiled file run or a cache read.
 A check of the path alone is not enough: whoever may write a folder above it can rename that folder's
 entries, and swap the path's target between the check and the use. So every folder up to ``/`` is
 checked, on the path with its symbolic links resolved: each must belong to this user or to root, and
-none may be writable by group or others, except a folder with the sticky bit that belongs to root
-(``/tmp``), where others cannot rename what they do not own. The path itself, and the folder that
-holds it, must be writable by their owner only.
+none may be writable by group or others, except a folder with the sticky bit (``/tmp``), where
+others cannot rename or replace what they do not own. The path itself must be writable by its
+owner only.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def why_untrusted(path) -> Optional[str]:
     if not hasattr(os, "getuid"):  # Windows: no owners and modes to read here
         return None
     uid = os.getuid()
-    real = os.path.realpath(os.fspath(path))
-    current, depth = real, 0
+    current = os.path.realpath(os.fspath(path))
+    itself = True
     while True:
         try:
             info = os.lstat(current)
@@ -39,10 +39,10 @@ def why_untrusted(path) -> Optional[str]:
         if info.st_uid not in (uid, 0):
             return f"{current} belongs to another user (uid {info.st_uid})"
         writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        shared_sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX and info.st_uid == 0
-        if writable and (depth < 2 or not shared_sticky):
+        sticky = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+        if writable and (itself or not sticky):
             return f"{current} is writable by other users (mode {info.st_mode & 0o7777:o})"
         parent = os.path.dirname(current)
         if parent == current:
             return None
-        current, depth = parent, depth + 1
+        current, itself = parent, False
