@@ -61,7 +61,7 @@ def _state_form(fn) -> Tuple[Optional[_StateForm], str]:
     def form(model, stream_class, what):
         ncl = model.data_format == "NCL"  # (N, mels, frames) -> (N, 1, samples); else (N, frames, mels) -> (N, samples)
         return _StateForm(lambda: stream_class(model), (2, -1) if ncl else (1, -2), (2, -1) if ncl else (1, -1),
-                          int(np.prod(model.config.upsample_rates)), what)
+                          model.config.hop_size, what)
 
     if isinstance(fn, HiFiGAN):
         return form(fn, StreamingHiFiGAN, "the model's own layer-by-layer stream"), ""
