@@ -75,6 +75,11 @@ def check_op(op: str) -> str:
     return op
 
 
+def backend_names(*ops: str) -> List[str]:
+    """Names of the backends that implement every op of ``ops``, whatever the stream, sorted."""
+    return sorted(b.name for b in BACKENDS.values() if all(b.run(check_op(op)) is not None for op in ops))
+
+
 def available_backends(stream: mx.Stream, op: str = "conv_transpose1d") -> List[str]:
     """Names of the backends that can run ``op`` on ``stream``."""
     return [b.name for b in BACKENDS.values() if b.run(check_op(op)) is not None and b.available(stream)]

@@ -36,7 +36,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, TypeVar
 import mlx.core as mx
 import numpy as np
 
-from ..backends import BACKENDS
+from ..backends import backend_names
 from ..models import bigvgan, hifigan
 from ..streaming import stream as decoder_stream
 
@@ -163,8 +163,8 @@ def vocode(args: argparse.Namespace) -> Dict:
     for name in ("chunk_frames", "segment_frames", "frames"):
         if getattr(args, name) < 1:
             raise VocodeError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    known = ("auto", *sorted(n for n, b in BACKENDS.items() if b.conv_transpose1d is not None))
-    if args.backend not in known:  # the layers check it only at their first call
+    known = ("auto", *backend_names("conv1d", "conv_transpose1d"))  # the models hold layers of both ops
+    if args.backend not in known:  # one line here; a layer's own refusal would be a traceback
         raise VocodeError(f"--backend must be one of {', '.join(known)}, got {args.backend!r}")
     if args.save_weights and args.save_weights.suffix != ".safetensors":
         raise VocodeError(f"--save-weights: give a .safetensors file, got {args.save_weights}")

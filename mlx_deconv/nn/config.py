@@ -15,7 +15,7 @@ import numpy as np
 
 from . import activations
 from . import weight_norm as wn
-from ..backends import BACKENDS
+from ..backends import backend_names
 from ..geometry.records import MAX_AXIS, Padding, as_int, conv1d_padding, dilated_kernel_size, resolve_padding
 from ..geometry.validation import FLOAT32_BYTES, check_size, conv1d_geometry, conv_geometry
 
@@ -84,8 +84,7 @@ class ConvConfig:
         for name in ("bias", "weight_norm"):
             put(name, _as_bool(name, getattr(self, name)))
         put("data_format", normalize_data_format(self.data_format))
-        op = "conv_transpose1d" if self.transposed else "conv1d"
-        names = sorted(n for n, b in BACKENDS.items() if getattr(b, op) is not None)
+        names = backend_names("conv_transpose1d" if self.transposed else "conv1d")
         if not isinstance(self.backend, str) or (self.backend != "auto" and self.backend not in names):
             # a backend the layer's stream cannot run (metal on a CPU) is refused at the call, where the stream is known
             raise ValueError(f"backend must be 'auto' or one of {names} for this layer, got {self.backend!r}")

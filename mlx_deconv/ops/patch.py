@@ -42,7 +42,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import mlx.core as mx
 
-from ..backends import BACKENDS
+from ..backends import backend_names
 from ..geometry.call import Call
 from ..runtime.devices import resolve_stream
 from . import functional as _functional
@@ -186,7 +186,7 @@ def _restore_all() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
 
 
 def _check_backend(backend) -> str:
-    names = sorted(n for n, b in BACKENDS.items() if b.conv1d is not None or b.conv_transpose1d is not None)
+    names = sorted(set(backend_names("conv1d")) | set(backend_names("conv_transpose1d")))
     if not isinstance(backend, str) or (backend != "auto" and backend not in names):
         raise ValueError(f"backend must be 'auto' or one of {names}, got {backend!r}")
     return backend
