@@ -23,19 +23,6 @@ class StageBlocks:
         return self.resblocks[stage * n:(stage + 1) * n]
 
 
-def check_state_dict(state_dict) -> None:
-    """A checkpoint's state dict: a mapping of tensor names (strings) to tensors.
-
-    Raises:
-        TypeError: naming what is not.
-    """
-    if not hasattr(state_dict, "items"):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
-    for key in state_dict:
-        if not isinstance(key, str):
-            raise TypeError(f"state_dict keys must be strings (tensor names), got {key!r}")
-
-
 def config_from_dict(cls, values: Dict, model: str):
     """``cls`` (a config dataclass) from a ``config.json``'s dictionary, keys it has no field for ignored.
 

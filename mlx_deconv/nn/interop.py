@@ -66,6 +66,19 @@ class TorchWeights:
 _WEIGHT_NORM_KEYS = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
 
 
+def check_state_dict(state_dict) -> None:
+    """A state dict: a mapping of tensor names (strings) to tensors.
+
+    Raises:
+        TypeError: naming what is not.
+    """
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+    for key in state_dict:
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict keys must be strings (tensor names), got {key!r}")
+
+
 def _real(name: str, value) -> np.ndarray:
     """``value`` as a numpy array of real numbers.
 
@@ -118,14 +131,8 @@ def read_torch_state_dict(state_dict: Dict[str, object], prefix: str = "", trans
     Raises:
         ValueError: naming the keys found when no weight is there, or a weight that is not 3-D.
     """
-    if not hasattr(state_dict, "items"):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
-    keys = {}
-    for k, v in state_dict.items():
-        if not isinstance(k, str):
-            raise TypeError(f"state_dict keys must be strings (tensor names), got {k!r}")
-        if k.startswith(prefix):
-            keys[k[len(prefix):]] = v
+    check_state_dict(state_dict)
+    keys = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     kind = "transposed-conv" if transposed else "conv"
     _check_one_form(keys, prefix)
     keys = {name: _real(prefix + name, value) for name, value in keys.items()}

@@ -39,11 +39,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ...nn.anti_aliased import Activation1d
-from ...nn.interop import to_numpy
+from ...nn.interop import check_state_dict, to_numpy
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..hifigan.model import load_torch_checkpoint, same_padding
 from ..mismatch import explain_mismatch
-from ..stages import MelLayout, StageBlocks, check_state_dict, mel_data_format
+from ..stages import MelLayout, StageBlocks, mel_data_format
 from .config import BigVGANConfig
 
 __all__ = ["AMPBlock1", "AMPBlock2", "BigVGAN", "activation_layer", "from_checkpoint", "load_torch_checkpoint"]

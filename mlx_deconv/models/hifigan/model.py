@@ -36,10 +36,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...nn.activations import leaky_relu  # each thread's own compiled copy (docs/threads-exit.md)
+from ...nn.interop import check_state_dict
 from ...nn.layers import Conv1d, ConvTranspose1d
 from ..mismatch import explain_mismatch
-from ..stages import (MelLayout, StageBlocks, check_state_dict, checked_shape, config_from_dict, flag,
-                      mel_data_format)
+from ..stages import MelLayout, StageBlocks, checked_shape, config_from_dict, flag, mel_data_format
 
 LRELU_SLOPE = 0.1
 #: The slope of the last leaky ReLU: the original code calls it without one, so PyTorch's default.
