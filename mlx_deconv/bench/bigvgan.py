@@ -14,6 +14,7 @@ NVIDIA's generator in PyTorch, and, when installed, as mlx-audio's BigVGAN of th
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Dict, List, Optional
 
@@ -215,8 +216,7 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
             timing = timed_medians({"torch": run_model}, warmup, repeat)["torch"]
             gen["seconds"]["torch"], gen["runs"]["torch"] = timing.seconds, timing.runs
             gen["max_abs_diff"]["torch"] = float(np.abs(kept["audio"].numpy().reshape(-1) - audio).max())
-            paired = paired_ratios(gen["_auto"], run_model, repeat)
-            gen["paired"] = dict(ratio=paired.ratio, ratios=list(paired.ratios), pause=paired.pause)
+            gen["paired"] = dataclasses.asdict(paired_ratios(gen["_auto"], run_model, repeat))
             done = True
     return done
 

@@ -12,6 +12,7 @@ Also :func:`long_signal`: the upsampling stack's peak memory over a long input.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Dict, List, Optional
@@ -139,8 +140,7 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
     result["seconds"]["torch"], result["runs"]["torch"] = timing.seconds, timing.runs
     audio = kept["audio"][:, 0].numpy()
     result["max_abs_diff"]["torch"] = float(np.abs(audio - result["_audio"]["auto"]).max())
-    paired = paired_ratios(result["_auto"], fn, repeat)
-    result["paired"] = dict(ratio=paired.ratio, ratios=list(paired.ratios), pause=paired.pause)
+    result["paired"] = dataclasses.asdict(paired_ratios(result["_auto"], fn, repeat))
     return True
 
 
