@@ -428,10 +428,11 @@ def test_gradients_match_finite_differences(ratio, up_taps, down_taps, activatio
 
 
 def test_under_grad_only_the_backward_crosses_to_the_worker(monkeypatch):
-    """The forward runs its compiled kernels on the caller's thread (fresh arrays are not tracers there); only
-    the backward, where MLX retains the graph, goes to the worker thread."""
-    from mlx_deconv.backends.anti_aliased import gradient
+    """Past the banded form's bound, the forward runs its compiled kernels on the caller's thread (fresh arrays
+    are not tracers there); only the backward, where MLX retains the graph, goes to the worker thread."""
+    from mlx_deconv.backends.anti_aliased import banded, gradient
 
+    monkeypatch.setattr(banded, "MAX_ELEMENTS", 0)
     jobs = []
     worker = gradient._worker()
     monkeypatch.setattr(gradient, "_worker", lambda: jobs.append(1) or worker)
@@ -446,13 +447,88 @@ def test_under_grad_only_the_backward_crosses_to_the_worker(monkeypatch):
     np.testing.assert_allclose(np.array(mx.grad(lambda x: act(x).sum())(x)), np.array(g), rtol=0, atol=0)
 
 
+def test_small_traced_calls_stay_in_the_callers_graph(monkeypatch):
+    """Up to the banded form's bound, a gradient evaluates nothing, copies nothing to the host and uses no worker:
+    the activation is MLX ops in the caller's graph. Past it, the fused path's evaluation is taken."""
+    from mlx_deconv.backends.anti_aliased import banded, gradient
+
+    def refuse(arrays):
+        raise AssertionError("evaluated inside the gradient")
+
+    monkeypatch.setattr(gradient, "_to_host", refuse)
+    rng = np.random.default_rng(4)
+    x = mx.array(rng.standard_normal((2, 16, 3)), mx.float32)
+    al, be = mx.array(rng.uniform(-1, 1, 3), mx.float32), mx.array(rng.uniform(-1, 1, 3), mx.float32)
+    up = md.kaiser_sinc_filter(0.25, 0.3, 12)
+    act = lambda x: md.anti_aliased_activation(x, al, be, up_filter=up, down_filter=up, backend="polyphase")  # noqa: E731
+    mx.eval(mx.grad(lambda x: act(x).sum())(x))
+    monkeypatch.setattr(banded, "MAX_ELEMENTS", x.size - 1)
+    with pytest.raises(AssertionError, match="evaluated inside"):
+        mx.eval(mx.grad(lambda x: act(x).sum())(x))
+
+
+@settings(max_examples=40, deadline=None)
+@given(ratio=st.integers(1, 4), up_extra=st.integers(0, 9), down_taps=st.integers(1, 14), batch=st.integers(1, 3),
+       length=st.integers(1, 40), channels=st.integers(1, 5), activation=st.sampled_from(["snake", "snakebeta"]),
+       logscale=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_banded_form_equals_the_definition(ratio, up_extra, down_taps, batch, length, channels, activation, logscale,
+                                           seed):
+    """The banded form called directly, on any geometry (blocks shorter than the signal, one block, a block
+    longer than the signal), against the float64 reference."""
+    from mlx_deconv.backends.anti_aliased import banded
+
+    rng = np.random.default_rng(seed)
+    up_taps = ratio + up_extra
+    x = rng.standard_normal((batch, channels, length))
+    alpha, beta = params(rng, channels, activation, logscale)
+    up, down = rng.standard_normal(up_taps), rng.standard_normal(down_taps)
+    geom = ActivationGeometry(batch, length, channels, ratio, up_taps, down_taps, activation, logscale)
+    got = banded.run(mx.array(np.swapaxes(x, 1, 2), mx.float32), mx.array(alpha, mx.float32),
+                     None if beta is None else mx.array(beta, mx.float32), mx.array(up, mx.float32),
+                     mx.array(down, mx.float32), geom)
+    expected = reference(x, alpha, beta, up, down, ratio, activation, logscale)
+    got = np.swapaxes(np.array(got, np.float64), 1, 2)
+    terms = (up_taps + down_taps) * (1 + np.abs(up).sum()) * (1 + np.abs(down).sum())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tol(expected, terms=terms))
+
+
+def test_banded_form_under_compile_reads_traced_filters():
+    """Inside a caller's ``mx.compile`` whose inputs include the filters, their taps cannot be read: the band's
+    matrices are gathered from them in the graph. Values and gradients equal the float64 definition's."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 37))
+    alpha, beta = params(rng, 3, "snakebeta", True)
+    up, down = kaiser(2, 12), kaiser(2, 11)
+    ct = rng.standard_normal(x.shape)
+    args = [mx.array(np.swapaxes(v, 1, 2) if v.ndim == 3 else v, mx.float32) for v in (x, alpha, beta, up, down)]
+
+    def loss(x, al, be, up_, down_):
+        y = md.anti_aliased_activation(x, al, be, up_filter=up_, down_filter=down_, backend="polyphase")
+        return (y * mx.array(np.swapaxes(ct, 1, 2), mx.float32)).sum()
+
+    value, grads = mx.compile(mx.value_and_grad(loss, argnums=(0, 1, 2)))(*args)
+    expected = reference(x, alpha, beta, up, down)
+    np.testing.assert_allclose(float(value), (expected * ct).sum(), rtol=1e-5)
+    scalar = lambda xv, al, be: float((reference(xv, al, be, up, down) * ct).sum())  # noqa: E731
+    for g, base, which in ((np.swapaxes(np.array(grads[0]), 1, 2), x, 0), (np.array(grads[1]), alpha, 1),
+                           (np.array(grads[2]), beta, 2)):
+        d = rng.standard_normal(base.shape)
+        h = 1e-6
+        plus = [x, alpha, beta]
+        minus = [x, alpha, beta]
+        plus[which], minus[which] = base + h * d, base - h * d
+        fd = (scalar(*plus) - scalar(*minus)) / (2 * h)
+        np.testing.assert_allclose((g * d).sum(), fd, rtol=2e-4, atol=2e-4)
+
+
 @pytest.mark.parametrize("whole", [True, False])
 @pytest.mark.parametrize("activation,logscale,length,batch", [("snakebeta", True, 25, 2), ("snake", False, 9, 1)])
 def test_both_forms_of_the_backward_match_finite_differences(monkeypatch, whole, activation, logscale, length, batch):
     """A small signal's backward runs as one compiled function, a large one as separate kernels: each against the
     float64 definition, and each taken where the bound says."""
-    from mlx_deconv.backends.anti_aliased import gradient
+    from mlx_deconv.backends.anti_aliased import banded, gradient
 
+    monkeypatch.setattr(banded, "MAX_ELEMENTS", 0)
     taken = []
     original = gradient._whole_backward
     monkeypatch.setattr(gradient, "_whole_backward", lambda *a: taken.append(a) or original(*a))

@@ -139,6 +139,12 @@ class _TraceProbe(threading.local):
 _PROBE = _TraceProbe()
 
 
+def traced(*arrays: Optional[mx.array]) -> bool:
+    """Whether any of ``arrays`` (None skipped) is a tracer: one probe of a sample of each."""
+    samples = [a.reshape(-1)[:1].astype(mx.float32) for a in arrays if a is not None]
+    return _PROBE.is_tracer(mx.concatenate(samples) if len(samples) > 1 else samples[0])
+
+
 _WORKER_LOCK = threading.Lock()
 _WORKER: Optional[ThreadPoolExecutor] = None
 

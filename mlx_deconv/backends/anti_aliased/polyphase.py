@@ -7,7 +7,8 @@ from typing import Optional
 import mlx.core as mx
 
 from ...geometry.activation import ActivationGeometry
-from .gradient import differentiable
+from . import banded
+from .gradient import differentiable, traced
 from .phases import as_rows, Kernels, padded, snake_params, prepare, window
 
 
@@ -43,7 +44,13 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
     taps' adjoint, the edge extension's, the snake's derivative, the up taps' adjoint, the edge pad's).
     The filters are constants to it: they get a zero cotangent (NVIDIA's are buffers, not parameters);
     the ``"unfused"`` path differentiates them. Higher derivatives are not supported.
+
+    A traced call of at most :data:`.banded.MAX_ELEMENTS` elements (inside ``mx.grad``, ``mx.vjp`` or a
+    caller's ``mx.compile``, where the fused kernels would run op by op and the VJP would evaluate) is
+    :func:`.banded.run` instead: MLX ops in the caller's graph, differentiated by MLX.
     """
+    if x.size <= banded.MAX_ELEMENTS and traced(x, alpha, beta, up, down):
+        return banded.run(x, alpha, beta, up, down, geom)
     has_beta = beta is not None
     n = x.shape[0]
 

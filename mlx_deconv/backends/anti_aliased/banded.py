@@ -1,0 +1,138 @@
+"""The anti-aliased activation as a few large MLX ops: what ``"polyphase"`` runs when its call is traced.
+
+Inside ``mx.grad``, ``mx.vjp`` or a caller's ``mx.compile`` MLX compiles nothing given tracers, so the
+fused kernels would run op by op. Here each filtering is one matmul instead: the signal, one row per
+channel, is cut into blocks, each block is read with the few samples its taps reach past it (a
+window), and a banded matrix maps every window to its output block at once. The snake in between is
+elementwise (:mod:`.sine`). MLX differentiates all of it in the caller's graph: no evaluation, no copy
+to the host, no worker thread, and under ``mx.compile`` it fuses the elementwise parts.
+
+The matrices hold zeros off their bands, so a non-finite sample of ``x`` reaches the whole window it
+sits in (``Inf * 0`` is NaN), where the fused kernels put it only where the definition does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional, Tuple
+
+import mlx.core as mx
+import numpy as np
+
+from ...geometry.activation import ActivationGeometry
+from .phases import snake_params
+from .sine import sin_squared
+
+#: Up to this many elements of ``x`` a traced call takes this form. Alone it is not faster than the fused kernels,
+#: but a training step's activations then leave its graph whole (measured: docs/performance-history.md);
+#: past it the op-by-op elementwise work costs more than an evaluation saves.
+MAX_ELEMENTS = 1 << 16
+
+#: Input samples per block of the upsampling (output samples per block of the low-pass). A block
+#: costs ``2 * ratio * (BLOCK + taps / ratio)`` flops a sample: small blocks waste less on the band's
+#: zeros, large ones make fewer, longer matmul rows.
+BLOCK = 16
+
+
+@dataclass(frozen=True, eq=False)  # one per geometry (bands() is cached): hashed by identity
+class Band:
+    """One filtering as blocks: window ``j`` reads the signal's samples ``j*step + lo ..`` (``width`` of them,
+    zero outside the signal) and gives ``rows`` outputs; ``taps[o, w]`` is the tap at output ``o``,
+    window sample ``w`` (-1: none)."""
+
+    lo: int
+    step: int
+    width: int
+    rows: int
+    blocks: int
+    taps: np.ndarray
+
+
+@lru_cache(maxsize=256)
+def bands(geom: ActivationGeometry) -> Tuple[Band, Band]:
+    """The upsampling's and the low-pass's bands for an activation geometry (``up_pad``, crops and pads
+    as :class:`~mlx_deconv.geometry.activation.ActivationGeometry` gives them)."""
+    r, L, ku, kd = geom.ratio, geom.length, geom.up_taps, geom.down_taps
+    # Upsampling: u[j] = sum_m xp[m] f[j + crop - r*m] for j < r*L, xp being x edge-padded (L + 2p samples).
+    b = min(BLOCK, L)
+    crop = geom.up_crop[0]
+    lo = -((ku - 1 - crop) // r)  # the first xp sample a block's first output reads, relative to the block
+    hi = (r * b - 1 + crop) // r
+    width = hi - lo + 1
+    o = np.arange(r * b)[:, None]
+    k = o + crop - r * (np.arange(width)[None, :] + lo)
+    up = Band(lo, b, width, r * b, -(-L // b), np.where((k >= 0) & (k < ku), k, -1))
+    # Low-pass: y[t] = sum_j g[j] vp[r*t + j] for t < T, vp being v edge-padded.
+    t_len = geom.output_length
+    b = min(BLOCK, t_len)
+    width = r * (b - 1) + kd
+    k = np.arange(width)[None, :] - r * np.arange(b)[:, None]
+    down = Band(0, r * b, width, b, -(-t_len // b), np.where((k >= 0) & (k < kd), k, -1))
+    return up, down
+
+
+@lru_cache(maxsize=64)
+def _constant(band: Band, taps: Tuple[float, ...], scale: float, dtype) -> mx.array:
+    values = np.append(np.asarray(taps, np.float64) * scale, 0.0)[band.taps]
+    m = mx.array(values.T.astype(np.float32)).astype(dtype)  # (width, rows): windows @ m
+    mx.eval(m)
+    return m
+
+
+def _matrix(band: Band, filter_: mx.array, scale: float, dtype) -> mx.array:
+    """``(width, rows)``: constants when the taps can be read, else gathered from ``filter_`` in the graph."""
+    try:
+        taps = tuple(float(v) for v in filter_.tolist())
+    except (ValueError, RuntimeError):  # inside a caller's mx.compile: the taps are a tracer
+        padded = mx.concatenate([filter_.astype(dtype) * scale, mx.zeros((1,), dtype)])
+        return padded[mx.array(band.taps.T)]
+    return _constant(band, taps, scale, dtype)
+
+
+def _filtered(pieces, origin: int, band: Band, matrix: mx.array) -> mx.array:
+    """``(R, blocks * rows)``: the band applied to the signal ``concatenate(pieces)[:, origin:]`` (zero outside)."""
+    rows_, dtype = pieces[0].shape[0], pieces[0].dtype
+    length = sum(p.shape[1] for p in pieces)
+    extra = -(-(band.width - band.step) // band.step) if band.width > band.step else 0
+    total = (band.blocks + extra) * band.step
+    start = origin + band.lo
+    left, right = max(0, -start), max(0, start + total - length)
+    parts = ([mx.zeros((rows_, left), dtype)] if left else []) + list(pieces) \
+        + ([mx.zeros((rows_, right), dtype)] if right else [])
+    s = mx.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    start += left
+    if start or s.shape[1] != total:
+        s = s[:, start: start + total]
+    s = s.reshape(rows_, band.blocks + extra, band.step)
+    if extra:
+        s = mx.concatenate([s[:, i: i + band.blocks] for i in range(extra + 1)], axis=2)
+    windows = s[:, : band.blocks, : band.width] if s.shape[1:] != (band.blocks, band.width) else s
+    return (windows.reshape(-1, band.width) @ matrix).reshape(rows_, -1)
+
+
+def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
+        geom: ActivationGeometry) -> mx.array:
+    """The map on NLC ``x`` ``(N, L, C)`` (filters ``(Ku,)``, ``(Kd,)``) as MLX ops, differentiable by MLX
+    in every array; half precision is computed in float32, rounded once."""
+    n, L, c = x.shape
+    cd = mx.float32 if x.dtype in (mx.float16, mx.bfloat16) else x.dtype
+    r, p = geom.ratio, geom.up_pad
+    band_up, band_down = bands(geom)
+    rows = x.astype(cd).transpose(0, 2, 1).reshape(n * c, L)
+    edges = [mx.broadcast_to(rows[:, :1], (n * c, p)), rows, mx.broadcast_to(rows[:, -1:], (n * c, p))] if p else [rows]
+    u = _filtered(edges, 0, band_up, _matrix(band_up, up, float(r), cd))
+    if u.shape[1] != r * L:
+        u = u[:, : r * L]
+    a, ib = snake_params(alpha, beta, geom.logscale, cd)
+    a = mx.broadcast_to(a[:, None], (n, c, 1)).reshape(n * c, 1) if n > 1 else a[:, None]
+    ib = mx.broadcast_to(ib[:, None], (n, c, 1)).reshape(n * c, 1) if n > 1 else ib[:, None]
+    v = u + sin_squared(u * a) * ib
+    left, right = geom.down_pad
+    pieces = ([mx.broadcast_to(v[:, :1], (n * c, left))] if left else []) + [v] \
+        + ([mx.broadcast_to(v[:, -1:], (n * c, right))] if right else [])
+    t_len = geom.output_length
+    y = _filtered(pieces, 0, band_down, _matrix(band_down, down, 1.0, cd))
+    if y.shape[1] != t_len:
+        y = y[:, :t_len]
+    return y.reshape(n, c, t_len).transpose(0, 2, 1).astype(x.dtype)
