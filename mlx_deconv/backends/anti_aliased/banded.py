@@ -13,6 +13,7 @@ sits in (``Inf * 0`` is NaN), where the fused kernels put it only where the defi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Tuple
@@ -49,10 +50,15 @@ class Band:
     taps: np.ndarray
 
 
-@lru_cache(maxsize=256)
 def bands(geom: ActivationGeometry) -> Tuple[Band, Band]:
     """The upsampling's and the low-pass's bands for an activation geometry (``up_pad``, crops and pads
-    as :class:`~mlx_deconv.geometry.activation.ActivationGeometry` gives them)."""
+    as :class:`~mlx_deconv.geometry.activation.ActivationGeometry` gives them); the same objects for every
+    batch and channel count."""
+    return _bands(dataclasses.replace(geom, batch=1, channels=1, activation="snake", logscale=False))
+
+
+@lru_cache(maxsize=256)
+def _bands(geom: ActivationGeometry) -> Tuple[Band, Band]:
     r, L, ku, kd = geom.ratio, geom.length, geom.up_taps, geom.down_taps
     # Upsampling: u[j] = sum_m xp[m] f[j + crop - r*m] for j < r*L, xp being x edge-padded (L + 2p samples).
     b = min(BLOCK, L)
