@@ -467,6 +467,48 @@ def test_small_traced_calls_stay_in_the_callers_graph(monkeypatch):
         mx.eval(mx.grad(lambda x: act(x).sum())(x))
 
 
+def test_traced_calls_keep_the_filters_constant_compiled_or_not():
+    """An unfrozen layer's filters get a zero gradient whether the step is compiled (the band's matrices are
+    gathered from the traced filters) or not (their taps are read)."""
+    mx.random.seed(0)
+    layer = md.nn.anti_aliased.Activation1d(4)
+    layer.unfreeze()
+    x, t = mx.random.normal((2, 512, 4)), mx.random.normal((2, 512, 4))
+    step = nn.value_and_grad(layer, lambda m, x, t: ((m(x) - t) ** 2).mean())
+    grads = [step(layer, x, t)[1],
+             mx.compile(lambda x, t: step(layer, x, t), inputs=[layer.state], outputs=[layer.state])(x, t)[1]]
+    for g in grads:
+        flat = dict(tree_flatten(g))
+        assert float(mx.abs(flat["upsample.filter"]).max()) == 0.0
+        assert float(mx.abs(flat["downsample.lowpass.filter"]).max()) == 0.0
+        assert float(mx.abs(flat["alpha"]).max()) > 0.0
+
+
+def test_with_compiling_disabled_values_stay_where_the_definition_puts_them():
+    """Under ``mx.disable_compile()`` the trace probe cannot tell a tracer, so a plain call keeps the fused path:
+    a non-finite sample reaches only the outputs the definition says (the banded form would spread it)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 256))
+    x[0, 0, 100] = np.inf
+    alpha, beta = params(rng, 2, "snakebeta", True)
+    up = kaiser(2, 12)
+    expected = reference(x, alpha, beta, up, up)
+    mx.disable_compile()
+    try:
+        got = call(x, alpha, beta, up, up, backend="polyphase")
+    finally:
+        mx.enable_compile()
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+
+
+def test_an_empty_batch_under_grad():
+    up = md.kaiser_sinc_filter(0.25, 0.3, 12)
+    act = lambda x: md.anti_aliased_activation(x, mx.zeros((3,)), mx.zeros((3,)), up_filter=up, down_filter=up,  # noqa: E731
+                                               backend="polyphase")
+    x = mx.zeros((0, 20, 3))
+    assert mx.grad(lambda x: act(x).sum())(x).shape == (0, 20, 3)
+
+
 @settings(max_examples=40, deadline=None)
 @given(ratio=st.integers(1, 4), up_extra=st.integers(0, 9), down_taps=st.integers(1, 14), batch=st.integers(1, 3),
        length=st.integers(1, 40), channels=st.integers(1, 5), activation=st.sampled_from(["snake", "snakebeta"]),

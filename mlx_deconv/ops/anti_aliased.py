@@ -102,12 +102,13 @@ def anti_aliased_activation(
     Differentiable with respect to ``x``, ``alpha`` and ``beta`` (first derivatives). The fused paths
     treat the filters as constants (a zero cotangent, like NVIDIA's buffers); ``backend="unfused"``
     differentiates them too. Inside ``mx.grad`` MLX compiles nothing given its tracers. So a traced
-    ``"polyphase"`` call of at most 65,536 elements is a few matmuls and elementwise ops that MLX
-    differentiates in the caller's graph: no evaluation, no copy, no worker thread. A non-finite ``x``
-    there reaches the whole block of samples it sits in. A larger call evaluates its inputs and runs
-    its compiled kernels on copies: the forward on the calling thread, the backward on a worker thread.
-    Inside a caller's ``mx.compile`` (a training step compiled with ``inputs=model.state``), such a call
-    is traced into the graph, where MLX fuses it with the rest.
+    ``"polyphase"`` call (inside ``mx.grad``, ``mx.vjp``, ``mx.vmap`` or ``mx.compile``) of at most
+    65,536 elements is a few matmuls and elementwise ops that MLX differentiates in the caller's graph:
+    no evaluation, no copy, no worker thread. A non-finite ``x`` there reaches the outputs of up to
+    about four blocks of 16 samples around it. A larger call evaluates its inputs and runs its
+    compiled kernels on copies: the forward on the calling thread, the backward on a worker thread.
+    Inside a caller's ``mx.compile`` (a training step compiled with ``inputs=model.state``), such a
+    call is traced into the graph, where MLX fuses it with the rest.
 
     NVIDIA's ``UpSample1d`` returns an empty signal for ``kernel_size == ratio`` (its crop slices
     ``[p:-0]``); here that filter length gives the definition's ``ratio * L`` samples.

@@ -7,8 +7,9 @@ window), and a banded matrix maps every window to its output block at once. The 
 elementwise (:mod:`.sine`). MLX differentiates all of it in the caller's graph: no evaluation, no copy
 to the host, no worker thread, and under ``mx.compile`` it fuses the elementwise parts.
 
-The matrices hold zeros off their bands, so a non-finite sample of ``x`` reaches the whole window it
-sits in (``Inf * 0`` is NaN), where the fused kernels put it only where the definition does.
+The matrices hold zeros off their bands, so a non-finite sample of ``x`` reaches every output whose
+block's window holds it (``Inf * 0`` is NaN): up to about four blocks of 16 samples, where the fused
+kernels put it only where the definition does. The filters are constants here too.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def _matrix(band: Band, filter_: mx.array, scale: float, dtype) -> mx.array:
     try:
         taps = tuple(float(v) for v in filter_.tolist())
     except (ValueError, RuntimeError):  # inside a caller's mx.compile: the taps are a tracer
-        padded = mx.concatenate([filter_.astype(dtype) * scale, mx.zeros((1,), dtype)])
+        # Constants, as where the taps are read: a filter's gradient must not depend on compiling.
+        padded = mx.concatenate([mx.stop_gradient(filter_).astype(dtype) * scale, mx.zeros((1,), dtype)])
         return padded[mx.array(band.taps.T)]
     return _constant(band, taps, scale, dtype)
 

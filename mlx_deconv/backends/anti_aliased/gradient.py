@@ -140,9 +140,15 @@ _PROBE = _TraceProbe()
 
 
 def traced(*arrays: Optional[mx.array]) -> bool:
-    """Whether any of ``arrays`` (None skipped) is a tracer: one probe of a sample of each."""
+    """Whether any of ``arrays`` (None skipped) is a tracer: one probe of a sample of each.
+
+    False when a new constant probes as a tracer too: compiling is disabled (``mx.disable_compile()``,
+    ``MLX_DISABLE_COMPILE``), so the probe cannot tell, and the call keeps the untraced path's semantics.
+    """
     samples = [a.reshape(-1)[:1].astype(mx.float32) for a in arrays if a is not None]
-    return _PROBE.is_tracer(mx.concatenate(samples) if len(samples) > 1 else samples[0])
+    if not _PROBE.is_tracer(mx.concatenate(samples) if len(samples) > 1 else samples[0]):
+        return False
+    return not _PROBE.is_tracer(mx.zeros((1,), mx.float32))
 
 
 _WORKER_LOCK = threading.Lock()

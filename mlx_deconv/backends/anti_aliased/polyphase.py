@@ -49,7 +49,7 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
     caller's ``mx.compile``, where the fused kernels would run op by op and the VJP would evaluate) is
     :func:`.banded.run` instead: MLX ops in the caller's graph, differentiated by MLX.
     """
-    if x.size <= banded.MAX_ELEMENTS and traced(x, alpha, beta, up, down):
+    if 0 < x.size <= banded.MAX_ELEMENTS and traced(x, alpha, beta, up, down):
         return banded.run(x, alpha, beta, up, down, geom)
     has_beta = beta is not None
     n = x.shape[0]
