@@ -4,13 +4,17 @@ A call's way through the package, one folder a step: :mod:`.ops` (the calls: the
 the anti-aliased activation, ``patch_mlx``) -> :mod:`.geometry` (the call validated, no arrays) ->
 :mod:`.choice` (one function picks the backend) -> :mod:`.backends` (each backend) -> arrays. Above:
 :mod:`.nn` (layers), :mod:`.models` (whole decoders), :mod:`.bench` and :mod:`.cli`; below:
-:mod:`.tuning` (measured choices) and :mod:`.runtime` (the BLAS, streams, compiled helpers, thread exit).
+:mod:`.tuning` (measured choices) and :mod:`.runtime` (the BLAS, MLX's buffer cache, streams, compiled helpers, thread exit).
 """
 
 # An optimized BLAS under MLX's CPU matmul on Linux, whatever was imported before (runtime/blas.py).
 from .runtime import blas as _blas
 
 _blas.load()
+# MLX's CPU-only build caches 32 MiB of freed buffers; a decoder's step frees hundreds (runtime/buffer_cache.py).
+from .runtime import buffer_cache as _buffer_cache  # noqa: E402
+
+_buffer_cache.raise_cpu_limit()
 from .runtime.blas import blas_info  # noqa: E402
 from .runtime import thread_exit as _thread_exit  # noqa: E402, F401  (threads empty MLX's caches as they end)
 
