@@ -57,10 +57,6 @@ def test_the_compiled_step_is_compared_tensor_by_tensor():
 def test_table_and_json(result):
     table = training.table(result)
     assert table.splitlines()[0].startswith("| generator | initial channels | batch x frames |")
-    assert "compiled / PyTorch, paired" in table.splitlines()[0]
-    for row in result["rows"]:  # one round of one step of each side (repeat=1), for both forms of ours
-        assert {k: len(v["ratios"]) for k, v in row["paired"].items()} == {"mlx_deconv": 1, "compiled": 1}
-        assert all(v["ratio"] > 0 for v in row["paired"].values())
     assert "| bigvgan-128 | 16 | 2 x 4 |" in table
     json.dumps(training.public(result))
 

@@ -280,10 +280,8 @@ def expected_headline_figures(pages):
     training = _table(in_pages(pages, "training"))
     for family in ("bigvgan", "hifigan"):
         for column in ("mlx_deconv / PyTorch", "compiled / PyTorch"):
-            mine = [r for r in training or () if r["generator"].startswith(family)]
-            ratios = [_number(r[f"{column}, paired"].split()[0]) for r in mine
-                      if r.get(f"{column}, paired", "-") not in ("-", "—")]
-            ratios = ratios or [_number(r[column]) for r in mine if r.get(column, "-") != "-"]
+            ratios = [_number(r[column]) for r in training or ()
+                      if r["generator"].startswith(family) and r.get(column, "-") != "-"]
             figures_ += [span(ratios)] if ratios else []
     generator = _table(in_pages(pages, "bigvgan"))
     if generator:
@@ -502,31 +500,6 @@ def test_make_says_what_it_installs_before_installing():
             assert any(line.startswith("echo \"make: ") for line in plan[:i]), plan[:i + 1]
         assert any(says in line for line in plan), plan
         assert "make test TORCH=" in "\n".join(plan)
-
-
-def test_the_training_headline_takes_the_paired_ratios_when_measured(tmp_path):
-    """With step-by-step pairs in the training rows, the headline gives their medians, not the phases' ratio."""
-    from mlx_deconv.bench import training as bench_training
-
-    figures = load_figures()
-    root = copy_pages(tmp_path / "repo")
-    forward = fake_run("forward", 10, torch=True, conv1d=True)
-    pair = lambda r: dict(ratio=r, ratios=[r * 0.9, r, r * 1.2], pause=0.5)  # noqa: E731
-    forward["training"] = {"rows": [
-        dict(name=name, family=name.split("-")[0], channels=c, frames=16, batch=2, samples=4096, parameters=10**6,
-             seconds=dict(mlx_deconv=0.5, compiled=0.25, torch=0.2), runs=dict(mlx_deconv=5, compiled=5, torch=5),
-             loss=0.5, torch_loss=0.5, loss_error=dict(mlx_deconv=1e-7, torch=1e-8),
-             gradient_error=dict(mlx_deconv=2e-6, torch=3e-6), gradients_compared=40, compiled_difference=0.0,
-             paired=dict(mlx_deconv=pair(p), compiled=pair(p / 2)))
-        for name, c, p in (("bigvgan-128", 128, 1.5), ("bigvgan-256", 256, 1.7), ("hifigan-v1", 512, 1.2))]}
-    assert figures.main(["--forward", write(tmp_path, "f.json", forward), "--root", str(root)]) == 0
-    pages = read_pages(root)
-    assert bench_training.table(forward["training"]) in in_pages(pages, "training")
-    assert "1.50x (1.35-1.80)" in in_pages(pages, "training")
-    assert_headline_says(figures, root, pages,
-                         "| a BigVGAN v2 training step | PyTorch (CPU), same weights, step by step | 1.50-1.70x its time |",
-                         "| a BigVGAN v2 training step, compiled | PyTorch (CPU), same weights, step by step | 0.75-0.85x its time |",
-                         "| a HiFi-GAN V1 training step | PyTorch (CPU), same weights, step by step | 1.20x its time |")
 
 
 def test_figures_script_writes_conv1d_gradients_and_training_with_their_headline(tmp_path):

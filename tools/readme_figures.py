@@ -237,12 +237,9 @@ def headline(pages: Mapping[str, str]) -> str:
     if training:
         for family, label in (("bigvgan", "a BigVGAN v2 training step"), ("hifigan", "a HiFi-GAN V1 training step")):
             for column, how in (("mlx_deconv / PyTorch", ""), ("compiled / PyTorch", ", compiled")):
-                mine = [r for r in training if r["generator"].startswith(family)]
-                pairs = [r[f"{column}, paired"].split()[0] for r in mine if r.get(f"{column}, paired", "-") not in ("-", "—")]
-                ratios = pairs or [r[column] for r in mine if r.get(column, "-") != "-"]
+                ratios = [r[column] for r in training if r["generator"].startswith(family) and r.get(column, "-") != "-"]
                 if ratios:
-                    against = "PyTorch (CPU), same weights" + (", step by step" if pairs else "")
-                    rows.append((label + how, against, f"{_span(ratios)} its time"))
+                    rows.append((label + how, "PyTorch (CPU), same weights", f"{_span(ratios)} its time"))
     generator = _optional_table(pages, "bigvgan")
     if generator:
         named = {r["BigVGAN v2 24 kHz generator"]: r for r in generator}
@@ -493,8 +490,7 @@ def training_region(result: Dict, machine: Optional[str]) -> str:
     from mlx_deconv.bench import training as bench_training
 
     return (f"A training step (forward, L1 loss, the gradient of every parameter), float32, {_stream(result)}, "
-            f"measured on {_where(result, machine)}, {_medians(result)}.{_torch_note(result)}"
-            f"{bench_training.paired_note(result['training'])}\n\n"
+            f"measured on {_where(result, machine)}, {_medians(result)}.{_torch_note(result)}\n\n"
             + bench_training.table(result["training"]) + "\n")
 
 

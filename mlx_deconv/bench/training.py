@@ -25,7 +25,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from .timing import Clock, paired_cell, paired_phrase, paired_ratios, timed_medians, torch_phase
+from .timing import Clock, timed_medians, torch_phase
 
 #: Mel frames per example and examples per batch: a short training crop, as vocoder recipes take.
 FRAMES, BATCH = 16, 2
@@ -150,8 +150,7 @@ def run(names: Optional[Sequence[str]] = None, *, tiny: bool = False, frames: in
                          runs={n: t.runs for n, t in timings.items()},
                          loss=float(kept["loss"].item()),
                          compiled_difference=_largest_difference(compiled_grads, grads),
-                         _torch=None if theirs is None else (theirs, ours, mel, target, grads),
-                         _steps=dict(mlx_deconv=step, compiled=compiled_step)))
+                         _torch=None if theirs is None else (theirs, ours, mel, target, grads)))
     return dict(rows=rows)
 
 
@@ -227,9 +226,6 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
 
             timing = timed_medians({"torch": step}, warmup, repeat)["torch"]
             row["seconds"]["torch"], row["runs"]["torch"] = timing.seconds, timing.runs
-            # Step by step against PyTorch's, a pause apart: the phases' medians drift with the VM's speed.
-            row["paired"] = {name: dataclasses.asdict(paired_ratios(fn, step, repeat))
-                             for name, fn in row["_steps"].items()}
             row["torch_loss"] = float(kept["loss"].item())
             theirs_grads = _torch_grads_on_our_names(theirs, ours)
             double = copy.deepcopy(theirs).double()
@@ -249,28 +245,19 @@ def public(result: Dict) -> Dict:
     return dict(rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in result["rows"]])
 
 
-def paired_note(result: Dict) -> str:
-    """The caption's sentence on the paired columns, or "" when no row has them."""
-    pairs = [r["paired"]["mlx_deconv"] for r in result["rows"] if r.get("paired")]
-    return " " + paired_phrase(pairs[0]) if pairs else ""
-
-
 def table(result: Dict) -> str:
-    """A Markdown table: per generator, the step's time on each side, their ratio (of the phases' medians, and
-    paired step by step when measured), and each side's error against the float64 step."""
-    paired = any(r.get("paired") for r in result["rows"])
-    extra = " | mlx_deconv / PyTorch, paired | compiled / PyTorch, paired" if paired else ""
+    """A Markdown table: per generator, the step's time on each side, their ratio, and each side's error
+    against the float64 step."""
     lines = ["| generator | initial channels | batch x frames | parameters | mlx_deconv ms | compiled ms | PyTorch ms "
-             f"| mlx_deconv / PyTorch | compiled / PyTorch{extra} | loss error, mlx_deconv / PyTorch "
+             "| mlx_deconv / PyTorch | compiled / PyTorch | loss error, mlx_deconv / PyTorch "
              "| largest gradient error, mlx_deconv / PyTorch | compiled against uncompiled |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if paired else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ours, fused, theirs = r["seconds"]["mlx_deconv"], r["seconds"]["compiled"], r["seconds"].get("torch")
-        pairs = [paired_cell((r.get("paired") or {}).get(k)) for k in ("mlx_deconv", "compiled")] if paired else []
-        cells = ["-"] * (5 + len(pairs))
+        cells = ["-"] * 5
         if theirs is not None:
             loss, grad = r["loss_error"], r["gradient_error"]
-            cells = [f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}x", f"{fused / theirs:.2f}x", *pairs,
+            cells = [f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}x", f"{fused / theirs:.2f}x",
                      f"{loss['mlx_deconv']:.1e} / {loss['torch']:.1e}",
                      f"{grad['mlx_deconv']:.1e} / {grad['torch']:.1e} ({r['gradients_compared']} tensors)"]
         lines.append(f"| {r['name']} | {r['channels']} | {r['batch']} x {r['frames']} | "
