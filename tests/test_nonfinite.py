@@ -21,7 +21,7 @@ from mlx_deconv.backends.metal import emulator
 from mlx_deconv.backends import builtin
 from mlx_deconv.choice import rule
 from mlx_deconv.backends.gemm import transposed_paths
-from mlx_deconv.geometry.validation import conv_geometry
+from mlx_deconv.geometry.validation import conv1d_geometry, conv_geometry
 
 NAN, INF = float("nan"), float("inf")
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN made on purpose
@@ -223,12 +223,43 @@ def test_transposed_nonfinite_lands_as_defined(backend, name, where):
     assert_lands_as_defined(np.array(y, np.float64), transposed_definition(x, w, b, s, left, right, d, g))
 
 
-@pytest.mark.parametrize("where", PLACES)
-@pytest.mark.parametrize("name", list(CONV1D))
-@pytest.mark.parametrize("backend", md.available_backends(op="conv1d"))
+def _conv1d_geometry(name):
+    shape_x, shape_w, s, (left, right), d, g = CONV1D[name]
+    return conv1d_geometry(shape_x, shape_w, stride=s, padding=(left, right), dilation=d, groups=g)[0]
+
+
+def _conv1d_params():
+    for backend in md.available_backends(op="conv1d"):
+        for name in CONV1D:
+            for where in PLACES:
+                if (backend == "builtin" and where.startswith("w ")
+                        and builtin.skips_padding_products(_conv1d_geometry(name))):
+                    continue  # MLX's loop leaves out its padding's products: the exception, tested below
+                yield pytest.param(backend, name, where, id=f"{backend}-{name}-{where}")
+
+
+@pytest.mark.parametrize("name", ["grouped dilated", "strided dilated"])
+def test_mlx_s_dilated_conv1d_leaves_out_its_padding_as_the_guarantees_say(name):
+    """docs/guarantees.md's second exception: MLX's dilated ``conv1d`` loop visits real input rows only, so an
+    infinite weight tap that reads only padding leaves an edge output finite where the definition has NaN
+    (0 * Inf); ``gemm`` keeps the definition's NaN there. A grouped call padded unevenly is padded first."""
+    shape_x, shape_w, s, (left, right), d, g = CONV1D[name]
+    x, w, b = poisoned(shape_x, shape_w, shape_w[0], "w inf", 3)
+    kwargs = dict(stride=s, padding=(left, right), dilation=d, groups=g)
+    expected = conv1d_definition(x, w, None, s, left, right, d, g)
+
+    def nan_count(backend):
+        return int(np.isnan(np.array(md.conv1d(mx.array(x, mx.float32), mx.array(w, mx.float32), None,
+                                               backend=backend, **kwargs), np.float64)).sum())
+
+    assert builtin.skips_padding_products(_conv1d_geometry(name))
+    assert nan_count("builtin") < np.isnan(expected).sum() == nan_count("gemm")
+    uneven, _ = conv1d_geometry((1, 16, 4), (4, 3, 2), padding=(3, 1), dilation=2, groups=2)
+    assert builtin.pads_input(uneven) and not builtin.skips_padding_products(uneven)
+
+
+@pytest.mark.parametrize("backend,name,where", list(_conv1d_params()))
 def test_conv1d_nonfinite_lands_as_defined(backend, name, where):
-    """builtin with dilation > 1 pads x itself: MLX's CPU convolution there leaves out the products of its
-    padding zeros, so a NaN or Inf weight tap reading only padding came out finite."""
     shape_x, shape_w, s, (left, right), d, g = CONV1D[name]
     x, w, b = poisoned(shape_x, shape_w, shape_w[0], where, 3)
     y = md.conv1d(mx.array(x, mx.float32), mx.array(w, mx.float32), mx.array(b, mx.float32),

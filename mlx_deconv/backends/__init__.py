@@ -56,7 +56,8 @@ def _winograd_applies(geom) -> bool:
 
 
 BACKENDS: Dict[str, Backend] = {
-    "builtin": Backend("builtin", conv_transpose1d=builtin.conv_transpose1d, conv1d=builtin.conv1d),
+    "builtin": Backend("builtin", conv_transpose1d=builtin.conv_transpose1d, conv1d=builtin.conv1d,
+                       bind=builtin.bind),
     "gemm": Backend("gemm", conv_transpose1d=gemm.conv_transpose1d, conv1d=gemm.conv1d),
     # winograd looks at its input's values (non-finite ones take the gemm path): no compiling.
     "winograd": Backend("winograd", conv_transpose1d=winograd.conv_transpose1d, applies=_winograd_applies,

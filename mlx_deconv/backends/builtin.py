@@ -13,8 +13,9 @@ import mlx.core as mx
 
 from ..geometry.records import Conv1dGeometry, Geometry
 
-# MLX's own function, taken when the package is imported: under patch_mlx() the name on mx is ours.
+# MLX's own functions, taken when the package is imported: under patch_mlx() the names on mx are ours.
 _MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
+_MLX_CONV1D = mx.conv1d
 
 
 def _symmetric_padding(geom: Geometry) -> int:
@@ -50,25 +51,25 @@ def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], ge
 
 
 def pads_input(geom: Conv1dGeometry) -> bool:
-    """Whether :func:`conv1d` pads the input with real zeros before MLX's op (see there): then MLX's loop
-    visits the padding rows too."""
-    asymmetric_groups = geom.groups > 1 and geom.pad_left != geom.pad_right
-    return (geom.dilation > 1 or asymmetric_groups) and bool(geom.pad_left or geom.pad_right)
+    """Whether :func:`conv1d` pads the input with real zeros before MLX's op: a grouped call with
+    ``left != right``, whose weight gradient from MLX's op (mlx 0.32.4) can come out in the wrong shape."""
+    return geom.groups > 1 and geom.pad_left != geom.pad_right
+
+
+def skips_padding_products(geom: Conv1dGeometry) -> bool:
+    """Whether MLX's ``conv1d`` leaves out the products of this call's zero padding: its CPU loop for a dilation
+    above 1 visits real input rows only, so a NaN or infinite weight tap that reads only padding gives a finite
+    output where the definition (0 * NaN) gives NaN. MLX's own behaviour, kept: padding the input first
+    costs a short call a third of its time (docs/guarantees.md)."""
+    return geom.dilation > 1 and bool(geom.pad_left or geom.pad_right) and not pads_input(geom)
 
 
 def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1dGeometry) -> mx.array:
     """Direct conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says.
 
     ``mx.conv_general`` takes ``([left], [right])`` padding, so asymmetric
-    ("same" with an even span, "causal") needs no copy of the input, except:
-
-    * ``dilation > 1``: MLX's CPU convolution leaves out the products of
-      padding rows, so a NaN or Inf weight tap that reads only padding would
-      give a finite output where zero padding gives NaN (0 * NaN);
-    * grouped with ``left != right``: the weight gradient of MLX's op
-      (mlx 0.32.4) can come out in the wrong shape.
-
-    There the input is padded with real zeros first.
+    ("same" with an even span, "causal") needs no copy of the input, except for a grouped call
+    (:func:`pads_input`), whose input is padded with real zeros first.
     """
     padding = ([geom.pad_left], [geom.pad_right])
     if pads_input(geom):
@@ -78,3 +79,39 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
     if bias is not None:
         y = y + bias
     return y
+
+
+def bind(op: str, geom, stream: mx.Stream):
+    """``run(x, weight, bias)``: MLX's op with this call's arguments bound, on ``stream``, and nothing else
+    where the call needs nothing else (no crop, no padded copy), so that a short call costs what MLX's op does.
+
+    Args:
+        op (str): ``"conv_transpose1d"`` or ``"conv1d"``.
+        geom: the call's validated geometry.
+        stream (mx.Stream): where it runs.
+
+    Returns:
+        callable: ``run(x, weight, bias)`` on NLC ``x`` and an MLX-layout weight of ``x``'s dtype (bias None or
+        of that dtype).
+    """
+    stride, dilation, groups = geom.stride, geom.dilation, geom.groups
+    if op == "conv1d" and not pads_input(geom) and geom.pad_left == geom.pad_right:
+        padding = geom.pad_left
+
+        def run(x, weight, bias):
+            y = _MLX_CONV1D(x, weight, stride, padding, dilation, groups, stream=stream)
+            return y if bias is None else mx.add(y, bias, stream=stream)
+        return run
+    if op == "conv_transpose1d":
+        padding = _symmetric_padding(geom)
+        if geom.crop == padding and geom.full_length - 2 * padding == geom.output_length:
+            def run(x, weight, bias):
+                y = _MLX_CONV_TRANSPOSE1D(x, weight, stride, padding, dilation, 0, groups, stream=stream)
+                return y if bias is None else mx.add(y, bias, stream=stream)
+            return run
+    compute = conv1d if op == "conv1d" else conv_transpose1d
+
+    def run(x, weight, bias):
+        with mx.stream(stream):
+            return compute(x, weight, bias, geom)
+    return run

@@ -46,6 +46,9 @@ class Backend:
             where minimal filtering applies; elsewhere a forced ``"winograd"`` runs as ``"gemm"``).
         compilable: whether a call may be wrapped in ``mx.compile`` (not one that looks at values or
             launches its own kernel outside MLX's tracing).
+        bind: ``bind(op, geometry, stream) -> run(x, weight, bias)``: the op bound to one call on one
+            stream, for a backend whose call is a few MLX ops, where compiling or any Python line in
+            front of them shows in a short call's time; None for the others.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Backend:
     available: Callable[[mx.Stream], bool] = _anywhere
     applies: Callable[[object], bool] = _always
     compilable: bool = True
+    bind: Optional[Callable[[str, object, mx.Stream], Run]] = None
 
     def run(self, op: str) -> Optional[Run]:
         """The run function of ``op``, or None."""

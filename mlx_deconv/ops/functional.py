@@ -2,7 +2,8 @@
 
 Each call becomes a :class:`~mlx_deconv.geometry.call.Call` record; the first call of a record is
 validated into its geometry, handed to :func:`mlx_deconv.choice.choose` and wrapped around the chosen
-backend's run (layouts in and out; compiled with ``mx.compile`` unless the signal is long). That
+backend's run (layouts in and out; compiled with ``mx.compile`` unless the signal is long), or, in MLX's own
+layouts, the backend's run bound to the call where its record has ``bind`` (``builtin``). That
 prepared call is kept per thread under the record, so a decoder's repeated calls cost a dictionary
 lookup in Python. ``patch_mlx`` looks its calls up in the same table.
 
@@ -397,8 +398,21 @@ def _prepare(call: Call, stream: mx.Stream) -> Prepared:
                      tuning=None if call.tuning is None else call.tuning[0])
     transposed = call.op == "conv_transpose1d"
     to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if call.weight_format == "torch" else None
+    if backend.bind is not None and batched and call.data_format == "NLC" and to_mlx is None and geom.batch:
+        return Prepared(backend, _plain_layout(backend.bind(call.op, geom, stream)))
     return Prepared(backend, _wrap(backend.run(call.op), geom, batched, call.data_format, to_mlx, stream,
                                    compile=backend.compilable))
+
+
+def _plain_layout(bound):
+    """A bound backend in MLX's own layouts: only the dtype rule in front (every line here shows in a short call)."""
+    def call(x, weight, bias=None):
+        if weight.dtype != x.dtype:
+            weight = weight.astype(x.dtype)
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.astype(x.dtype)
+        return bound(x, weight, bias)
+    return call
 
 
 def _wrap(run, geom, batched: bool, data_format: str, to_mlx, stream: mx.Stream, compile: bool):
