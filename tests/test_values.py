@@ -267,3 +267,30 @@ def test_a_thread_making_a_stream_per_call_keeps_a_bounded_few_hot_tables():
         with mx.stream(mx.new_stream(mx.cpu)):
             mx.eval(md.conv1d(x, w))
     assert len(functional._LOCAL.hot_tables) <= functional.HOT_STREAMS
+
+
+@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
+def test_a_call_passing_its_stream_takes_the_hot_path_of_that_stream_only(op, monkeypatch):
+    """``stream=`` an ``mx.Stream``: the second call skips the prepared table; another stream, or a default stream
+    of the same value as a passed one, is prepared for itself; a thread making a stream per call keeps a few tables."""
+    from mlx_deconv.ops import functional
+
+    fn = getattr(md, op)
+    functional.forget_prepared_calls()
+    seen = []
+    original = functional.prepared
+    monkeypatch.setattr(functional, "prepared", lambda call, stream: seen.append(stream) or original(call, stream))
+    x, w = mx.ones((1, 6, 2)), mx.ones((2, 3, 2))
+    one, two = mx.new_stream(mx.cpu), mx.new_stream(mx.cpu)
+    first = fn(x, w, stride=2, stream=one)
+    fn(x, w, stride=2, stream=one)
+    assert seen == [one]
+    fn(x, w, stride=2, stream=two)
+    assert seen == [one, two]
+    with mx.stream(one):
+        fn(x, w, stride=2)  # the default stream's table knows nothing of calls that passed their stream
+    assert len(seen) == 3 and seen[2] == one
+    np.testing.assert_array_equal(np.array(fn(x, w, stride=2, stream=two)), np.array(first))
+    for _ in range(3 * functional.HOT_STREAMS):
+        fn(x, w, stride=2, stream=mx.new_stream(mx.cpu))
+    assert len(functional._LOCAL.stream_tables) <= functional.HOT_STREAMS

@@ -91,27 +91,27 @@ def bind(op: str, geom, stream: mx.Stream):
         stream (mx.Stream): where it runs.
 
     Returns:
-        callable: ``run(x, weight, bias)`` on NLC ``x`` and an MLX-layout weight of ``x``'s dtype (bias None or
-        of that dtype).
+        callable: ``run(x, weight, bias=None)`` on NLC ``x`` and an MLX-layout weight of ``x``'s dtype (bias None
+        or of that dtype).
     """
     stride, dilation, groups = geom.stride, geom.dilation, geom.groups
     if op == "conv1d" and not pads_input(geom) and geom.pad_left == geom.pad_right:
         padding = geom.pad_left
 
-        def run(x, weight, bias):
+        def run(x, weight, bias=None):
             y = _MLX_CONV1D(x, weight, stride, padding, dilation, groups, stream=stream)
             return y if bias is None else mx.add(y, bias, stream=stream)
         return run
     if op == "conv_transpose1d":
         padding = _symmetric_padding(geom)
         if geom.crop == padding and geom.full_length - 2 * padding == geom.output_length:
-            def run(x, weight, bias):
+            def run(x, weight, bias=None):
                 y = _MLX_CONV_TRANSPOSE1D(x, weight, stride, padding, dilation, 0, groups, stream=stream)
                 return y if bias is None else mx.add(y, bias, stream=stream)
             return run
     compute = conv1d if op == "conv1d" else conv_transpose1d
 
-    def run(x, weight, bias):
+    def run(x, weight, bias=None):
         with mx.stream(stream):
             return compute(x, weight, bias, geom)
     return run

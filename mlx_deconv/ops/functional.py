@@ -7,7 +7,7 @@ layouts, the backend's run bound to the call where its record has ``bind`` (``bu
 prepared call is kept per thread under the record, so a decoder's repeated calls cost a dictionary
 lookup in Python. ``patch_mlx`` looks its calls up in the same table.
 
-A repeated call with plain arguments (ints and strings, MLX float arrays, the default stream, no
+A repeated call with plain arguments (ints and strings, MLX float arrays, no stream or an ``mx.Stream``, no
 autotuning) skips even the record: its run is kept in a second, flat table per thread and stream,
 found before anything else is built (:func:`_hot_table`).
 """
@@ -64,6 +64,7 @@ def forget_prepared_calls() -> None:
     _prepared_calls().clear()
     for table in getattr(_LOCAL, "hot_tables", {}).values():
         table.clear()
+    getattr(_LOCAL, "stream_tables", {}).clear()
 
 
 def as_float_array(name: str, value) -> mx.array:
@@ -156,12 +157,13 @@ def conv_transpose1d(
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
     # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
-    hot = (stream is None and type(x) is _ARRAY and type(weight) is _ARRAY and (bias is None or type(bias) is _ARRAY)
+    hot = ((stream is None or type(stream) is _STREAM) and type(x) is _ARRAY and type(weight) is _ARRAY
+           and (bias is None or type(bias) is _ARRAY)
            and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
            and type(data_format) is str and type(weight_format) is str and type(backend) is str
            and type(output_padding) in _NONE_OR_INT and type(output_size) in _NONE_OR_INT and autotune_off())
     if hot:
-        table = _hot_table()
+        table = _hot_table() if stream is None else _stream_table(stream)
         key = ("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, weight.dtype,
                None if bias is None else bias.dtype, stride, padding, output_padding, dilation, groups, data_format,
                weight_format, output_size, backend)
@@ -229,12 +231,13 @@ def conv1d(
         (see :func:`mlx_deconv.conv1d_output_length`).
     """
     # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
-    hot = (stream is None and type(x) is _ARRAY and type(weight) is _ARRAY and (bias is None or type(bias) is _ARRAY)
+    hot = ((stream is None or type(stream) is _STREAM) and type(x) is _ARRAY and type(weight) is _ARRAY
+           and (bias is None or type(bias) is _ARRAY)
            and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
            and type(data_format) is str and type(weight_format) is str and type(backend) is str
            and autotune_off())
     if hot:
-        table = _hot_table()
+        table = _hot_table() if stream is None else _stream_table(stream)
         key = ("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, weight.dtype,
                None if bias is None else bias.dtype, stride, padding, dilation, groups, data_format, weight_format,
                backend)
@@ -259,6 +262,7 @@ _ARGUMENTS = range(Call._fields.index("stride"), Call._fields.index("backend") +
 # A Call built without the named tuple's Python-level __new__: the ops build one per call.
 _new_call = tuple.__new__
 _ARRAY = mx.array
+_STREAM = mx.Stream
 _FLOATS = frozenset(FLOAT_DTYPES)
 #: Argument types the hot path takes as they are (an int is never equal to a str; 1.0 and True are not these types).
 _HOT_PADDING = frozenset((int, str))
@@ -286,12 +290,33 @@ def _hot_table() -> dict:
     return table
 
 
+def _stream_table(stream: mx.Stream) -> dict:
+    """The calling thread's flat table of runs for calls passing ``stream`` (an ``mx.Stream``) themselves.
+
+    Keyed by the stream object: streams hash by identity and compare by value, so another object for the
+    same stream misses and takes the full path, and no key ever finds another stream's run.
+    """
+    local = _LOCAL
+    try:
+        tables = local.stream_tables
+    except AttributeError:
+        tables = local.stream_tables = {}
+    table = tables.get(stream)
+    if table is None:
+        if len(tables) >= HOT_STREAMS:
+            tables.clear()
+        table = tables[stream] = {}
+    return table
+
+
 def _keep_hot(table: dict, key: tuple, run) -> None:
     """Keeps ``run`` under ``key`` when the call's arrays were MLX float arrays (none cast on the way in), so the
     key's dtypes are the run's; a full table starts over (its runs stay in the prepared table)."""
     if key[4] in _FLOATS and key[5] in _FLOATS and (key[6] is None or key[6] in _FLOATS):
         if len(table) >= PREPARED_CALLS:
             table.clear()
+        if key[4] == key[5] and (key[6] is None or key[6] == key[4]):  # no cast to make: the bound op itself
+            run = getattr(run, "same_dtype", run)
         table[key] = run
 
 
@@ -405,13 +430,15 @@ def _prepare(call: Call, stream: mx.Stream) -> Prepared:
 
 
 def _plain_layout(bound):
-    """A bound backend in MLX's own layouts: only the dtype rule in front (every line here shows in a short call)."""
+    """A bound backend in MLX's own layouts: only the dtype rule in front (every line here shows in a short call).
+    Its attribute ``same_dtype`` is ``bound`` itself, for the hot table's calls whose arrays share one dtype."""
     def call(x, weight, bias=None):
         if weight.dtype != x.dtype:
             weight = weight.astype(x.dtype)
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.astype(x.dtype)
         return bound(x, weight, bias)
+    call.same_dtype = bound
     return call
 
 
