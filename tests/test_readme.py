@@ -294,6 +294,10 @@ def expected_headline_figures(pages):
         longest = max(int(r["frames"]) for r in models)
         figures_.append(span([_number(r["speed-up"]) for r in models if int(r["frames"]) == longest
                               and r["model"] != "hifigan"]))
+    short = _table(in_pages(pages, "short"))
+    for grid in ("fitting", "held-out"):
+        figures_ += [span([_number(r["geomean"])]) for r in short or ()
+                     if r["BLAS"] == short[0]["BLAS"] and r["grid"] == grid]
     return figures_
 
 

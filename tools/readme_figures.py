@@ -40,7 +40,8 @@ table in ``docs/blas.md`` and the other tables in ``docs/performance.md``.
 * ``activation`` and ``bigvgan``: the anti-aliased activation's rows and the BigVGAN v2 generator's;
 * ``models``: mlx-audio's decoders, plain MLX against ``patch_mlx()``;
 * ``training``: a training step of BigVGAN and HiFi-GAN against PyTorch's;
-* ``headline``: the README introduction's figures, always recomputed from
+* ``headline``: the README introduction's figures (the short calls' from the ``short`` table's first
+  BLAS, each op's geomean and its calls more than 10% slower), always recomputed from
   the tables now in the docs, so the words cannot disagree with the tables;
   it ends with a link to the page and section of the ``forward`` table.
 
@@ -256,6 +257,17 @@ def headline(pages: Mapping[str, str]) -> str:
         if ups:
             rows.append((f"mlx-audio's decoders under `patch_mlx()`, {longest} frames", "the same decoders on MLX",
                          f"{_span(ups)} faster"))
+    short = _optional_table(pages, "short")
+    if short:
+        blas = short[0]["BLAS"]  # the forward run's BLAS, the one the other rows were measured behind
+        for grid, what in (("fitting", "short calls, L 1-1024 (the grid the rule was fitted on)"),
+                           ("held-out", "short calls, a held-out grid (batch 2-4, odd sizes, half precision)")):
+            cells = [r for r in short if r["BLAS"] == blas and r["grid"] == grid]
+            if cells:
+                rows.append((what, "`mx.conv1d` / `mx.conv_transpose1d` called directly",
+                             " / ".join(r["geomean"] for r in cells) + " faster by geomean; "
+                             + " and ".join(f"{r['below 0.9x']} of {r['cells']}" for r in cells)
+                             + " calls more than 10% slower"))
     where = _link_to_region(pages, "forward", locate(pages, "headline"))
     lines = ["| what | compared with | ratio |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return ("\n".join(lines) + f"\n\nCPU stream, float32: {_machine_and_blas(pages)}. One `bench` run of each kind; "
