@@ -294,3 +294,23 @@ def test_a_call_passing_its_stream_takes_the_hot_path_of_that_stream_only(op, mo
     for _ in range(3 * functional.HOT_STREAMS):
         fn(x, w, stride=2, stream=mx.new_stream(mx.cpu))
     assert len(functional._LOCAL.stream_tables) <= functional.HOT_STREAMS
+
+
+def test_a_bound_call_casts_its_weight_and_bias_on_the_call_s_stream():
+    """The dtype rule in front of a bound backend casts on the stream the call names, as the backend runs there
+    (not on the caller's default stream, which may be another stream or device)."""
+    from mlx_deconv.ops import functional
+
+    class Fake:  # just what the dtype rule reads: a dtype, and astype recording its stream
+        def __init__(self, dtype, casts):
+            self.dtype, self.casts = dtype, casts
+
+        def astype(self, dtype, stream=None):
+            self.casts.append(stream)
+            return Fake(dtype, self.casts)
+
+    casts, seen = [], []
+    stream = mx.new_stream(mx.cpu)
+    run = functional._plain_layout(lambda x, w, b: seen.append((w.dtype, b.dtype)), stream)
+    run(Fake(mx.float16, casts), Fake(mx.float32, casts), Fake(mx.bfloat16, casts))
+    assert casts == [stream, stream] and seen == [(mx.float16, mx.float16)]

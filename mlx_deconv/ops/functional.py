@@ -303,8 +303,8 @@ def _stream_table(stream: mx.Stream) -> dict:
         tables = local.stream_tables = {}
     table = tables.get(stream)
     if table is None:
-        if len(tables) >= HOT_STREAMS:
-            tables.clear()
+        if len(tables) >= HOT_STREAMS:  # a new object per call (``stream=mx.default_stream(...)``) evicts only its like
+            del tables[next(iter(tables))]
         table = tables[stream] = {}
     return table
 
@@ -424,19 +424,20 @@ def _prepare(call: Call, stream: mx.Stream) -> Prepared:
     transposed = call.op == "conv_transpose1d"
     to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if call.weight_format == "torch" else None
     if backend.bind is not None and batched and call.data_format == "NLC" and to_mlx is None and geom.batch:
-        return Prepared(backend, _plain_layout(backend.bind(call.op, geom, stream)))
+        return Prepared(backend, _plain_layout(backend.bind(call.op, geom, stream), stream))
     return Prepared(backend, _wrap(backend.run(call.op), geom, batched, call.data_format, to_mlx, stream,
                                    compile=backend.compilable))
 
 
-def _plain_layout(bound):
-    """A bound backend in MLX's own layouts: only the dtype rule in front (every line here shows in a short call).
-    Its attribute ``same_dtype`` is ``bound`` itself, for the hot table's calls whose arrays share one dtype."""
+def _plain_layout(bound, stream: mx.Stream):
+    """A bound backend in MLX's own layouts: only the dtype rule in front (every line here shows in a short call),
+    its casts on the call's stream. Its attribute ``same_dtype`` is ``bound`` itself, for the hot table's calls
+    whose arrays share one dtype."""
     def call(x, weight, bias=None):
         if weight.dtype != x.dtype:
-            weight = weight.astype(x.dtype)
+            weight = weight.astype(x.dtype, stream=stream)
         if bias is not None and bias.dtype != x.dtype:
-            bias = bias.astype(x.dtype)
+            bias = bias.astype(x.dtype, stream=stream)
         return bound(x, weight, bias)
     call.same_dtype = bound
     return call

@@ -1,4 +1,4 @@
-"""How autotuning times the backends on one call's shape: random data, the call compiled as the real one, medians.
+"""How autotuning times the backends on one call's shape: random data, the call run as the real one, medians.
 
 :mod:`mlx_deconv.autotune` decides when to time and keeps the choices; this
 module only measures.
@@ -96,12 +96,16 @@ def timed_calls(op: str, geom, stream: mx.Stream, dtype, mode: str,
 
 
 def runners(geom, stream: mx.Stream, names: List[str]) -> Dict[str, Callable]:
-    """``{name: fn(x, w) -> y}`` for the backends ``names``, compiled as ``functional`` compiles a real call."""
+    """``{name: fn(x, w) -> y}`` for the backends ``names``, each as ``functional`` runs a real call in MLX's
+    layouts: bound where the record binds, else compiled when small."""
     op = backends.op_of(geom)
     small = geom.batch * geom.output_length * geom.out_channels <= COMPILE_MAX_OUTPUT
     found = {}
     for name in names:
         record = backends.BACKENDS[name]
+        if record.bind is not None and geom.batch:
+            found[name] = record.bind(op, geom, stream)
+            continue
 
         def call(x, w, run=record.run(op)):
             with mx.stream(stream):
