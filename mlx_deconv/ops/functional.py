@@ -157,27 +157,34 @@ def conv_transpose1d(
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
     # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
-    hot = ((stream is None or type(stream) is _STREAM) and type(x) is _ARRAY and type(weight) is _ARRAY
-           and (bias is None or type(bias) is _ARRAY)
-           and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
-           and type(data_format) is str and type(weight_format) is str and type(backend) is str
-           and type(output_padding) in _NONE_OR_INT and type(output_size) in _NONE_OR_INT and autotune_off())
-    if hot:
-        table = _hot_table() if stream is None else _stream_table(stream)
-        key = ("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, weight.dtype,
-               None if bias is None else bias.dtype, stride, padding, output_padding, dilation, groups, data_format,
-               weight_format, output_size, backend)
-        run = table.get(key)
-        if run is not None:
-            return run(x, weight) if bias is None else run(x, weight, bias)
+    table = None
+    if (type(x) is _ARRAY and type(weight) is _ARRAY and type(stride) is int and type(dilation) is int
+            and type(groups) is int and type(padding) in _HOT_PADDING and type(data_format) is str
+            and type(weight_format) is str and type(backend) is str and type(output_padding) in _NONE_OR_INT
+            and type(output_size) in _NONE_OR_INT and autotune_off()):
+        table = _hot_table() if stream is None else _stream_table(stream) if type(stream) is _STREAM else None
+    if table is not None:
+        key = ("conv_transpose1d", x.dtype, weight.dtype, x.shape, weight.shape, stride, padding, output_padding,
+               dilation, groups, data_format, weight_format, output_size, backend)
+        if bias is None:
+            run = table.get(key)
+            if run is not None:
+                return run(x, weight)
+        elif type(bias) is _ARRAY:
+            key += (bias.dtype, bias.shape)
+            run = table.get(key)
+            if run is not None:
+                return run(x, weight, bias)
+        else:
+            table = None
     x, weight, bias = checked_arrays(x, weight, bias)
     stream = resolve_stream(stream)
     call = _new_call(Call, ("conv_transpose1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype,
                             stride, padding, output_padding, dilation, groups, data_format, weight_format, output_size,
                             backend, stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
-    if hot:
-        _keep_hot(table, key, run)
+    if table is not None:
+        _keep_hot(table, key, run, bias is not None)
     return run(x, weight) if bias is None else run(x, weight, bias)
 
 
@@ -231,27 +238,33 @@ def conv1d(
         (see :func:`mlx_deconv.conv1d_output_length`).
     """
     # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
-    hot = ((stream is None or type(stream) is _STREAM) and type(x) is _ARRAY and type(weight) is _ARRAY
-           and (bias is None or type(bias) is _ARRAY)
-           and type(stride) is int and type(dilation) is int and type(groups) is int and type(padding) in _HOT_PADDING
-           and type(data_format) is str and type(weight_format) is str and type(backend) is str
-           and autotune_off())
-    if hot:
-        table = _hot_table() if stream is None else _stream_table(stream)
-        key = ("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, weight.dtype,
-               None if bias is None else bias.dtype, stride, padding, dilation, groups, data_format, weight_format,
-               backend)
-        run = table.get(key)
-        if run is not None:
-            return run(x, weight) if bias is None else run(x, weight, bias)
+    table = None
+    if (type(x) is _ARRAY and type(weight) is _ARRAY and type(stride) is int and type(dilation) is int
+            and type(groups) is int and type(padding) in _HOT_PADDING and type(data_format) is str
+            and type(weight_format) is str and type(backend) is str and autotune_off()):
+        table = _hot_table() if stream is None else _stream_table(stream) if type(stream) is _STREAM else None
+    if table is not None:
+        key = ("conv1d", x.dtype, weight.dtype, x.shape, weight.shape, stride, padding, dilation, groups, data_format,
+               weight_format, backend)
+        if bias is None:
+            run = table.get(key)
+            if run is not None:
+                return run(x, weight)
+        elif type(bias) is _ARRAY:
+            key += (bias.dtype, bias.shape)
+            run = table.get(key)
+            if run is not None:
+                return run(x, weight, bias)
+        else:
+            table = None
     x, weight, bias = checked_arrays(x, weight, bias)
     stream = resolve_stream(stream)
     call = _new_call(Call, ("conv1d", x.shape, weight.shape, None if bias is None else bias.shape, x.dtype, stride,
                             padding, None, dilation, groups, data_format, weight_format, None, backend,
                             stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
-    if hot:
-        _keep_hot(table, key, run)
+    if table is not None:
+        _keep_hot(table, key, run, bias is not None)
     return run(x, weight) if bias is None else run(x, weight, bias)
 
 
@@ -309,13 +322,15 @@ def _stream_table(stream: mx.Stream) -> dict:
     return table
 
 
-def _keep_hot(table: dict, key: tuple, run) -> None:
-    """Keeps ``run`` under ``key`` when the call's arrays were MLX float arrays (none cast on the way in), so the
-    key's dtypes are the run's; a full table starts over (its runs stay in the prepared table)."""
-    if key[4] in _FLOATS and key[5] in _FLOATS and (key[6] is None or key[6] in _FLOATS):
+def _keep_hot(table: dict, key: tuple, run, with_bias: bool) -> None:
+    """Keeps ``run`` under ``key`` (``(op, x dtype, weight dtype, ...)``, then ``(bias dtype, bias shape)`` with a
+    bias) when the call's arrays were MLX float arrays (none cast on the way in), so the key's dtypes are the
+    run's; a full table starts over (its runs stay in the prepared table)."""
+    bias_dtype = key[-2] if with_bias else None
+    if key[1] in _FLOATS and key[2] in _FLOATS and (bias_dtype is None or bias_dtype in _FLOATS):
         if len(table) >= PREPARED_CALLS:
             table.clear()
-        if key[4] == key[5] and (key[6] is None or key[6] == key[4]):  # no cast to make: the bound op itself
+        if key[1] == key[2] and (bias_dtype is None or bias_dtype == key[1]):  # no cast to make: the bound op itself
             run = getattr(run, "same_dtype", run)
         table[key] = run
 
