@@ -191,6 +191,12 @@ def _transposed_params():
                 yield pytest.param(backend, name, where, id=f"{backend}-{name}-{where}")
 
 
+def _nan_count(op, x, w, backend, kwargs) -> int:
+    """NaN outputs of ``op`` on float32 ``x`` and ``w`` (no bias) on ``backend``."""
+    y = op(mx.array(x, mx.float32), mx.array(w, mx.float32), None, backend=backend, **kwargs)
+    return int(np.isnan(np.array(y, np.float64)).sum())
+
+
 @pytest.mark.parametrize("name", ["stride 1", "stride 1, one side"])
 def test_mlx_s_transposed_op_multiplies_its_own_padding_as_the_guarantees_say(name):
     """docs/guarantees.md's one exception: MLX's op, on a stride-1 dense undilated call whose crop is below ``K - 1``,
@@ -201,13 +207,10 @@ def test_mlx_s_transposed_op_multiplies_its_own_padding_as_the_guarantees_say(na
     x, w, b = poisoned(shape_x, shape_w, shape_w[0], "w inf", 2)
     kwargs = dict(stride=s, padding=(left, right), dilation=d, groups=g)
     expected = transposed_definition(x, w, None, s, left, right, d, g)
-
-    def nan_count(backend):
-        return int(np.isnan(np.array(md.conv_transpose1d(mx.array(x, mx.float32), mx.array(w, mx.float32), None,
-                                                          backend=backend, **kwargs), np.float64)).sum())
+    count = lambda backend: _nan_count(md.conv_transpose1d, x, w, backend, kwargs)  # noqa: E731
 
     assert builtin.multiplies_its_padding(geom)
-    assert nan_count("builtin") > np.isnan(expected).sum() == nan_count("gemm")
+    assert count("builtin") > np.isnan(expected).sum() == count("gemm")
     long = dataclasses.replace(geom, batch=1, length=2048, in_channels=96, out_channels=96,
                                output_length=geom.output_length - geom.length + 2048)
     assert rule.auto(long, mx.default_stream(mx.cpu)) != "builtin"
@@ -247,13 +250,10 @@ def test_mlx_s_dilated_conv1d_leaves_out_its_padding_as_the_guarantees_say(name)
     x, w, b = poisoned(shape_x, shape_w, shape_w[0], "w inf", 3)
     kwargs = dict(stride=s, padding=(left, right), dilation=d, groups=g)
     expected = conv1d_definition(x, w, None, s, left, right, d, g)
-
-    def nan_count(backend):
-        return int(np.isnan(np.array(md.conv1d(mx.array(x, mx.float32), mx.array(w, mx.float32), None,
-                                               backend=backend, **kwargs), np.float64)).sum())
+    count = lambda backend: _nan_count(md.conv1d, x, w, backend, kwargs)  # noqa: E731
 
     assert builtin.skips_padding_products(_conv1d_geometry(name))
-    assert nan_count("builtin") < np.isnan(expected).sum() == nan_count("gemm")
+    assert count("builtin") < np.isnan(expected).sum() == count("gemm")
     uneven, _ = conv1d_geometry((1, 16, 4), (4, 3, 2), padding=(3, 1), dilation=2, groups=2)
     assert builtin.pads_input(uneven) and not builtin.skips_padding_products(uneven)
 

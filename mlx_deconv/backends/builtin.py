@@ -33,14 +33,20 @@ def multiplies_its_padding(geom: Geometry) -> bool:
             and _symmetric_padding(geom) < geom.kernel_size - 1)
 
 
+def _mlx_window(geom: Geometry):
+    """``(padding, start, stop)``: MLX's ``padding`` for the call, and the samples ``[start, stop)`` of MLX's output
+    (``full_length - 2*padding`` long) that are the call's; past MLX's output they are zeros."""
+    both = _symmetric_padding(geom)
+    start = geom.crop - both
+    return both, start, start + geom.output_length
+
+
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
     """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
-    both = _symmetric_padding(geom)
+    both, start, stop = _mlx_window(geom)
     y = _MLX_CONV_TRANSPOSE1D(
         x, weight, stride=geom.stride, padding=both, dilation=geom.dilation, groups=geom.groups
     )
-    start = geom.crop - both
-    stop = start + geom.output_length
     if stop > y.shape[1]:
         y = mx.pad(y, [(0, 0), (0, stop - y.shape[1]), (0, 0)])
     if start or stop != y.shape[1]:
@@ -95,7 +101,7 @@ def bind(op: str, geom, stream: mx.Stream):
         or of that dtype).
     """
     stride, dilation, groups = geom.stride, geom.dilation, geom.groups
-    if op == "conv1d" and not pads_input(geom) and geom.pad_left == geom.pad_right:
+    if op == "conv1d" and geom.pad_left == geom.pad_right:  # even padding: nothing to pad first (pads_input)
         padding = geom.pad_left
 
         def run(x, weight, bias=None):
@@ -103,8 +109,8 @@ def bind(op: str, geom, stream: mx.Stream):
             return y if bias is None else mx.add(y, bias, stream=stream)
         return run
     if op == "conv_transpose1d":
-        padding = _symmetric_padding(geom)
-        if geom.crop == padding and geom.full_length - 2 * padding == geom.output_length:
+        padding, start, stop = _mlx_window(geom)
+        if start == 0 and stop == geom.full_length - 2 * padding:  # MLX's output is the call's, as it is
             def run(x, weight, bias=None):
                 y = _MLX_CONV_TRANSPOSE1D(x, weight, stride, padding, dilation, 0, groups, stream=stream)
                 return y if bias is None else mx.add(y, bias, stream=stream)
