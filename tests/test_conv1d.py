@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import mlx_deconv as md
 import reference as ref
 from helpers import atol
+from mlx_deconv.geometry.records import padding_follows_length
 from mlx_deconv.geometry.validation import conv1d_geometry
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
@@ -344,3 +345,51 @@ def test_grouped_asymmetric_padding_weight_gradient(backend):
     assert got_w.shape == w.shape
     np.testing.assert_allclose(np.array(got_x), ex, atol=1e-6)
     np.testing.assert_allclose(np.array(got_w), ew, atol=1e-6)
+
+
+# -- traced once, called at other lengths -----------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shapeless_compile_refuses_padding_that_follows_length(backend):
+    """"same" with a stride pads by the length's remainder, which a shapeless trace would keep for every other
+    length (wrong values, silently): such a call raises under ``shapeless=True``, while the plain transformations
+    still match the definition at each length."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((3, 4, 2))
+    kw = dict(stride=2, padding="same", dilation=1, backend=backend)
+    shapeless = mx.compile(lambda a: md.conv1d(a, mx.array(w, mx.float32), **kw), shapeless=True)
+    with pytest.raises(ValueError, match="cannot infer output shapes"):
+        shapeless(mx.zeros((1, 16, 2)))
+    traced = mx.compile(lambda a: md.conv1d(a, mx.array(w, mx.float32), **kw))
+    for length in (16, 17, 21):
+        x = rng.standard_normal((1, length, 2))
+        left, right = ref.tf_same_pads(length, 4, 2, 1)
+        expected = ref.conv1d(x, w, None, 2, left, right, 1)
+        np.testing.assert_allclose(np.array(traced(mx.array(x, mx.float32))), expected, atol=atol(8))
+        ct = rng.standard_normal(expected.shape)
+        got = mx.grad(lambda a: (md.conv1d(a, mx.array(w, mx.float32), **kw) * mx.array(ct, mx.float32)).sum())(
+            mx.array(x, mx.float32))
+        np.testing.assert_allclose(np.array(got), ref.conv1d_vjp(x, w, ct, 2, left, right, 1, 1)[0], atol=atol(8))
+
+
+def test_shapeless_compile_keeps_padding_that_does_not_follow_length():
+    """Padding fixed by the arguments alone (ints, "causal", "same" at stride 1) is right at every length, so a
+    shapeless trace of a call on MLX's op stays allowed."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((3, 3, 2))
+    for padding, stride in ((1, 2), ("causal", 2), ("same", 1)):
+        kw = dict(stride=stride, padding=padding, backend="builtin")
+        shapeless = mx.compile(lambda a: md.conv1d(a, mx.array(w, mx.float32), **kw), shapeless=True)
+        for length in (16, 17, 21):
+            x = rng.standard_normal((1, length, 2))
+            left, right = ref.conv1d_pads(padding, length, 3, stride, 1)
+            expected = ref.conv1d(x, w, None, stride, left, right, 1)
+            np.testing.assert_allclose(np.array(shapeless(mx.array(x, mx.float32))), expected, atol=atol(6))
+
+
+@given(taps=st.integers(1, 9), stride=st.integers(1, 6), dilation=st.integers(1, 5),
+       padding=st.one_of(st.integers(0, 6), st.sampled_from(["valid", "causal", "same", "SAME"])))
+def test_padding_follows_length_when_lengths_disagree(taps, stride, dilation, padding):
+    form = padding.lower() if isinstance(padding, str) else padding  # the op takes the forms in any case
+    pads = {ref.conv1d_pads(form, length, taps, stride, dilation) for length in range(1, 3 * stride + 2)}
+    assert padding_follows_length(padding, taps, stride, dilation) == (len(pads) > 1)

@@ -329,6 +329,14 @@ def conv1d_padding(padding: Padding, length: int, kernel_size: int, stride: int 
     return _padding_amounts(padding)
 
 
+def padding_follows_length(padding: Padding, kernel_size: int, stride: int = 1, dilation: int = 1) -> bool:
+    """Whether :func:`conv1d_padding` gives different padding for different input lengths: ``"same"`` with a
+    stride and a dilated span both above 1, whose total is ``span - (L % stride or stride)`` (clipped at 0).
+    A graph traced at one length keeps that length's padding, so it is right at that length only."""
+    return (isinstance(padding, str) and padding.lower() == "same" and stride > 1
+            and dilated_kernel_size(kernel_size, dilation) > 1)
+
+
 def conv1d_output_length(length: int, kernel_size: int, stride: int = 1, padding: Padding = 0, dilation: int = 1) -> int:
     """Output length of :func:`mlx_deconv.conv1d` for every padding form.
 

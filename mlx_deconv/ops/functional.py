@@ -24,7 +24,7 @@ from ..backends import available_backends as _available_backends, check_op
 from ..backends.record import Backend
 from ..choice import choose
 from ..geometry.call import Call
-from ..geometry.records import Padding
+from ..geometry.records import Padding, padding_follows_length
 from ..geometry.torch_layout import from_torch_layout
 from ..geometry.validation import geometry_of
 from ..runtime.compiling import COMPILE_MAX_OUTPUT
@@ -219,7 +219,8 @@ def conv1d(
         stride (int): step between outputs. Default: ``1``.
         padding: zeros around the input: ``int`` (both sides), ``(left, right)``,
             ``"valid"`` (none), ``"same"`` (TensorFlow/Keras: ``ceil(L/stride)``
-            outputs, the smaller half of the padding on the left) or
+            outputs, the smaller half of the padding on the left; with a stride above
+            1 the padding depends on ``L``, so a shapeless ``mx.compile`` refuses it) or
             ``"causal"`` (``dilation*(K-1)`` on the left). Default: ``0``.
         dilation (int): spacing between kernel taps. Default: ``1``.
         groups (int): blocked connections between input and output channels;
@@ -439,9 +440,32 @@ def _prepare(call: Call, stream: mx.Stream) -> Prepared:
     transposed = call.op == "conv_transpose1d"
     to_mlx = (lambda w: from_torch_layout(w, geom.groups, transposed)) if call.weight_format == "torch" else None
     if backend.bind is not None and batched and call.data_format == "NLC" and to_mlx is None and geom.batch:
-        return Prepared(backend, _plain_layout(backend.bind(call.op, geom, stream), stream))
-    return Prepared(backend, _wrap(backend.run(call.op), geom, batched, call.data_format, to_mlx, stream,
-                                   compile=backend.compilable))
+        run = _plain_layout(backend.bind(call.op, geom, stream), stream)
+    else:
+        run = _wrap(backend.run(call.op), geom, batched, call.data_format, to_mlx, stream, compile=backend.compilable)
+    if not transposed and padding_follows_length(call.padding, geom.kernel_size, geom.stride, geom.dilation):
+        run = _at_traced_length(run)
+    return Prepared(backend, run)
+
+
+@mx.custom_function
+def _length_fixed(x: mx.array) -> mx.array:
+    """``x``, through a node MLX cannot give a new shape: a shapeless ``mx.compile`` replaying it at another
+    length raises ("CustomTransforms cannot infer output shapes") instead of computing with the traced padding."""
+    return x
+
+
+@_length_fixed.vjp
+def _length_fixed_vjp(primals, cotangent, output):
+    return cotangent
+
+
+def _at_traced_length(run):
+    """``run`` for a call whose padding depends on the input's length (``"same"`` with a stride): its graph is
+    right at the length it was built for only, so its input goes through :func:`_length_fixed` first."""
+    def call(x, weight, bias=None):
+        return run(_length_fixed(x), weight, bias)
+    return call
 
 
 def _plain_layout(bound, stream: mx.Stream):
