@@ -447,24 +447,81 @@ def test_under_grad_only_the_backward_crosses_to_the_worker(monkeypatch):
     np.testing.assert_allclose(np.array(mx.grad(lambda x: act(x).sum())(x)), np.array(g), rtol=0, atol=0)
 
 
-def test_small_traced_calls_stay_in_the_callers_graph(monkeypatch):
-    """Up to the banded form's bound, a gradient evaluates nothing, copies nothing to the host and uses no worker:
-    the activation is MLX ops in the caller's graph. Past it, the fused path's evaluation is taken."""
+def test_small_traced_calls_are_built_off_the_trace_and_evaluate_nothing(monkeypatch):
+    """Up to the banded form's bound, a gradient evaluates nothing and copies nothing to the host: the worker
+    builds one compiled forward and one compiled VJP (two jobs), whose fused nodes join the caller's graph. Past
+    the bound, the fused path's evaluation is taken."""
+    import io
+
     from mlx_deconv.backends.anti_aliased import banded, gradient
 
     def refuse(arrays):
         raise AssertionError("evaluated inside the gradient")
 
     monkeypatch.setattr(gradient, "_to_host", refuse)
+    jobs = []
+    worker = gradient._worker()
+    monkeypatch.setattr(gradient, "_worker", lambda: jobs.append(1) or worker)
     rng = np.random.default_rng(4)
     x = mx.array(rng.standard_normal((2, 16, 3)), mx.float32)
     al, be = mx.array(rng.uniform(-1, 1, 3), mx.float32), mx.array(rng.uniform(-1, 1, 3), mx.float32)
     up = md.kaiser_sinc_filter(0.25, 0.3, 12)
     act = lambda x: md.anti_aliased_activation(x, al, be, up_filter=up, down_filter=up, backend="polyphase")  # noqa: E731
-    mx.eval(mx.grad(lambda x: act(x).sum())(x))
+    g = mx.grad(lambda x: act(x).sum())(x)
+    assert len(jobs) == 2
+    dot = io.StringIO()
+    mx.export_to_dot(dot, g)
+    assert "Compiled" in dot.getvalue()  # the snake's elementwise work fused, though the caller was tracing
+    geom = ActivationGeometry(2, 16, 3, 2, 12, 12, "snakebeta", True)
+    in_graph = mx.grad(lambda x: banded.in_graph(x, al, be, up, up, geom).sum())(x)
+    np.testing.assert_allclose(np.array(g), np.array(in_graph), rtol=1e-6, atol=1e-6)
     monkeypatch.setattr(banded, "MAX_ELEMENTS", x.size - 1)
     with pytest.raises(AssertionError, match="evaluated inside"):
         mx.eval(mx.grad(lambda x: act(x).sum())(x))
+
+
+def test_under_a_compile_holding_the_filters_the_ops_join_the_callers_graph(monkeypatch):
+    """A step compiled with the filters among its inputs cannot read their taps: the banded ops are traced into
+    the caller's graph (MLX fuses them there), and no job goes to the worker."""
+    from mlx_deconv.backends.anti_aliased import gradient
+
+    jobs = []
+    worker = gradient._worker()
+    monkeypatch.setattr(gradient, "_worker", lambda: jobs.append(1) or worker)
+    rng = np.random.default_rng(9)
+    x = mx.array(rng.standard_normal((2, 16, 3)), mx.float32)
+    al, be = mx.array(rng.uniform(-1, 1, 3), mx.float32), mx.array(rng.uniform(-1, 1, 3), mx.float32)
+    up = md.kaiser_sinc_filter(0.25, 0.3, 12)
+
+    def loss(x, up_):
+        return md.anti_aliased_activation(x, al, be, up_filter=up_, down_filter=up_, backend="polyphase").sum()
+
+    compiled = mx.compile(mx.grad(loss))(x, up)
+    assert not jobs
+    plain = mx.grad(loss)(x, up)
+    assert len(jobs) == 2
+    np.testing.assert_allclose(np.array(compiled), np.array(plain), rtol=1e-5, atol=1e-6)
+
+
+def test_traced_calls_from_threads_at_once():
+    """Several threads' gradients share the one worker that builds the compiled sides: each gets its own values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    up = md.kaiser_sinc_filter(0.25, 0.3, 12)
+    rng = np.random.default_rng(10)
+    cases = [(rng.standard_normal((2, 3, 24 + k)), *params(rng, 3, "snakebeta", True)) for k in range(4)]
+    ct = [rng.standard_normal(c[0].shape) for c in cases]
+
+    def grads(k):
+        x, alpha, beta = cases[k]
+        return _grads("polyphase", x, alpha, beta, up, up, 2, "snakebeta", True, ct[k])
+
+    alone = [grads(k) for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(grads, [0, 1, 2, 3] * 3))
+    for k, got in enumerate(together):
+        for a, b in zip(got, alone[k % 4]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_traced_calls_keep_the_filters_constant_compiled_or_not():

@@ -103,8 +103,10 @@ def anti_aliased_activation(
     treat the filters as constants (a zero cotangent, like NVIDIA's buffers); ``backend="unfused"``
     differentiates them too. Inside ``mx.grad`` MLX compiles nothing given its tracers. So a traced
     ``"polyphase"`` call (inside ``mx.grad``, ``mx.vjp``, ``mx.vmap`` or ``mx.compile``) of at most
-    65,536 elements is a few matmuls and elementwise ops that MLX differentiates in the caller's graph:
-    no evaluation, no copy, no worker thread. A non-finite ``x`` there reaches the outputs of up to
+    65,536 elements is a few matmuls and elementwise ops, and MLX's VJP of them: both compiled, their
+    graphs built by a worker thread that is not tracing, and evaluated with the caller's (no evaluation
+    or copy when built). Under a caller's ``mx.compile`` whose inputs hold the filters, the ops join the
+    caller's graph as they are. A non-finite ``x`` there reaches the outputs of up to
     about four blocks of 16 samples around it. A larger call evaluates its inputs and runs its
     compiled kernels on copies: the forward on the calling thread, the backward on a worker thread.
     Inside a caller's ``mx.compile`` (a training step compiled with ``inputs=model.state``), such a

@@ -31,8 +31,9 @@ Paths, all computing that map:
 Both fused paths are ``mx.custom_function`` s with a polyphase VJP (:mod:`.gradient`): the down taps'
 adjoint, the edge extension's, the snake's derivative, the up taps' adjoint and the edge pad's.
 Inside ``mx.grad`` MLX does not compile functions given tracers, so a small traced ``"polyphase"`` call
-is computed by :mod:`.banded` (a matmul of blocks per filtering, in the caller's graph), and a larger one
-hands its work, evaluated, to a worker thread that is not tracing (:func:`.gradient.run_untraced`).
+is computed by :mod:`.banded` (a matmul of blocks per filtering, compiled with its VJP on a worker thread that
+is not tracing, lazily: :func:`.gradient.build_untraced`), and a larger one hands its work, evaluated, to
+that thread (:func:`.gradient.run_untraced`).
 
 The geometry (lengths, pads, taps) is :class:`~mlx_deconv.geometry.activation.ActivationGeometry`.
 """

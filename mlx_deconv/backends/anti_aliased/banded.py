@@ -4,8 +4,14 @@ Inside ``mx.grad``, ``mx.vjp`` or a caller's ``mx.compile`` MLX compiles nothing
 fused kernels would run op by op. Here each filtering is one matmul instead: the signal, one row per
 channel, is cut into blocks, each block is read with the few samples its taps reach past it (a
 window), and a banded matrix maps every window to its output block at once. The snake in between is
-elementwise (:mod:`.sine`). MLX differentiates all of it in the caller's graph: no evaluation, no copy
-to the host, no worker thread, and under ``mx.compile`` it fuses the elementwise parts.
+elementwise (:mod:`.sine`).
+
+Where the filters' taps can be read (``mx.grad``, ``mx.vjp``), the map and its VJP (MLX's, of these
+ops) are compiled functions, built on the worker thread, which is not tracing, so MLX compiles them:
+the call is one custom function whose two sides each hand a few fused nodes to the caller's graph,
+evaluated with it (nothing is evaluated or copied when they are built). Inside a caller's
+``mx.compile`` whose inputs include the filters (a training step compiled with ``inputs=model.state``),
+the ops go into the caller's graph as they are, and MLX fuses them there.
 
 The matrices hold zeros off their bands, so a non-finite sample of ``x`` reaches every output whose
 block's window holds it (``Inf * 0`` is NaN): up to about four blocks of 16 samples, where the fused
@@ -23,7 +29,9 @@ import mlx.core as mx
 import numpy as np
 
 from ...geometry.activation import ActivationGeometry
-from .phases import snake_params
+from ...runtime.compiling import per_thread_cache
+from .gradient import build_untraced
+from .phases import filter_taps, snake_params
 from .sine import reduce_pi, sin_cos_reduced, sin_squared, sin_squared_reduced
 
 #: Up to this many elements of ``x`` a traced call takes this form. Alone it is not faster than the fused kernels,
@@ -137,6 +145,47 @@ def _snake_vjp(primals, cotangent, output):
 
 def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
         geom: ActivationGeometry) -> mx.array:
+    """The map on NLC ``x`` ``(N, L, C)`` (filters ``(Ku,)``, ``(Kd,)``), differentiable in ``x``, ``alpha`` and
+    ``beta`` (the filters are constants); half precision is computed in float32, rounded once.
+
+    Compiled off the trace when the taps can be read (:func:`_off_trace`), else MLX ops in the caller's graph
+    (:func:`in_graph`)."""
+    taps = filter_taps(up, down)
+    if taps[0] is None:
+        return in_graph(x, alpha, beta, up, down, geom)
+    return _off_trace(geom, beta is not None, *taps)(x, alpha, alpha if beta is None else beta)
+
+
+@lru_cache(maxsize=64)
+def _off_trace(geom: ActivationGeometry, has_beta: bool, up_taps: Tuple[float, ...], down_taps: Tuple[float, ...]):
+    """``fn(x, alpha, beta)``: a custom function whose forward and VJP are :func:`_compiled`'s, built by
+    :func:`.gradient.build_untraced` (``beta`` is a stand-in for Snake, its cotangent zero)."""
+    @mx.custom_function
+    def fn(xv, al, be):
+        return build_untraced(lambda *a: _compiled(geom, has_beta, up_taps, down_taps)[0](*a), [xv, al, be])
+
+    @fn.vjp
+    def fn_vjp(primals, cotangent, output):
+        return tuple(build_untraced(lambda *a: _compiled(geom, has_beta, up_taps, down_taps)[1](*a),
+                                    [*primals, cotangent]))
+    return fn
+
+
+@per_thread_cache(maxsize=64)
+def _compiled(geom: ActivationGeometry, has_beta: bool, up_taps: Tuple[float, ...], down_taps: Tuple[float, ...]):
+    """``(forward, backward)``: :func:`in_graph` with the taps as constants, and MLX's VJP of it, each compiled."""
+    up, down = mx.array(up_taps, mx.float32), mx.array(down_taps, mx.float32)
+
+    def forward(xv, al, be):
+        return in_graph(xv, al, be if has_beta else None, up, down, geom)
+
+    def backward(xv, al, be, ybar):
+        return tuple(mx.vjp(forward, [xv, al, be], [ybar])[1])
+    return mx.compile(forward), mx.compile(backward)
+
+
+def in_graph(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
+             geom: ActivationGeometry) -> mx.array:
     """The map on NLC ``x`` ``(N, L, C)`` (filters ``(Ku,)``, ``(Kd,)``) as MLX ops, differentiable by MLX
     in every array; half precision is computed in float32, rounded once."""
     n, L, c = x.shape

@@ -151,6 +151,8 @@ def traced(*arrays: Optional[mx.array]) -> bool:
     return not _PROBE.is_tracer(mx.zeros((1,), mx.float32))
 
 
+#: The worker thread's name: every job sees it, so a call made by a job never waits on the worker.
+WORKER_PREFIX = "mlx_deconv_anti_aliased"
 _WORKER_LOCK = threading.Lock()
 _WORKER: Optional[ThreadPoolExecutor] = None
 
@@ -159,7 +161,7 @@ def _worker() -> ThreadPoolExecutor:
     global _WORKER
     with _WORKER_LOCK:
         if _WORKER is None:
-            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx_deconv_anti_aliased")
+            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WORKER_PREFIX)
         return _WORKER
 
 
@@ -200,7 +202,7 @@ def run_untraced(fn: Callable, arrays: Sequence[mx.array], *, forward: bool = Fa
         fresh = _from_host(copies)
         if not _PROBE.is_tracer(fresh[0]):
             return fn(*fresh)
-    if threading.current_thread().name.startswith("mlx_deconv_anti_aliased"):
+    if threading.current_thread().name.startswith(WORKER_PREFIX):
         return fn(*_from_host(copies))  # never wait on the worker from the worker
 
     device = mx.default_device()  # the caller's (mx.stream(...) sets it); the worker's own stream of it
@@ -210,6 +212,25 @@ def run_untraced(fn: Callable, arrays: Sequence[mx.array], *, forward: bool = Fa
             out = fn(*_from_host(copies))
             mx.eval(out)
         return out
+
+    return _worker().submit(job).result()
+
+
+def build_untraced(fn: Callable, arrays: Sequence[mx.array]):
+    """``fn(*arrays)``, its graph built on the worker thread, where MLX compiles: nothing is evaluated.
+
+    MLX's tracing state is per thread, so the worker, which is not tracing, compiles a compiled ``fn`` given the
+    caller's tracers and returns its fused nodes, lazily, on the caller's stream; they are evaluated with the
+    caller's graph. For the inside of a ``custom_function``, whose VJP is given, not traced; on the worker itself
+    (a job's own call) ``fn`` runs where it is.
+    """
+    if threading.current_thread().name.startswith(WORKER_PREFIX):
+        return fn(*arrays)
+    stream = mx.default_stream(mx.default_device())  # the caller's (mx.stream(...) sets it)
+
+    def job():
+        with mx.stream(stream):
+            return fn(*arrays)
 
     return _worker().submit(job).result()
 
