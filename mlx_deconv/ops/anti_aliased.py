@@ -107,10 +107,9 @@ def anti_aliased_activation(
     graphs built by a worker thread that is not tracing, and evaluated with the caller's (no evaluation
     or copy when built). Under a caller's ``mx.compile`` whose inputs hold the filters, the ops join the
     caller's graph as they are. A non-finite ``x`` there reaches the outputs of up to
-    about four blocks of 16 samples around it. A larger call evaluates its inputs and runs its
-    compiled kernels on copies: the forward on the calling thread, the backward on a worker thread.
-    Inside a caller's ``mx.compile`` (a training step compiled with ``inputs=model.state``), such a
-    call is traced into the graph, where MLX fuses it with the rest.
+    about four blocks of 16 samples around it. A larger call runs its fused kernels and their polyphase
+    VJP, their graphs built on that worker thread the same way (on a GPU stream, evaluated there and
+    copied back).
 
     NVIDIA's ``UpSample1d`` returns an empty signal for ``kernel_size == ratio`` (its crop slices
     ``[p:-0]``); here that filter length gives the definition's ``ratio * L`` samples.

@@ -32,8 +32,8 @@ Both fused paths are ``mx.custom_function`` s with a polyphase VJP (:mod:`.gradi
 adjoint, the edge extension's, the snake's derivative, the up taps' adjoint and the edge pad's.
 Inside ``mx.grad`` MLX does not compile functions given tracers, so a small traced ``"polyphase"`` call
 is computed by :mod:`.banded` (a matmul of blocks per filtering, compiled with its VJP on a worker thread that
-is not tracing, lazily: :func:`.gradient.build_untraced`), and a larger one hands its work, evaluated, to
-that thread (:func:`.gradient.run_untraced`).
+is not tracing, lazily: :func:`.gradient.build_untraced`), and a larger one runs its fused kernels and VJP
+built the same way (:func:`.gradient.run_off_trace`; on a GPU stream evaluated there, :func:`.gradient.run_untraced`).
 
 The geometry (lengths, pads, taps) is :class:`~mlx_deconv.geometry.activation.ActivationGeometry`.
 """

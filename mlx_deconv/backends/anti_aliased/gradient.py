@@ -3,7 +3,8 @@
 :func:`differentiable` wraps a fused forward (polyphase or the Metal kernel) in an ``mx.custom_function``
 whose VJP is :func:`backward`: the down taps' adjoint, the edge extension's, the snake's derivative, the
 up taps' adjoint and the edge pad's. Inside ``mx.grad`` MLX does not compile functions given tracers, so
-both directions run through :func:`run_untraced`.
+both directions run through :func:`run_off_trace`: their graphs built on a worker thread, which is not
+tracing, on a CPU stream; evaluated there and copied back on another.
 """
 
 from __future__ import annotations
@@ -222,17 +223,28 @@ def build_untraced(fn: Callable, arrays: Sequence[mx.array]):
     MLX's tracing state is per thread, so the worker, which is not tracing, compiles a compiled ``fn`` given the
     caller's tracers and returns its fused nodes, lazily, on the caller's stream; they are evaluated with the
     caller's graph. For the inside of a ``custom_function``, whose VJP is given, not traced; on the worker itself
-    (a job's own call) ``fn`` runs where it is.
+    (a job's own call), or on a GPU stream, ``fn`` runs where it is, its compiled functions as plain ops.
     """
-    if threading.current_thread().name.startswith(WORKER_PREFIX):
-        return fn(*arrays)
-    stream = mx.default_stream(mx.default_device())  # the caller's (mx.stream(...) sets it)
+    device = mx.default_device()  # the caller's (mx.stream(...) sets it)
+    if device.type != mx.cpu or threading.current_thread().name.startswith(WORKER_PREFIX):
+        return fn(*arrays)  # a GPU stream is not handed to another thread
+    stream = mx.default_stream(device)
 
     def job():
         with mx.stream(stream):
             return fn(*arrays)
 
     return _worker().submit(job).result()
+
+
+def run_off_trace(fn: Callable, arrays: Sequence[mx.array], *, forward: bool = False):
+    """``fn(*arrays)`` for a fused path's custom function: as it is when nothing is traced; else built on the
+    worker (:func:`build_untraced`) on a CPU stream, and evaluated there (:func:`run_untraced`) on another."""
+    if not _PROBE.is_tracer(arrays[0]):
+        return fn(*arrays)
+    if mx.default_device().type == mx.cpu:
+        return build_untraced(fn, arrays)
+    return run_untraced(fn, arrays, forward=forward)
 
 
 #: Up to this many elements of ``x`` the backward is one compiled function, its taps constants of it: a small
@@ -265,8 +277,13 @@ def _whole_backward(geom: ActivationGeometry, has_beta: bool, n: int, up_taps, d
     return mx.compile(whole)
 
 
-def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: bool, forward: Callable) -> Callable:
-    """``forward(x, alpha, beta, up, down)`` as an ``mx.custom_function`` whose VJP is the polyphase one."""
+def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: bool, forward: Callable, *,
+                   forward_builds: bool = True) -> Callable:
+    """``forward(x, alpha, beta, up, down)`` as an ``mx.custom_function`` whose VJP is the polyphase one.
+
+    ``forward_builds=False`` for a forward that may evaluate (a kernel launched by the emulator): built on the
+    worker it would evaluate on the caller's stream, which MLX refuses off its thread, so it runs as
+    :func:`run_untraced` says."""
 
     def backward(xv, al, be, up_, down_, ybar):
         taps = filter_taps(up_, down_)
@@ -279,10 +296,13 @@ def differentiable(geom: ActivationGeometry, has_beta: bool, n: int, compiled: b
 
     @mx.custom_function
     def fn(xv, al, be, up_, down_):
-        return run_untraced(forward, [xv, al, be, up_, down_], forward=True)
+        arrays = [xv, al, be, up_, down_]
+        if forward_builds:
+            return run_off_trace(forward, arrays, forward=True)
+        return run_untraced(forward, arrays, forward=True)
 
     @fn.vjp
     def fn_vjp(primals, cotangent, output):
-        return tuple(run_untraced(backward, [*primals, cotangent]))
+        return tuple(run_off_trace(backward, [*primals, cotangent]))
 
     return fn

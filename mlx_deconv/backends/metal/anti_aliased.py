@@ -86,7 +86,7 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
     def forward(xv, al, be, up_, down_):
         return run_kernel(xv, al, be if has_beta else None, up_, down_, geom, launch)
 
-    fn = differentiable(geom, has_beta, x.shape[0], True, forward)
+    fn = differentiable(geom, has_beta, x.shape[0], True, forward, forward_builds=launch is None)
     return fn(x, alpha, beta if has_beta else alpha, up, down)
 
 
