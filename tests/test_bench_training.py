@@ -33,6 +33,9 @@ def test_the_steps_agree_with_pytorch_on_the_same_weights(result):
         assert row["gradients_compared"] == len(row["_torch"][4]), row
         assert row["gradient_error"]["mlx_deconv"] < 1e-3, row
         assert row["gradient_error"]["torch"] < 1e-3, row
+        # both of our steps also timed step by step against PyTorch's, one round per repeat
+        assert set(row["paired"]) == {"mlx_deconv", "compiled"}, row
+        assert all(len(p["ratios"]) == 1 and p["ratio"] > 0 for p in row["paired"].values()), row
 
 
 def test_a_wrong_gradient_shows_in_the_comparison(result):

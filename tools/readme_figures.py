@@ -238,7 +238,13 @@ def headline(pages: Mapping[str, str]) -> str:
     if training:
         for family, label in (("bigvgan", "a BigVGAN v2 training step"), ("hifigan", "a HiFi-GAN V1 training step")):
             for column, how in (("mlx_deconv / PyTorch", ""), ("compiled / PyTorch", ", compiled")):
-                ratios = [r[column] for r in training if r["generator"].startswith(family) and r.get(column, "-") != "-"]
+                mine = [r for r in training if r["generator"].startswith(family)]
+                paired = [r.get(column + ", paired", "-") for r in mine]
+                if paired and all(p != "-" for p in paired):  # step by step, as the end-to-end rows
+                    rows.append((label + how, "PyTorch (CPU), same weights, step by step",
+                                 f"{_span([p.split()[0] for p in paired])} its time"))
+                    continue
+                ratios = [r[column] for r in mine if r.get(column, "-") != "-"]
                 if ratios:
                     rows.append((label + how, "PyTorch (CPU), same weights", f"{_span(ratios)} its time"))
     generator = _optional_table(pages, "bigvgan")
@@ -502,7 +508,9 @@ def training_region(result: Dict, machine: Optional[str]) -> str:
     from mlx_deconv.bench import training as bench_training
 
     return (f"A training step (forward, L1 loss, the gradient of every parameter), float32, {_stream(result)}, "
-            f"measured on {_where(result, machine)}, {_medians(result)}.{_torch_note(result)}\n\n"
+            f"measured on {_where(result, machine)}, {_medians(result)}.{_torch_note(result)}"
+            + (" " + bench_training.paired_note(result["training"]) if bench_training.paired_note(result["training"])
+               else "") + "\n\n"
             + bench_training.table(result["training"]) + "\n")
 
 

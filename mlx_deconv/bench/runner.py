@@ -204,7 +204,7 @@ def main(args) -> None:
     if trained is not None:
         print(f"\nA training step (forward, L1 loss, the gradient of every parameter), float32, "
               f"stream {args.stream or 'default'}; {machine()}; {medians_phrase(args.repeat, args.warmup)}."
-              f"{torch_note}\n")
+              f"{torch_note} {bench_training.paired_note(trained)}\n")
         print(bench_training.table(trained))
     if args.json:
         with open(args.json, "w") as f:

@@ -25,7 +25,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from .timing import Clock, timed_medians, torch_phase
+from .timing import Clock, paired_cell, paired_phrase, paired_ratios, timed_medians, torch_phase
 
 #: Mel frames per example and examples per batch: a short training crop, as vocoder recipes take.
 FRAMES, BATCH = 16, 2
@@ -150,7 +150,8 @@ def run(names: Optional[Sequence[str]] = None, *, tiny: bool = False, frames: in
                          runs={n: t.runs for n, t in timings.items()},
                          loss=float(kept["loss"].item()),
                          compiled_difference=_largest_difference(compiled_grads, grads),
-                         _torch=None if theirs is None else (theirs, ours, mel, target, grads)))
+                         _torch=None if theirs is None else (theirs, ours, mel, target, grads),
+                         _steps={"mlx_deconv": step, "compiled": compiled_step}))
     return dict(rows=rows)
 
 
@@ -226,6 +227,9 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
 
             timing = timed_medians({"torch": step}, warmup, repeat)["torch"]
             row["seconds"]["torch"], row["runs"]["torch"] = timing.seconds, timing.runs
+            # Also step by step: the phases above are minutes apart on a machine whose speed drifts.
+            row["paired"] = {name: dataclasses.asdict(paired_ratios(ours_step, step, repeat))
+                             for name, ours_step in row.get("_steps", {}).items()}
             row["torch_loss"] = float(kept["loss"].item())
             theirs_grads = _torch_grads_on_our_names(theirs, ours)
             double = copy.deepcopy(theirs).double()
@@ -240,24 +244,32 @@ def add_torch(result: Dict, warmup: int = 2, repeat: int = 5) -> bool:
     return True
 
 
+def paired_note(result: Dict) -> str:
+    """The caption's sentence on the paired columns ("" when no row has them)."""
+    paired = next((p for r in result["rows"] for p in r.get("paired", {}).values()), None)
+    return paired_phrase(paired) if paired else ""
+
+
 def public(result: Dict) -> Dict:
     """The result without its private (non-JSON) entries."""
     return dict(rows=[{k: v for k, v in r.items() if not k.startswith("_")} for r in result["rows"]])
 
 
 def table(result: Dict) -> str:
-    """A Markdown table: per generator, the step's time on each side, their ratio, and each side's error
-    against the float64 step."""
+    """A Markdown table: per generator, the step's time on each side, their ratio (of the phases' medians, and
+    step by step), and each side's error against the float64 step."""
     lines = ["| generator | initial channels | batch x frames | parameters | mlx_deconv ms | compiled ms | PyTorch ms "
-             "| mlx_deconv / PyTorch | compiled / PyTorch | loss error, mlx_deconv / PyTorch "
-             "| largest gradient error, mlx_deconv / PyTorch | compiled against uncompiled |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mlx_deconv / PyTorch | compiled / PyTorch | mlx_deconv / PyTorch, paired | compiled / PyTorch, paired "
+             "| loss error, mlx_deconv / PyTorch | largest gradient error, mlx_deconv / PyTorch "
+             "| compiled against uncompiled |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ours, fused, theirs = r["seconds"]["mlx_deconv"], r["seconds"]["compiled"], r["seconds"].get("torch")
-        cells = ["-"] * 5
+        cells = ["-"] * 7
         if theirs is not None:
-            loss, grad = r["loss_error"], r["gradient_error"]
+            loss, grad, paired = r["loss_error"], r["gradient_error"], r.get("paired", {})
             cells = [f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}x", f"{fused / theirs:.2f}x",
+                     paired_cell(paired.get("mlx_deconv")), paired_cell(paired.get("compiled")),
                      f"{loss['mlx_deconv']:.1e} / {loss['torch']:.1e}",
                      f"{grad['mlx_deconv']:.1e} / {grad['torch']:.1e} ({r['gradients_compared']} tensors)"]
         lines.append(f"| {r['name']} | {r['channels']} | {r['batch']} x {r['frames']} | "
