@@ -38,6 +38,16 @@ def test_the_steps_agree_with_pytorch_on_the_same_weights(result):
         assert all(len(p["ratios"]) == 1 and p["ratio"] > 0 for p in row["paired"].values()), row
 
 
+def test_each_rows_steps_train_that_rows_model(result):
+    """The steps timed against PyTorch's step by step are the row's own: each gives that model's gradients."""
+    from mlx.utils import tree_flatten
+
+    for row in result["rows"]:
+        for name, step in row["_steps"].items():
+            flat = dict(tree_flatten(step()[1]))  # (loss, gradients), compiled or not
+            assert set(flat) == set(row["_torch"][4]), (row["name"], name)
+
+
 def test_a_wrong_gradient_shows_in_the_comparison(result):
     """The check is not vacuous: one of our gradient tensors off by a little shows in our error, not PyTorch's."""
     row = dict(result["rows"][0])

@@ -96,6 +96,25 @@ def _l1(model, mel, target):
     return mx.mean(mx.abs(model(mel).reshape(target.shape) - target))
 
 
+def _steps(ours, mel_mx: mx.array, target_mx: mx.array, stream, kept: Dict):
+    """``(step, compiled_step)`` of one model, keeping their results in ``kept``: a function of its own, so that
+    each case's steps hold that case's model (closures in a loop would all see the last case's)."""
+    loss_and_grad = nn.value_and_grad(ours, _l1)
+    state = [ours.state]
+    compiled = mx.compile(lambda mel, target: loss_and_grad(ours, mel, target), inputs=state, outputs=state)
+
+    def step():
+        with mx.stream(stream):
+            kept["loss"], kept["grads"] = loss_and_grad(ours, mel_mx, target_mx)
+        return kept["loss"], kept["grads"]
+
+    def compiled_step():
+        with mx.stream(stream):
+            kept["compiled"] = compiled(mel_mx, target_mx)
+        return kept["compiled"]
+    return step, compiled_step
+
+
 def run(names: Optional[Sequence[str]] = None, *, tiny: bool = False, frames: int = FRAMES, batch: int = BATCH,
         stream=None, warmup: int = 2, repeat: int = 5, clock: Optional[Clock] = None) -> Dict:
     """Times MLX's training steps (PyTorch's follow in :func:`add_torch`).
@@ -123,21 +142,8 @@ def run(names: Optional[Sequence[str]] = None, *, tiny: bool = False, frames: in
         mel = rng.normal(0, 1, (batch, frames, config.num_mels)).astype(np.float32)
         hop = int(np.prod(config.upsample_rates))
         target = rng.uniform(-0.5, 0.5, (batch, frames * hop)).astype(np.float32)
-        mel_mx, target_mx = mx.array(mel), mx.array(target)
-        loss_and_grad = nn.value_and_grad(ours, _l1)
-        state = [ours.state]
-        compiled = mx.compile(lambda mel, target: loss_and_grad(ours, mel, target), inputs=state, outputs=state)
         kept = {}
-
-        def step():
-            with mx.stream(stream):
-                kept["loss"], kept["grads"] = loss_and_grad(ours, mel_mx, target_mx)
-            return kept["loss"], kept["grads"]
-
-        def compiled_step():
-            with mx.stream(stream):
-                kept["compiled"] = compiled(mel_mx, target_mx)
-            return kept["compiled"]
+        step, compiled_step = _steps(ours, mx.array(mel), mx.array(target), stream, kept)
 
         sys.stderr.write(f"training: {case.name}, batch {batch} x {frames} frames\n")
         timings = timed_medians({"mlx_deconv": step, "compiled": compiled_step}, max(warmup, 1), repeat, **extra)
