@@ -118,6 +118,63 @@ def test_pool_served_decoder_exits_cleanly(tmp_path):
         assert "terminate called" not in proc.stderr, (variant, proc.stderr[-2000:])
 
 
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+
+    import mlx_deconv as md
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a1, self.c1, self.a2 = md.Activation1d(8), md.Conv1d(8, 8, 3, padding=1), md.Activation1d(8)
+
+        def __call__(self, x):
+            return self.a2(self.c1(self.a1(x)))
+
+    # "big": past the banded bound, the fused kernels' graphs; "small": the banded form's
+    x = mx.array(np.random.default_rng(0).standard_normal((2, 8192 if sys.argv[1] == "big" else 64, 8)), mx.float32)
+
+    def train(i):
+        mx.random.seed(0)
+        net = Net()  # its own: nn.value_and_grad updates the model it trains
+        mx.eval(net.parameters())
+        step = nn.value_and_grad(net, lambda m, x: (m(x) ** 2).mean())
+        losses = []
+        for _ in range(3):
+            loss, grads = step(net, x)
+            mx.eval(loss, grads)
+            losses.append(float(loss))
+        return losses
+
+    first = train(0)
+    with ThreadPoolExecutor(3) as pool:
+        more = list(pool.map(train, range(9)))
+    print("trained", len(more), "same", sum(m == first for m in more))
+    """
+)
+
+
+def test_pool_trainers_exit_cleanly(tmp_path):
+    """Training steps from pool threads, whose activations' graphs the anti-aliased worker thread builds
+    (compiled functions kept on that thread): 16 processes, 4 at a time, each exits with status 0 and every
+    thread's losses equal the main thread's."""
+    script = tmp_path / "train_exit.py"
+    script.write_text(TRAIN_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(mlx_deconv.__file__))))
+    with ThreadPoolExecutor(AT_A_TIME) as pool:
+        results = list(pool.map(lambda size: _run(script, size, env), ["small", "big"] * 8))
+    failed = [(size, proc) for size, proc in results if proc.returncode != 0]
+    assert not failed, (f"{len(failed)} of {len(results)} runs failed", failed[0][1].stderr[-2000:])
+    for size, proc in results:
+        assert "trained 9 same 9" in proc.stdout, (size, proc.stdout, proc.stderr[-2000:])
+
+
 @pytest.fixture
 def clear_streams_calls(monkeypatch):
     """Records the thread of each ``mx.clear_streams()`` call; the hook is installed for the test and left
