@@ -460,6 +460,31 @@ def test_traced_calls_are_built_off_the_trace_and_evaluate_nothing(monkeypatch, 
     np.testing.assert_allclose(np.array(g), np.array(in_graph), rtol=1e-5, atol=1e-6)
 
 
+def test_between_the_bounds_readable_taps_take_the_fused_form(monkeypatch):
+    """Past the off-trace bound, a traced call whose taps can be read takes the fused kernels (built off the
+    trace); under a caller's compile holding the filters, it still joins the caller's graph as banded ops."""
+    from mlx_deconv.backends.anti_aliased import banded
+
+    rng = np.random.default_rng(11)
+    x = mx.array(rng.standard_normal((2, 16, 3)), mx.float32)
+    al, be = mx.array(rng.uniform(-1, 1, 3), mx.float32), mx.array(rng.uniform(-1, 1, 3), mx.float32)
+    up = md.kaiser_sinc_filter(0.25, 0.3, 12)
+    monkeypatch.setattr(banded, "OFF_TRACE_MAX_ELEMENTS", x.size - 1)
+    forms = []
+    for name in ("_off_trace", "in_graph"):
+        original = getattr(banded, name)
+        monkeypatch.setattr(banded, name, lambda *a, _o=original, _n=name, **k: forms.append(_n) or _o(*a, **k))
+
+    def loss(x, up_):
+        return md.anti_aliased_activation(x, al, be, up_filter=up_, down_filter=up_, backend="polyphase").sum()
+
+    fused = mx.grad(loss)(x, up)
+    assert forms == []
+    compiled = mx.compile(mx.grad(loss))(x, up)
+    assert forms == ["in_graph"]
+    np.testing.assert_allclose(np.array(compiled), np.array(fused), rtol=1e-5, atol=1e-6)
+
+
 def test_under_a_compile_holding_the_filters_the_ops_join_the_callers_graph(monkeypatch):
     """A step compiled with the filters among its inputs cannot read their taps: the banded ops are traced into
     the caller's graph (MLX fuses them there), and no job goes to the worker."""

@@ -34,10 +34,14 @@ from .gradient import build_untraced
 from .phases import filter_taps, snake_params
 from .sine import reduce_pi, sin_cos_reduced, sin_squared, sin_squared_reduced
 
-#: Up to this many elements of ``x`` a traced call takes this form. Alone it is not faster than the fused kernels,
-#: but a training step's activations then leave its graph whole (measured: docs/performance-history.md);
-#: past it the op-by-op elementwise work costs more than an evaluation saves.
+#: Up to this many elements of ``x`` a traced call takes this form inside a caller's ``mx.compile`` that holds the
+#: filters, whose graph it joins (measured: docs/performance-history.md).
 MAX_ELEMENTS = 1 << 16
+
+#: Up to this many elements, a traced call whose taps can be read takes this form built off the trace; past it the
+#: fused kernels, built the same way, were faster (a BigVGAN-128 step on 64 frames: 1.35-1.47x PyTorch's time
+#: against 1.54-1.69x; docs/performance-history.md).
+OFF_TRACE_MAX_ELEMENTS = 1 << 14
 
 #: Input samples per block of the upsampling (output samples per block of the low-pass). A block
 #: costs ``2 * ratio * (BLOCK + taps / ratio)`` flops a sample: small blocks waste less on the band's
@@ -144,13 +148,13 @@ def _snake_vjp(primals, cotangent, output):
 
 
 def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, down: mx.array,
-        geom: ActivationGeometry) -> mx.array:
+        geom: ActivationGeometry, taps=None) -> mx.array:
     """The map on NLC ``x`` ``(N, L, C)`` (filters ``(Ku,)``, ``(Kd,)``), differentiable in ``x``, ``alpha`` and
     ``beta`` (the filters are constants); half precision is computed in float32, rounded once.
 
     Compiled off the trace when the taps can be read (:func:`_off_trace`), else MLX ops in the caller's graph
-    (:func:`in_graph`)."""
-    taps = filter_taps(up, down)
+    (:func:`in_graph`). ``taps``: :func:`~.phases.filter_taps`'s, if already read."""
+    taps = filter_taps(up, down) if taps is None else taps
     if taps[0] is None:
         return in_graph(x, alpha, beta, up, down, geom)
     return _off_trace(geom, beta is not None, *taps)(x, alpha, alpha if beta is None else beta)

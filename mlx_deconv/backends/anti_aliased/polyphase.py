@@ -9,7 +9,7 @@ import mlx.core as mx
 from ...geometry.activation import ActivationGeometry
 from . import banded
 from .gradient import differentiable, traced
-from .phases import as_rows, Kernels, padded, snake_params, prepare, window
+from .phases import as_rows, Kernels, filter_taps, padded, snake_params, prepare, window
 
 
 def polyphase_forward(kern: Kernels, xc, a, ib, filters):
@@ -45,12 +45,15 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
     The filters are constants to it: they get a zero cotangent (NVIDIA's are buffers, not parameters);
     the ``"unfused"`` path differentiates them. Higher derivatives are not supported.
 
-    A traced call of at most :data:`.banded.MAX_ELEMENTS` elements (inside ``mx.grad``, ``mx.vjp`` or a
-    caller's ``mx.compile``, where the fused kernels would run op by op and the VJP would evaluate) is
-    :func:`.banded.run` instead: MLX ops in the caller's graph, differentiated by MLX.
+    A traced call (inside ``mx.grad``, ``mx.vjp`` or a caller's ``mx.compile``, where the fused kernels would
+    run op by op) is :func:`.banded.run` instead up to :data:`.banded.OFF_TRACE_MAX_ELEMENTS` elements, or up to
+    :data:`.banded.MAX_ELEMENTS` when its filters' taps cannot be read (a caller's ``mx.compile`` holding them).
+    Larger traced calls keep this form, its graphs built off the trace (:func:`.gradient.run_off_trace`).
     """
     if 0 < x.size <= banded.MAX_ELEMENTS and traced(x, alpha, beta, up, down):
-        return banded.run(x, alpha, beta, up, down, geom)
+        taps = filter_taps(up, down)
+        if x.size <= banded.OFF_TRACE_MAX_ELEMENTS or taps[0] is None:
+            return banded.run(x, alpha, beta, up, down, geom, taps)
     has_beta = beta is not None
     n = x.shape[0]
 
