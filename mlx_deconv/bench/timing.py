@@ -145,15 +145,14 @@ def slow_note(timings: Mapping[str, Mapping[str, int]], repeat: int, slow: Optio
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=None)
 def torch_default_threads() -> Optional[int]:
     """PyTorch's intra-op threads in a fresh process with this environment, or None without torch.
 
     Asked of a fresh process so that PyTorch's phase runs at the thread count a
     user's own PyTorch process would have, whatever this process set it to
     (``import mlx_deconv`` leaves it alone: it sets only MKL's BLAS-domain threads).
-    Asked once per run: each paired round enters PyTorch's phase, and a fresh process
-    importing torch between two timed calls takes seconds of the machine.
+    Asked once per process (cached): each paired round enters PyTorch's phase, and a fresh
+    process importing torch between two timed calls would take seconds of the machine.
     """
     try:
         out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
