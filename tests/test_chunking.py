@@ -10,10 +10,10 @@ from hypothesis import given
 
 import mlx_deconv as md
 import reference as ref
-from helpers import backend_call, forward_atol, grad_atols, peak_above, tiny_blocks
+from helpers import atol, backend_call, forward_atol, grad_atols, peak_above, tiny_blocks
 from mlx_deconv import bench
 from mlx_deconv.backends import gemm
-from mlx_deconv.backends.gemm import transposed_paths, schedule
+from mlx_deconv.backends.gemm import transposed_paths, schedule, slabs
 from mlx_deconv.backends.gemm.schedule import DEFAULT_POLICY, BlockPolicy
 from mlx_deconv.geometry.validation import conv_geometry
 from strategies import cases
@@ -165,3 +165,57 @@ def test_depthwise_forward_in_one_block_backward_shared():
     ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, 2, 5, 5, 1, 6)
     np.testing.assert_allclose(np.array(gx), ex, atol=1e-5)
     np.testing.assert_allclose(np.array(gw), ew, atol=1e-4)
+
+
+def test_term_chunks_cut_a_sum_into_the_fewest_even_runs():
+    most = slabs.MAX_FUSED_TERMS
+    for count in range(1, 40):
+        runs = slabs.term_chunks(count)
+        assert [i for run in runs for i in run] == list(range(count))  # every term once, in order
+        assert len(runs) == -(-count // most)
+        sizes = {len(run) for run in runs}
+        assert max(sizes) <= most and max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 7, 12, 13])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_sum_adds_in_order(count, compiled):
+    # Large and small terms: float32 sums them to different values in another order, so any reordering shows.
+    rng = np.random.default_rng(count)
+    terms = [rng.choice([1e8, -1e8, 1.0, 3.0], size=(4, 33)).astype(np.float32) for _ in range(count)]
+    expected = terms[0].copy()
+    for t in terms[1:]:
+        expected = (expected + t).astype(np.float32)
+    fn = lambda *a: slabs.fused_sum(list(a))  # noqa: E731
+    got = (mx.compile(fn) if compiled else fn)(*[mx.array(t) for t in terms])
+    assert np.array_equal(np.array(got), expected)
+
+
+@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
+@pytest.mark.parametrize("taps, stride, dilation", [(6, 1, 1), (7, 1, 2), (11, 2, 1), (13, 3, 1), (12, 2, 1), (24, 4, 1)])
+def test_long_depthwise_sums_match_reference(op, taps, stride, dilation):
+    """Depthwise layers with more taps than one fused kernel takes: values and gradients against float64."""
+    if op == "conv_transpose1d" and dilation > 1:
+        dilation = 1
+    rng = np.random.default_rng(taps * 10 + stride)
+    n, length, c = 2, 41, 6
+    x = rng.standard_normal((n, length, c)).astype(np.float32)
+    w = rng.standard_normal((c, taps, 1)).astype(np.float32)
+    pad = dilation * (taps - 1) // 2
+    if op == "conv1d":
+        y = md.conv1d(mx.array(x), mx.array(w), stride=stride, padding=pad, dilation=dilation, groups=c, backend="gemm")
+        expected = ref.conv1d(x, w, stride=stride, left=pad, right=pad, dilation=dilation, groups=c)
+        ct = rng.standard_normal(expected.shape)
+        ex, ew, _ = ref.conv1d_vjp(x, w, ct, stride, pad, pad, dilation, c)
+        fn = lambda a, b: md.conv1d(a, b, stride=stride, padding=pad, dilation=dilation, groups=c, backend="gemm")  # noqa: E731
+    else:
+        y = md.conv_transpose1d(mx.array(x), mx.array(w), stride=stride, padding=pad, groups=c, backend="gemm")
+        expected = ref.conv_transpose1d(x, w, stride=stride, left=pad, right=pad, groups=c)
+        ct = rng.standard_normal(expected.shape)
+        ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, stride, pad, pad, 1, c)
+        fn = lambda a, b: md.conv_transpose1d(a, b, stride=stride, padding=pad, groups=c, backend="gemm")  # noqa: E731
+    tol = atol(taps)
+    np.testing.assert_allclose(np.array(y), expected, rtol=0, atol=tol)
+    _, (gx, gw) = mx.vjp(fn, [mx.array(x), mx.array(w)], [mx.array(ct, mx.float32)])
+    np.testing.assert_allclose(np.array(gx), ex, rtol=0, atol=atol(taps * 4))
+    np.testing.assert_allclose(np.array(gw), ew, rtol=0, atol=atol(n * length * 4))

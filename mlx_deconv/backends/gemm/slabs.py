@@ -15,11 +15,38 @@ the cotangent back with ``S`` shifted views, once.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import mlx.core as mx
 
 from ...runtime.compiling import per_thread_cache
+
+
+#: Terms per fused kernel of a depthwise sum (a term: a view of the signal times a per-channel weight, two
+#: inputs of the kernel). Past about five terms MLX's CPU kernel ran 1.5-2x slower than the same sum cut
+#: into kernels of fewer (docs/performance-history.md).
+MAX_FUSED_TERMS = 5
+
+
+def term_chunks(count: int, most: int = MAX_FUSED_TERMS) -> Tuple[range, ...]:
+    """``count`` terms cut into the fewest runs of at most ``most``, as even as can be (7 -> 4 + 3)."""
+    pieces = -(-count // most)
+    bounds = [count * i // pieces for i in range(pieces + 1)]
+    return tuple(range(lo, hi) for lo, hi in zip(bounds, bounds[1:]))
+
+
+def fused_sum(terms: Sequence[mx.array], acc: Optional[mx.array] = None) -> Optional[mx.array]:
+    """``acc + terms[0] + terms[1] + ...`` in that order, a few terms per fused kernel (:func:`term_chunks`).
+
+    The partial sum passes through ``mx.contiguous`` between runs (nothing is copied): ``mx.compile``, the
+    caller's included, does not fuse across it, so the runs stay separate kernels whoever compiles them.
+    """
+    for i, run in enumerate(term_chunks(len(terms)) if terms else ()):
+        if i:
+            acc = mx.contiguous(acc)
+        for j in run:
+            acc = terms[j] if acc is None else acc + terms[j]
+    return acc
 
 
 def zero_extended(a: mx.array, axis: int, before: int, after: int) -> mx.array:
@@ -167,13 +194,13 @@ def _multiplied(shifts: Tuple[int, ...], lo: int, count: int, rows_padded: int, 
         return x[:, lo + r0 - q + pad : lo + r1 - q + pad, None, :] * w[j : j + 1]  # a slice, not a gather
 
     def unmasked(x, w, r0, r1):
-        acc = None
+        views = []
         for j in range(len(shifts)):
             view = products(x, w, j, r0, r1)
             if any(empty[j]):  # a static mask over the phases: about as fast as adding the filled ones alone
                 view = mx.where(mx.array([not e for e in empty[j]]).reshape(1, -1, 1), view, mx.zeros((), x.dtype))
-            acc = view if acc is None else acc + view
-        return acc
+            views.append(view)
+        return fused_sum(views)
 
     def masked(x, w, r0, r1):
         acc = None
@@ -202,11 +229,8 @@ def _depthwise_grads(shifts: Tuple[int, ...], rows_padded: int, lo: int, hi: int
     pad = max(shifts)
 
     def grads(cotangent, x, w):
-        dx = None
-        for j, view in enumerate(_cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, 1)):
-            term = view * w[j]
-            dx = term if dx is None else dx + term
-        dx = mx.sum(dx, axis=2)
+        views = _cotangent_views(cotangent, shifts, rows_padded, lo, hi, first, 1)
+        dx = mx.sum(fused_sum([view * w[j] for j, view in enumerate(views)]), axis=2)
         if broadcast_x:  # one input channel broadcast to every output channel
             dx = mx.sum(dx, axis=-1, keepdims=True)
         if hi == lo:
