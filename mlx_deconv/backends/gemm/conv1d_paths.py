@@ -35,7 +35,8 @@ Gradients: a dense stride-1 layer whose columns fit ``policy.unfold_vjp_max_elem
 takes them from two computations (:func:`unfolded_vjp`): the input's is the ``conv1d`` of
 the cotangent with the taps reversed and the channels swapped, run by this module's
 forward (its path and workers), and the weight's one deep matmul of the cotangent by
-the input's columns. Otherwise ``conv1d``'s
+the input's columns. A depthwise layer takes them the same way (:func:`depthwise_vjp`):
+the adjoint's forward, and one reduction per tap. Otherwise ``conv1d``'s
 input gradient is the transposed op of the cotangent, and its weight gradient that
 op's weight gradient with the roles of signal and cotangent swapped, so one VJP of
 the ``gemm`` transposed op (:func:`.transposed.conv_transpose1d`, blocks and all)
@@ -44,6 +45,7 @@ gives both.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -262,6 +264,50 @@ def unfolded_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1
     return dx, dw.reshape(g.out_channels, taps, g.in_channels)
 
 
+def depthwise_vjp_fits(geom: Conv1dGeometry) -> bool:
+    """True where :func:`depthwise_vjp` computes the gradient: one input and one output channel per group."""
+    return geom.in_per_group == 1 and geom.out_per_group == 1
+
+
+@per_thread_cache(maxsize=512)  # compiled functions: made, kept and freed by each thread
+def _depthwise_weight_grad(geom: Conv1dGeometry):
+    """``dw(cotangent, x)``, ``(C, K, 1)``: per tap, the cotangent times the input rows it read, summed over the batch
+    and the outputs whose row is in the signal (padding rows are no factor of the definition's products here)."""
+    g = geom
+
+    def grad(ct, x):
+        taps = []
+        for k in range(g.kernel_size):
+            offset = k * g.dilation - g.pad_left  # output t reads row t*stride + offset
+            t0 = max(0, -(-(-offset) // g.stride))
+            t1 = min(g.output_length, -(-(g.length - offset) // g.stride))
+            if t1 <= t0:
+                taps.append(mx.zeros((g.in_channels,), ct.dtype))
+                continue
+            rows = x[:, t0 * g.stride + offset : (t1 - 1) * g.stride + offset + 1 : g.stride]
+            taps.append(mx.sum(ct[:, t0:t1] * rows, axis=(0, 1)))
+        return mx.stack(taps, axis=1)[..., None]
+    return mx.compile(grad)
+
+
+def depthwise_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1dGeometry,
+                  policy: BlockPolicy = DEFAULT_POLICY):
+    """``(dx, dw)`` of a depthwise ``conv1d``, each a forward computation: no nested trace of the transposed op.
+
+    ``dx`` is the adjoint transposed op's forward on the cotangent (stride 1: the depthwise ``conv1d`` of the
+    cotangent with the taps reversed, on the fused path), ``dw`` one reduction per tap (:func:`_depthwise_weight_grad`).
+    """
+    g = geom
+    if g.stride == 1:
+        span = (g.kernel_size - 1) * g.dilation
+        adjoint = dataclasses.replace(g, length=g.output_length, output_length=g.length, pad_left=span - g.pad_left,
+                                      pad_right=span - g.pad_right)
+        dx = _forward(cotangent, weight[:, ::-1, :], adjoint, policy)
+    else:
+        dx = transposed_run(cotangent, adjoint_weight(weight, g.groups), None, adjoint_geometry(g), policy)
+    return dx, _depthwise_weight_grad(g)(cotangent, x)
+
+
 def path_for(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> _DirectPath:
     """The path a ``conv1d`` call takes (table in the module docstring)."""
     if geom.in_per_group == 1:
@@ -361,6 +407,8 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
         x, weight = primals
         if unfolded_vjp_fits(geom, policy):
             return unfolded_vjp(x, weight, cotangent, geom, policy)
+        if depthwise_vjp_fits(geom):
+            return depthwise_vjp(x, weight, cotangent, geom, policy)
         # <ct, conv1d(x, w)> = <T(ct, w'), x>: T(ct, w') is dx, and its VJP w.r.t. w' at x is dw'.
         (dx,), (dw_adjoint,) = mx.vjp(lambda w: transposed_run(cotangent, w, None, adjoint, policy),
                                       [adjoint_weight(weight, geom.groups)], [x])
