@@ -1040,3 +1040,35 @@ def test_under_vmap_values_and_gradients_equal_the_loop(monkeypatch, banded_form
     for mapped, each in ((mx.vmap(act)(xs), [act(xs[i]) for i in range(3)]),
                          (mx.vmap(grad)(xs), [grad(xs[i]) for i in range(3)])):
         np.testing.assert_allclose(np.array(mapped), np.array(mx.stack(each)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["flat", "nvidia"])
+def test_unfused_differentiates_the_filters_in_either_shape(shape):
+    """``backend="unfused"`` differentiates the filters, given as ``(K,)`` or as NVIDIA's ``(1, 1, K)`` buffers:
+    the gradient against central differences of the loss in float64 directions."""
+    rng = np.random.default_rng(7)
+    x = mx.array(rng.standard_normal((1, 9, 2)).astype(np.float32))
+    alpha = mx.array(rng.standard_normal(2).astype(np.float32) * 0.3)
+    beta = mx.array(rng.standard_normal(2).astype(np.float32) * 0.3)
+    up = rng.standard_normal(6).astype(np.float32) * 0.3
+    down = rng.standard_normal(6).astype(np.float32) * 0.3
+    ct = mx.array(rng.standard_normal((1, 9, 2)).astype(np.float32))
+    shaped = (lambda f: f.reshape(1, 1, -1)) if shape == "nvidia" else (lambda f: f)
+
+    def loss(u, d):
+        y = md.anti_aliased_activation(x, alpha, beta, up_filter=shaped(u), down_filter=shaped(d), ratio=2,
+                                       backend="unfused")
+        return (y * ct).sum()
+
+    gu, gd = mx.grad(loss, argnums=(0, 1))(mx.array(up), mx.array(down))
+    for grad, which in ((gu, 0), (gd, 1)):
+        assert float(mx.abs(grad).max()) > 0.01
+        direction = rng.standard_normal(6).astype(np.float32)
+        step = 1e-2
+        args_plus = [mx.array(up), mx.array(down)]
+        args_minus = [mx.array(up), mx.array(down)]
+        args_plus[which] = args_plus[which] + step * mx.array(direction)
+        args_minus[which] = args_minus[which] - step * mx.array(direction)
+        numeric = (loss(*args_plus).item() - loss(*args_minus).item()) / (2 * step)
+        analytic = float((grad * mx.array(direction)).sum())
+        assert abs(numeric - analytic) <= 1e-3 * max(1.0, abs(numeric)), (which, numeric, analytic)

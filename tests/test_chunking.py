@@ -173,14 +173,15 @@ def test_term_chunks_cut_a_sum_into_the_fewest_even_runs():
         runs = slabs.term_chunks(count)
         assert [i for run in runs for i in run] == list(range(count))  # every term once, in order
         assert len(runs) == -(-count // most)
-        sizes = {len(run) for run in runs}
+        sizes = [len(run) for run in runs]
         assert max(sizes) <= most and max(sizes) - min(sizes) <= 1
+        assert sizes == sorted(sizes, reverse=True)  # later runs also read the sum so far: the shorter ones
 
 
 @pytest.mark.parametrize("count", [1, 5, 6, 7, 12, 13])
 @pytest.mark.parametrize("compiled", [False, True])
 def test_fused_sum_adds_in_order(count, compiled):
-    # Large and small terms: float32 sums them to different values in another order, so any reordering shows.
+    # Terms of 1e8 and a few units: float32 sums them to other values when grouped otherwise.
     rng = np.random.default_rng(count)
     terms = [rng.choice([1e8, -1e8, 1.0, 3.0], size=(4, 33)).astype(np.float32) for _ in range(count)]
     expected = terms[0].copy()
@@ -191,31 +192,46 @@ def test_fused_sum_adds_in_order(count, compiled):
     assert np.array_equal(np.array(got), expected)
 
 
-@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
-@pytest.mark.parametrize("taps, stride, dilation", [(6, 1, 1), (7, 1, 2), (11, 2, 1), (13, 3, 1), (12, 2, 1), (24, 4, 1)])
-def test_long_depthwise_sums_match_reference(op, taps, stride, dilation):
-    """Depthwise layers with more taps than one fused kernel takes: values and gradients against float64."""
-    if op == "conv_transpose1d" and dilation > 1:
-        dilation = 1
+def _check_depthwise(op, x, w, stride, left, right, dilation):
+    """Values and gradients of a depthwise call on ``gemm`` against the float64 definition."""
+    n, length, c = x.shape
+    taps = w.shape[1]
     rng = np.random.default_rng(taps * 10 + stride)
-    n, length, c = 2, 41, 6
-    x = rng.standard_normal((n, length, c)).astype(np.float32)
-    w = rng.standard_normal((c, taps, 1)).astype(np.float32)
-    pad = dilation * (taps - 1) // 2
     if op == "conv1d":
-        y = md.conv1d(mx.array(x), mx.array(w), stride=stride, padding=pad, dilation=dilation, groups=c, backend="gemm")
-        expected = ref.conv1d(x, w, stride=stride, left=pad, right=pad, dilation=dilation, groups=c)
+        fn = lambda a, b: md.conv1d(a, b, stride=stride, padding=(left, right), dilation=dilation,  # noqa: E731
+                                    groups=c, backend="gemm")
+        expected = ref.conv1d(x, w, stride=stride, left=left, right=right, dilation=dilation, groups=c)
         ct = rng.standard_normal(expected.shape)
-        ex, ew, _ = ref.conv1d_vjp(x, w, ct, stride, pad, pad, dilation, c)
-        fn = lambda a, b: md.conv1d(a, b, stride=stride, padding=pad, dilation=dilation, groups=c, backend="gemm")  # noqa: E731
+        ex, ew, _ = ref.conv1d_vjp(x, w, ct, stride, left, right, dilation, c)
     else:
-        y = md.conv_transpose1d(mx.array(x), mx.array(w), stride=stride, padding=pad, groups=c, backend="gemm")
-        expected = ref.conv_transpose1d(x, w, stride=stride, left=pad, right=pad, groups=c)
+        fn = lambda a, b: md.conv_transpose1d(a, b, stride=stride, padding=left, dilation=dilation,  # noqa: E731
+                                              groups=c, backend="gemm")
+        expected = ref.conv_transpose1d(x, w, stride=stride, left=left, right=right, dilation=dilation, groups=c)
         ct = rng.standard_normal(expected.shape)
-        ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, stride, pad, pad, 1, c)
-        fn = lambda a, b: md.conv_transpose1d(a, b, stride=stride, padding=pad, groups=c, backend="gemm")  # noqa: E731
-    tol = atol(taps)
-    np.testing.assert_allclose(np.array(y), expected, rtol=0, atol=tol)
-    _, (gx, gw) = mx.vjp(fn, [mx.array(x), mx.array(w)], [mx.array(ct, mx.float32)])
+        ex, ew, _ = ref.conv_transpose1d_vjp(x, w, ct, stride, left, right, dilation, c)
+    y, (gx, gw) = mx.vjp(fn, [mx.array(x), mx.array(w)], [mx.array(ct, mx.float32)])
+    np.testing.assert_allclose(np.array(y[0]), expected, rtol=0, atol=atol(taps))
     np.testing.assert_allclose(np.array(gx), ex, rtol=0, atol=atol(taps * 4))
     np.testing.assert_allclose(np.array(gw), ew, rtol=0, atol=atol(n * length * 4))
+
+
+@pytest.mark.parametrize("taps, stride, dilation, left, right", [
+    (6, 1, 1, 2, 3), (7, 1, 2, 6, 6), (11, 2, 1, 5, 5), (13, 3, 1, 6, 6), (12, 2, 1, 5, 6), (24, 4, 1, 11, 12),
+    (7, 1, 1, 6, 0),  # causal
+    (3, 1, 1, 5, 4),  # more padding than the span: the input gradient's own padding is negative
+    (1, 1, 1, 3, 0), (9, 2, 3, 0, 0)])
+def test_long_depthwise_conv1d_matches_reference(taps, stride, dilation, left, right):
+    """Depthwise ``conv1d`` with more taps than one fused kernel takes, and its gradients, on every padding form."""
+    rng = np.random.default_rng(taps * 10 + stride + left)
+    x = rng.standard_normal((2, 41, 6)).astype(np.float32)
+    w = rng.standard_normal((6, taps, 1)).astype(np.float32)
+    _check_depthwise("conv1d", x, w, stride, left, right, dilation)
+
+
+@pytest.mark.parametrize("taps, stride, crop", [(6, 1, 2), (11, 2, 5), (16, 3, 6), (12, 2, 0), (24, 4, 10), (7, 1, 3)])
+def test_long_depthwise_conv_transpose1d_matches_reference(taps, stride, crop):
+    """Depthwise transposed calls of six slabs and more (several fused runs), values and gradients."""
+    rng = np.random.default_rng(taps * 10 + stride)
+    x = rng.standard_normal((2, 41, 6)).astype(np.float32)
+    w = rng.standard_normal((6, taps, 1)).astype(np.float32)
+    _check_depthwise("conv_transpose1d", x, w, stride, crop, crop, 1)

@@ -19,17 +19,20 @@ from ..runtime.devices import StreamLike, resolve_stream
 from .functional import FLOAT_DTYPES
 
 
-def _filter(name: str, value) -> mx.array:
+def _filter(name: str, value, keep_graph: bool) -> mx.array:
     if not isinstance(value, mx.array):
         try:
             value = mx.array(np.asarray(value, dtype=np.float32))
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be an mx.array of taps, got {type(value).__name__}") from err
     if value.ndim == 3 and value.shape[:2] == (1, 1):
-        try:  # a new, evaluated (K,) array: a lazy reshape would make every call wait for its evaluation
-            value = mx.array(value.tolist()[0][0], dtype=value.dtype)
-        except (ValueError, RuntimeError):  # a tracer (inside mx.compile): no values to read
+        if keep_graph:  # the filter's gradient flows through the reshape
             value = value.reshape(-1)
+        else:
+            try:  # a new, evaluated (K,) array: a lazy reshape would make every call wait for its evaluation
+                value = mx.array(value.tolist()[0][0], dtype=value.dtype)
+            except (ValueError, RuntimeError):  # a tracer (inside mx.compile): no values to read
+                value = value.reshape(-1)
     if value.ndim != 1 or value.size < 1:
         raise ValueError(f"{name} must have shape (K,) or (1, 1, K) with K >= 1, got {tuple(value.shape)}")
     if value.dtype == mx.float64:
@@ -39,16 +42,17 @@ def _filter(name: str, value) -> mx.array:
     return value
 
 
-def _evaluate_together(*values) -> None:
-    """Evaluates the arrays among ``values`` in one wait, where they can be evaluated.
+def _evaluate_together(*arrays: mx.array) -> None:
+    """Evaluates ``arrays`` in one wait, unless they are tracers of ``mx.compile`` or ``mx.vmap``.
 
-    Under ``nn.value_and_grad(model, fn)(model, ...)`` MLX hands the model's every array to the call as a new,
-    unevaluated copy, so each read of a filter would be a wait of its own (50-100 µs here)."""
-    arrays = [v for v in values if isinstance(v, mx.array)]
+    The filters' taps are read next, each read a wait for an unevaluated array: under
+    ``nn.value_and_grad(model, fn)(model, ...)`` MLX hands the model's every array to the call as a new,
+    unevaluated copy (50-110 µs a wait here)."""
     try:
         mx.eval(*arrays)
-    except (ValueError, RuntimeError):  # tracers inside mx.compile or mx.vmap: read nothing here
-        pass
+    except ValueError as err:  # MLX refuses to evaluate inside those transformations; any other error is raised
+        if "function transformations" not in str(err):
+            raise
 
 
 def _channel_param(name: str, value, channels: int, where: str = "") -> mx.array:
@@ -130,9 +134,11 @@ def anti_aliased_activation(
         raise TypeError(f"x must be an mx.array, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"x must be float32, float16 or bfloat16, got dtype {x.dtype}")
-    _evaluate_together(up_filter, down_filter)
-    up = _filter("up_filter", up_filter)
-    down = _filter("down_filter", down_filter)
+    keep_graph = backend == "unfused"  # the one form that differentiates the filters; the others read their taps
+    if not keep_graph:
+        _evaluate_together(*(f for f in (up_filter, down_filter) if isinstance(f, mx.array)))
+    up = _filter("up_filter", up_filter, keep_graph)
+    down = _filter("down_filter", down_filter, keep_graph)
     geom, batched = activation_geometry(x.shape, up_taps=int(up.size), down_taps=int(down.size), activation=activation,
                                         logscale=logscale, ratio=ratio, data_format=data_format)
     channels = geom.channels

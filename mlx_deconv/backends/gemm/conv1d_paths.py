@@ -264,22 +264,25 @@ def unfolded_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv1
     return dx, dw.reshape(g.out_channels, taps, g.in_channels)
 
 
-def depthwise_vjp_fits(geom: Conv1dGeometry) -> bool:
-    """True where :func:`depthwise_vjp` computes the gradient: one input and one output channel per group."""
-    return geom.in_per_group == 1 and geom.out_per_group == 1
+def depthwise_vjp_fits(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY) -> bool:
+    """True where :func:`depthwise_vjp` computes the gradient: one input and one output channel per group, and
+    an output within the policy's bound (each tap's product is one array of the output's size; past the bound,
+    the transposed op's blocks, which bound their intermediates)."""
+    return (geom.in_per_group == 1 and geom.out_per_group == 1
+            and geom.batch * geom.output_length * geom.out_channels <= policy.unfold_vjp_max_elements)
 
 
 @per_thread_cache(maxsize=512)  # compiled functions: made, kept and freed by each thread
 def _depthwise_weight_grad(geom: Conv1dGeometry):
     """``dw(cotangent, x)``, ``(C, K, 1)``: per tap, the cotangent times the input rows it read, summed over the batch
-    and the outputs whose row is in the signal (padding rows are no factor of the definition's products here)."""
+    and the outputs; outputs whose row falls outside ``[0, L)`` (padding) are skipped."""
     g = geom
 
     def grad(ct, x):
         taps = []
         for k in range(g.kernel_size):
             offset = k * g.dilation - g.pad_left  # output t reads row t*stride + offset
-            t0 = max(0, -(-(-offset) // g.stride))
+            t0 = max(0, -(offset // g.stride))  # the first output whose row t*stride + offset is >= 0
             t1 = min(g.output_length, -(-(g.length - offset) // g.stride))
             if t1 <= t0:
                 taps.append(mx.zeros((g.in_channels,), ct.dtype))
@@ -407,7 +410,7 @@ def conv1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Conv1d
         x, weight = primals
         if unfolded_vjp_fits(geom, policy):
             return unfolded_vjp(x, weight, cotangent, geom, policy)
-        if depthwise_vjp_fits(geom):
+        if depthwise_vjp_fits(geom, policy):
             return depthwise_vjp(x, weight, cotangent, geom, policy)
         # <ct, conv1d(x, w)> = <T(ct, w'), x>: T(ct, w') is dx, and its VJP w.r.t. w' at x is dw'.
         (dx,), (dw_adjoint,) = mx.vjp(lambda w: transposed_run(cotangent, w, None, adjoint, policy),

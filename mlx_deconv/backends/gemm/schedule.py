@@ -75,7 +75,8 @@ DEFAULT_POLICY = BlockPolicy()
 _EXTRA_CPU_STREAMS: List["mx.ThreadLocalStream"] = []
 _WRITER_STREAMS: List["mx.ThreadLocalStream"] = []
 _STREAMS_LOCK = threading.Lock()
-#: Cores, read once: ``os.cpu_count()`` reads ``/sys`` on every call (10-30 µs here), and every ``gemm`` call asks.
+#: Cores, read once: ``os.cpu_count()`` reads ``/sys`` on every call (10-30 µs here), and every uncompiled
+#: ``gemm`` call asks.
 _CORES = os.cpu_count() or 1
 
 

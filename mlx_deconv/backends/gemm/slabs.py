@@ -22,26 +22,30 @@ import mlx.core as mx
 from ...runtime.compiling import per_thread_cache
 
 
-#: Terms per fused kernel of a depthwise sum (a term: a view of the signal times a per-channel weight, two
-#: inputs of the kernel). Past about five terms MLX's CPU kernel ran 1.5-2x slower than the same sum cut
-#: into kernels of fewer (docs/performance-history.md).
+#: Terms per fused kernel of a depthwise sum on a CPU stream (a term: a view of the signal times a per-channel
+#: weight, two inputs of the kernel). Past about five terms MLX's CPU kernel ran 1.5-2x slower than the same sum
+#: cut into kernels of fewer (docs/performance-history.md). A GPU kernel is not cut: measured on the CPU only.
 MAX_FUSED_TERMS = 5
 
 
 def term_chunks(count: int, most: int = MAX_FUSED_TERMS) -> Tuple[range, ...]:
-    """``count`` terms cut into the fewest runs of at most ``most``, as even as can be (7 -> 4 + 3)."""
+    """``count`` terms cut into the fewest runs of at most ``most``, as even as can be, the longer runs first
+    (7 -> 4 + 3): every later run also reads the sum so far."""
     pieces = -(-count // most)
-    bounds = [count * i // pieces for i in range(pieces + 1)]
+    size, longer = divmod(count, pieces)  # the first ``longer`` runs get one term more
+    bounds = [i * size + min(i, longer) for i in range(pieces + 1)]
     return tuple(range(lo, hi) for lo, hi in zip(bounds, bounds[1:]))
 
 
-def fused_sum(terms: Sequence[mx.array], acc: Optional[mx.array] = None) -> Optional[mx.array]:
-    """``acc + terms[0] + terms[1] + ...`` in that order, a few terms per fused kernel (:func:`term_chunks`).
+def fused_sum(terms: Sequence[mx.array]) -> mx.array:
+    """``terms[0] + terms[1] + ...`` in that order, on a CPU stream a few terms per fused kernel (:func:`term_chunks`).
 
-    The partial sum passes through ``mx.contiguous`` between runs (nothing is copied): ``mx.compile``, the
-    caller's included, does not fuse across it, so the runs stay separate kernels whoever compiles them.
+    The partial sum passes through ``mx.contiguous`` between runs (no copy: a sum of views is written row-major):
+    ``mx.compile``, the caller's included, does not fuse across it, so the runs stay separate kernels.
     """
-    for i, run in enumerate(term_chunks(len(terms)) if terms else ()):
+    most = MAX_FUSED_TERMS if mx.default_device().type == mx.cpu else len(terms)
+    acc = None
+    for i, run in enumerate(term_chunks(len(terms), most)):
         if i:
             acc = mx.contiguous(acc)
         for j in run:
