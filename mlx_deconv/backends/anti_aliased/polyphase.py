@@ -53,15 +53,14 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
     :data:`.banded.MAX_ELEMENTS` when its filters' taps cannot be read (a caller's ``mx.compile`` holding them).
     Larger traced calls keep this form, its graphs built off the trace (:func:`.gradient.run_off_trace`).
     """
+    taps = filter_taps(up, down)  # read once: the forward below is given these same filters
     if 0 < x.size <= banded.MAX_ELEMENTS and traced(x, alpha, beta, up, down):
-        taps = filter_taps(up, down)
         if x.size <= banded.OFF_TRACE_MAX_ELEMENTS or taps[0] is None:
             return banded.run(x, alpha, beta, up, down, geom, taps)
     has_beta = beta is not None
     n = x.shape[0]
 
     def forward(xv, al, be, up_, down_):
-        taps = filter_taps(up_, down_)
         if compiled and taps[0] is not None:
             return _whole_forward(geom, has_beta, n, *taps, xv.dtype)(xv, al, be)
         kern, cd, filters = prepare(xv, up_, down_, geom, compiled, taps)

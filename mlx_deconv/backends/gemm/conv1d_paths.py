@@ -45,7 +45,6 @@ gives both.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -233,12 +232,12 @@ def unfolded_vjp_fits(geom: Conv1dGeometry, policy: BlockPolicy = DEFAULT_POLICY
 
 
 def input_gradient_geometry(geom: Conv1dGeometry) -> Conv1dGeometry:
-    """A dense stride-1 ``conv1d``'s input gradient as a ``conv1d`` of the cotangent: the taps reversed, the channels
+    """A stride-1 ``conv1d``'s input gradient as a ``conv1d`` of the cotangent: the taps reversed, the channels
     swapped, and padding ``span - pad`` on each side (negative: rows of the cotangent that reach no input)."""
     span = (geom.kernel_size - 1) * geom.dilation
     return Conv1dGeometry(batch=geom.batch, length=geom.output_length, in_channels=geom.out_channels,
                           out_channels=geom.in_channels, kernel_size=geom.kernel_size, stride=1,
-                          dilation=geom.dilation, groups=1, pad_left=span - geom.pad_left,
+                          dilation=geom.dilation, groups=geom.groups, pad_left=span - geom.pad_left,
                           pad_right=span - geom.pad_right, output_length=geom.length)
 
 
@@ -302,10 +301,7 @@ def depthwise_vjp(x: mx.array, weight: mx.array, cotangent: mx.array, geom: Conv
     """
     g = geom
     if g.stride == 1:
-        span = (g.kernel_size - 1) * g.dilation
-        adjoint = dataclasses.replace(g, length=g.output_length, output_length=g.length, pad_left=span - g.pad_left,
-                                      pad_right=span - g.pad_right)
-        dx = _forward(cotangent, weight[:, ::-1, :], adjoint, policy)
+        dx = _forward(cotangent, weight[:, ::-1, :], input_gradient_geometry(g), policy)
     else:
         dx = transposed_run(cotangent, adjoint_weight(weight, g.groups), None, adjoint_geometry(g), policy)
     return dx, _depthwise_weight_grad(g)(cotangent, x)
