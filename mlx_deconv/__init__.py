@@ -15,6 +15,10 @@ _blas.load()
 from .runtime import buffer_cache as _buffer_cache  # noqa: E402
 
 _buffer_cache.raise_cpu_limit()
+# MLX loads any compiled CPU kernel it finds in its folder of them, under the shared /tmp on Linux (runtime/kernel_folder.py).
+from .runtime import kernel_folder as _kernel_folder  # noqa: E402
+
+_kernel_folder.secure()
 from .runtime.blas import blas_info  # noqa: E402
 from .runtime import thread_exit as _thread_exit  # noqa: E402, F401  (threads empty MLX's caches as they end)
 

@@ -34,22 +34,14 @@ import mlx.core as mx
 from ..runtime import blas
 from ..version import __version__
 from ..runtime.devices import cpu_blas
+from ..runtime.cache_folder import cache_dir
 from ..runtime.trust import why_untrusted
 
-ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
 FORMAT = "mlx_deconv-autotune-1"
 
 
 class AutotuneCacheWarning(UserWarning):
     """A cache file or directory was unusable; tuning continues in memory."""
-
-
-def cache_dir() -> Path:
-    """``$MLX_DECONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv``."""
-    if os.environ.get(ENV_CACHE_DIR):
-        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mlx_deconv"
 
 
 def device_context(stream: mx.Stream) -> Dict[str, str]:

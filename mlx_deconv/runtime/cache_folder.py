@@ -1,0 +1,49 @@
+"""The package's folder on disk, and the private folders in it.
+
+``$MLX_DECONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv``: the autotuning
+files (:mod:`mlx_deconv.tuning.cache`) and MLX's compiled CPU kernels when the shared temporary folder cannot
+be trusted (:mod:`.kernel_folder`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .trust import why_untrusted
+
+ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """``$MLX_DECONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv``."""
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mlx_deconv"
+
+
+def private_folder(*parts: str) -> Path:
+    """``cache_dir() / parts...``, each missing folder made with mode 0700, checked as only this user's.
+
+    Args:
+        parts: the folders below :func:`cache_dir`.
+
+    Returns:
+        Path: the folder.
+
+    Raises:
+        PermissionError: when another local user could change it (theirs, writable by others, or under a
+            folder they may write), naming the folder at fault; OSError when it cannot be made.
+    """
+    folder = cache_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in parts:
+        folder = folder / part
+        folder.mkdir(mode=0o700, exist_ok=True)
+    if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+        raise PermissionError(f"{folder} belongs to another user (uid {folder.stat().st_uid})")
+    reason = why_untrusted(folder)
+    if reason is not None:
+        raise PermissionError(f"{folder} cannot be trusted: {reason}")
+    return folder

@@ -1,0 +1,102 @@
+"""MLX's folder of compiled CPU kernels, made private at import: MLX loads any library it finds there.
+
+On a CPU stream, ``mx.compile`` (which this package uses for most calls) builds each fused kernel into a
+shared library in ``<temp>/mlx/<MLX version>/cpu`` and, when a library of that kernel's name is already
+there, loads it without compiling anything. ``<temp>`` is the C++ library's temporary folder: ``$TMPDIR``
+(else ``$TMP``, ``$TEMP``, ``$TEMPDIR``), else ``/tmp``, which every local user shares on Linux. Whoever
+makes ``/tmp/mlx`` first owns it, and a library they put there runs in the next process that fuses a
+kernel of that name.
+
+So at import (:func:`secure`) the package makes the missing folders of that path itself, mode 0700, and
+checks the kernel folder and every folder above it (:func:`~.trust.why_untrusted`). If another user owns
+one or may write it, MLX is sent elsewhere: ``TMPDIR`` is set, for this process and the processes it
+starts, to a private folder in the package's cache folder, with a warning naming the folder at fault.
+macOS gives each user a private ``$TMPDIR``, so nothing changes there.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Mapping, MutableMapping, Optional
+
+from .cache_folder import private_folder
+from .trust import why_untrusted
+
+#: The variables the C++ library's ``temp_directory_path`` reads, in its order (libstdc++ and libc++).
+TEMP_VARIABLES = ("TMPDIR", "TMP", "TEMP", "TEMPDIR")
+
+
+class KernelFolderWarning(UserWarning):
+    """MLX's folder of compiled CPU kernels could not be trusted, and MLX was sent elsewhere."""
+
+
+def temp_directory(environ: Mapping[str, str]) -> Path:
+    """The folder ``std::filesystem::temp_directory_path()`` gives: the first of :data:`TEMP_VARIABLES` set,
+    else ``/tmp``."""
+    for name in TEMP_VARIABLES:
+        value = environ.get(name)
+        if value is not None:
+            return Path(value)
+    return Path("/tmp")
+
+
+def kernel_folder(environ: Mapping[str, str], mlx_version: str) -> Path:
+    """Where MLX compiles and looks up its CPU kernels: ``<temp>/mlx/<MLX version>/cpu``."""
+    return temp_directory(environ) / "mlx" / mlx_version / "cpu"
+
+
+def _made_private(folder: Path, levels: int) -> Optional[str]:
+    """Makes the missing ones of ``folder``'s last ``levels`` folders (mode 0700), and says why another user could
+    change ``folder``, or None."""
+    parts = [folder.parents[i] for i in reversed(range(levels - 1))] + [folder]
+    for part in parts:
+        try:
+            part.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made before (by MLX, by us or by another user): judged below
+        except OSError as err:
+            return f"{part} cannot be made ({err.strerror or err})"
+    return why_untrusted(folder)
+
+
+def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Optional[str] = None) -> Optional[Path]:
+    """Sends MLX's compiled CPU kernels to a private folder when its own is one another local user could change.
+
+    Args:
+        environ: the environment MLX reads (``os.environ``, the default; tests pass their own).
+        mlx_version (str, optional): the MLX version in the folder's name. Default: ``mx.__version__``.
+
+    Returns:
+        Path or None: the folder ``TMPDIR`` was set to, or None where MLX's own folder can be trusted (or there is
+        nothing to check: no owners on this system, or no temporary folder).
+    """
+    environ = os.environ if environ is None else environ
+    if not hasattr(os, "getuid"):  # Windows: no owners and modes to read here
+        return None
+    if mlx_version is None:
+        import mlx.core as mx  # not at import: runtime.blas loads before mlx.core
+
+        mlx_version = mx.__version__
+    folder = kernel_folder(environ, mlx_version)
+    if not folder.parents[2].is_dir():  # no temporary folder: MLX's compile fails there on its own
+        return None
+    reason = _made_private(folder, levels=3)
+    if reason is None:
+        return None
+    try:
+        private = private_folder("tmp")
+    except OSError as err:
+        import mlx.core as mx
+
+        mx.disable_compile()
+        warnings.warn(f"MLX's folder of compiled CPU kernels {folder} cannot be trusted ({reason}), and neither can "
+                      f"a private one ({err}): mx.compile is disabled for this process, so that no kernel library "
+                      f"another user could have put there is loaded", KernelFolderWarning, stacklevel=3)
+        return None
+    environ["TMPDIR"] = str(private)
+    warnings.warn(f"MLX's folder of compiled CPU kernels {folder} cannot be trusted: {reason}. MLX loads any library "
+                  f"it finds there, so this process's TMPDIR is now {private}, where MLX compiles its kernels instead",
+                  KernelFolderWarning, stacklevel=3)
+    return private
