@@ -97,6 +97,7 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
         return None
     environ["TMPDIR"] = str(private)
     warnings.warn(f"MLX's folder of compiled CPU kernels {folder} cannot be trusted: {reason}. MLX loads any library "
-                  f"it finds there, so this process's TMPDIR is now {private}, where MLX compiles its kernels instead",
+                  f"it finds there, so this process's TMPDIR is now {private}, where MLX compiles its kernels instead "
+                  f"(if the folder at fault is yours, removing it lets the package make it again, private)",
                   KernelFolderWarning, stacklevel=3)
     return private
