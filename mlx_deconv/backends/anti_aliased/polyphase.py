@@ -52,13 +52,21 @@ def run(x: mx.array, alpha: mx.array, beta: Optional[mx.array], up: mx.array, do
     run op by op) is :func:`.banded.run` instead up to :data:`.banded.OFF_TRACE_MAX_ELEMENTS` elements, or up to
     :data:`.banded.MAX_ELEMENTS` when its filters' taps cannot be read (a caller's ``mx.compile`` holding them).
     Larger traced calls keep this form, its graphs built off the trace (:func:`.gradient.run_off_trace`).
+    An untraced call, which nothing can differentiate, is the compiled forward alone (:func:`_whole_forward`).
     """
     taps = filter_taps(up, down)  # read once: the forward below is given these same filters
-    if 0 < x.size <= banded.MAX_ELEMENTS and traced(x, alpha, beta, up, down):
-        if x.size <= banded.OFF_TRACE_MAX_ELEMENTS or taps[0] is None:
-            return banded.run(x, alpha, beta, up, down, geom, taps)
     has_beta = beta is not None
     n = x.shape[0]
+    if taps[0] is None:  # the filters are a caller's mx.compile's inputs: it is tracing
+        is_traced = True
+    else:
+        # The filters are constants to every form (their taps are read), so only x, alpha and beta are probed.
+        is_traced = x.size > 0 and traced(x, alpha, beta)
+        if not is_traced and compiled:  # nothing can differentiate this call: the compiled forward as it is
+            return _whole_forward(geom, has_beta, n, *taps, x.dtype)(x, alpha, beta if has_beta else alpha)
+    if 0 < x.size <= banded.MAX_ELEMENTS and is_traced:
+        if x.size <= banded.OFF_TRACE_MAX_ELEMENTS or taps[0] is None:
+            return banded.run(x, alpha, beta, up, down, geom, taps)
 
     def forward(xv, al, be, up_, down_):
         if compiled and taps[0] is not None:
