@@ -51,6 +51,15 @@ def test_temp_directory_follows_the_cxx_library():
     assert temp_directory({}) == temp_directory({"HOME": "/h"}) == kernel_folder.Path("/tmp")
     assert temp_directory({"TEMP": "/c", "TMP": "/b"}) == kernel_folder.Path("/b")
     assert temp_directory({"TEMPDIR": "/d", "TMPDIR": "/a", "TMP": "/b"}) == kernel_folder.Path("/a")
+    assert temp_directory({"TMPDIR": "", "TMP": "/b"}) is None  # refused by the C++ library, not the working folder
+
+
+@needs_posix
+def test_an_empty_temp_variable_makes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"TMPDIR": ""}
+    assert secure(env, mlx_version="9.9.9") is None
+    assert list(tmp_path.iterdir()) == [] and env == {"TMPDIR": ""}
 
 
 @needs_posix

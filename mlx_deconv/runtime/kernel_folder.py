@@ -32,19 +32,20 @@ class KernelFolderWarning(UserWarning):
     """MLX's folder of compiled CPU kernels could not be trusted, and MLX was sent elsewhere."""
 
 
-def temp_directory(environ: Mapping[str, str]) -> Path:
+def temp_directory(environ: Mapping[str, str]) -> Optional[Path]:
     """The folder ``std::filesystem::temp_directory_path()`` gives: the first of :data:`TEMP_VARIABLES` set,
-    else ``/tmp``."""
+    else ``/tmp``; None for an empty one, which the C++ library refuses (so MLX's compile fails)."""
     for name in TEMP_VARIABLES:
         value = environ.get(name)
         if value is not None:
-            return Path(value)
+            return Path(value) if value else None  # Path("") would be the working folder
     return Path("/tmp")
 
 
-def kernel_folder(environ: Mapping[str, str], mlx_version: str) -> Path:
-    """Where MLX compiles and looks up its CPU kernels: ``<temp>/mlx/<MLX version>/cpu``."""
-    return temp_directory(environ) / "mlx" / mlx_version / "cpu"
+def kernel_folder(environ: Mapping[str, str], mlx_version: str) -> Optional[Path]:
+    """Where MLX compiles and looks up its CPU kernels: ``<temp>/mlx/<MLX version>/cpu`` (None: nowhere)."""
+    temp = temp_directory(environ)
+    return None if temp is None else temp / "mlx" / mlx_version / "cpu"
 
 
 def _made_private(folder: Path, levels: int) -> Optional[str]:
@@ -80,7 +81,7 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
 
         mlx_version = mx.__version__
     folder = kernel_folder(environ, mlx_version)
-    if not folder.parents[2].is_dir():  # no temporary folder: MLX's compile fails there on its own
+    if folder is None or not folder.parents[2].is_dir():  # no temporary folder: MLX's compile fails on its own
         return None
     reason = _made_private(folder, levels=3)
     if reason is None:
