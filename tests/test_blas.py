@@ -252,8 +252,11 @@ def test_library_that_is_no_blas_is_refused():
     assert any("exports no cblas_sgemm or scipy_cblas_sgemm" in n for n in info["notes"])
 
 
-def test_library_in_a_folder_others_can_write_is_not_loaded(tmp_path):
+def test_library_in_a_folder_others_can_write_is_not_loaded(tmp_path, monkeypatch):
+    from mlx_deconv.runtime import trust
     from mlx_deconv.runtime.trust import why_untrusted
+
+    monkeypatch.setattr(trust, "_is_private_group", lambda uid, gid: False)  # the group holds other users
 
     os.chmod(tmp_path, 0o700)
     folder = tmp_path / "open"

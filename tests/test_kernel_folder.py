@@ -14,7 +14,7 @@ import warnings
 import mlx.core as mx
 import pytest
 
-from mlx_deconv.runtime import kernel_folder
+from mlx_deconv.runtime import kernel_folder, trust
 from mlx_deconv.runtime.kernel_folder import KernelFolderWarning, secure, temp_directory
 
 POSIX = hasattr(os, "getuid")
@@ -84,12 +84,40 @@ def test_a_folder_others_may_write_sends_mlx_elsewhere(tmp_path, mode, monkeypat
     (shared / "mlx").mkdir()
     os.chmod(shared / "mlx", mode)  # made first, open to others: its contents may be anyone's
     monkeypatch.setenv("MLX_DECONV_CACHE_DIR", str(tmp_path / "cache"))  # where the private folder goes
+    monkeypatch.setattr(trust, "_is_private_group", lambda uid, gid: False)  # the group holds other users
     env = {"TMPDIR": str(shared)}
     with pytest.warns(KernelFolderWarning, match="is writable by other users"):
         private = secure(env, mlx_version="9.9.9")
     assert private == tmp_path / "cache" / "tmp" and env["TMPDIR"] == str(private)
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert stat.S_IMODE((shared / "mlx").stat().st_mode) == mode  # another's folder is not touched
+
+
+@needs_posix
+@pytest.mark.parametrize("case", ["relative", "not writable", "another's link"])
+def test_other_folders_mlx_cannot_safely_use(tmp_path, monkeypatch, case):
+    monkeypatch.setenv("MLX_DECONV_CACHE_DIR", "cache")  # relative: TMPDIR is still set to an absolute folder
+    monkeypatch.chdir(tmp_path)
+    os.chmod(tmp_path, 0o700)
+    env = {"TMPDIR": str(tmp_path)}
+    if case == "relative":
+        (tmp_path / "rel").mkdir()
+        env["TMPDIR"] = "rel"
+        match = "is relative to the working folder"
+    elif case == "not writable":  # root may write anything: the answer is given
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+        match = "cannot be written by this user"
+    else:
+        if os.getuid() != 0:
+            pytest.skip("making another user's link needs root")
+        mine = tmp_path / "mine"
+        mine.mkdir(mode=0o700)
+        (tmp_path / "mlx").symlink_to(mine)
+        os.lchown(tmp_path / "mlx", 65534, 65534)  # theirs: they may point it at their own folder later
+        match = "is a link that belongs to another user"
+    with pytest.warns(KernelFolderWarning, match=match):
+        private = secure(env, mlx_version="9.9.9")
+    assert private == tmp_path / "cache" / "tmp" and env["TMPDIR"] == str(private) and private.is_absolute()
 
 
 @needs_posix

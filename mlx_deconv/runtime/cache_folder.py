@@ -24,7 +24,8 @@ def cache_dir() -> Path:
 
 
 def private_folder(*parts: str) -> Path:
-    """``cache_dir() / parts...``, each missing folder made with mode 0700, checked as only this user's.
+    """``cache_dir() / parts...`` (absolute), each missing folder on the way made with mode 0700, checked as only
+    this user's.
 
     Args:
         parts: the folders below :func:`cache_dir`.
@@ -36,14 +37,18 @@ def private_folder(*parts: str) -> Path:
         PermissionError: when another local user could change it (theirs, writable by others, or under a
             folder they may write), naming the folder at fault; OSError when it cannot be made.
     """
-    folder = cache_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for part in parts:
-        folder = folder / part
-        folder.mkdir(mode=0o700, exist_ok=True)
+    folder = Path(os.path.abspath(cache_dir())).joinpath(*parts)
+    missing = []
+    for above in (folder, *folder.parents):
+        if above.is_dir():
+            break
+        missing.append(above)
+    for part in reversed(missing):  # mode 0700, not what the umask gives (Path.mkdir's parents get that)
+        part.mkdir(mode=0o700, exist_ok=True)
     if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
         raise PermissionError(f"{folder} belongs to another user (uid {folder.stat().st_uid})")
     reason = why_untrusted(folder)
     if reason is not None:
         raise PermissionError(f"{folder} cannot be trusted: {reason}")
     return folder
+

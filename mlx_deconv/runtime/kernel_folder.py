@@ -8,8 +8,8 @@ makes ``/tmp/mlx`` first owns it, and a library they put there runs in the next 
 kernel of that name.
 
 So at import (:func:`secure`) the package makes the missing folders of that path itself, mode 0700, and
-checks the kernel folder and every folder above it (:func:`~.trust.why_untrusted`). If another user owns
-one or may write it, MLX is sent elsewhere: ``TMPDIR`` is set, for this process and the processes it
+checks the kernel folder and every folder and link on the way to it (:func:`~.trust.why_untrusted`). If
+another user owns one or may write it (or the folder is relative, or not writable), MLX is sent elsewhere: ``TMPDIR`` is set, for this process and the processes it
 starts, to a private folder in the package's cache folder, with a warning naming the folder at fault.
 macOS gives each user a private ``$TMPDIR``, so nothing changes there.
 """
@@ -59,7 +59,10 @@ def _made_private(folder: Path, levels: int) -> Optional[str]:
             pass  # made before (by MLX, by us or by another user): judged below
         except OSError as err:
             return f"{part} cannot be made ({err.strerror or err})"
-    return why_untrusted(folder)
+    reason = why_untrusted(folder)
+    if reason is None and not os.access(folder, os.W_OK | os.X_OK):  # MLX could not compile into it
+        reason = f"{folder} cannot be written by this user"
+    return reason
 
 
 def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Optional[str] = None) -> Optional[Path]:
@@ -83,7 +86,10 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
     folder = kernel_folder(environ, mlx_version)
     if folder is None or not folder.parents[2].is_dir():  # no temporary folder: MLX's compile fails on its own
         return None
-    reason = _made_private(folder, levels=3)
+    if not folder.is_absolute():  # MLX resolves it again at each compile, from wherever the process is then
+        reason = f"{folder} is relative to the working folder"
+    else:
+        reason = _made_private(folder, levels=3)
     if reason is None:
         return None
     try:
@@ -96,7 +102,7 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
                       f"a private one ({err}): mx.compile is disabled for this process, so that no kernel library "
                       f"another user could have put there is loaded", KernelFolderWarning, stacklevel=3)
         return None
-    environ["TMPDIR"] = str(private)
+    environ["TMPDIR"] = os.path.abspath(private)
     warnings.warn(f"MLX's folder of compiled CPU kernels {folder} cannot be trusted: {reason}. MLX loads any library "
                   f"it finds there, so this process's TMPDIR is now {private}, where MLX compiles its kernels instead "
                   f"(if the folder at fault is yours, removing it lets the package make it again, private)",
