@@ -174,3 +174,18 @@ def test_a_planted_kernel_library_is_not_loaded(tmp_path):
 
     _run(shared, tmp_path / "cache", "mlx")  # the control: MLX alone loads what it finds
     assert marker.exists(), "the planted library was not loaded by MLX alone: this test shows nothing"
+
+
+@needs_posix
+def test_a_temp_folder_this_user_cannot_see_raises_nothing(tmp_path, monkeypatch):
+    """Another user's TMPDIR (after ``su``) under their private home: stat raises EACCES, and import must not."""
+    locked = str(tmp_path / "locked")
+    real_stat = os.stat
+
+    def stat_(path, *args, **kwargs):
+        if os.fspath(path).startswith(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+    monkeypatch.setattr(os, "stat", stat_)
+    env = {"TMPDIR": f"{locked}/tmp"}
+    assert secure(env, mlx_version="9.9.9") is None and env == {"TMPDIR": f"{locked}/tmp"}

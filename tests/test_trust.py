@@ -100,3 +100,43 @@ def test_what_makes_a_private_group(monkeypatch, case, private_group):
         assert trust._is_private_group(1000, gid) is private_group
     finally:
         trust._is_private_group.cache_clear()
+
+
+def test_a_link_met_through_another_link_is_checked_too(private):
+    tmp_path, target = private
+    mine, open_folder = tmp_path / "home", tmp_path / "open"
+    mine.mkdir(mode=0o700)
+    open_folder.mkdir()
+    (open_folder / "b").symlink_to(target)  # in a folder anyone may write: anyone may repoint it
+    (mine / "a").symlink_to(open_folder / "b")
+    (mine / "c").symlink_to(str(open_folder / "b") + "/")
+    (target / "sub").mkdir(mode=0o700)
+    os.chmod(open_folder, 0o755)
+    assert why_untrusted(mine / "a") is None and why_untrusted(mine / "c" / "sub") is None
+    os.chmod(open_folder, 0o777)
+    assert "is writable by other users" in why_untrusted(mine / "a")
+    assert "is writable by other users" in why_untrusted(mine / "c" / "sub")
+    if ROOT:  # another user's link in a sticky folder: theirs to repoint
+        os.chmod(open_folder, 0o1777)
+        assert why_untrusted(mine / "a") is None
+        os.lchown(open_folder / "b", 65534, 65534)
+        assert "is a link that belongs to another user" in why_untrusted(mine / "a")
+
+
+def test_dot_dot_after_a_link_is_the_targets_parent(private):
+    tmp_path, target = private
+    open_folder = tmp_path / "open"
+    (open_folder / "theirs").mkdir(parents=True)
+    (open_folder / "x").mkdir()
+    os.chmod(open_folder, 0o777)  # x sits in a folder anyone may write
+    (target / "x").mkdir(mode=0o700)  # what "target/l/../x" would be if ".." were taken as text
+    (target / "l").symlink_to(open_folder / "theirs")
+    assert why_untrusted(target / "x") is None
+    assert "is writable by other users" in why_untrusted(f"{target}/l/../x")
+
+
+def test_a_loop_of_links_ends(private):
+    tmp_path, target = private
+    (target / "one").symlink_to(target / "two")
+    (target / "two").symlink_to(target / "one")
+    assert why_untrusted(target / "one") is not None

@@ -37,10 +37,10 @@ def private_folder(*parts: str) -> Path:
         PermissionError: when another local user could change it (theirs, writable by others, or under a
             folder they may write), naming the folder at fault; OSError when it cannot be made.
     """
-    folder = Path(os.path.abspath(cache_dir())).joinpath(*parts)
+    folder = Path(os.getcwd(), cache_dir()).joinpath(*parts)  # absolute, not normalised: ".." after a link is real
     missing = []
     for above in (folder, *folder.parents):
-        if above.is_dir():
+        if os.path.isdir(above):
             break
         missing.append(above)
     for part in reversed(missing):  # mode 0700, not what the umask gives (Path.mkdir's parents get that)

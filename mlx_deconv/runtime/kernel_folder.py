@@ -84,7 +84,7 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
 
         mlx_version = mx.__version__
     folder = kernel_folder(environ, mlx_version)
-    if folder is None or not folder.parents[2].is_dir():  # no temporary folder: MLX's compile fails on its own
+    if folder is None or not os.path.isdir(folder.parents[2]):  # none, or not ours to see: MLX's compile fails
         return None
     if not folder.is_absolute():  # MLX resolves it again at each compile, from wherever the process is then
         reason = f"{folder} is relative to the working folder"
@@ -102,7 +102,7 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
                       f"a private one ({err}): mx.compile is disabled for this process, so that no kernel library "
                       f"another user could have put there is loaded", KernelFolderWarning, stacklevel=3)
         return None
-    environ["TMPDIR"] = os.path.abspath(private)
+    environ["TMPDIR"] = str(private)
     warnings.warn(f"MLX's folder of compiled CPU kernels {folder} cannot be trusted: {reason}. MLX loads any library "
                   f"it finds there, so this process's TMPDIR is now {private}, where MLX compiles its kernels instead "
                   f"(if the folder at fault is yours, removing it lets the package make it again, private)",

@@ -6,9 +6,10 @@ entries, and swap the path's target between the check and the use. So every fold
 checked, on the path with its symbolic links resolved: each must belong to this user or to root, and
 none may be writable by group or others, except a folder with the sticky bit (``/tmp``), where
 others cannot rename or replace what they do not own. The path itself must be writable by its
-owner only. A symbolic link on the path as written is followed by every later use, so each must
-belong to this user or root, and sit in a folder that passes the same test: its owner may point it
-elsewhere after the check.
+owner only. A symbolic link is followed again by every later use, so each link met on the way
+(links to links included, the path followed one name at a time as the system follows it) must belong to
+this user or root and sit in a folder that passes the same test: its owner may point it elsewhere after
+the check.
 
 Writable by the group counts as writable by others, except for this user's private group (named as
 the user, holding no one else, no one else's primary group: the scheme Debian and Ubuntu give every
@@ -20,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from typing import Optional
+from typing import Optional, Tuple
 
 
 def why_untrusted(path) -> Optional[str]:
@@ -36,27 +37,52 @@ def why_untrusted(path) -> Optional[str]:
     if not hasattr(os, "getuid"):  # Windows: no owners and modes to read here
         return None
     uid = os.getuid()
-    written = os.path.abspath(os.fspath(path))
-    reason = _folders_up(os.path.realpath(written), uid, itself=True)
+    written = os.fspath(path)
+    if not os.path.isabs(written):  # joined, not normalised: "link/.." is the link's target's parent
+        written = os.path.join(os.getcwd(), written)
+    reason, resolved = _resolved(written, uid)
     if reason is not None:
         return reason
-    # The links on the path as written: each is followed again at every use.
-    current = written
-    while True:
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
+    return _folders_up(resolved, uid, itself=True)
+
+
+#: Links followed in one path at most, as the kernel's limit (ELOOP).
+MAX_LINKS = 40
+
+
+def _resolved(path: str, uid: int) -> Tuple[Optional[str], Optional[str]]:
+    """``(reason, None)``, or ``(None, path resolved)``: ``path`` (absolute) followed one name at a time, as the
+    system does, each link met (links to links too) this user's or root's and in a folder that passes
+    :func:`_folders_up`, since its owner, or whoever may write that folder, can point it elsewhere later."""
+    current, pending, links = os.sep, [part for part in path.split(os.sep) if part], 0
+    while pending:
+        name = pending.pop(0)
+        if name == ".":
+            continue
+        if name == "..":  # current holds no link, so its parent is the one the system takes
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, name)
         try:
-            info = os.lstat(current)
+            info = os.lstat(candidate)
         except OSError as err:
-            return f"{current} cannot be read ({err.strerror or err})"
-        if stat.S_ISLNK(info.st_mode):
-            if info.st_uid not in (uid, 0):
-                return f"{current} is a link that belongs to another user (uid {info.st_uid})"
-            reason = _folders_up(os.path.realpath(parent), uid, itself=False)
-            if reason is not None:
-                return reason
-        current = parent
+            return f"{candidate} cannot be read ({err.strerror or err})", None
+        if not stat.S_ISLNK(info.st_mode):
+            current = candidate
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            return f"{path} passes through more than {MAX_LINKS} links", None
+        if info.st_uid not in (uid, 0):
+            return f"{candidate} is a link that belongs to another user (uid {info.st_uid})", None
+        reason = _folders_up(current, uid, itself=False)
+        if reason is not None:
+            return reason, None
+        target = os.readlink(candidate)
+        if os.path.isabs(target):
+            current = os.sep
+        pending = [part for part in target.split(os.sep) if part] + pending
+    return None, current
 
 
 def _folders_up(current: str, uid: int, itself: bool) -> Optional[str]:
