@@ -1023,23 +1023,24 @@ def test_auto_keeps_the_filters_constant_at_every_size():
         assert not np.any(np.array(gu)) and not np.any(np.array(gd)), length
 
 
-@pytest.mark.parametrize("banded_form", [True, False])
-def test_under_vmap_values_and_gradients_equal_the_loop(monkeypatch, banded_form):
-    """``mx.vmap`` traces the call too (its graphs built off the trace): values and gradients over a mapped axis
-    equal the calls one by one."""
-    from mlx_deconv.backends.anti_aliased import banded
-
-    if not banded_form:
-        monkeypatch.setattr(banded, "OFF_TRACE_MAX_ELEMENTS", 0)
+@pytest.mark.parametrize("backend, length", [("auto", 20), ("unfused", 400)])
+def test_under_vmap_and_jvp_the_plain_form_equals_the_loop(backend, length):
+    """``mx.vmap`` and ``mx.jvp`` work where the call is plain MLX ops: ``"unfused"``, which ``"auto"`` takes below
+    2,048 elements (the fused forms' compiled kernels cannot be batched or pushed forward by MLX). Values and
+    gradients over a mapped axis equal the calls one by one; a JVP equals the VJP's inner product."""
     rng = np.random.default_rng(12)
-    xs = mx.array(rng.standard_normal((3, 2, 20, 4)), mx.float32)
+    xs = mx.array(rng.standard_normal((3, 2, length, 4)), mx.float32)
     al, be = mx.array(rng.uniform(-1, 1, 4), mx.float32), mx.array(rng.uniform(-1, 1, 4), mx.float32)
     up = md.kaiser_sinc_filter(0.25, 0.3, 12)
-    act = lambda x: md.anti_aliased_activation(x, al, be, up_filter=up, down_filter=up)  # noqa: E731
+    act = lambda x: md.anti_aliased_activation(x, al, be, up_filter=up, down_filter=up, backend=backend)  # noqa: E731
     grad = mx.grad(lambda x: (act(x) ** 2).sum())
     for mapped, each in ((mx.vmap(act)(xs), [act(xs[i]) for i in range(3)]),
                          (mx.vmap(grad)(xs), [grad(xs[i]) for i in range(3)])):
         np.testing.assert_allclose(np.array(mapped), np.array(mx.stack(each)), rtol=1e-5, atol=1e-6)
+    t, w = xs[1], xs[2]  # <J t, w> = <t, J^T w>
+    pushed = mx.jvp(act, [xs[0]], [t])[1][0]
+    pulled = mx.vjp(act, [xs[0]], [w])[1][0]
+    np.testing.assert_allclose(float((pushed * w).sum()), float((t * pulled).sum()), rtol=1e-4)
 
 
 @pytest.mark.parametrize("shape", ["flat", "nvidia"])

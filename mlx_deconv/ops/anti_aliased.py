@@ -118,14 +118,16 @@ def anti_aliased_activation(
     Differentiable with respect to ``x``, ``alpha`` and ``beta`` (first derivatives). The fused paths
     treat the filters as constants (a zero cotangent, like NVIDIA's buffers); ``backend="unfused"``
     differentiates them too. Inside ``mx.grad`` MLX compiles nothing given its tracers. So a traced
-    ``"polyphase"`` call (inside ``mx.grad``, ``mx.vjp``, ``mx.vmap`` or ``mx.compile``) of at most
+    ``"polyphase"`` call (inside ``mx.grad``, ``mx.vjp`` or ``mx.compile``) of at most
     65,536 elements is a few matmuls and elementwise ops, and MLX's VJP of them: both compiled, their
     graphs built by a worker thread that is not tracing, and evaluated with the caller's (no evaluation
     or copy when built). Under a caller's ``mx.compile`` whose inputs hold the filters, the ops join the
     caller's graph as they are. A non-finite ``x`` there reaches the outputs of up to
     about four blocks of 16 samples around it. A larger call runs its fused kernels and their polyphase
     VJP, their graphs built on that worker thread the same way (on a GPU stream, evaluated there and
-    copied back).
+    copied back). ``mx.vmap`` and ``mx.jvp`` work on ``backend="unfused"`` only: MLX can neither batch nor push
+    forward the fused forms' compiled kernels (it raises "[Compiled] Cannot vmap primitive"); fold a mapped axis
+    into the batch axis instead.
 
     NVIDIA's ``UpSample1d`` returns an empty signal for ``kernel_size == ratio`` (its crop slices
     ``[p:-0]``); here that filter length gives the definition's ``ratio * L`` samples.
