@@ -358,6 +358,8 @@ def test_cache_dir_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert autotune.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # not absolute: the XDG specification says to ignore it
+    assert autotune.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv"
 
 
 def test_switches(monkeypatch):

@@ -110,6 +110,7 @@ def test_usage_names_the_program_invoked():
 
 
 def test_emulator_cache_is_private_and_versioned(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLX_DECONV_CACHE_DIR", raising=False)  # the suite points the cache folder elsewhere
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = emulator.cache_dir()
     assert folder == tmp_path / "cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
@@ -121,7 +122,13 @@ def test_emulator_cache_is_private_and_versioned(tmp_path, monkeypatch):
     assert emulator.cache_dir() == tmp_path / "home" / ".cache" / "mlx_deconv" / mlx_deconv.__version__ / "emulator"
 
 
+def test_emulator_cache_is_in_the_package_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_DECONV_CACHE_DIR", str(tmp_path / "mine"))
+    assert emulator.cache_dir() == tmp_path / "mine" / mlx_deconv.__version__ / "emulator"
+
+
 def test_emulator_refuses_a_cache_others_can_write(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLX_DECONV_CACHE_DIR", raising=False)  # the suite points the cache folder elsewhere
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     shared = tmp_path / "mlx_deconv"
     shared.mkdir()
@@ -134,6 +141,7 @@ def test_emulator_refuses_a_cache_others_can_write(tmp_path, monkeypatch):
 
 def test_emulator_refuses_a_private_cache_under_a_folder_others_can_write(tmp_path, monkeypatch):
     """Whoever may write a folder above the cache can rename the private folders in it and put theirs there."""
+    monkeypatch.delenv("MLX_DECONV_CACHE_DIR", raising=False)  # the suite points the cache folder elsewhere
     os.chmod(tmp_path, 0o700)
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -146,6 +154,7 @@ def test_emulator_refuses_a_private_cache_under_a_folder_others_can_write(tmp_pa
 
 
 def test_emulated_kernels_compile_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLX_DECONV_CACHE_DIR", raising=False)  # the suite points the cache folder elsewhere
     if emulator.compiler() is None:
         pytest.skip("no C++ compiler: the emulator cannot run")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -1,8 +1,9 @@
 """The package's folder on disk, and the private folders in it.
 
 ``$MLX_DECONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv``: the autotuning
-files (:mod:`mlx_deconv.tuning.cache`) and MLX's compiled CPU kernels when the shared temporary folder cannot
-be trusted (:mod:`.kernel_folder`).
+files (:mod:`mlx_deconv.tuning.cache`), the Metal emulator's compiled kernels
+(:mod:`mlx_deconv.backends.metal.emulator`) and MLX's compiled CPU kernels when the shared temporary folder
+cannot be trusted (:mod:`.kernel_folder`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
 
 
 def cache_dir() -> Path:
-    """``$MLX_DECONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv``."""
+    """``$MLX_DECONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv`` (also when
+    ``XDG_CACHE_HOME`` is not absolute, which the XDG specification says to ignore)."""
     if os.environ.get(ENV_CACHE_DIR):
         return Path(os.environ[ENV_CACHE_DIR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mlx_deconv"
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path(os.path.expanduser("~"), ".cache")) / "mlx_deconv"
 
 
 def private_folder(*parts: str) -> Path:

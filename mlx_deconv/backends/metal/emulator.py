@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import metal
 from ...geometry.records import Geometry
+from ...runtime.cache_folder import private_folder
 from ...runtime.trust import why_untrusted
 from ...version import __version__
 
@@ -185,28 +186,23 @@ def shim_path() -> Path:
 def cache_dir() -> Path:
     """The private folder compiled kernels are cached in, created if missing.
 
-    ``$XDG_CACHE_HOME/mlx_deconv/<version>/emulator`` (``~/.cache`` when the
-    variable is unset or not absolute, as the XDG specification says), created
-    with mode 0700. The version in the path keeps builds of different releases
-    apart.
+    ``<cache folder>/<version>/emulator``, the cache folder being the package's
+    (:func:`~mlx_deconv.runtime.cache_folder.cache_dir`: ``$MLX_DECONV_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/mlx_deconv``, else ``~/.cache/mlx_deconv``); missing folders are made with mode 0700.
+    The version in the path keeps builds of different releases apart.
 
     Returns:
         Path: the folder.
 
     Raises:
-        PermissionError: if the folder or one of the package's folders above
-            it belongs to another user or other users may write to it: an
-            executable found there could have been planted.
+        PermissionError: if the folder or one above it belongs to another user or other users may write
+            to it: an executable found there could have been planted.
     """
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder = root
-    for part in ("mlx_deconv", __version__, "emulator"):
-        folder = folder / part
-        folder.mkdir(mode=0o700, exist_ok=True)
-        _check_private(folder)
-    return folder
+    try:
+        return private_folder(__version__, "emulator")
+    except PermissionError as err:
+        raise PermissionError(f"the emulator cache cannot be trusted: {err}; a compiled kernel found there "
+                              f"could have been planted") from err
 
 
 def _check_private(path: Path) -> None:
