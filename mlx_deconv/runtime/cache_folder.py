@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .trust import why_untrusted
+from .trust import why_not_own
 
 ENV_CACHE_DIR = "MLX_DECONV_CACHE_DIR"
 
@@ -47,9 +47,7 @@ def private_folder(*parts: str) -> Path:
         missing.append(above)
     for part in reversed(missing):  # mode 0700, not what the umask gives (Path.mkdir's parents get that)
         part.mkdir(mode=0o700, exist_ok=True)
-    if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
-        raise PermissionError(f"{folder} belongs to another user (uid {folder.stat().st_uid})")
-    reason = why_untrusted(folder)
+    reason = why_not_own(folder)
     if reason is not None:
         raise PermissionError(f"{folder} cannot be trusted: {reason}")
     return folder

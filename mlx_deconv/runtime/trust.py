@@ -46,6 +46,16 @@ def why_untrusted(path) -> Optional[str]:
     return _folders_up(resolved, uid, itself=True)
 
 
+def why_not_own(path) -> Optional[str]:
+    """:func:`why_untrusted`'s reason, or first that ``path`` is not this user's own (root's included): what a
+    private folder of this user's must pass. None when it passes."""
+    if hasattr(os, "getuid"):
+        owner = os.stat(path).st_uid
+        if owner != os.getuid():
+            return f"{path} belongs to another user (uid {owner})"
+    return why_untrusted(path)
+
+
 #: Links followed in one path at most, as the kernel's limit (ELOOP).
 MAX_LINKS = 40
 

@@ -35,7 +35,7 @@ from ..runtime import blas
 from ..version import __version__
 from ..runtime.devices import cpu_blas
 from ..runtime.cache_folder import cache_dir
-from ..runtime.trust import why_untrusted
+from ..runtime.trust import why_not_own
 
 FORMAT = "mlx_deconv-autotune-1"
 
@@ -218,12 +218,9 @@ def _private_dir(path: Path, create: bool = False) -> bool:
     try:
         if create:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-    except OSError:
+        return why_not_own(path) is None  # ours, and under no folder another user may write
+    except OSError:  # missing, or not ours to see
         return False
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return False
-    return why_untrusted(path) is None  # nor under a folder another user may write
 
 
 class TuningCache:

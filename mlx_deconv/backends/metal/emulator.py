@@ -33,7 +33,7 @@ import numpy as np
 from .. import metal
 from ...geometry.records import Geometry
 from ...runtime.cache_folder import private_folder
-from ...runtime.trust import why_untrusted
+from ...runtime.trust import why_not_own, why_untrusted
 from ...version import __version__
 
 SHIM_FILE = "emulator_shim.h"
@@ -208,9 +208,7 @@ def cache_dir() -> Path:
 def _check_private(path: Path) -> None:
     """Refuses a cache folder, or a compiled file in it, that another user could change: theirs, writable by
     others, or under a folder they may write (:func:`~mlx_deconv.runtime.trust.why_untrusted`)."""
-    if hasattr(os, "getuid") and path.is_dir() and path.stat().st_uid != os.getuid():
-        raise PermissionError(f"the emulator cache folder {path} belongs to another user (uid {path.stat().st_uid})")
-    reason = why_untrusted(path)
+    reason = why_not_own(path) if path.is_dir() else why_untrusted(path)
     if reason is not None:
         raise PermissionError(f"the emulator cache {path} cannot be trusted: {reason}; a compiled kernel found there "
                               f"could have been planted")
