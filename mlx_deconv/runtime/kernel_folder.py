@@ -42,17 +42,17 @@ def temp_directory(environ: Mapping[str, str]) -> Optional[Path]:
     return Path("/tmp")
 
 
-def kernel_folder(environ: Mapping[str, str], mlx_version: str) -> Optional[Path]:
-    """Where MLX compiles and looks up its CPU kernels: ``<temp>/mlx/<MLX version>/cpu`` (None: nowhere)."""
-    temp = temp_directory(environ)
-    return None if temp is None else temp / "mlx" / mlx_version / "cpu"
+def kernel_folder(temp: Path, mlx_version: str) -> Path:
+    """Where MLX compiles and looks up its CPU kernels: ``<temp>/mlx/<MLX version>/cpu``."""
+    return temp / "mlx" / mlx_version / "cpu"
 
 
-def _made_private(folder: Path, levels: int) -> Optional[str]:
-    """Makes the missing ones of ``folder``'s last ``levels`` folders (mode 0700), and says why another user could
+def _made_private(temp: Path, folder: Path) -> Optional[str]:
+    """Makes the missing folders from ``temp`` down to ``folder`` (mode 0700), and says why another user could
     change ``folder``, or None."""
-    parts = [folder.parents[i] for i in reversed(range(levels - 1))] + [folder]
-    for part in parts:
+    part = temp
+    for name in folder.relative_to(temp).parts:
+        part = part / name
         try:
             part.mkdir(mode=0o700)
         except FileExistsError:
@@ -83,13 +83,14 @@ def secure(environ: Optional[MutableMapping[str, str]] = None, mlx_version: Opti
         import mlx.core as mx  # not at import: runtime.blas loads before mlx.core
 
         mlx_version = mx.__version__
-    folder = kernel_folder(environ, mlx_version)
-    if folder is None or not os.path.isdir(folder.parents[2]):  # none, or not ours to see: MLX's compile fails
+    temp = temp_directory(environ)
+    if temp is None or not os.path.isdir(temp):  # none, or not ours to see: MLX's compile fails there
         return None
+    folder = kernel_folder(temp, mlx_version)
     if not folder.is_absolute():  # MLX resolves it again at each compile, from wherever the process is then
         reason = f"{folder} is relative to the working folder"
     else:
-        reason = _made_private(folder, levels=3)
+        reason = _made_private(temp, folder)
     if reason is None:
         return None
     try:
