@@ -11,7 +11,10 @@ from typing import Optional
 
 import mlx.core as mx
 
-__all__ = ["Queue", "Chain", "Residual", "Mean"]
+from ..runtime import worker_streams
+from ..runtime.worker_streams import branch_streams, one_stream_each
+
+__all__ = ["Queue", "Chain", "Residual", "Mean", "layer_work"]
 
 
 class Queue:
@@ -72,11 +75,22 @@ class Residual:
 
 
 class Mean:
-    """The mean of several branches' outputs, emitted as far as all of them have come."""
+    """The mean of several branches' outputs, emitted as far as all of them have come.
+
+    The branches are independent. On a CPU stream behind a serial BLAS, while their calls are small
+    (:data:`~mlx_deconv.runtime.worker_streams.BRANCH_MAX_FLOPS`: a few mel frames a step, where
+    each call would run on one core) but their sum is not
+    (:data:`~mlx_deconv.runtime.worker_streams.BRANCH_MIN_FLOPS`), the branches are spread over
+    the worker streams, balanced by their multiply-adds
+    (:func:`~mlx_deconv.runtime.worker_streams.branch_streams`).
+    """
 
     def __init__(self, branches):
         self.branches = branches
         self.queues = [Queue() for _ in branches]
+        works = [layer_work(b) for b in branches]
+        self._costs = [sum(w) for w in works]
+        self._largest = max((max(w, default=0) for w in works), default=0)
 
     def _emit(self):
         n = min(len(q) for q in self.queues)
@@ -85,12 +99,47 @@ class Mean:
             total = total + q.pop(n)
         return total / len(self.queues)
 
+    def _places(self, x) -> list:
+        """Per branch, None (the caller's stream) or the worker stream it runs on for input ``x``."""
+        flops = 0 if x is None else 2 * x.shape[0] * x.shape[1]  # per multiply-add per output sample
+        if not (flops * sum(self._costs) >= worker_streams.BRANCH_MIN_FLOPS
+                and flops * self._largest < worker_streams.BRANCH_MAX_FLOPS):
+            return [None] * len(self.branches)
+        return branch_streams(self._costs)
+
+    def _each(self, method: str, x=None):
+        places = self._places(x)
+        if not any(p is not None for p in places):
+            for b, q in zip(self.branches, self.queues):
+                q.push(getattr(b, method)() if x is None else getattr(b, method)(x))
+            return
+        caller = mx.default_stream(mx.default_device())
+        with one_stream_each():
+            for b, q, place in zip(self.branches, self.queues, places):
+                with mx.stream(caller if place is None else place):
+                    q.push(getattr(b, method)() if x is None else getattr(b, method)(x))
+
     def step(self, x):
-        for b, q in zip(self.branches, self.queues):
-            q.push(b.step(x))
+        self._each("step", x)
         return self._emit()
 
     def flush(self):
-        for b, q in zip(self.branches, self.queues):
-            q.push(b.flush())
+        self._each("flush")
         return self._emit()
+
+
+def layer_work(part) -> list:
+    """Multiply-adds per output sample of each layer stream in a stream (``K * C_in * C_out / groups``).
+
+    Pointwise functions and streams without a convolution count nothing.
+    """
+    if isinstance(part, Chain):
+        return [w for p in part.parts for w in layer_work(p)]
+    if isinstance(part, Residual):
+        return layer_work(part.branch)
+    if isinstance(part, Mean):
+        return [w for b in part.branches for w in layer_work(b)]
+    config = getattr(getattr(part, "layer", None), "config", None)
+    if config is None or not hasattr(config, "kernel_size"):
+        return []
+    return [config.kernel_size * config.in_channels * config.out_channels // config.groups]

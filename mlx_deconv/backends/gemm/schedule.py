@@ -10,14 +10,13 @@ reach it (:meth:`Geometry.input_span`), so the intermediates are bounded by
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 import mlx.core as mx
 
-from ...runtime.devices import serial_blas
+from ...runtime.worker_streams import worker_streams  # noqa: F401 (the paths ask schedule.worker_streams)
 from ...geometry.records import Geometry
 
 
@@ -70,33 +69,8 @@ class BlockPolicy:
 
 DEFAULT_POLICY = BlockPolicy()
 
-# Thread-local streams: an MLX stream belongs to the thread that made it, and these
-# are shared by calls from every thread (each thread gets its own streams behind them).
-_EXTRA_CPU_STREAMS: List["mx.ThreadLocalStream"] = []
 _WRITER_STREAMS: List["mx.ThreadLocalStream"] = []
 _STREAMS_LOCK = threading.Lock()
-#: Cores, read once: ``os.cpu_count()`` reads ``/sys`` on every call (10-30 µs here), and every uncompiled
-#: ``gemm`` call asks.
-_CORES = os.cpu_count() or 1
-
-
-def worker_streams(stream: mx.Stream, max_workers: int = DEFAULT_POLICY.max_workers) -> List[mx.Stream]:
-    """The streams that share one call's blocks: the caller's, plus one per extra core behind a serial BLAS.
-
-    Where each matmul runs on one thread (MLX's Linux wheel, or the optimized
-    BLAS kept at one thread: :func:`~mlx_deconv.runtime.devices.serial_blas`), ops on
-    different CPU streams run on different threads, so blocks spread over
-    streams use every core. On macOS, Accelerate already threads each matmul,
-    and a GPU stream is parallel by itself: one stream there.
-    """
-    if not serial_blas(stream):
-        return [stream]
-    wanted = min(_CORES, max_workers) - 1
-    if len(_EXTRA_CPU_STREAMS) < wanted:  # the list only grows, under the lock: most calls need not take it
-        with _STREAMS_LOCK:
-            while len(_EXTRA_CPU_STREAMS) < wanted:
-                _EXTRA_CPU_STREAMS.append(mx.new_thread_local_stream(mx.cpu))
-    return [stream] + _EXTRA_CPU_STREAMS[:wanted]
 
 
 def writer_stream(workers: List[mx.Stream]) -> mx.Stream:
