@@ -10,12 +10,25 @@ from mlx_deconv.nn import stream_combinators
 from mlx_deconv.runtime import worker_streams as ws
 
 
+def _workers(monkeypatch, count):
+    """``count`` worker streams whatever this machine has: the caller's and others."""
+    streams = [mx.default_stream(mx.cpu)] + [mx.new_stream(mx.cpu) for _ in range(count - 1)]
+    monkeypatch.setattr(ws, "worker_streams", lambda stream, max_workers=ws.MAX_WORKERS: streams)
+    return streams
+
+
 @pytest.fixture
 def two_workers(monkeypatch):
     """Two worker streams whatever this machine has: the caller's and another."""
-    caller, other = mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)
-    monkeypatch.setattr(ws, "worker_streams", lambda stream, max_workers=ws.MAX_WORKERS: [caller, other])
-    return caller, other
+    return _workers(monkeypatch, 2)
+
+
+@pytest.fixture
+def own_streams(monkeypatch):
+    """This thread's cached streams, forgotten before and after the test (it may fake the core count)."""
+    monkeypatch.setattr(ws._LOCAL, "streams", None, raising=False)
+    yield
+    ws._LOCAL.streams = None
 
 
 def test_the_costliest_branch_goes_first_to_the_least_loaded_stream(two_workers):
@@ -26,6 +39,16 @@ def test_the_costliest_branch_goes_first_to_the_least_loaded_stream(two_workers)
     assert ws.branch_streams([5, 5], caller) == [None, other]  # a tie goes to the caller's stream
 
 
+@pytest.mark.parametrize("count", [3, 4, 8])
+def test_more_streams_take_as_many_as_the_branches_share_evenly(monkeypatch, count):
+    caller, second, third = _workers(monkeypatch, count)[:3]
+    assert ws.branch_streams([3, 7, 11], caller) == [second, second, None]  # 3 streams: 11, 7, 3 too uneven
+    assert ws.branch_streams([5, 5, 5], caller) == [None, second, third]
+    places = ws.branch_streams([4] * 4, caller)  # four streams, or two (three would carry 8, 4, 4)
+    assert places[0] is None and len({repr(p) for p in places}) == (4 if count >= 4 else 2)
+    assert ws.branch_streams([10, 1, 1], caller) == [None, None, None]
+
+
 def test_branches_stay_on_the_caller_s_stream_when_spreading_them_cannot_pay(two_workers, monkeypatch):
     caller, _ = two_workers
     assert ws.branch_streams([10, 1], caller) == [None, None]  # the busiest stream would carry 10 of 11
@@ -34,7 +57,7 @@ def test_branches_stay_on_the_caller_s_stream_when_spreading_them_cannot_pay(two
     assert ws.branch_streams([3, 7, 11], caller) == [None, None, None]
 
 
-def test_inside_one_stream_each_only_the_caller_s_stream_is_offered(monkeypatch):
+def test_inside_one_stream_each_only_the_caller_s_stream_is_offered(monkeypatch, own_streams):
     monkeypatch.setattr(ws, "serial_blas", lambda stream: True)
     monkeypatch.setattr(ws, "_CORES", 3)
     caller = mx.default_stream(mx.cpu)
@@ -49,9 +72,29 @@ def test_inside_one_stream_each_only_the_caller_s_stream_is_offered(monkeypatch)
     assert ws.worker_streams(caller) == workers
     # A branch already on an extra stream is not offered its own stream a second time.
     assert ws.worker_streams(workers[1]) == [workers[1], workers[2]]
+    assert ws.worker_streams(caller, max_workers=2) == workers[:2]  # a smaller request after a larger one
 
 
-def test_a_placed_mean_streams_what_the_whole_model_computes(monkeypatch):
+class _Spy:
+    """A branch that notes, as it is built, the stream it is built on and the workers its calls would get."""
+
+    def __init__(self, branch, seen):
+        self.branch, self.seen = branch, seen
+
+    def _note(self):
+        stream = mx.default_stream(mx.cpu)
+        self.seen.append((repr(stream), len(ws.worker_streams(stream))))
+
+    def step(self, x):
+        self._note()
+        return self.branch.step(x)
+
+    def flush(self):
+        self._note()
+        return self.branch.flush()
+
+
+def test_a_placed_mean_streams_what_the_whole_model_computes(monkeypatch, own_streams):
     """Each branch of every stage on a stream of its own: the audio is the offline model's."""
     config = hifigan.HiFiGANConfig.from_dict(dict(
         resblock="1", num_mels=12, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4], upsample_initial_channel=16,
@@ -59,17 +102,22 @@ def test_a_placed_mean_streams_what_the_whole_model_computes(monkeypatch):
     model = hifigan.HiFiGAN(config)
     mel = mx.random.normal((1, 17, config.num_mels), key=mx.random.key(3))
     whole = np.array(model(mel))
-    places = []
-
-    def spread(costs, stream=None):
-        places.append(len(costs))
-        return [mx.new_stream(mx.cpu) if i % 2 else None for i in range(len(costs))]
-
-    monkeypatch.setattr(stream_combinators, "branch_streams", spread)
+    other = mx.new_stream(mx.cpu)
+    monkeypatch.setattr(stream_combinators, "branch_streams", lambda costs, stream=None: [None, other, None][:len(costs)])
     monkeypatch.setattr(ws, "BRANCH_MIN_FLOPS", 0)  # a tiny model's blocks are spread too
+    monkeypatch.setattr(ws, "serial_blas", lambda stream: True)  # two worker streams on any machine
+    monkeypatch.setattr(ws, "_CORES", 2)
     stream = hifigan.StreamingHiFiGAN(model)
-    pieces = [stream.step(mel[:, i:i + 3]) for i in range(0, 17, 3)] + [stream.flush()]
-    assert places and set(places) == {3}  # every step of both stages placed its three blocks
+    means = [p for p in stream._chain.parts if isinstance(p, stream_combinators.Mean)]
+    seen = [[] for _ in range(3)]
+    for mean in means:
+        mean.branches = [_Spy(b, s) for b, s in zip(mean.branches, seen)]
+    pieces = [stream.step(mel[:, i:i + 3]) for i in range(0, 17, 3)]
+    caller = repr(mx.default_stream(mx.cpu))
+    assert seen[0] and {s for s, _ in seen[0]} == {caller} and {s for s, _ in seen[2]} == {caller}
+    assert {s for s, _ in seen[1]} == {repr(other)}
+    assert {n for b in seen for _, n in b} == {1}  # inside a placed branch, each call keeps to its stream
+    pieces.append(stream.flush())
     np.testing.assert_allclose(np.array(mx.concatenate(pieces, axis=1)), whole, atol=1e-6)
 
 
@@ -88,5 +136,7 @@ def test_a_mean_is_spread_only_between_its_bounds(monkeypatch):
         calls.clear()
         mean.step(mx.zeros((1, 10, 8)))
         assert bool(calls) is spread, (low, high)
+    monkeypatch.setattr(ws, "BRANCH_MIN_FLOPS", 0)
+    calls.clear()
     mean.flush()
-    assert not calls  # nor is a flush
+    assert not calls  # a flush is never spread

@@ -101,7 +101,9 @@ class Mean:
 
     def _places(self, x) -> list:
         """Per branch, None (the caller's stream) or the worker stream it runs on for input ``x``."""
-        flops = 0 if x is None else 2 * x.shape[0] * x.shape[1]  # per multiply-add per output sample
+        if x is None:  # a flush: the last few samples
+            return [None] * len(self.branches)
+        flops = 2 * x.shape[0] * x.shape[1]  # per multiply-add per output sample
         if not (flops * sum(self._costs) >= worker_streams.BRANCH_MIN_FLOPS
                 and flops * self._largest < worker_streams.BRANCH_MAX_FLOPS):
             return [None] * len(self.branches)

@@ -44,7 +44,7 @@ def _own_extra_streams(wanted: int) -> List[mx.Stream]:
     """This thread's own streams behind the first ``wanted`` shared thread-local ones."""
     own = getattr(_LOCAL, "streams", None)
     if own is not None and len(own) >= wanted:
-        return own
+        return own[:wanted]
     if len(_EXTRA) < wanted:  # the list only grows, under the lock: most calls need not take it
         with _LOCK:
             while len(_EXTRA) < wanted:
@@ -83,10 +83,11 @@ def branch_streams(costs: Sequence[float], stream: Optional[mx.Stream] = None) -
     """Where each of several independent branches runs: the caller's stream (None) or an extra one.
 
     The costliest branch goes first to the least loaded stream (longest-processing-time order), the
-    caller's stream winning ties. Every branch stays on the caller's stream (whose calls may then
-    share their blocks over the streams) where there is one worker stream, one branch, or a
-    placement whose busiest stream would carry more than :data:`MAX_IMBALANCE` times an even share.
-    Build the branches inside :func:`one_stream_each`.
+    caller's stream winning ties, over the most streams whose busiest carries at most
+    :data:`MAX_IMBALANCE` times an even share of the work (HiFi-GAN's blocks of kernels 3, 7 and 11
+    take two streams, 11 against 3 + 7, however many there are). Every branch stays on the caller's
+    stream (whose calls may then share their blocks over the streams) where there is one worker
+    stream, one branch, or no such placement. Build the branches inside :func:`one_stream_each`.
 
     Args:
         costs: a number per branch, in proportion to its work.
@@ -99,15 +100,17 @@ def branch_streams(costs: Sequence[float], stream: Optional[mx.Stream] = None) -
     workers = worker_streams(stream)
     if len(workers) == 1 or len(costs) < 2:
         return [None] * len(costs)
-    load = [0.0] * len(workers)
-    places: List[Optional[mx.Stream]] = [None] * len(costs)
-    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
-        j = min(range(len(workers)), key=lambda j: load[j])
-        load[j] += costs[i]
-        places[i] = None if j == 0 else workers[j]
-    if max(load) > MAX_IMBALANCE * sum(load) / len(workers):
-        return [None] * len(costs)
-    return places
+    order = sorted(range(len(costs)), key=lambda i: -costs[i])
+    for count in range(min(len(workers), len(costs)), 1, -1):
+        load = [0.0] * count
+        places: List[Optional[mx.Stream]] = [None] * len(costs)
+        for i in order:
+            j = min(range(count), key=lambda j: load[j])
+            load[j] += costs[i]
+            places[i] = None if j == 0 else workers[j]
+        if max(load) <= MAX_IMBALANCE * sum(load) / count:
+            return places
+    return [None] * len(costs)
 
 
 @contextmanager
