@@ -101,32 +101,30 @@ class Mean:
 
     def _places(self, x) -> list:
         """Per branch, None (the caller's stream) or the worker stream it runs on for input ``x``."""
-        if x is None:  # a flush: the last few samples
-            return [None] * len(self.branches)
         flops = 2 * x.shape[0] * x.shape[1]  # per multiply-add per output sample
         if not (flops * sum(self._costs) >= worker_streams.BRANCH_MIN_FLOPS
                 and flops * self._largest < worker_streams.BRANCH_MAX_FLOPS):
             return [None] * len(self.branches)
         return branch_streams(self._costs)
 
-    def _each(self, method: str, x=None):
-        places = self._places(x)
-        if not any(p is not None for p in places):
+    def _push(self, run, places) -> None:
+        """Pushes ``run(branch)`` of each branch into its queue, built on the stream ``places`` gives it."""
+        if all(p is None for p in places):
             for b, q in zip(self.branches, self.queues):
-                q.push(getattr(b, method)() if x is None else getattr(b, method)(x))
+                q.push(run(b))
             return
         caller = mx.default_stream(mx.default_device())
         with one_stream_each():
             for b, q, place in zip(self.branches, self.queues, places):
                 with mx.stream(caller if place is None else place):
-                    q.push(getattr(b, method)() if x is None else getattr(b, method)(x))
+                    q.push(run(b))
 
     def step(self, x):
-        self._each("step", x)
+        self._push(lambda b: b.step(x), self._places(x))
         return self._emit()
 
     def flush(self):
-        self._each("flush")
+        self._push(lambda b: b.flush(), [None] * len(self.branches))  # the last few samples: never spread
         return self._emit()
 
 
