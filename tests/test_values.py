@@ -3,7 +3,7 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import mlx_deconv as md
@@ -249,6 +249,35 @@ def test_a_repeated_plain_call_takes_the_hot_path_and_a_bad_one_never_does(op, m
     assert not tuner.autotune_off()
     fn(x, w, b, stride=2)
     assert len(seen) == calls + 2
+
+
+HOT_STREAM = mx.new_stream(mx.cpu)
+
+
+@settings(max_examples=80, deadline=None)
+@given(transposed=st.booleans(), length=st.integers(1, 9), groups=st.sampled_from([1, 2, 3]), cig=st.integers(1, 3),
+       cog=st.integers(1, 3), taps=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 3),
+       padding=st.integers(0, 5), with_bias=st.booleans(), own_stream=st.booleans(), seed=st.integers(0, 2**16))
+def test_repeated_plain_calls_match_the_definition(transposed, length, groups, cig, cog, taps, stride, dilation, padding,
+                                                   with_bias, own_stream, seed):
+    """The second and third of equal plain calls (the hot table's run, or MLX's op called with the call's own
+    arguments) equal the float64 definition, as the first does."""
+    span = dilation * (taps - 1)
+    if transposed:
+        assume((length - 1) * stride + span + 1 - 2 * padding >= 1)
+    else:
+        assume(length + 2 * padding - span - 1 >= 0)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, length, groups * cig)).astype(np.float32)
+    w = rng.standard_normal((groups * cog, taps, cig)).astype(np.float32)
+    b = rng.standard_normal(groups * cog).astype(np.float32) if with_bias else None
+    fn, reference = (md.conv_transpose1d, ref.conv_transpose1d) if transposed else (md.conv1d, ref.conv1d)
+    expected = reference(x, w, b, stride, padding, padding, dilation, groups)
+    args = (mx.array(x), mx.array(w), None if b is None else mx.array(b))
+    stream = dict(stream=HOT_STREAM) if own_stream else {}
+    for _ in range(3):
+        y = fn(*args, stride=stride, padding=padding, dilation=dilation, groups=groups, **stream)
+        np.testing.assert_allclose(np.array(y), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["data_format", "weight_format", "backend"])

@@ -14,8 +14,8 @@ import mlx.core as mx
 from ..geometry.records import Conv1dGeometry, Geometry
 
 # MLX's own functions, taken when the package is imported: under patch_mlx() the names on mx are ours.
-_MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
-_MLX_CONV1D = mx.conv1d
+MLX_CONV_TRANSPOSE1D = mx.conv_transpose1d
+MLX_CONV1D = mx.conv1d
 
 
 def _symmetric_padding(geom: Geometry) -> int:
@@ -44,7 +44,7 @@ def _mlx_window(geom: Geometry):
 def conv_transpose1d(x: mx.array, weight: mx.array, bias: Optional[mx.array], geom: Geometry) -> mx.array:
     """Transposed conv of NLC ``x`` with an MLX-layout ``weight``, as ``geom`` says."""
     both, start, stop = _mlx_window(geom)
-    y = _MLX_CONV_TRANSPOSE1D(
+    y = MLX_CONV_TRANSPOSE1D(
         x, weight, stride=geom.stride, padding=both, dilation=geom.dilation, groups=geom.groups
     )
     if stop > y.shape[1]:
@@ -98,22 +98,26 @@ def bind(op: str, geom, stream: mx.Stream):
 
     Returns:
         callable: ``run(x, weight, bias=None)`` on NLC ``x`` and an MLX-layout weight of ``x``'s dtype (bias None
-        or of that dtype).
+        or of that dtype). Where it is MLX's op alone, its attribute ``mlx_arguments`` holds the op's
+        positional arguments after ``(x, weight)``, so that a caller passing those very arguments may call
+        MLX's op itself.
     """
     stride, dilation, groups = geom.stride, geom.dilation, geom.groups
     if op == "conv1d" and geom.pad_left == geom.pad_right:  # even padding: nothing to pad first (pads_input)
         padding = geom.pad_left
 
         def run(x, weight, bias=None):
-            y = _MLX_CONV1D(x, weight, stride, padding, dilation, groups, stream=stream)
+            y = MLX_CONV1D(x, weight, stride, padding, dilation, groups, stream=stream)
             return y if bias is None else mx.add(y, bias, stream=stream)
+        run.mlx_arguments = (stride, padding, dilation, groups)
         return run
     if op == "conv_transpose1d":
         padding, start, stop = _mlx_window(geom)
         if start == 0 and stop == geom.full_length - 2 * padding:  # MLX's output is the call's, as it is
             def run(x, weight, bias=None):
-                y = _MLX_CONV_TRANSPOSE1D(x, weight, stride, padding, dilation, 0, groups, stream=stream)
+                y = MLX_CONV_TRANSPOSE1D(x, weight, stride, padding, dilation, 0, groups, stream=stream)
                 return y if bias is None else mx.add(y, bias, stream=stream)
+            run.mlx_arguments = (stride, padding, dilation, 0, groups)
             return run
     compute = conv1d if op == "conv1d" else conv_transpose1d
 

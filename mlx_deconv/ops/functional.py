@@ -21,6 +21,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 import mlx.core as mx
 
 from ..backends import available_backends as _available_backends, check_op
+from ..backends.builtin import MLX_CONV1D, MLX_CONV_TRANSPOSE1D
 from ..backends.record import Backend
 from ..choice import choose
 from ..geometry.call import Call
@@ -29,7 +30,8 @@ from ..geometry.torch_layout import from_torch_layout
 from ..geometry.validation import geometry_of
 from ..runtime.compiling import COMPILE_MAX_OUTPUT
 from ..runtime.devices import StreamLike, resolve_stream
-from ..tuning.tuner import autotune_mode, autotune_off, generation
+from ..tuning import tuner as _tuner
+from ..tuning.tuner import ENV_KEY as _ENV_KEY, ENVIRON as _ENVIRON, autotune_mode, autotune_off, generation
 
 FLOAT_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 IntOrTuple = Union[int, Sequence[int]]
@@ -37,10 +39,30 @@ IntOrTuple = Union[int, Sequence[int]]
 PREPARED_CALLS = 256
 #: Streams per thread whose hot tables are kept (:func:`_hot_table`).
 HOT_STREAMS = 8
-# Prepared calls are per thread: MLX's default stream and compile cache are per thread, and a
-# compiled function shared between threads aborts the process at exit (see compiling.py). A
-# thread's calls are freed, with the GIL, when it ends.
-_LOCAL = threading.local()
+#: Equal to no stream (``stream == None`` raises in MLX's bindings).
+_NO_STREAM = object()
+
+
+class _ThreadTables(threading.local):
+    """A thread's tables. Prepared calls are per thread: MLX's default stream and compile cache are per
+    thread, and a compiled function shared between threads aborts the process at exit (see compiling.py).
+    A thread's calls are freed, with the GIL, when it ends. Every attribute exists from the start, so the
+    ops' hot path reads them without a guard."""
+
+    def __init__(self):
+        self.calls: "OrderedDict[Call, Prepared]" = OrderedDict()
+        self.hot_tables: dict = {}  # stream text -> hot table, for calls on the default stream
+        # The hot table of ``hot_stream``, the default stream last seen. A Stream compared with None raises, so
+        # until a stream is seen these hold an object no stream equals.
+        self.hot: Optional[dict] = None
+        self.hot_stream: object = _NO_STREAM
+        self.stream_tables: dict = {}  # mx.Stream object -> hot table, for calls passing a stream
+        self.stream: object = _NO_STREAM  # the stream last written as text, and its text
+        self.stream_text: Optional[str] = None
+        self.patched: dict = {}  # the patched mx.conv1d / mx.conv_transpose1d's decisions (ops/patch.py)
+
+
+_LOCAL = _ThreadTables()
 
 
 class Prepared(NamedTuple):
@@ -51,20 +73,17 @@ class Prepared(NamedTuple):
 
 
 def _prepared_calls() -> "OrderedDict[Call, Prepared]":
-    try:
-        return _LOCAL.calls
-    except AttributeError:
-        _LOCAL.calls = OrderedDict()
-        return _LOCAL.calls
+    return _LOCAL.calls
 
 
 def forget_prepared_calls() -> None:
     """Empties the calling thread's tables of prepared calls (the record-keyed one and the hot one), so the
     next calls are validated and chosen afresh."""
     _prepared_calls().clear()
-    for table in getattr(_LOCAL, "hot_tables", {}).values():
+    for table in _LOCAL.hot_tables.values():
         table.clear()
-    getattr(_LOCAL, "stream_tables", {}).clear()
+    _LOCAL.stream_tables.clear()
+    _LOCAL.patched.clear()
 
 
 def as_float_array(name: str, value) -> mx.array:
@@ -156,23 +175,33 @@ def conv_transpose1d(
         unbatched input) in the dtype of ``x`` (float32 for float64 input), where
         ``L_out = (L-1)*stride - left - right + dilation*(K-1) + 1``.
     """
-    # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
+    # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time
+    # (autotuning is surely off when its variable is unset and nothing overrides it; else autotune_off() says).
     table = None
     if (type(x) is _ARRAY and type(weight) is _ARRAY and type(stride) is int and type(dilation) is int
             and type(groups) is int and type(padding) in _HOT_PADDING and type(data_format) is str
             and type(weight_format) is str and type(backend) is str and type(output_padding) in _NONE_OR_INT
-            and type(output_size) in _NONE_OR_INT and autotune_off()):
-        table = _hot_table() if stream is None else _stream_table(stream) if type(stream) is _STREAM else None
+            and type(output_size) in _NONE_OR_INT
+            and (_ENV_KEY not in _ENVIRON and _tuner._override is None or autotune_off())):
+        if stream is None:
+            local = _LOCAL
+            table = local.hot if mx.default_stream(mx.default_device()) == local.hot_stream else _hot_table()
+        elif type(stream) is _STREAM:
+            table = _LOCAL.stream_tables.get(stream) or _stream_table(stream)
     if table is not None:
         key = ("conv_transpose1d", x.dtype, weight.dtype, x.shape, weight.shape, stride, padding, output_padding,
                dilation, groups, data_format, weight_format, output_size, backend)
         if bias is None:
             run = table.get(key)
+            if run is MLX_CONV_TRANSPOSE1D:
+                return run(x, weight, stride, padding, dilation, 0, groups, stream=stream)
             if run is not None:
                 return run(x, weight)
         elif type(bias) is _ARRAY:
             key += (bias.dtype, bias.shape)
             run = table.get(key)
+            if run is MLX_CONV_TRANSPOSE1D:
+                return mx.add(run(x, weight, stride, padding, dilation, 0, groups, stream=stream), bias, stream=stream)
             if run is not None:
                 return run(x, weight, bias)
         else:
@@ -184,7 +213,9 @@ def conv_transpose1d(
                             backend, stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
     if table is not None:
-        _keep_hot(table, key, run, bias is not None)
+        plain = output_padding in (None, 0) and output_size is None  # MLX's output_padding 0: the call's own
+        _keep_hot(table, key, run, bias is not None, MLX_CONV_TRANSPOSE1D,
+                  (stride, padding, dilation, 0, groups) if plain else None)
     return run(x, weight) if bias is None else run(x, weight, bias)
 
 
@@ -238,22 +269,32 @@ def conv1d(
         ``L_out = floor((L + left + right - dilation*(K-1) - 1) / stride) + 1``
         (see :func:`mlx_deconv.conv1d_output_length`).
     """
-    # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time.
+    # Inline in both ops, not a helper: every Python call in front of MLX's op shows in a short call's time
+    # (autotuning is surely off when its variable is unset and nothing overrides it; else autotune_off() says).
     table = None
     if (type(x) is _ARRAY and type(weight) is _ARRAY and type(stride) is int and type(dilation) is int
             and type(groups) is int and type(padding) in _HOT_PADDING and type(data_format) is str
-            and type(weight_format) is str and type(backend) is str and autotune_off()):
-        table = _hot_table() if stream is None else _stream_table(stream) if type(stream) is _STREAM else None
+            and type(weight_format) is str and type(backend) is str
+            and (_ENV_KEY not in _ENVIRON and _tuner._override is None or autotune_off())):
+        if stream is None:
+            local = _LOCAL
+            table = local.hot if mx.default_stream(mx.default_device()) == local.hot_stream else _hot_table()
+        elif type(stream) is _STREAM:
+            table = _LOCAL.stream_tables.get(stream) or _stream_table(stream)
     if table is not None:
         key = ("conv1d", x.dtype, weight.dtype, x.shape, weight.shape, stride, padding, dilation, groups, data_format,
                weight_format, backend)
         if bias is None:
             run = table.get(key)
+            if run is MLX_CONV1D:
+                return run(x, weight, stride, padding, dilation, groups, stream=stream)
             if run is not None:
                 return run(x, weight)
         elif type(bias) is _ARRAY:
             key += (bias.dtype, bias.shape)
             run = table.get(key)
+            if run is MLX_CONV1D:
+                return mx.add(run(x, weight, stride, padding, dilation, groups, stream=stream), bias, stream=stream)
             if run is not None:
                 return run(x, weight, bias)
         else:
@@ -265,7 +306,7 @@ def conv1d(
                             stream_text(stream), tuning_state(backend)))
     run = prepared(call, stream).run
     if table is not None:
-        _keep_hot(table, key, run, bias is not None)
+        _keep_hot(table, key, run, bias is not None, MLX_CONV1D, (stride, padding, dilation, groups))
     return run(x, weight) if bias is None else run(x, weight, bias)
 
 
@@ -291,12 +332,9 @@ def _hot_table() -> dict:
     """
     local = _LOCAL
     stream = mx.default_stream(mx.default_device())
-    try:
-        if stream == local.hot_stream:
-            return local.hot
-        tables = local.hot_tables
-    except AttributeError:
-        tables = local.hot_tables = {}
+    if stream == local.hot_stream:
+        return local.hot
+    tables = local.hot_tables
     if len(tables) >= HOT_STREAMS:  # a thread that makes streams as it goes (one per request) keeps a bounded few
         tables.clear()
     local.hot = table = tables.setdefault(stream_text(stream), {})
@@ -310,11 +348,7 @@ def _stream_table(stream: mx.Stream) -> dict:
     Keyed by the stream object: streams hash by identity and compare by value, so another object for the
     same stream misses and takes the full path, and no key ever finds another stream's run.
     """
-    local = _LOCAL
-    try:
-        tables = local.stream_tables
-    except AttributeError:
-        tables = local.stream_tables = {}
+    tables = _LOCAL.stream_tables
     table = tables.get(stream)
     if table is None:
         if len(tables) >= HOT_STREAMS:  # a new object per call (``stream=mx.default_stream(...)``) evicts only its like
@@ -323,16 +357,21 @@ def _stream_table(stream: mx.Stream) -> dict:
     return table
 
 
-def _keep_hot(table: dict, key: tuple, run, with_bias: bool) -> None:
+def _keep_hot(table: dict, key: tuple, run, with_bias: bool, mlx_op, own_arguments: Optional[tuple]) -> None:
     """Keeps ``run`` under ``key`` (``(op, x dtype, weight dtype, ...)``, then ``(bias dtype, bias shape)`` with a
     bias) when the call's arrays were MLX float arrays (none cast on the way in), so the key's dtypes are the
-    run's; a full table starts over (its runs stay in the prepared table)."""
+    run's; a full table starts over (its runs stay in the prepared table).
+
+    Where the run is ``mlx_op`` alone with ``own_arguments``, the call's own arguments in MLX's order (see
+    ``builtin.bind``), ``mlx_op`` itself is kept: the op calls it with its arguments, one Python frame fewer."""
     bias_dtype = key[-2] if with_bias else None
     if key[1] in _FLOATS and key[2] in _FLOATS and (bias_dtype is None or bias_dtype in _FLOATS):
         if len(table) >= PREPARED_CALLS:
             table.clear()
         if key[1] == key[2] and (bias_dtype is None or bias_dtype == key[1]):  # no cast to make: the bound op itself
             run = getattr(run, "same_dtype", run)
+            if own_arguments is not None and getattr(run, "mlx_arguments", None) == own_arguments:
+                run = mlx_op
         table[key] = run
 
 
@@ -340,11 +379,8 @@ def stream_text(stream: mx.Stream) -> str:
     """``repr(stream)``, the :class:`Call`'s ``stream`` field, remembered per thread for the last stream seen
     (streams compare by device and index; comparing costs a fifth of writing the text)."""
     local = _LOCAL
-    try:
-        if stream == local.stream:
-            return local.stream_text
-    except AttributeError:
-        pass
+    if stream == local.stream:
+        return local.stream_text
     local.stream_text = text = repr(stream)
     local.stream = stream
     return text

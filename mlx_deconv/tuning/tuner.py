@@ -52,6 +52,10 @@ TUNE_MAX_LENGTH = 1 << 15
 # ``os.environ.get`` makes, without the five Python frames that were a short call's largest overhead.
 _ENVIRON = getattr(os.environ, "_data", None)
 _ENV_KEY = os.environ.encodekey(ENV_AUTOTUNE) if _ENVIRON is not None else None
+#: For the ops' hot path: ``ENV_KEY not in ENVIRON`` is True only when the variable is surely unset (where
+#: ``os.environ`` keeps no such dict, ENVIRON holds the key, so the test always says "ask autotune_off()").
+ENV_KEY = _ENV_KEY if _ENVIRON is not None else ENV_AUTOTUNE
+ENVIRON = _ENVIRON if _ENVIRON is not None else {ENV_AUTOTUNE: None}
 
 
 def _env_mode() -> Optional[str]:
