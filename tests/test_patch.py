@@ -315,6 +315,63 @@ def test_fuzzed_calls_match_mlx(backend, call):
         assert counts["computed"] == 0, (call, counts)
 
 
+@settings(max_examples=120)
+@given(call=calls())
+def test_a_repeated_call_answers_and_counts_as_its_first(call):
+    """The second and third of equal calls take what the thread remembered of the first (one lookup): MLX's
+    answer, counted under the same kind as the first, every argument form, stream, dtype and flaw."""
+    x, w = call.mlx_arrays()
+    theirs = call.invoke(MLX_CONV_TRANSPOSE1D if call.transposed else MLX_CONV1D, x, w)
+    deltas, answers = [], []
+    md.patch_mlx()
+    try:
+        for _ in range(3):
+            before = patch.statistics()[call.name]
+            answers.append(call.invoke(getattr(mx, call.name), x, w))
+            deltas.append({k: v - before[k] for k, v in patch.statistics()[call.name].items() if v != before[k]})
+    finally:
+        md.unpatch_mlx()
+    assert deltas[0] == deltas[1] == deltas[2] and sum(deltas[0].values()) == 1, (call, deltas)
+    for ours in answers:
+        check_same(call, theirs, ours)
+
+
+def test_a_remembered_call_follows_the_backend_dtype_stream_and_autotuning(monkeypatch):
+    """What a thread remembers of a patched call is keyed by all its decision depends on: after the same call on
+    ``auto`` (MLX's op), the patch's backend, a dtype, a stream or autotuning on each decide afresh."""
+    from mlx_deconv.tuning import tuner
+
+    x, w = mx.ones((1, 6, 3)), mx.ones((4, 3, 3))
+    kinds = lambda: dict(patch.statistics()["conv1d"])  # noqa: E731
+
+    def kind_of(*args, **kwargs):
+        before = kinds()
+        mx.conv1d(*args, **kwargs)
+        return [k for k, v in kinds().items() if v != before[k]]
+
+    functional.forget_prepared_calls()
+    with md.patched_mlx():
+        assert kind_of(x, w, 1, 1) == kind_of(x, w, 1, 1) == ["mlx_op"]
+    with md.patched_mlx("gemm"):
+        assert kind_of(x, w, 1, 1) == kind_of(x, w, 1, 1) == ["package"]
+    decided = []
+    real = patch._decide
+    monkeypatch.setattr(patch, "_decide", lambda c, *a, **k: decided.append(c) or real(c, *a, **k))
+    with md.patched_mlx():
+        for _ in range(2):
+            kind_of(x.astype(mx.float16), w.astype(mx.float16), 1, 1)
+            kind_of(x, w, 1, 1, stream=OWN_STREAM)
+            with mx.stream(OWN_STREAM):
+                kind_of(x, w, 1, 1)
+        assert [c.dtype for c in decided] == [mx.float16, mx.float32, mx.float32]
+        assert decided[0].stream != decided[1].stream == decided[2].stream  # each once, though called twice
+        monkeypatch.setattr(tuner, "_override", "forward")
+        kind_of(x, w, 1, 1)
+        kind_of(x, w, 1, 1)
+        assert len(decided) == 5 and all(c.tuning is not None for c in decided[3:])
+    functional.forget_prepared_calls()
+
+
 def _usable(call, backend):
     from mlx_deconv.geometry.validation import conv1d_geometry, conv_geometry
 

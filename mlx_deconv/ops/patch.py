@@ -45,7 +45,10 @@ import mlx.core as mx
 from ..backends import backend_names
 from ..geometry.call import Call
 from ..runtime.devices import resolve_stream
+from ..tuning.tuner import autotune_off
 from . import functional as _functional
+
+_ARRAY = mx.array
 
 #: The convolutions routed to the package.
 ROUTED = ("conv1d", "conv_transpose1d")
@@ -67,9 +70,19 @@ _LOCK = threading.RLock()
 #: What each name held before :func:`patch_mlx` replaced it (MLX's function), kept after unpatching
 #: so that a call in flight in another thread still finds it.
 _SAVED: Dict[str, Callable] = {}
-#: Per thread: set while this module runs the package, so a nested ``mx.conv*`` call (the
-#: ``builtin`` backend's) goes straight to MLX's function.
-_LOCAL = threading.local()
+
+
+class _Guards(threading.local):
+    """Per thread: ``active`` while this module runs the package, so a nested ``mx.conv*`` call (the ``builtin``
+    backend's) goes straight to MLX's function; ``mlx_ops``, the depth of functions traced by ``mx.vmap`` or a
+    shapeless ``mx.compile``. Both exist from the start: every patched call reads them."""
+
+    def __init__(self):
+        self.active = False
+        self.mlx_ops = 0
+
+
+_LOCAL = _Guards()
 #: Open :func:`patched_mlx` blocks, whether :func:`patch_mlx` was called outside them, and the backend
 #: every routed call asks for (``patch_mlx(backend=...)``).
 _STATE = {"contexts": 0, "explicit": False, "generation": 0, "backend": "auto"}
@@ -286,35 +299,69 @@ def _routable(input, weight, stream) -> bool:
     return stream is None or isinstance(stream, _STREAM_TYPES)
 
 
-def _run(call: Call, stream, input, weight, same_as_mlx: bool = True) -> Optional[mx.array]:
-    """The package's result for ``call``, or None where MLX's function computes it: the package refuses the
-    call (its validation or choice raises), would run MLX's op with the caller's arguments anyway
-    (``builtin`` where ``same_as_mlx``), or fails while computing it (counted, warned about once, and
-    raised instead under ``MLX_DECONV_PATCH_STRICT=1``)."""
-    counts = _COUNTS[call.op]
+def _decide(call: Call, stream, same_as_mlx: bool = True) -> Tuple[str, Optional[Callable]]:
+    """What to do with a routable ``call``: ``("package", run)``, or ``("refused", None)`` when the package's
+    validation or choice raises, or ``("mlx_op", None)`` when the package would run MLX's op with the caller's
+    arguments anyway (``builtin`` where ``same_as_mlx``)."""
     _LOCAL.active = True
     try:
-        try:
-            entry = _functional.prepared(call, stream)
-        except (ValueError, TypeError):  # a refusal of the package's own checks: MLX decides, its way
-            counts["refused"] += 1
-            return None
-        if same_as_mlx and entry.backend.name == "builtin":
-            counts["mlx_op"] += 1
-            return None
-        try:
-            y = entry.run(input, weight)
-        except Exception as err:  # noqa: BLE001  (a bug of the package's: never a silent fall-back)
-            counts["failed"] += 1
-            if os.environ.get(ENV_STRICT, "") not in ("", "0"):
-                raise
-            warnings.warn(f"mlx_deconv failed on a patched mx.{call.op} call ({type(err).__name__}: {err}); "
-                          f"MLX's own function computed it. Please report this.", PatchFailureWarning, stacklevel=3)
-            return None
+        entry = _functional.prepared(call, stream)
+    except (ValueError, TypeError):  # a refusal of the package's own checks: MLX decides, its way
+        return "refused", None
+    finally:
+        _LOCAL.active = False
+    if same_as_mlx and entry.backend.name == "builtin":
+        return "mlx_op", None
+    return "package", entry.run
+
+
+def _apply(op: str, run: Callable, input, weight) -> Optional[mx.array]:
+    """``run(input, weight)``, counted as the package's, or None where it fails: then MLX's function computes the
+    call (counted, warned about once, and raised instead under ``MLX_DECONV_PATCH_STRICT=1``)."""
+    counts = _COUNTS[op]
+    _LOCAL.active = True
+    try:
+        y = run(input, weight)
+    except Exception as err:  # noqa: BLE001  (a bug of the package's: never a silent fall-back)
+        counts["failed"] += 1
+        if os.environ.get(ENV_STRICT, "") not in ("", "0"):
+            raise
+        warnings.warn(f"mlx_deconv failed on a patched mx.{op} call ({type(err).__name__}: {err}); "
+                      f"MLX's own function computed it. Please report this.", PatchFailureWarning, stacklevel=3)
+        return None
     finally:
         _LOCAL.active = False
     counts["package"] += 1
     return y
+
+
+def _hot_key(op: str, input, weight, stream, arguments: tuple) -> Optional[tuple]:
+    """The key under which a thread keeps what it decided for a call (``_decide``, or ``"passed"``), so that a
+    repeated call of a decoder costs one lookup; None for a call that takes the full way each time (non-int
+    arguments, a stream of another kind than None or ``mx.Stream``, autotuning on).
+
+    The key holds all a decision depends on: the op, the shapes and dtypes, the arguments, the stream (the
+    default one by its text, since MLX hands out a new object for it each time) and the backend asked for."""
+    if type(input) is not _ARRAY or type(weight) is not _ARRAY or not autotune_off():
+        return None
+    for value in arguments:
+        if type(value) is not int:
+            return None
+    if stream is None:
+        where = _functional.stream_text(mx.default_stream(mx.default_device()))
+    elif type(stream) is mx.Stream:
+        where = stream  # hashed by identity and compared by value: another object for it misses, never mismatches
+    else:
+        return None
+    return (op, input.shape, weight.shape, input.dtype, weight.dtype, arguments, where, _STATE["backend"])
+
+
+def _remember(key: Optional[tuple], decision: Tuple[str, Optional[Callable]]) -> None:
+    if key is not None:
+        table = _functional._LOCAL.patched
+        if len(table) >= _functional.PREPARED_CALLS:
+            table.clear()
+        table[key] = decision
 
 
 def _call(op: str, input, weight, stride, padding, output_padding, dilation, groups, stream):
@@ -330,7 +377,7 @@ def _on_mlx_ops(fun):
     """``fun``, whose convolutions run on MLX's own functions while it runs in this thread (traced by a
     transformation the package's graphs cannot go through)."""
     def traced(*args, **kwargs):
-        depth = getattr(_LOCAL, "mlx_ops", 0)
+        depth = _LOCAL.mlx_ops
         _LOCAL.mlx_ops = depth + 1
         try:
             return fun(*args, **kwargs)
@@ -353,9 +400,9 @@ def _compile(fun, inputs=None, outputs=None, shapeless=False):
 def _on_mlx(op: str) -> bool:
     """Whether a call goes straight to MLX's function: the package's own call of MLX's op, or a call traced by
     ``mx.vmap`` or a shapeless ``mx.compile`` (counted as ``passed``)."""
-    if getattr(_LOCAL, "active", False):
+    if _LOCAL.active:
         return True
-    if getattr(_LOCAL, "mlx_ops", 0):
+    if _LOCAL.mlx_ops:
         _COUNTS[op]["passed"] += 1
         return True
     return False
@@ -363,42 +410,66 @@ def _on_mlx(op: str) -> bool:
 
 def conv1d(input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None):
     mlx = _SAVED.get("conv1d", _MLX["conv1d"])
-    if _on_mlx("conv1d"):
+    if (_LOCAL.active or _LOCAL.mlx_ops) and _on_mlx("conv1d"):
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
-    y = None
-    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
-            and _plain_int(dilation, 1) and _plain_int(groups, 1)):
-        call, resolved = _call("conv1d", input, weight, stride, padding, None, dilation, groups, stream)
-        y = _run(call, resolved, input, weight)
-    else:
-        _COUNTS["conv1d"]["passed"] += 1
+    key = _hot_key("conv1d", input, weight, stream, (stride, padding, dilation, groups))
+    decision = None if key is None else _functional._LOCAL.patched.get(key)
+    if decision is None:
+        if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+                and _plain_int(dilation, 1) and _plain_int(groups, 1)):
+            call, resolved = _call("conv1d", input, weight, stride, padding, None, dilation, groups, stream)
+            decision = _decide(call, resolved)
+        else:
+            decision = ("passed", None)
+        _remember(key, decision)
+    counter, run = decision
+    if run is None:  # MLX's function computes it: nothing else to do (short calls' time is this path's)
+        _COUNTS["conv1d"][counter] += 1
+        return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
+    y = _apply("conv1d", run, input, weight)
     if y is None:
         return mlx(input, weight, stride, padding, dilation, groups, stream=stream)
     return y
 
 
+def _padded(run: Callable, right: int, stream) -> Callable:
+    """``run``, its output extended by ``right`` zeros: past what the package's output_padding takes (MLX allows
+    any), zeros of our own."""
+    def call(input, weight):
+        return mx.pad(run(input, weight), [(0, 0), (0, right), (0, 0)], stream=stream)
+    return call
+
+
 def conv_transpose1d(input, weight, /, stride=1, padding=0, dilation=1, output_padding=0, groups=1, *, stream=None):
     mlx = _SAVED.get("conv_transpose1d", _MLX["conv_transpose1d"])
-    if _on_mlx("conv_transpose1d"):
+    if (_LOCAL.active or _LOCAL.mlx_ops) and _on_mlx("conv_transpose1d"):
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
-    y = None
-    if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
-            and _plain_int(dilation, 1) and _plain_int(output_padding, 0) and _plain_int(groups, 1)
-            and padding <= dilation * (weight.shape[1] - 1)
-            and (input.shape[1] - 1) * stride + dilation * (weight.shape[1] - 1) + output_padding < _INT_MAX):
-        # MLX's output: the full output cropped by `padding` on the left and `padding - output_padding`
-        # on the right, extended with zeros past the full length when that is negative.
-        right = padding - output_padding
-        extend = -right if 0 < -right < max(stride, dilation) else None
-        call, resolved = _call("conv_transpose1d", input, weight, stride, (padding, max(right, 0)), extend, dilation,
-                               groups, stream)
-        # With output padding, builtin crops MLX's output itself: MLX's own gradient there can
-        # come out in the wrong shape (tests/test_patch.py), so the package computes it.
-        y = _run(call, resolved, input, weight, same_as_mlx=output_padding == 0)
-        if y is not None and -right >= max(stride, dilation):  # past what the package's output_padding takes
-            y = mx.pad(y, [(0, 0), (0, -right), (0, 0)], stream=stream)  # (MLX allows any): zeros of our own
-    else:
-        _COUNTS["conv_transpose1d"]["passed"] += 1
+    key = _hot_key("conv_transpose1d", input, weight, stream, (stride, padding, dilation, output_padding, groups))
+    decision = None if key is None else _functional._LOCAL.patched.get(key)
+    if decision is None:
+        if (_routable(input, weight, stream) and _plain_int(stride, 1) and _plain_int(padding, 0)
+                and _plain_int(dilation, 1) and _plain_int(output_padding, 0) and _plain_int(groups, 1)
+                and padding <= dilation * (weight.shape[1] - 1)
+                and (input.shape[1] - 1) * stride + dilation * (weight.shape[1] - 1) + output_padding < _INT_MAX):
+            # MLX's output: the full output cropped by `padding` on the left and `padding - output_padding`
+            # on the right, extended with zeros past the full length when that is negative.
+            right = padding - output_padding
+            extend = -right if 0 < -right < max(stride, dilation) else None
+            call, resolved = _call("conv_transpose1d", input, weight, stride, (padding, max(right, 0)), extend,
+                                   dilation, groups, stream)
+            # With output padding, builtin crops MLX's output itself: MLX's own gradient there can
+            # come out in the wrong shape (tests/test_patch.py), so the package computes it.
+            decision = _decide(call, resolved, same_as_mlx=output_padding == 0)
+            if decision[1] is not None and -right >= max(stride, dilation):
+                decision = (decision[0], _padded(decision[1], -right, stream))
+        else:
+            decision = ("passed", None)
+        _remember(key, decision)
+    counter, run = decision
+    if run is None:  # MLX's function computes it: nothing else to do (short calls' time is this path's)
+        _COUNTS["conv_transpose1d"][counter] += 1
+        return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
+    y = _apply("conv_transpose1d", run, input, weight)
     if y is None:
         return mlx(input, weight, stride, padding, dilation, output_padding, groups, stream=stream)
     return y
