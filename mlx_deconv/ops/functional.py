@@ -5,7 +5,8 @@ validated into its geometry, handed to :func:`mlx_deconv.choice.choose` and wrap
 backend's run (layouts in and out; compiled with ``mx.compile`` unless the signal is long), or, in MLX's own
 layouts, the backend's run bound to the call where its record has ``bind`` (``builtin``). That
 prepared call is kept per thread under the record, so a decoder's repeated calls cost a dictionary
-lookup in Python. ``patch_mlx`` looks its calls up in the same table.
+lookup in Python. ``patch_mlx`` looks its calls up in the same table (and keeps its decisions in this
+module's per-thread tables, so that :func:`forget_prepared_calls` forgets them too).
 
 A repeated call with plain arguments (ints and strings, MLX float arrays, no stream or an ``mx.Stream``, no
 autotuning) skips even the record: its run is kept in a second, flat table per thread and stream,
