@@ -50,16 +50,16 @@ TUNE_MAX_LENGTH = 1 << 15
 
 # ``os.environ`` keeps its values in a dict under encoded keys: reading that dict is the same lookup
 # ``os.environ.get`` makes, without the five Python frames that were a short call's largest overhead.
-_ENVIRON = getattr(os.environ, "_data", None)
-_ENV_KEY = os.environ.encodekey(ENV_AUTOTUNE) if _ENVIRON is not None else None
-#: For the ops' hot path: ``ENV_KEY not in ENVIRON`` is True only when the variable is surely unset (where
-#: ``os.environ`` keeps no such dict, ENVIRON holds the key, so the test always says "ask autotune_off()").
-ENV_KEY = _ENV_KEY if _ENVIRON is not None else ENV_AUTOTUNE
-ENVIRON = _ENVIRON if _ENVIRON is not None else {ENV_AUTOTUNE: None}
+# ``ENV_KEY not in ENVIRON`` is True only when the variable is surely unset (where ``os.environ`` keeps no
+# such dict, ENVIRON holds the key, so the test always says "read the variable").
+ENVIRON = getattr(os.environ, "_data", None)
+ENV_KEY = os.environ.encodekey(ENV_AUTOTUNE) if ENVIRON is not None else ENV_AUTOTUNE
+if ENVIRON is None:
+    ENVIRON = {ENV_KEY: None}
 
 
 def _env_mode() -> Optional[str]:
-    if _ENVIRON is not None and _ENV_KEY not in _ENVIRON:  # unset: nearly every call
+    if ENV_KEY not in ENVIRON:  # unset: nearly every call
         return None
     value = os.environ.get(ENV_AUTOTUNE, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):
@@ -89,7 +89,7 @@ def autotune_off() -> bool:
     """True when autotuning is off, as :func:`autotune_mode` says, in the fewest steps: the ops' hot path asks it."""
     if _override is not None:
         return _override == "off"
-    return (_ENVIRON is not None and _ENV_KEY not in _ENVIRON) or _env_mode() is None
+    return ENV_KEY not in ENVIRON or _env_mode() is None
 
 
 def autotune_mode() -> Optional[str]:
