@@ -1,6 +1,6 @@
 """What HiFi-GAN and BigVGAN share: after each upsampling layer, one block per ``(kernel, dilations)``
-pair, their outputs averaged; a config read from a ``config.json``'s dictionary; and the mel layout
-(``data_format``) of their input and output."""
+pair, their outputs averaged (HiFi-GAN's offline over tiles of the signal, on every CPU core); a config
+read from a ``config.json``'s dictionary; and the mel layout (``data_format``) of their input and output."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ from dataclasses import MISSING, fields
 from typing import Dict, List, Tuple
 
 import mlx.core as mx
+import mlx.nn as nn
+
+from ..backends.anti_aliased.gradient import untraced
+from ..nn.anti_aliased import Activation1d
+from ..nn.layers import Conv1d
+from ..runtime.worker_streams import mean_over_tiles
 
 
 class StageBlocks:
     """For a generator whose ``resblocks`` list holds ``len(config.resblock_kernel_sizes)`` blocks per stage, in order."""
+
+    #: Whether :meth:`stage_mean` may cut a stage's signal into tiles on the worker streams.
+    tiled_stages = True
 
     @property
     def num_kernels(self) -> int:
@@ -21,6 +30,62 @@ class StageBlocks:
         """The blocks after upsampling layer ``stage``, whose outputs are averaged."""
         n = self.num_kernels
         return self.resblocks[stage * n:(stage + 1) * n]
+
+    def stage_mean(self, stage: int, x: mx.array) -> mx.array:
+        """The mean of the blocks after upsampling layer ``stage``, on ``x`` (``(N, L, C)`` or ``(L, C)``).
+
+        Where :attr:`tiled_stages` allows it, untraced, on a CPU stream behind a serial BLAS with more than one
+        core, a long enough signal is cut into overlapping tiles that take the worker streams in turn, each running
+        every block (:func:`~mlx_deconv.runtime.worker_streams.mean_over_tiles`); its intermediate arrays are then
+        evaluated as it goes. The result equals the plain mean to float32 rounding.
+        """
+        blocks = self.stage_blocks(stage)
+        if self.tiled_stages and untraced(x):
+            samples = x.size // x.shape[-1]
+            tiled = mean_over_tiles([residual_steps(b) for b in blocks], x, max(block_reach(b) for b in blocks),
+                                    2.0 * samples * sum(block_macs(b) for b in blocks))
+            if tiled is not None:
+                return tiled
+        total = blocks[0](x)
+        for block in blocks[1:]:
+            total = total + block(x)
+        return total / len(blocks)
+
+
+def residual_steps(block: nn.Module) -> List:
+    """A block as the functions it applies in turn: its ``residual_steps()`` if it has them, else the block itself."""
+    steps = getattr(block, "residual_steps", None)
+    return steps() if steps is not None else [block]
+
+
+def _conv_reach(config) -> int:
+    """How far, in samples, a stride-1 convolution's output reads its input on either side."""
+    span = config.dilation * (config.kernel_size - 1)
+    padding = config.padding
+    if isinstance(padding, int):
+        return max(padding, span - padding)
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        return max(padding[0], span - padding[0])
+    return span  # "same", "causal", "valid": never farther than the whole span
+
+
+def block_reach(block: nn.Module) -> int:
+    """An upper bound of how far, in samples, a block's output reads its input on either side: the sum of its
+    layers' reaches (convolutions, anti-aliased activations at their filter's length; pointwise functions and
+    residual sums add nothing)."""
+    reach = 0
+    for module in block.modules():
+        if isinstance(module, Conv1d):
+            reach += _conv_reach(module.config)
+        elif isinstance(module, Activation1d):
+            reach += int(module.upsample["filter"].size)
+    return reach
+
+
+def block_macs(block: nn.Module) -> int:
+    """Multiply-adds per sample of a block's convolutions (``K * C_in * C_out / groups`` each)."""
+    return sum(m.config.kernel_size * m.config.in_channels * m.config.out_channels // m.config.groups
+               for m in block.modules() if isinstance(m, Conv1d))
 
 
 def config_from_dict(cls, values: Dict, model: str):

@@ -2,9 +2,11 @@
 
 Where each matmul runs on one thread (MLX's Linux wheel, or the optimized BLAS kept at one thread:
 :func:`~mlx_deconv.runtime.devices.serial_blas`), ops on different CPU streams run on different threads,
-so work spread over streams is what uses the other cores. Two kinds of work are spread so: one call's
-output blocks (the ``gemm`` backend) and a model's independent branches, such as the residual blocks
-whose mean ends a HiFi-GAN or BigVGAN stage (:func:`branch_streams`).
+so work spread over streams is what uses the other cores. Three kinds of work are spread so: one call's
+output blocks (the ``gemm`` backend); a model's independent branches, such as the residual blocks
+whose mean ends a HiFi-GAN or BigVGAN stage (:func:`branch_streams`, a streamed step's few samples); and,
+offline, such a stage's whole mean over overlapping tiles of the signal, one tile a stream
+(:func:`mean_over_tiles`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 
@@ -29,6 +31,15 @@ BRANCH_MAX_FLOPS = 50_000_000
 #: ... and while all of them together have at least this many: each stream's share must outweigh the
 #: hand-offs between the streams (HiFi-GAN V2 and V3 streamed 2 frames a step ran 2-5% slower spread).
 BRANCH_MIN_FLOPS = 100_000_000
+
+#: A stage's signal is cut into tiles (:func:`mean_over_tiles`) only where each keeps at least this many reaches of
+#: samples of its own: a tile recomputes one reach beyond each inner edge (at 4, HiFi-GAN V1's first stage at 86
+#: frames, 688 samples, ran 0.87x).
+TILE_MIN_REACHES = 8
+#: ... into tiles of at most this many elements, taking the streams in turn: two tiles of a long signal's whole
+#: stage ran 0.94x at 150 and 256 mel frames of HiFi-GAN V1; tiles of 400,000 elements 1.02x and 1.18x, of 262,144
+#: 0.95-0.99x (docs/performance-history.md, 2026-12-08).
+TILE_MAX_ELEMENTS = 400_000
 
 # Thread-local streams: an MLX stream belongs to the thread that made it, and these are shared by
 # calls from every thread (each thread gets its own streams behind them, resolved once per thread).
@@ -125,3 +136,95 @@ def one_stream_each() -> Iterator[None]:
         yield
     finally:
         _LOCAL.placed = before
+
+
+def tile_spans(length: int, count: int, reach: int) -> List[Tuple[int, int, int, int]]:
+    """``count`` tiles of a signal of ``length`` samples, for a computation whose every output sample reads the
+    input samples at most ``reach`` away.
+
+    Returns:
+        list: per tile ``(lo, hi, start, stop)``: it reads samples ``[lo, hi)`` and keeps outputs ``[start, stop)``,
+        its share of ``[0, length)``, each at least ``reach`` samples from an edge of ``[lo, hi)`` that is not the
+        signal's own.
+    """
+    cuts = [length * j // count for j in range(count + 1)]
+    return [(max(0, a - reach), min(length, b + reach), a, b) for a, b in zip(cuts, cuts[1:])]
+
+
+def tile_count(length: int, row_elements: int, reach: int, streams: int) -> int:
+    """How many tiles :func:`mean_over_tiles` cuts a signal of ``length`` rows of ``row_elements`` into for ``streams``
+    streams, or 0 where it cuts none (fewer than two streams, or tiles of fewer than :data:`TILE_MIN_REACHES` reaches).
+
+    A multiple of ``streams`` holding at most :data:`TILE_MAX_ELEMENTS` each, as long as each keeps
+    :data:`TILE_MIN_REACHES` reaches; at least ``streams``.
+    """
+    most = length // (TILE_MIN_REACHES * max(1, reach))
+    if streams < 2 or most < streams:
+        return 0
+    rounds = -(-length * row_elements // (streams * TILE_MAX_ELEMENTS))
+    return max(streams, min(streams * rounds, most))
+
+
+def mean_over_tiles(branches: Sequence[Sequence[Callable[[mx.array], mx.array]]], x: mx.array, reach: int,
+                    flops: float) -> Optional[mx.array]:
+    """The mean over ``branches`` of each branch's steps applied in turn to ``x``, computed on overlapping tiles of
+    ``x``'s length axis (-2) that take the CPU's worker streams in turn; None where that does not pay, and the caller
+    computes the mean itself.
+
+    Each tile reads ``reach`` samples beyond its share on each inner side, so its share is exact wherever no output
+    sample reads the input more than ``reach`` away (convolutions with "same" padding, pointwise functions and
+    residual sums; ``reach`` is the sum of their reaches). Every call and pointwise function of the stage then runs
+    on every core, where splitting each call alone left the pointwise work on one stream and joined the streams
+    after every call.
+
+    After each step, the tiles' outputs are handed to MLX together (``mx.async_eval``), in turn by stream. MLX
+    dispatches about a hundred ops ahead of those running (ten tasks of ten ops), in the order it walks the graph:
+    built whole and evaluated once, one tile's ops came first and the other stream waited for them
+    (docs/performance-history.md, 2026-12-08).
+
+    Tiles are made only where the work outweighs the hand-offs (``flops`` at least :data:`BRANCH_MIN_FLOPS`) and
+    :func:`tile_count` gives some: more than one worker stream (:func:`worker_streams`), tiles of at least
+    :data:`TILE_MIN_REACHES` reaches. Not for a traced call (inside ``mx.compile``, ``mx.grad``): ``mx.async_eval``
+    refuses tracers.
+
+    Args:
+        branches: per branch, functions of an array ``(..., L, C)`` to one of the same shape, applied in turn.
+        x (array): ``(N, L, C)`` or ``(L, C)``.
+        reach (int): the farthest any output sample reads, in samples, on either side.
+        flops (float): the branches' work on all of ``x``.
+
+    Returns:
+        array or None: the mean, as ``sum(branch(x)) / len(branches)`` gives it, to float32 rounding.
+    """
+    if not branches or flops < BRANCH_MIN_FLOPS:
+        return None
+    workers = worker_streams(mx.default_stream(mx.default_device()))
+    length = x.shape[-2]
+    count = tile_count(length, x.size // max(1, length), reach, len(workers))
+    if not count:
+        return None
+    spans = tile_spans(length, count, reach)
+    streams = [workers[j % len(workers)] for j in range(count)]
+    with one_stream_each():
+        tiles, totals = [], []
+        for stream, (lo, hi, _, _) in zip(streams, spans):
+            with mx.stream(stream):
+                tiles.append(x[..., lo:hi, :])
+        for b, steps in enumerate(branches):
+            ys = list(tiles)
+            for step in steps:
+                for j, stream in enumerate(streams):
+                    with mx.stream(stream):
+                        ys[j] = step(ys[j])
+                mx.async_eval(ys)
+            for j, stream in enumerate(streams):
+                with mx.stream(stream):
+                    if b == 0:
+                        totals.append(ys[j])
+                    else:
+                        totals[j] = totals[j] + ys[j]
+        shares = []
+        for j, (stream, (lo, _, start, stop)) in enumerate(zip(streams, spans)):
+            with mx.stream(stream):
+                shares.append((totals[j] / len(branches))[..., start - lo:stop - lo, :])
+    return mx.concatenate(shares, axis=-2)

@@ -152,6 +152,12 @@ def traced(*arrays: Optional[mx.array]) -> bool:
     return not _PROBE.is_tracer(mx.zeros((1,), mx.float32))
 
 
+def untraced(x: mx.array) -> bool:
+    """Whether ``x`` is surely not a tracer: False inside ``mx.compile``, ``mx.grad`` or ``mx.vjp``, and False too
+    where compiling is disabled, since the probe then cannot tell (:func:`traced` says False there instead)."""
+    return not _PROBE.is_tracer(x.reshape(-1)[:1].astype(mx.float32))
+
+
 #: The worker thread's name: every job sees it, so a call made by a job never waits on the worker.
 WORKER_PREFIX = "mlx_deconv_anti_aliased"
 _WORKER_LOCK = threading.Lock()

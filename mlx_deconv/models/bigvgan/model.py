@@ -149,15 +149,15 @@ class BigVGAN(StageBlocks, MelLayout, nn.Module):
         """The last step: ``tanh``, or NVIDIA's clamp to ``[-1, 1]`` when ``use_tanh_at_final`` is off."""
         return mx.tanh(x) if self.config.use_tanh_at_final else mx.clip(x, -1.0, 1.0)
 
+    # Cut into tiles over the worker streams, the generator ran 0.94-0.95x (32 and 128 mel frames): the anti-aliased
+    # activations' many small kernels, run on two streams at once, took as long as one after the other.
+    tiled_stages = False
+
     def __call__(self, mel: mx.array) -> mx.array:
         x = self.conv_pre(self.mel_to_layers(mel))
         for i, (up,) in enumerate(self.ups):
             x = up(x)
-            blocks = self.stage_blocks(i)
-            total = blocks[0](x)
-            for block in blocks[1:]:
-                total = total + block(x)
-            x = total / len(blocks)
+            x = self.stage_mean(i, x)
         x = self.conv_post(self.activation_post(x))
         return self.audio_from_layers(self.final(x))
 

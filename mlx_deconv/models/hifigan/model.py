@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -131,9 +131,15 @@ class ResBlock1(nn.Module):
                        for _ in dilations]
 
     def __call__(self, x: mx.array) -> mx.array:
-        for c1, c2 in zip(self.convs1, self.convs2):
-            x = x + c2(leaky_relu(c1(leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+        for step in self.residual_steps():
+            x = step(x)
         return x
+
+    def residual_steps(self) -> List[Callable[[mx.array], mx.array]]:
+        """The block as functions applied in turn, one per pair: ``x + c2(lrelu(c1(lrelu(x))))``."""
+        def step(c1, c2):
+            return lambda x: x + c2(leaky_relu(c1(leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+        return [step(c1, c2) for c1, c2 in zip(self.convs1, self.convs2)]
 
 
 class ResBlock2(nn.Module):
@@ -145,9 +151,15 @@ class ResBlock2(nn.Module):
                       for d in dilations]
 
     def __call__(self, x: mx.array) -> mx.array:
-        for c in self.convs:
-            x = x + c(leaky_relu(x, LRELU_SLOPE))
+        for step in self.residual_steps():
+            x = step(x)
         return x
+
+    def residual_steps(self) -> List[Callable[[mx.array], mx.array]]:
+        """The block as functions applied in turn, one per conv: ``x + c(lrelu(x))``."""
+        def step(c):
+            return lambda x: x + c(leaky_relu(x, LRELU_SLOPE))
+        return [step(c) for c in self.convs]
 
 
 class HiFiGAN(StageBlocks, MelLayout, nn.Module):
@@ -194,11 +206,7 @@ class HiFiGAN(StageBlocks, MelLayout, nn.Module):
         x = self.conv_pre(self.mel_to_layers(mel))
         for i, up in enumerate(self.ups):
             x = up(leaky_relu(x, LRELU_SLOPE))
-            blocks = self.stage_blocks(i)
-            total = blocks[0](x)
-            for block in blocks[1:]:
-                total = total + block(x)
-            x = total / len(blocks)
+            x = self.stage_mean(i, x)
         x = self.conv_post(leaky_relu(x, POST_LRELU_SLOPE))
         return self.audio_from_layers(mx.tanh(x))
 
