@@ -5,7 +5,7 @@ Where each matmul runs on one thread (MLX's Linux wheel, or the optimized BLAS k
 so work spread over streams is what uses the other cores. Three kinds of work are spread so: one call's
 output blocks (the ``gemm`` backend); a model's independent branches, such as the residual blocks
 whose mean ends a HiFi-GAN or BigVGAN stage (:func:`branch_streams`, a streamed step's few samples); and,
-offline, such a stage's whole mean over overlapping tiles of the signal, one tile a stream
+offline, such a stage's whole mean over overlapping tiles of the signal that take the streams in turn
 (:func:`mean_over_tiles`).
 """
 
@@ -37,8 +37,8 @@ BRANCH_MIN_FLOPS = 100_000_000
 #: frames, 688 samples, ran 0.87x).
 TILE_MIN_REACHES = 8
 #: ... into tiles of at most this many elements, taking the streams in turn: two tiles of a long signal's whole
-#: stage ran 0.94x at 150 and 256 mel frames of HiFi-GAN V1; tiles of 400,000 elements 1.02x and 1.18x, of 262,144
-#: 0.95-0.99x (docs/performance-history.md, 2026-12-08).
+#: stage ran 0.94x at 150 and 256 mel frames of HiFi-GAN V1; tiles of at most 400,000 elements 1.06x and 1.05x, of
+#: 262,144 0.95-0.99x (docs/performance-history.md, 2026-12-08).
 TILE_MAX_ELEMENTS = 400_000
 
 # Thread-local streams: an MLX stream belongs to the thread that made it, and these are shared by
@@ -184,8 +184,8 @@ def mean_over_tiles(branches: Sequence[Sequence[Callable[[mx.array], mx.array]]]
 
     Tiles are made only where the work outweighs the hand-offs (``flops`` at least :data:`BRANCH_MIN_FLOPS`) and
     :func:`tile_count` gives some: more than one worker stream (:func:`worker_streams`), tiles of at least
-    :data:`TILE_MIN_REACHES` reaches. Not for a traced call (inside ``mx.compile``, ``mx.grad``): ``mx.async_eval``
-    refuses tracers.
+    :data:`TILE_MIN_REACHES` reaches. The caller keeps traced calls (inside ``mx.compile``, ``mx.grad``) away:
+    ``mx.async_eval`` refuses tracers.
 
     Args:
         branches: per branch, functions of an array ``(..., L, C)`` to one of the same shape, applied in turn.
