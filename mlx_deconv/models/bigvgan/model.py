@@ -149,8 +149,8 @@ class BigVGAN(StageBlocks, MelLayout, nn.Module):
         """The last step: ``tanh``, or NVIDIA's clamp to ``[-1, 1]`` when ``use_tanh_at_final`` is off."""
         return mx.tanh(x) if self.config.use_tanh_at_final else mx.clip(x, -1.0, 1.0)
 
-    # Cut into tiles over the worker streams, the generator ran 0.94-0.95x (32 and 128 mel frames): the anti-aliased
-    # activations' many small kernels, run on two streams at once, took as long as one after the other.
+    # Cut into tiles over the worker streams, the generator ran 0.94-0.95x (32 and 128 mel frames): its anti-aliased
+    # activations are passes over memory, and two streams at once shared its bandwidth (performance-history.md).
     tiled_stages = False
 
     def __call__(self, mel: mx.array) -> mx.array:
