@@ -198,3 +198,15 @@ def test_bigvgan_keeps_whole_stages(tiles):
     tiles.clear()
     mx.eval(model(mx.random.normal((1, 300, 4), key=mx.random.key(5))))
     assert not tiles
+
+
+def test_a_model_told_not_to_keeps_whole_stages(tiles):
+    model = hifigan.HiFiGAN(hifigan.HiFiGANConfig.from_dict(SMALL))
+    mel = mx.random.normal((1, 121, 8), key=mx.random.key(6))
+    tiles.clear()
+    mx.eval(model(mel))
+    assert tiles and max(tiles) >= 2
+    model.tiled_stages = False
+    tiles.clear()
+    mx.eval(model(mel))
+    assert not tiles and "tiled_stages" not in model.parameters()

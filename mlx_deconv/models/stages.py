@@ -19,7 +19,8 @@ from ..runtime.worker_streams import mean_over_tiles
 class StageBlocks:
     """For a generator whose ``resblocks`` list holds ``len(config.resblock_kernel_sizes)`` blocks per stage, in order."""
 
-    #: Whether :meth:`stage_mean` may cut a stage's signal into tiles on the worker streams.
+    #: Whether :meth:`stage_mean` may cut a stage's signal into tiles on the worker streams (which evaluates the
+    #: stage's intermediates during the call); set it to False on a model to keep its call lazy.
     tiled_stages = True
 
     @property
