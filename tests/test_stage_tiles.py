@@ -20,12 +20,13 @@ import reference
 
 @pytest.fixture
 def tiles(monkeypatch):
-    """Tiles on any machine: two worker streams, no lower bound of work, tiles of at most 600 elements.
+    """Tiles on any machine: two worker streams, no lower bounds of work, tiles of at most 600 elements.
 
     Returns the list of tile counts of the calls that were cut (``stages.mean_over_tiles`` spied on)."""
     streams = [mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)]
     monkeypatch.setattr(ws, "worker_streams", lambda stream, max_workers=ws.MAX_WORKERS: streams)
     monkeypatch.setattr(ws, "BRANCH_MIN_FLOPS", 0)
+    monkeypatch.setattr(ws, "TILE_MIN_STEP_FLOPS", 0)
     monkeypatch.setattr(ws, "TILE_MAX_ELEMENTS", 600)
     cut = []
     real_count = ws.tile_count
@@ -210,3 +211,16 @@ def test_a_model_told_not_to_keeps_whole_stages(tiles):
     tiles.clear()
     mx.eval(model(mel))
     assert not tiles and "tiled_stages" not in model.parameters()
+
+
+def test_tiles_are_made_only_for_enough_work_per_handoff(tiles, monkeypatch):
+    monkeypatch.setattr(ws, "BRANCH_MIN_FLOPS", 30)
+    monkeypatch.setattr(ws, "TILE_MIN_STEP_FLOPS", 10)
+    double = [lambda y: 2 * y] * 2
+    x = mx.arange(40, dtype=mx.float32).reshape(1, 20, 2)
+    for flops, made in ((39, False), (40, True)):  # 2 branches of 2 steps: 4 handoffs of at least 10
+        got = ws.mean_over_tiles([double, double], x, 1, flops)
+        assert (got is not None) is made, flops
+    np.testing.assert_array_equal(np.array(got), 4 * np.array(x))
+    assert ws.mean_over_tiles([[lambda y: y]], x, 1, 29) is None  # and never below BRANCH_MIN_FLOPS
+    assert ws.mean_over_tiles([[lambda y: y]], x, 1, 30) is not None

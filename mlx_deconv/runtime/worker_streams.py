@@ -40,6 +40,10 @@ TILE_MIN_REACHES = 8
 #: stage ran 0.94x at 150 and 256 mel frames of HiFi-GAN V1; tiles of at most 400,000 elements 1.06x and 1.05x, of
 #: 262,144 0.95-0.99x (docs/performance-history.md, 2026-12-08).
 TILE_MAX_ELEMENTS = 400_000
+#: ... and only where the stage does at least this many FLOPs per handoff (one per residual step): at 11-22 million a
+#: step, HiFi-GAN V2's small stages at 24 frames ran 0.90-1.01x and the generator 0.91-0.93x; at 39-44 million,
+#: 1.08-1.54x (docs/performance-history.md, 2026-12-08).
+TILE_MIN_STEP_FLOPS = 32_000_000
 
 # Thread-local streams: an MLX stream belongs to the thread that made it, and these are shared by
 # calls from every thread (each thread gets its own streams behind them, resolved once per thread).
@@ -182,8 +186,8 @@ def mean_over_tiles(branches: Sequence[Sequence[Callable[[mx.array], mx.array]]]
     built whole and evaluated once, one tile's ops came first and the other stream waited for them
     (docs/performance-history.md, 2026-12-08).
 
-    Tiles are made only where the work outweighs the hand-offs (``flops`` at least :data:`BRANCH_MIN_FLOPS`) and
-    :func:`tile_count` gives some: more than one worker stream (:func:`worker_streams`), tiles of at least
+    Tiles are made only where the work outweighs the hand-offs (``flops`` at least :data:`BRANCH_MIN_FLOPS`, and
+    :data:`TILE_MIN_STEP_FLOPS` per step) and :func:`tile_count` gives some: more than one worker stream (:func:`worker_streams`), tiles of at least
     :data:`TILE_MIN_REACHES` reaches. The caller keeps traced calls (inside ``mx.compile``, ``mx.grad``) away:
     ``mx.async_eval`` refuses tracers.
 
@@ -196,7 +200,7 @@ def mean_over_tiles(branches: Sequence[Sequence[Callable[[mx.array], mx.array]]]
     Returns:
         array or None: the mean, as ``sum(branch(x)) / len(branches)`` gives it, to float32 rounding.
     """
-    if not branches or flops < BRANCH_MIN_FLOPS:
+    if not branches or flops < max(BRANCH_MIN_FLOPS, TILE_MIN_STEP_FLOPS * sum(len(steps) for steps in branches)):
         return None
     workers = worker_streams(mx.default_stream(mx.default_device()))
     length = x.shape[-2]
