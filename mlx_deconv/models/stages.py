@@ -11,6 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..backends.anti_aliased.gradient import untraced
+from ..geometry.records import conv1d_padding
 from ..nn.anti_aliased import Activation1d
 from ..nn.layers import Conv1d
 from ..runtime.worker_streams import mean_over_tiles
@@ -42,9 +43,9 @@ class StageBlocks:
         """
         blocks = self.stage_blocks(stage)
         if self.tiled_stages and untraced(x):
-            samples = x.size // x.shape[-1]
-            tiled = mean_over_tiles([residual_steps(b) for b in blocks], x, max(block_reach(b) for b in blocks),
-                                    2.0 * samples * sum(block_macs(b) for b in blocks))
+            reaches, macs = zip(*(block_extent(b) for b in blocks))
+            tiled = mean_over_tiles([residual_steps(b) for b in blocks], x, max(reaches),
+                                    2.0 * (x.size // x.shape[-1]) * sum(macs))
             if tiled is not None:
                 return tiled
         total = blocks[0](x)
@@ -61,32 +62,25 @@ def residual_steps(block: nn.Module) -> List:
 
 def _conv_reach(config) -> int:
     """How far, in samples, a stride-1 convolution's output reads its input on either side."""
-    span = config.dilation * (config.kernel_size - 1)
-    padding = config.padding
-    if isinstance(padding, int):
-        return max(padding, span - padding)
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, int) for p in padding):
-        return max(padding[0], span - padding[0])
-    return span  # "same", "causal", "valid": never farther than the whole span
+    left, _ = conv1d_padding(config.padding, 1, config.kernel_size, 1, config.dilation)  # stride 1: no length in it
+    return max(left, config.span - 1 - left)
 
 
-def block_reach(block: nn.Module) -> int:
-    """An upper bound of how far, in samples, a block's output reads its input on either side: the sum of its
-    layers' reaches (convolutions, anti-aliased activations at their filter's length; pointwise functions and
-    residual sums add nothing)."""
-    reach = 0
+def block_extent(block: nn.Module) -> Tuple[int, int]:
+    """``(reach, multiply-adds)`` of a block of stride-1 layers, in one walk over its modules.
+
+    The reach is an upper bound of how far, in samples, the block's output reads its input on either side: the
+    sum of its layers' reaches (convolutions; anti-aliased activations at their filter's length; pointwise
+    functions and residual sums add nothing). The multiply-adds are its convolutions' per sample.
+    """
+    reach = macs = 0
     for module in block.modules():
         if isinstance(module, Conv1d):
             reach += _conv_reach(module.config)
+            macs += module.config.multiply_adds
         elif isinstance(module, Activation1d):
             reach += int(module.upsample["filter"].size)
-    return reach
-
-
-def block_macs(block: nn.Module) -> int:
-    """Multiply-adds per sample of a block's convolutions (``K * C_in * C_out / groups`` each)."""
-    return sum(m.config.kernel_size * m.config.in_channels * m.config.out_channels // m.config.groups
-               for m in block.modules() if isinstance(m, Conv1d))
+    return reach, macs
 
 
 def config_from_dict(cls, values: Dict, model: str):

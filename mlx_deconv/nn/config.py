@@ -164,6 +164,12 @@ class ConvConfig:
         """The dilated kernel's span in samples."""
         return dilated_kernel_size(self.kernel_size, self.dilation)
 
+    @property
+    def multiply_adds(self) -> int:
+        """The weight's multiply-adds for one output sample of ``conv1d`` (one input sample when transposed):
+        ``K * C_in * C_out / groups``."""
+        return self.kernel_size * self.in_channels * self.out_channels // self.groups
+
     def _probe_shape(self, length: int) -> Tuple[int, int, int]:
         channels = self.in_channels or self.groups
         return (1, length, channels) if self.data_format == "NLC" else (1, channels, length)

@@ -142,4 +142,4 @@ def layer_work(part) -> list:
     config = getattr(getattr(part, "layer", None), "config", None)
     if config is None or not hasattr(config, "kernel_size"):
         return []
-    return [config.kernel_size * config.in_channels * config.out_channels // config.groups]
+    return [config.multiply_adds]
